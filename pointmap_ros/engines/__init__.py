@@ -1,0 +1,1 @@
+"""Inference backends behind one interface (:class:`pointmap_ros.engines.base.Engine`)."""
