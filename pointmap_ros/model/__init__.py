@@ -1,1 +1,6 @@
-"""model subpackage."""
+"""The DPM pair network (torch only): configuration, layers, heads, checkpoints."""
+
+from pointmap_ros.model.config import PRESETS, ModelConfig
+from pointmap_ros.model.dpm import HEAD_MAPS, OUTPUT_NAMES, DynamicPointMapNet
+
+__all__ = ['ModelConfig', 'PRESETS', 'DynamicPointMapNet', 'HEAD_MAPS', 'OUTPUT_NAMES']

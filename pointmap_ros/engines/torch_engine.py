@@ -1,0 +1,138 @@
+"""PyTorch backend: runs a :class:`~pointmap_ros.model.dpm.DynamicPointMapNet` directly.
+
+CPU or CUDA; fp32 everywhere, fp16 / bf16 autocast on CUDA for encoder and decoders while the
+heads and their exp post-processing stay in fp32 (the model disables autocast around them;
+``1 + exp(x)`` overflows fp16 for x > 11). Attention goes through
+``scaled_dot_product_attention``, so CUDA picks flash / memory-efficient kernels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from pointmap_ros.engines.base import Engine, EngineInfo
+from pointmap_ros.errors import ConfigError, EngineError, InputError
+from pointmap_ros.model.checkpoint import load_checkpoint, state_dict_sha256
+from pointmap_ros.model.dpm import DynamicPointMapNet
+from pointmap_ros.types import DynamicPointMaps, Frame
+
+__all__ = ['TorchEngine', 'TorchEncoding', 'PRECISIONS']
+
+PRECISIONS = {'fp32': None, 'fp16': torch.float16, 'bf16': torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class TorchEncoding:
+    """Cached encoder output of one frame: ``tokens [1, N, enc_dim]`` on the engine device
+    (autocast dtype under fp16/bf16) and the image ``shape`` ``(H, W)``."""
+
+    tokens: torch.Tensor
+    shape: tuple[int, int]
+
+
+class TorchEngine(Engine):
+    """DPM inference in PyTorch.
+
+    Args:
+        model: a 4-map :class:`DynamicPointMapNet` (moved to ``device`` and set to eval mode)
+            or the path of one of our checkpoints (``.json`` / ``.safetensors`` / stem).
+        device: ``'cpu'``, ``'cuda'``, ``'cuda:1'``, ...
+        precision: ``'fp32'``, or ``'fp16'`` / ``'bf16'`` (CUDA only).
+        input_shape: fixed ``(H, W)`` to enforce, or None to accept any multiple of the patch
+            size (the network itself is resolution-agnostic).
+        cache_size: encodings kept in the LRU cache.
+
+    Raises:
+        ConfigError: unknown precision, half precision on CPU, a 2-map model, or an
+            ``input_shape`` that is not a multiple of the patch size.
+        EngineError: CUDA requested but unavailable.
+        CheckpointError: the checkpoint path cannot be loaded.
+    """
+
+    backend = 'torch'
+
+    def __init__(self, model: DynamicPointMapNet | str | os.PathLike, device='cpu',
+                 precision: str = 'fp32', input_shape: tuple[int, int] | None = None,
+                 cache_size: int = 16):
+        super().__init__(cache_size)
+        if precision not in PRECISIONS:
+            raise ConfigError(f'precision {precision!r} is not one of {sorted(PRECISIONS)}',
+                              name='precision', value=precision)
+        self.device = torch.device(device)
+        if self.device.type == 'cuda' and not torch.cuda.is_available():
+            raise EngineError(f'device {device!r} requested but CUDA is not available')
+        if precision != 'fp32' and self.device.type != 'cuda':
+            raise ConfigError(f'precision {precision!r} needs a CUDA device, got {device!r}; '
+                              "use 'fp32' on CPU", name='precision', value=precision)
+        self.precision = precision
+        self.checkpoint = None
+        if isinstance(model, (str, os.PathLike)):
+            self.checkpoint = str(model)
+            model = load_checkpoint(model, map_location='cpu')
+        config = model.config
+        if config.num_maps != 4:
+            raise ConfigError(f'the engine needs a 4-map DPM model, got num_maps='
+                              f'{config.num_maps}; convert with --num-maps 4',
+                              name='num_maps', value=config.num_maps)
+        if input_shape is not None:
+            input_shape = (int(input_shape[0]), int(input_shape[1]))
+            if any(v <= 0 or v % config.patch_size for v in input_shape):
+                raise ConfigError(f'input_shape {input_shape} is not a positive multiple of '
+                                  f'the patch size {config.patch_size}', name='input_shape',
+                                  value=input_shape)
+        self._input_shape = input_shape
+        self.model = model.to(self.device).eval()
+        self._model_hash = getattr(model, 'checkpoint_meta', {}).get('state_sha256')
+
+    @property
+    def input_shape(self) -> tuple[int, int] | None:
+        return self._input_shape
+
+    def _autocast(self):
+        dtype = PRECISIONS[self.precision]
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def encode(self, frame: Frame) -> TorchEncoding:
+        """Run the encoder on one ``[H, W, 3]`` uint8 RGB frame."""
+        image = frame.image
+        if image.dtype != np.uint8:
+            raise InputError(f'engine input must be uint8 RGB, got dtype {image.dtype}',
+                             'encoding', actual=str(image.dtype), expected='uint8')
+        with torch.inference_mode():
+            img = torch.from_numpy(np.ascontiguousarray(image)).to(self.device)
+            img = img.permute(2, 0, 1)[None].float()
+            img = (img / 255.0 - 0.5) / 0.5                      # [1, 3, H, W] in [-1, 1]
+            with self._autocast():
+                tokens = self.model.encode(img)
+        return TorchEncoding(tokens, frame.shape)
+
+    def decode(self, enc_i: TorchEncoding, enc_j: TorchEncoding, frame_i: Frame,
+               frame_j: Frame) -> DynamicPointMaps:
+        """Run both decoders and the four heads; maps are in camera i's frame."""
+        with torch.inference_mode(), self._autocast():
+            out = self.model.decode(enc_i.tokens, enc_i.shape, enc_j.tokens, enc_j.shape)
+        arrays = {k: v.float().cpu().numpy() for k, v in out.items()}
+        return DynamicPointMaps.from_flat(arrays, key_i=frame_i.key, key_j=frame_j.key)
+
+    def info(self) -> EngineInfo:
+        if self._model_hash is None:
+            self._model_hash = state_dict_sha256(self.model)
+        cfg = self.model.config
+        return EngineInfo(backend=self.backend, device=str(self.device),
+                          precision=self.precision, input_shape=self.input_shape,
+                          native_shape=tuple(cfg.img_size), model_hash=self._model_hash,
+                          checkpoint=self.checkpoint, head_type=cfg.head_type,
+                          num_parameters=sum(p.numel() for p in self.model.parameters()),
+                          torch_version=torch.__version__)
+
+    def close(self) -> None:
+        super().close()
+        if self.device.type == 'cuda':
+            torch.cuda.empty_cache()
