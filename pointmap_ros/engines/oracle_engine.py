@@ -1,0 +1,114 @@
+"""An engine that serves known point maps (ground truth), for tests and debugging.
+
+Feeding exact maps through the real pipeline isolates pipeline errors from network errors;
+with ``noise_std`` it shows how the pipeline degrades with map noise.
+
+Frame rule (:meth:`OracleEngine.from_scene`): the scene frame index of a :class:`Frame` is
+``round(frame.stamp * fps)`` (its stamp, not its key, so skipped frames and any key scheme --
+the pipeline's ``'<camera_id>/<stamp_ns>'``, the generator's ``'<camera_id>/<t>'`` -- work);
+a stamp more than a quarter frame away from a frame time is an :class:`EngineError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import numpy as np
+
+from pointmap_ros.engines.base import Engine, EngineInfo
+from pointmap_ros.errors import EngineError
+from pointmap_ros.types import MAP_NAMES, DynamicPointMaps, Frame
+
+__all__ = ['OracleEngine', 'add_map_noise']
+
+
+def add_map_noise(maps: DynamicPointMaps, noise_std: float, seed: int) -> DynamicPointMaps:
+    """Copy of ``maps`` with i.i.d. Gaussian noise of ``noise_std * median depth`` on points.
+
+    The median depth is that of ``pts_i_ti``; each map gets independent noise.
+    """
+    z = maps.pts_i_ti[..., 2]
+    z = z[np.isfinite(z) & (z > 0)]
+    sigma = noise_std * (float(np.median(z)) if z.size else 1.0)
+    rng = np.random.default_rng(seed)
+    noisy = {f'pts_{n}': (maps.pts(n) + rng.normal(0.0, sigma, maps.pts(n).shape))
+             .astype(np.float32) for n in MAP_NAMES}
+    return dataclasses.replace(maps, **noisy)
+
+
+class OracleEngine(Engine):
+    """Serves :class:`DynamicPointMaps` from a callable ``(key_i, key_j) -> maps``.
+
+    Args:
+        source: returns the maps of a pair (in camera i's frame) for two frame keys, or for
+            the two :class:`Frame` objects when ``by_frame``.
+        input_shape: ``(H, W)`` the maps have.
+        noise_std: Gaussian point noise relative to median depth (0 = exact).
+        noise_seed: base seed; the noise of a pair is a deterministic function of it and the
+            keys.
+        by_frame: call ``source(frame_i, frame_j)`` instead of ``source(key_i, key_j)``.
+    """
+
+    backend = 'oracle'
+
+    def __init__(self, source: Callable[..., DynamicPointMaps],
+                 input_shape: tuple[int, int], noise_std: float = 0.0, noise_seed: int = 0,
+                 by_frame: bool = False):
+        super().__init__(cache_size=0)
+        self._source = source
+        self._by_frame = by_frame
+        self._shape = (int(input_shape[0]), int(input_shape[1]))
+        self.noise_std = float(noise_std)
+        self.noise_seed = int(noise_seed)
+
+    @property
+    def input_shape(self) -> tuple[int, int]:
+        return self._shape
+
+    def encode(self, frame: Frame) -> Any:
+        return frame.key  # nothing to compute: the "encoding" is the key itself
+
+    def decode(self, enc_i: Any, enc_j: Any, frame_i: Frame, frame_j: Frame) -> DynamicPointMaps:
+        maps = (self._source(frame_i, frame_j) if self._by_frame
+                else self._source(enc_i, enc_j))
+        if maps.pts_i_ti.shape[:2] != self._shape:
+            raise EngineError(f'oracle maps are {maps.pts_i_ti.shape[:2]}, engine declares '
+                              f'{self._shape}')
+        if self.noise_std > 0:
+            seed = [self.noise_seed] + [ord(ch) for ch in f'{enc_i}|{enc_j}']
+            maps = add_map_noise(maps, self.noise_std, int(np.random.SeedSequence(seed)
+                                                           .generate_state(1)[0]))
+        return dataclasses.replace(maps, key_i=frame_i.key, key_j=frame_j.key)
+
+    def info(self) -> EngineInfo:
+        return EngineInfo(backend=self.backend, input_shape=self._shape,
+                          noise_std=self.noise_std)
+
+    @classmethod
+    def from_scene(cls, scene_config, seed: int = 0, noise_std: float = 0.0,
+                   noise_seed: int = 0) -> 'OracleEngine':
+        """Oracle over :class:`pointmap_ros.data.scenes.SceneGenerator` ground truth.
+
+        The generator object is available as ``engine.scene`` (to render the images).
+        """
+        from pointmap_ros.data.scenes import SceneGenerator
+
+        gen = SceneGenerator(scene_config, seed=seed)
+        fps = float(scene_config.fps)
+
+        def index(frame: Frame) -> int:
+            stamp = frame.stamp
+            t = int(round(stamp * fps))
+            if not 0 <= t < gen.num_frames or abs(t / fps - stamp) > 0.25 / fps:
+                raise EngineError(f'stamp {stamp:.6f} s is not a frame of the scene '
+                                  f'({gen.num_frames} frames at {fps} fps)')
+            return t
+
+        def source(frame_i: Frame, frame_j: Frame) -> DynamicPointMaps:
+            return gen.pair_ground_truth(index(frame_i), index(frame_j)).maps
+
+        engine = cls(source, (scene_config.height, scene_config.width), noise_std, noise_seed,
+                     by_frame=True)
+        engine.scene = gen
+        return engine

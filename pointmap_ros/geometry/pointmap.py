@@ -1,0 +1,106 @@
+"""Point-map utilities: validity and confidence gating, depth, and metric scale from depth.
+
+Convention: point maps ``[H, W, 3]`` in an OpenCV optical frame; depth is z.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pointmap_ros.errors import InputError
+
+__all__ = ['vector_norm', 'valid_mask', 'confidence_mask', 'depth_from_points', 'median_depth',
+           'scale_from_depth', 'depth_ratio']
+
+
+def vector_norm(v: np.ndarray) -> np.ndarray:
+    """``[...]`` Euclidean norm of ``[..., 3]`` vectors.
+
+    Written per component: numpy reductions over a last axis of length 3 are ~5x slower than
+    three strided element-wise passes at 512x288.
+    """
+    x, y, z = v[..., 0], v[..., 1], v[..., 2]
+    return np.sqrt(x * x + y * y + z * z)
+
+
+def valid_mask(points: np.ndarray) -> np.ndarray:
+    """``[H, W]`` bool: points in front of the camera with a finite depth (0 < z < inf).
+
+    Only z is tested (NaN fails ``z > 0``): engines produce x, y and z of a pixel together
+    (DUSt3R heads output depth-scaled rays), so a non-finite x or y comes with a bad z; this
+    keeps the test at two comparisons on one channel.
+    """
+    z = points[..., 2]
+    return (z > 0) & (z < np.inf)
+
+
+def confidence_mask(conf: np.ndarray, threshold: float,
+                    relative_quantile: float | None = None) -> np.ndarray:
+    """``[H, W]`` bool gate ``conf >= threshold``.
+
+    With ``relative_quantile`` q the gate is ``conf >= min(threshold, quantile(conf, q))``, so
+    a globally low-confidence pair still keeps its best fraction ``1 - q`` of pixels instead
+    of nothing (DUSt3R confidences are >= 1 and their scale varies between checkpoints). The
+    quantile is taken on a strided subsample of at most ~4k pixels (speed).
+    """
+    conf = np.asarray(conf)
+    thr = threshold
+    if relative_quantile is not None:
+        step = max(1, int(np.sqrt(conf.size / 4096)))
+        sub = conf[::step, ::step]
+        finite = sub[np.isfinite(sub)]
+        if finite.size:
+            thr = min(thr, float(np.quantile(finite, relative_quantile)))
+    return np.isfinite(conf) & (conf >= thr)
+
+
+def depth_from_points(points: np.ndarray) -> np.ndarray:
+    """``[H, W]`` z-depth of camera-frame points; NaN where invalid."""
+    z = np.array(points[..., 2], copy=True)
+    z[~valid_mask(points)] = np.nan
+    return z
+
+
+def median_depth(points: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Median z over valid (and masked) pixels; NaN when none (the scene's scale)."""
+    ok = valid_mask(points)
+    if mask is not None:
+        ok &= mask
+    z = points[..., 2][ok]
+    return float(np.median(z)) if z.size else float('nan')
+
+
+def depth_ratio(z_ref: np.ndarray, z: np.ndarray, mask: np.ndarray | None = None,
+                min_pixels: int = 16) -> float | None:
+    """Robust scale ``median(z_ref / z)`` over pixels valid in both; None when too few."""
+    ok = np.isfinite(z_ref) & np.isfinite(z) & (z_ref > 0) & (z > 0)
+    if mask is not None:
+        ok &= mask
+    if np.count_nonzero(ok) < min_pixels:
+        return None
+    return float(np.median(z_ref[ok] / z[ok]))
+
+
+def scale_from_depth(points: np.ndarray, depth: np.ndarray, mask: np.ndarray | None = None,
+                     min_pixels: int = 16) -> float:
+    """Metres per model unit from a metric depth image of the same camera.
+
+    Args:
+        points: ``[H, W, 3]`` camera-frame points of the image in model units.
+        depth: ``[H, W]`` metric z-depth registered to the same pixels (0/NaN = no data).
+        mask: optional ``[H, W]`` bool pixels to use (e.g. confident ones).
+
+    Raises:
+        InputError: shape mismatch or fewer than ``min_pixels`` pixels with both values.
+    """
+    depth = np.asarray(depth)
+    if depth.shape != points.shape[:2]:
+        raise InputError(f'depth shape {depth.shape} does not match the point map '
+                         f'{points.shape[:2]}', 'size', actual=depth.shape,
+                         expected=points.shape[:2])
+    s = depth_ratio(depth.astype(np.float64), depth_from_points(points).astype(np.float64),
+                    mask, min_pixels)
+    if s is None:
+        raise InputError(f'depth scale needs >= {min_pixels} pixels with valid depth and points',
+                         'depth_scale')
+    return s

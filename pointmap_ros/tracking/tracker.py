@@ -1,0 +1,285 @@
+"""Persistent 3D object tracks: association, birth/death hysteresis, poses and velocities.
+
+Object poses are anchored St4RTrack-style: each track stores its pose ``A`` at the current
+keyframe's time, and each frame's keyframe pair measures the object's motion ``M`` from the
+keyframe time to now directly, so ``T_world_obj(t) = M @ A`` does not accumulate drift within
+a keyframe. On a keyframe change the anchor becomes the pose at the new keyframe's time.
+
+Convention: world frame = the first keyframe's optical frame; poses ``T_<to>_<from>`` float64;
+velocities in world axes (linear of the object origin, angular as a rotation vector rate).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from pointmap_ros.geometry.camera import project
+from pointmap_ros.geometry.transforms import (
+    rotmat_to_rotvec, rotvec_to_rotmat, se3_apply, se3_compose, se3_from_rt, se3_inverse)
+
+__all__ = ['TrackedObject', 'Detection', 'TrackerConfig', 'ObjectTracker', 'warped_overlap']
+
+
+@dataclass
+class TrackedObject:
+    """One tracked moving object as published (see docs/architecture.md).
+
+    Attributes:
+        track_id: persistent id (>= 1).
+        T_world_obj: ``[4, 4]`` pose of the object frame (origin at the centroid when first
+            seen, axes = principal axes of its points) in the world frame.
+        linear_velocity: ``[3]`` velocity of the object origin, world axes, units/s.
+        angular_velocity: ``[3]`` rad/s, world axes.
+        extent: ``[3]`` size along the object axes (2nd-98th percentile span).
+        point_count: pixels observed this frame (0 while occluded).
+        confidence: in [0, 1]: rigid-fit inlier ratio, decaying while unobserved.
+        is_rigid: last rigid fit's verdict; rigid_residual its relative residual.
+        age: frames since birth.
+    """
+
+    track_id: int
+    T_world_obj: np.ndarray
+    linear_velocity: np.ndarray
+    angular_velocity: np.ndarray
+    extent: np.ndarray
+    point_count: int
+    confidence: float
+    is_rigid: bool
+    rigid_residual: float
+    age: int
+
+
+@dataclass
+class Detection:
+    """One instance seen in the current frame (world frame, current time).
+
+    Attributes:
+        points: ``[N, 3]`` the instance's points now (possibly a subsample).
+        motion: ``[4, 4]`` its rigid motion from the keyframe time to now (world frame).
+        inlier_ratio, is_rigid, residual_rel: from the rigid fit.
+        overlap: ``{track_id: fraction}`` of its pixels that map onto each track's pixels in
+            the previous frame (from the short-gap pair), empty when unknown.
+        pixel_count: pixels of the instance (default: ``len(points)``).
+    """
+
+    points: np.ndarray
+    motion: np.ndarray
+    inlier_ratio: float
+    is_rigid: bool
+    residual_rel: float
+    overlap: dict = field(default_factory=dict)
+    pixel_count: int = -1
+
+    def __post_init__(self):
+        if self.pixel_count < 0:
+            self.pixel_count = len(self.points)
+
+
+def warped_overlap(points_prev: np.ndarray, K_prev: np.ndarray,
+                   prev_track_ids: np.ndarray) -> dict:
+    """Which previous tracks a detection's pixels came from.
+
+    Args:
+        points_prev: ``[N, 3]`` the detection's pixels' points at the previous frame's time in
+            the previous camera frame (``P_t(t_prev)`` of the pair (prev, t)).
+        K_prev: ``[3, 3]`` previous intrinsics.
+        prev_track_ids: ``[H, W]`` int track id per pixel of the previous frame (0 = none).
+
+    Returns:
+        ``{track_id: fraction of the N pixels that project onto that track}``. A pixel
+        hidden behind another object at the previous time lands on that object: the fraction
+        is a soft cue, combined with 3D distance in the assignment.
+    """
+    if len(points_prev) == 0:
+        return {}
+    uv = np.rint(project(points_prev, K_prev))
+    h, w = prev_track_ids.shape
+    uv = uv[np.isfinite(uv).all(1)].astype(np.int64)
+    ok = (uv[:, 0] >= 0) & (uv[:, 0] < w) & (uv[:, 1] >= 0) & (uv[:, 1] < h)
+    hit = prev_track_ids[uv[ok, 1], uv[ok, 0]]
+    ids, counts = np.unique(hit[hit > 0], return_counts=True)
+    return {int(i): float(c) / len(points_prev) for i, c in zip(ids, counts)}
+
+
+@dataclass
+class TrackerConfig:
+    """Association and lifetime parameters.
+
+    Attributes:
+        gate_rel: a detection farther than ``gate_rel * scene_scale + extent / 2`` from a
+            track cannot be assigned to it.
+        overlap_weight: weight of the warped overlap (fraction) against the normalised
+            distance in the assignment cost.
+        min_hits: consecutive detections before a track is confirmed (published).
+        max_misses: unobserved frames a confirmed track coasts through before it dies.
+        velocity_alpha: exponential filter weight of a new velocity measurement (1 = none).
+        extent_decay: per-update decay of the running-max extent (forgets a bad frame).
+    """
+
+    gate_rel: float = 0.15
+    overlap_weight: float = 1.0
+    min_hits: int = 2
+    max_misses: int = 10
+    velocity_alpha: float = 0.5
+    extent_decay: float = 0.9
+
+
+class _Track:
+    """Internal state of one track: pose, anchor at the keyframe time, filters, counters."""
+
+    def __init__(self, track_id: int, det: Detection, stamp: float):
+        self.id = track_id
+        c = det.points.mean(0)
+        # Principal axes as orientation; right-handed with det +1.
+        _, _, vt = np.linalg.svd(det.points - c, full_matrices=False)
+        R = vt.T.copy() if len(det.points) >= 3 else np.eye(3)
+        if np.linalg.det(R) < 0:
+            R[:, 2] *= -1
+        self.pose = se3_from_rt(R, c)
+        self.anchor = se3_compose(se3_inverse(det.motion), self.pose)
+        self.stamp = stamp
+        self.v = np.zeros(3)
+        self.w = np.zeros(3)
+        self.extent = np.zeros(3)
+        self.centroid_obj = np.zeros(3)  # last observed centroid in the object frame
+        self.hits, self.misses, self.age, self.updates = 1, 0, 0, 0
+        self.confirmed = False
+        self.det = det
+        self._observe(det)
+
+    def _observe(self, det: Detection) -> None:
+        local = se3_apply(se3_inverse(self.pose), det.points)
+        self.centroid_obj = local.mean(0)
+        lo, hi = np.quantile(local, [0.02, 0.98], axis=0)
+        span = hi - lo
+        self.extent = np.maximum(span, self.extent)
+        self.det = det
+
+    def predict(self, stamp: float) -> np.ndarray:
+        """Constant-velocity pose at ``stamp``."""
+        dt = stamp - self.stamp
+        R = rotvec_to_rotmat(self.w * dt) @ self.pose[:3, :3]
+        return se3_from_rt(R, self.pose[:3, 3] + self.v * dt)
+
+    def update(self, det: Detection, stamp: float, alpha: float, decay: float) -> None:
+        new = se3_compose(det.motion, self.anchor)
+        dt = stamp - self.stamp
+        if dt > 0:
+            v = (new[:3, 3] - self.pose[:3, 3]) / dt
+            w = rotmat_to_rotvec(new[:3, :3] @ self.pose[:3, :3].T) / dt
+            first = self.updates == 0
+            self.v = v if first else alpha * v + (1 - alpha) * self.v
+            self.w = w if first else alpha * w + (1 - alpha) * self.w
+            self.updates += 1
+        self.pose, self.stamp = new, stamp
+        self.extent *= decay
+        self._observe(det)
+        self.hits += 1
+        self.misses = 0
+
+    def coast(self, stamp: float) -> None:
+        self.pose, self.stamp = self.predict(stamp), stamp
+        self.misses += 1
+        self.hits = 0 if not self.confirmed else self.hits
+
+    def as_object(self, max_misses: int) -> TrackedObject:
+        seen = self.misses == 0
+        return TrackedObject(
+            track_id=self.id, T_world_obj=self.pose.copy(), linear_velocity=self.v.copy(),
+            angular_velocity=self.w.copy(), extent=self.extent.copy(),
+            point_count=self.det.pixel_count if seen else 0,
+            confidence=float(self.det.inlier_ratio * (1 - self.misses / (max_misses + 1))),
+            is_rigid=self.det.is_rigid, rigid_residual=float(self.det.residual_rel),
+            age=self.age)
+
+
+class ObjectTracker:
+    """Assigns detections to persistent tracks (Hungarian on 3D distance and overlap).
+
+    Births need ``min_hits`` consecutive detections before a track is confirmed (published);
+    confirmed tracks coast on constant velocity for up to ``max_misses`` unobserved frames
+    (temporary occlusion) before they die. Ids are never reused.
+    """
+
+    def __init__(self, config: TrackerConfig | None = None):
+        self.config = config or TrackerConfig()
+        self._tracks: list[_Track] = []
+        self._next_id = 1
+
+    @property
+    def tracks(self) -> list[_Track]:
+        return list(self._tracks)
+
+    def reanchor(self) -> None:
+        """The current frame became the keyframe: anchors = poses now (no jump)."""
+        for tr in self._tracks:
+            tr.anchor = tr.pose.copy()
+
+    def _cost(self, tr: _Track, c_pred: np.ndarray, det: Detection, c_det: np.ndarray,
+              scale: float) -> float:
+        # The detection's motion applied to the track's anchor gives the pose the track
+        # would have if the detection were it; its centroid must match the observation too.
+        c_hyp = se3_apply(se3_compose(det.motion, tr.anchor), tr.centroid_obj)
+        d = min(np.linalg.norm(c_det - c_pred), np.linalg.norm(c_det - c_hyp))
+        size = max(float(np.linalg.norm(tr.extent)), 1e-9)
+        gate = self.config.gate_rel * scale + 0.5 * size
+        if d > gate:
+            return np.inf
+        return d / gate - self.config.overlap_weight * det.overlap.get(tr.id, 0.0)
+
+    def update(self, detections: list[Detection], stamp: float,
+               scene_scale: float) -> tuple[list[int], list[TrackedObject]]:
+        """Advance all tracks to ``stamp``.
+
+        Args:
+            detections: this frame's instances.
+            stamp: current time (s).
+            scene_scale: median scene depth (units of the points), scales the gate.
+
+        Returns:
+            ``(track id per detection, published tracks)``: confirmed tracks, including
+            those coasting through an occlusion. Unconfirmed tracks get their id in the first
+            list (for overlap bookkeeping) but are not published.
+        """
+        cfg = self.config
+        n_t, n_d = len(self._tracks), len(detections)
+        ids = [0] * n_d
+        matched_t, matched_d = set(), set()
+        if n_t and n_d:
+            c_dets = [det.points.mean(0) for det in detections]
+            c_preds = [se3_apply(tr.predict(stamp), tr.centroid_obj) for tr in self._tracks]
+            cost = np.array([[self._cost(tr, cp, det, cd, scene_scale)
+                              for det, cd in zip(detections, c_dets)]
+                             for tr, cp in zip(self._tracks, c_preds)])
+            big = 1e6
+            rows, cols = linear_sum_assignment(np.where(np.isfinite(cost), cost, big))
+            for r, c in zip(rows, cols):
+                if np.isfinite(cost[r, c]):
+                    self._tracks[r].update(detections[c], stamp, cfg.velocity_alpha,
+                                           cfg.extent_decay)
+                    ids[c] = self._tracks[r].id
+                    matched_t.add(r)
+                    matched_d.add(c)
+        survivors = []
+        for k, tr in enumerate(self._tracks):
+            tr.age += 1
+            if k not in matched_t:
+                tr.coast(stamp)
+                if not tr.confirmed or tr.misses > cfg.max_misses:
+                    continue
+            if tr.hits >= cfg.min_hits:
+                tr.confirmed = True
+            survivors.append(tr)
+        for c, det in enumerate(detections):
+            if c not in matched_d and len(det.points) >= 3:
+                tr = _Track(self._next_id, det, stamp)
+                self._next_id += 1
+                tr.confirmed = cfg.min_hits <= 1
+                survivors.append(tr)
+                ids[c] = tr.id
+        self._tracks = survivors
+        published = [tr.as_object(cfg.max_misses) for tr in self._tracks if tr.confirmed]
+        return ids, published
