@@ -11,6 +11,8 @@ from setuptools import find_packages, setup
 CONSOLE_SCRIPTS = [
     'dynamic_recon_node=pointmap_ros.ros.node:main',
     'synthetic_camera_node=pointmap_ros.ros.synthetic_camera:main',
+    'dynamic_recon_lifecycle_node=pointmap_ros.ros.lifecycle_node:main',
+    'pointmap-noise-study=pointmap_ros.tools.noise_study:main',
     'pointmap-demo=pointmap_ros.tools.demo:main',
     'pointmap-export-onnx=pointmap_ros.tools.export_onnx:main',
     'pointmap-build-engine=pointmap_ros.tools.build_engine:main',

@@ -1,0 +1,158 @@
+"""What the node reports on ``/diagnostics`` (``diagnostic_msgs/DiagnosticArray``, 1 Hz).
+
+Three statuses per node, named ``<node>: input``, ``<node>: processing`` and
+``<node>: engine``: input rates per camera, output rate, per-stage milliseconds, latency from
+the source stamp to publication, skipped frames, drop counts per reason, and the engine's
+backend/state. :class:`NodeStats` is updated from the executor and the inference thread
+(hence the lock); :func:`build_diagnostics` turns a snapshot into the message.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from typing import Any
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+__all__ = ['RateMeter', 'NodeStats', 'build_diagnostics']
+
+_PLAUSIBLE_LATENCY_MS = 600e3  # latency beyond 10 min means the stamps use another clock
+
+
+class RateMeter:
+    """Events per second over the last ``window_s`` seconds (monotonic time from the caller)."""
+
+    def __init__(self, window_s: float = 5.0):
+        self.window_s = window_s
+        self._times: collections.deque[float] = collections.deque()
+
+    def tick(self, now_s: float) -> None:
+        self._times.append(now_s)
+        self._trim(now_s)
+
+    def rate(self, now_s: float) -> float:
+        self._trim(now_s)
+        if len(self._times) < 2:
+            return 0.0
+        return (len(self._times) - 1) / max(self._times[-1] - self._times[0], 1e-9)
+
+    def _trim(self, now_s: float) -> None:
+        while self._times and now_s - self._times[0] > self.window_s:
+            self._times.popleft()
+
+
+class NodeStats:
+    """Thread-safe counters and timings of one node."""
+
+    def __init__(self, window: int = 20):
+        self._lock = threading.Lock()
+        self._window = window
+        self.input_rates: dict[str, RateMeter] = collections.defaultdict(RateMeter)
+        self.output_rate = RateMeter()
+        self.received: collections.Counter = collections.Counter()
+        self.published = 0
+        self.dropped: collections.Counter = collections.Counter()
+        self.stage_ms: dict[str, collections.deque] = {}
+        self.latency_ms: collections.deque = collections.deque(maxlen=window)
+        self.engine: dict[str, Any] = {}
+        self.engine_state = 'not loaded'
+        self.last_error = ''
+        self.units = 'unknown (no output yet)'
+
+    def on_input(self, camera: str, now_s: float) -> None:
+        with self._lock:
+            self.received[camera] += 1
+            self.input_rates[camera].tick(now_s)
+
+    def on_drop(self, reason: str, count: int = 1) -> None:
+        if count:
+            with self._lock:
+                self.dropped[reason] += count
+
+    def on_output(self, now_s: float, latency_ms: float, timings_ms: dict[str, float],
+                  units: str | None = None) -> None:
+        with self._lock:
+            self.published += 1
+            if units is not None:
+                self.units = units
+            self.output_rate.tick(now_s)
+            self.latency_ms.append(latency_ms)
+            for stage, ms in timings_ms.items():
+                self.stage_ms.setdefault(stage, collections.deque(maxlen=self._window)).append(
+                    float(ms))
+
+    def set_engine(self, state: str, info: dict | None = None, error: str = '') -> None:
+        with self._lock:
+            self.engine_state = state
+            if info is not None:
+                self.engine = dict(info)
+            self.last_error = error
+
+    def snapshot(self, now_s: float, extra_drops: dict | None = None) -> dict:
+        """Plain-data copy for :func:`build_diagnostics`; ``extra_drops`` (counters owned by
+        the synchronizers and the worker) are added to the drop counts."""
+        def mean(values):
+            return sum(values) / len(values) if values else 0.0
+        with self._lock:
+            return {
+                'input_hz': {cam: meter.rate(now_s) for cam, meter in self.input_rates.items()},
+                'received': dict(self.received),
+                'output_hz': self.output_rate.rate(now_s),
+                'published': self.published,
+                'dropped': dict(self.dropped + collections.Counter(extra_drops or {})),
+                'stage_ms': {stage: mean(v) for stage, v in self.stage_ms.items()},
+                'latency_ms': mean(self.latency_ms),
+                'latency_max_ms': max(self.latency_ms, default=0.0),
+                'engine': dict(self.engine),
+                'engine_state': self.engine_state,
+                'last_error': self.last_error,
+                'units': self.units,
+            }
+
+
+def _kv(values: dict) -> list[KeyValue]:
+    def fmt(v):
+        return f'{v:.3f}' if isinstance(v, float) else str(v)
+    return [KeyValue(key=str(k), value=fmt(v)) for k, v in values.items()]
+
+
+def build_diagnostics(node_name: str, snap: dict, stamp, hardware_id: str = '') -> DiagnosticArray:
+    """DiagnosticArray with the input / processing / engine statuses of one snapshot."""
+    ok, warn, error = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
+    inputs = {f'{cam} rate (Hz)': hz for cam, hz in snap['input_hz'].items()}
+    inputs.update({f'{cam} received': n for cam, n in snap['received'].items()})
+    no_input = not any(hz > 0 for hz in snap['input_hz'].values())
+    input_status = DiagnosticStatus(
+        level=warn if no_input else ok, name=f'{node_name}: input', hardware_id=hardware_id,
+        message='no input' if no_input else 'receiving', values=_kv(inputs))
+
+    processing = {'output rate (Hz)': snap['output_hz'], 'published': snap['published'],
+                  'latency from stamp (ms)': snap['latency_ms'],
+                  'latency max (ms)': snap['latency_max_ms'],
+                  'units (lengths; flow and velocities)': snap['units'],
+                  'skipped frames': sum(snap['dropped'].values())}
+    processing.update({f'stage {k} (ms)': v for k, v in snap['stage_ms'].items()})
+    processing.update({f'dropped {k}': v for k, v in sorted(snap['dropped'].items())})
+    message, level = f"{snap['output_hz']:.2f} Hz out", ok
+    if snap['published'] and not -1e3 < snap['latency_ms'] < _PLAUSIBLE_LATENCY_MS:
+        # Stamps from another clock: a bag without --clock/use_sim_time, or unsynced hosts.
+        level = warn
+        message += (f"; stamps are {snap['latency_ms'] * 1e-3:.0f} s behind this node's "
+                    'clock (check use_sim_time / clock sync)')
+    processing_status = DiagnosticStatus(
+        level=level, name=f'{node_name}: processing', hardware_id=hardware_id,
+        message=message, values=_kv(processing))
+
+    state = snap['engine_state']
+    engine = {'state': state, **snap['engine']}
+    if snap['last_error']:
+        engine['last error'] = snap['last_error']
+    engine_status = DiagnosticStatus(
+        level=error if state == 'error' else ok, name=f'{node_name}: engine',
+        hardware_id=hardware_id, message=f"{snap['engine'].get('backend', '?')} {state}",
+        values=_kv(engine))
+
+    msg = DiagnosticArray(status=[input_status, processing_status, engine_status])
+    msg.header.stamp = stamp
+    return msg

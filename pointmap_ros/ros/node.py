@@ -1,0 +1,378 @@
+"""``dynamic_recon_node``: the thin ROS 2 layer over the pipeline (``pipeline.py``).
+
+Executor thread: subscriptions pair image/camera_info(/depth) by stamp, convert and validate
+them, and hand the newest set per camera to the inference worker; timers publish diagnostics
+and the no-input warning. Worker thread: runs the pipeline and publishes every output with
+the *source image's* header stamp. The full interface (topics, frames, QoS, parameters) is
+documented in docs/ros_interface.md.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import SetParametersResult
+import rclpy
+from rclpy.clock import Clock, ClockType
+from rclpy.exceptions import ParameterException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import Header
+
+from pointmap_ros.assets import SHIPPED_MODEL
+from pointmap_ros.errors import ConfigError, EngineError, PointmapError
+from pointmap_ros.ros import conversions as conv
+from pointmap_ros.ros import params as P
+from pointmap_ros.ros.diagnostics import NodeStats, build_diagnostics
+from pointmap_ros.ros.outputs import (OutputState, build_outputs, camera_name, camera_prefix,
+                                      convert_synced, flow_units, output_types)
+from pointmap_ros.ros.qos import describe_qos, make_qos, overriding_options
+from pointmap_ros.ros.sync import InputWatchdog, StampSynchronizer, no_input_warning
+from pointmap_ros.ros.tf import TfPublisher
+from pointmap_ros.ros.worker import InferenceWorker
+
+__all__ = ['ReconCore', 'DynamicReconNode', 'create_engine_from_params', 'main', 'NODE_NAME']
+
+NODE_NAME = 'dynamic_recon_node'
+_LOG_EVERY_S = 5.0
+
+
+def create_engine_from_params(values: dict[str, Any]):
+    """The inference engine the parameters describe (shared by the node and pointmap-replay).
+
+    Raises:
+        EngineError / CheckpointError / ConfigError: the backend cannot be created; the message
+            names the missing file or library (never a silent fallback to another model).
+    """
+    if values['backend'] == 'oracle':
+        from pointmap_ros.engines.oracle_engine import OracleEngine
+        from pointmap_ros.ros.synthetic_camera import scene_config
+        return OracleEngine.from_scene(
+            scene_config(values['oracle_scene'], values['oracle_height'], values['oracle_width'],
+                         values['oracle_frames'], values['oracle_fps']), values['oracle_seed'])
+    from pointmap_ros.engines.factory import create_engine
+    kwargs = P.engine_kwargs(values)
+    if not (values['onnx_dir'] or values['engine_path']):
+        model = Path(kwargs.setdefault('checkpoint', str(SHIPPED_MODEL)))
+        if not (model.is_file() or model.with_suffix('.safetensors').is_file()):
+            which = 'the shipped model' if not values['model'] else 'parameter model'
+            raise EngineError(
+                f'model file {model} ({which}) does not exist. Install the model (see '
+                'docs/model_card.md), pass model:=/path/to/checkpoint.safetensors, or try the '
+                'pipeline on the demo stream with backend:=oracle.')
+    return create_engine(**kwargs)
+
+
+@dataclass
+class _Camera:
+    """Per-camera state: its synchronizer, pipeline, publishers and output state."""
+
+    namespace: str
+    name: str
+    topics: list[str]
+    sync: StampSynchronizer
+    pipeline: Any  # DynamicReconPipeline while the engine is loaded, else None
+    state: OutputState
+    publishers: dict[str, Any] = field(default_factory=dict)
+
+
+class ReconCore:
+    """The node's behaviour, mixed into a plain :class:`Node` or a ``LifecycleNode``.
+
+    Phases (the lifecycle variant maps them onto transitions): :meth:`_setup` declares and
+    validates parameters and starts the timers; :meth:`_allocate` loads the engine, builds
+    one pipeline per camera and creates the publishers; :meth:`_activate` subscribes and
+    starts the inference worker. :meth:`_deactivate` and :meth:`_release` undo the last two.
+    """
+
+    def _setup(self) -> None:
+        self._values: dict[str, Any] | None = None
+        # Registered before declaring, so start-up values are checked like runtime changes.
+        self.add_on_set_parameters_callback(self._validate_parameters)
+        values = P.declare_parameters(self)
+        if (reason := P.validate(values)) is not None:
+            raise ConfigError(f'invalid parameters: {reason}')
+        self._values = values
+        self.add_post_set_parameters_callback(self._apply_parameters)
+        self.stats = NodeStats()
+        self._last_log: dict[str, float] = {}
+        self._steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self._engine = None
+        self._worker: InferenceWorker | None = None
+        self._superseded = 0  # of workers already stopped
+        self._subscriptions: list = []
+        self._cameras: dict[str, _Camera] = {}
+        in_qos = make_qos(values['input_qos'], values['input_queue_depth'])
+        self._in_qos = in_qos
+        self._in_qos_text = describe_qos(in_qos)
+        self._out_qos = make_qos(values['output_qos'], values['output_queue_depth'])
+        for ns in values['cameras']:
+            name = camera_name(ns)
+            self._cameras[name] = _Camera(
+                namespace=ns, name=name, topics=[], pipeline=None,
+                state=OutputState(prefix=camera_prefix(ns, len(values['cameras']))),
+                sync=StampSynchronizer(name, slop_s=values['sync_slop_s'],
+                                       exact=values['exact_sync'],
+                                       queue_size=values['sync_queue_size'],
+                                       use_info=values['use_camera_info'],
+                                       use_depth=values['use_depth']))
+        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self._tf = TfPublisher(self)
+        self._watchdog = InputWatchdog(values['no_input_warn_s'], self._now_steady())
+        # Steady-clock timers: they must run while a bag is paused or /clock is absent.
+        self.create_timer(values['diagnostics_period_s'], self._publish_diagnostics,
+                          clock=self._steady)
+        self.create_timer(1.0, self._check_input, clock=self._steady)
+
+    def _allocate(self) -> None:
+        """Load the engine (raises EngineError & co.), build pipelines and publishers."""
+        self._load_engine()
+        for cam in self._cameras.values():
+            self._advertise(cam)
+
+    def _load_engine(self) -> None:
+        from pointmap_ros.pipeline import DynamicReconPipeline
+        self._engine = create_engine_from_params(self._values)
+        info = dict(self._engine.info())
+        for cam in self._cameras.values():
+            cam.pipeline = DynamicReconPipeline(self._engine, P.pipeline_config(self._values))
+        self.stats.set_engine('ready', info)
+        self.get_logger().info(f'engine ready: {info}')
+
+    def _release_engine(self) -> None:
+        """Free the engine (GPU memory, sessions); windows and tracks start over after."""
+        for cam in self._cameras.values():
+            cam.pipeline = None
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
+        self.stats.set_engine('released')
+
+    def _activate(self) -> None:
+        if self._engine is None:
+            self._load_engine()
+        for cam in self._cameras.values():
+            self._subscribe(cam)
+        self._worker = InferenceWorker(self._process, self._on_worker_error,
+                                       max_rate_hz=self._values['max_rate_hz'])
+        self._worker.start()
+        self._watchdog.note_usable(self._now_steady())
+        self.get_logger().info(
+            f"listening to {[t for c in self._cameras.values() for t in c.topics]} "
+            f"(QoS {self._in_qos_text}); publishing with QoS {describe_qos(self._out_qos)}; "
+            f"TF via {self._tf.kind}")
+
+    def _deactivate(self) -> None:
+        for sub in self._subscriptions:
+            self.destroy_subscription(sub)
+        self._subscriptions.clear()
+        for cam in self._cameras.values():
+            cam.topics.clear()
+        if self._worker is not None:
+            self._worker.stop(timeout_s=30.0)  # let a running inference finish with the engine
+            self._superseded += self._worker.superseded
+            self._worker = None
+
+    def _release(self) -> None:
+        """Undo :meth:`_allocate`: publishers and engine."""
+        for cam in self._cameras.values():
+            for pub in cam.publishers.values():
+                self.destroy_publisher(pub)
+            cam.publishers.clear()
+        self._release_engine()
+
+    # -- parameters ---------------------------------------------------------------------
+    def _validate_parameters(self, params) -> SetParametersResult:
+        """On-set callback: accept or reject with a reason; no side effects."""
+        changes = {}
+        for p in params:
+            spec = P.PARAMS_BY_NAME.get(p.name)
+            if spec is None:
+                continue  # use_sim_time, qos_overrides.* are validated by rclpy
+            if (reason := P.check_value(spec, p.value)) is not None:
+                return SetParametersResult(successful=False, reason=reason)
+            changes[p.name] = p.value
+        if self._values is not None and changes:
+            if (reason := P.validate({**self._values, **changes})) is not None:
+                return SetParametersResult(successful=False, reason=reason)
+        return SetParametersResult(successful=True)
+
+    def _apply_parameters(self, params) -> None:
+        """Post-set callback: apply accepted dynamic changes."""
+        changed = {p.name: p.value for p in params if p.name in P.PARAMS_BY_NAME}
+        if not changed:
+            return
+        self._values.update(changed)
+        if 'max_rate_hz' in changed and self._worker is not None:
+            self._worker.set_max_rate(changed['max_rate_hz'])
+        if 'no_input_warn_s' in changed:
+            self._watchdog.timeout_s = changed['no_input_warn_s']
+        if any(P.PARAMS_BY_NAME[n].config_field for n in changed):
+            # Only dynamic pipeline fields can change here; the pipeline reads its config
+            # on every frame, so swapping the validated object is enough.
+            config = P.pipeline_config(self._values).validate()
+            for cam in self._cameras.values():
+                if cam.pipeline is not None:
+                    cam.pipeline.config = config
+        self.get_logger().info(f'parameters changed: {changed}')
+
+    # -- wiring -------------------------------------------------------------------------
+    def _subscribe(self, cam: _Camera) -> None:
+        v = self._values
+        inputs = [('image', Image, v['image_topic'])]
+        if v['use_camera_info']:
+            inputs.append(('info', CameraInfo, v['camera_info_topic']))
+        if v['use_depth']:
+            inputs.append(('depth', Image, v['depth_topic']))
+        for kind, msg_type, rel in inputs:
+            topic = f"{cam.namespace.rstrip('/')}/{rel}"
+            cam.topics.append(topic)
+            self._subscriptions.append(self.create_subscription(
+                msg_type, topic, lambda msg, c=cam, k=kind: self._on_message(c, k, msg),
+                self._in_qos, qos_overriding_options=overriding_options()))
+
+    def _advertise(self, cam: _Camera) -> None:
+        for key, msg_type in output_types().items():
+            cam.publishers[key] = self.create_publisher(
+                msg_type, f'~/{cam.state.prefix}{key}', self._out_qos,
+                qos_overriding_options=overriding_options())
+
+    # -- executor thread ----------------------------------------------------------------
+    def _on_message(self, cam: _Camera, kind: str, msg) -> None:
+        if kind == 'image':
+            self.stats.on_input(cam.name, self._now_steady())
+        drops = sum(cam.sync.dropped.values())
+        synced = cam.sync.add(kind, conv.stamp_to_ns(msg.header.stamp), msg)
+        if sum(cam.sync.dropped.values()) != drops:
+            self._log_drop(cam.name, *cam.sync.last_drop)
+        if synced is None:
+            return
+        try:
+            item = convert_synced(synced)
+        except PointmapError as exc:
+            self._count_drop(cam.name, exc)
+            return
+        self._watchdog.note_usable(self._now_steady())
+        if self._worker is not None:
+            self._worker.submit(cam.name, item)
+
+    def _count_drop(self, camera: str, exc: Exception) -> None:
+        reason = getattr(exc, 'reason', type(exc).__name__)
+        self.stats.on_drop(reason)
+        self._log_drop(camera, reason, str(exc))
+
+    def _log_drop(self, camera: str, reason: str, text: str) -> None:
+        """Log the first drop of each reason, then at most one per reason every 5 s."""
+        now = time.monotonic()
+        if now - self._last_log.get(reason, -float('inf')) >= _LOG_EVERY_S:
+            self._last_log[reason] = now
+            self.get_logger().warning(f'[{camera}] dropped frame ({reason}): {text}')
+
+    def _check_input(self) -> None:
+        now = self._now_steady()
+        if not self._subscriptions or not self._watchdog.should_warn(now):
+            return
+        received = collections.Counter()
+        dropped = collections.Counter()
+        for cam in self._cameras.values():
+            received.update({f'{cam.name}/{k}': n for k, n in cam.sync.received.items()})
+            dropped.update(cam.sync.dropped)
+        dropped.update(self.stats.snapshot(now)['dropped'])
+        topics = [t for cam in self._cameras.values() for t in cam.topics]
+        self.get_logger().warning(no_input_warning(
+            self._watchdog.silent_for(now), topics, self._in_qos_text,
+            self._values['sync_slop_s'], self._values['exact_sync'], received, dropped))
+
+    def _publish_diagnostics(self) -> None:
+        running = self._worker.superseded if self._worker is not None else 0
+        extra = collections.Counter({'superseded_before_inference': self._superseded + running})
+        for cam in self._cameras.values():
+            extra.update(cam.sync.dropped)
+        snap = self.stats.snapshot(self._now_steady(), extra)
+        self._diag_pub.publish(build_diagnostics(
+            self.get_name(), snap, self.get_clock().now().to_msg(),
+            hardware_id=str(snap['engine'].get('device', ''))))
+
+    def _now_steady(self) -> float:
+        return self._steady.now().nanoseconds * 1e-9
+
+    # -- worker thread ------------------------------------------------------------------
+    def _process(self, camera: str, item: dict) -> None:
+        from pointmap_ros.pipeline import FrameInput
+        cam = self._cameras[camera]
+        pipeline = cam.pipeline
+        if pipeline is None:  # released while this item waited
+            return
+        try:
+            out = pipeline.process(FrameInput(
+                image=item['rgb'], stamp=item['stamp_ns'] * 1e-9, camera_id=camera,
+                K=item['K'], depth=item['depth']))
+        except PointmapError as exc:
+            self._count_drop(camera, exc)
+            return
+        if out is None:
+            return
+        t0 = time.perf_counter()
+        self._publish(cam, item['header'], out)
+        publish_ms = (time.perf_counter() - t0) * 1e3
+        latency_ms = (self.get_clock().now().nanoseconds - item['stamp_ns']) * 1e-6
+        self.stats.on_output(self._now_steady(), latency_ms,
+                             {**out.timings_ms, 'publish': publish_ms},
+                             units=flow_units(out.metric_scale, self._values['flow_per_second']))
+
+    def _on_worker_error(self, camera: str, exc: BaseException) -> None:
+        text = ''.join(traceback.format_exception(exc))
+        self.stats.on_drop('internal_error')
+        self.stats.set_engine('error', error=f'{type(exc).__name__}: {exc}')
+        self.get_logger().error(f'[{camera}] inference failed (a bug; please report):\n{text}')
+
+    def _publish(self, cam: _Camera, image_header: Header, out) -> None:
+        """Publish every output of one pipeline result, stamped with the source image."""
+        messages, transforms = build_outputs(out, image_header, self._values, cam.state)
+        for key, msg in messages.items():
+            cam.publishers[key].publish(msg)
+        self._tf.send(transforms)
+
+
+
+class DynamicReconNode(ReconCore, Node):
+    """DPM 4D reconstruction node; see docs/ros_interface.md for its interface."""
+
+    def __init__(self, **kwargs):
+        super().__init__(NODE_NAME, **kwargs)
+        self._setup()
+        self._allocate()
+        self._activate()
+
+    def destroy_node(self):
+        self._deactivate()
+        self._release_engine()
+        return super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> int:
+    """Console entry point ``dynamic_recon_node`` (what launch/dynamic_recon.launch.py starts)."""
+    try:
+        with rclpy.init(args=args):
+            try:
+                node = DynamicReconNode()
+            except (PointmapError, ParameterException) as exc:
+                rclpy.logging.get_logger(NODE_NAME).fatal(
+                    f'cannot start: {type(exc).__name__}: {exc}')
+                return 1
+            executor = SingleThreadedExecutor()
+            executor.add_node(node)
+            try:
+                executor.spin()
+            finally:
+                node.destroy_node()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    return 0

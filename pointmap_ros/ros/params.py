@@ -1,0 +1,310 @@
+"""The node's parameters: one table, declared in one loop, validated in one place.
+
+Each :class:`ParamSpec` gives name, default, description (with unit), numeric range or
+choices, and whether it may change at runtime (``dynamic``; the others are ``read_only`` and
+need a restart). Pipeline parameters name the :class:`~pointmap_ros.pipeline.PipelineConfig`
+field they set; their defaults are read from that dataclass so there is a single source of
+truth, and :func:`validate` runs ``PipelineConfig.validate()`` so the node, the replay tool
+and the offline pipeline reject exactly the same values with the same reason.
+``config/dynamic_recon.yaml`` mirrors this table (a test keeps them equal).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from pointmap_ros.errors import ConfigError
+from pointmap_ros.pipeline import PipelineConfig
+from pointmap_ros.ros.qos import QOS_CHOICES
+
+__all__ = ['ParamSpec', 'PARAMS', 'PARAMS_BY_NAME', 'defaults', 'check_value', 'validate',
+           'pipeline_config', 'declare_parameters', 'engine_kwargs', 'render_yaml']
+
+_BACKENDS = ('auto', 'torch', 'onnxruntime', 'tensorrt', 'oracle')
+_TOPIC_RE = re.compile(r'^[~/]?[A-Za-z_][A-Za-z0-9_/]*$')
+_FRAME_RE = re.compile(r'^[A-Za-z_][A-Za-z0-9_/]*$')
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One parameter.
+
+    Attributes:
+        name: parameter name.
+        default: default value; its Python type is the parameter type (pipeline parameters
+            take theirs from PipelineConfig).
+        description: meaning and unit.
+        range: ``(low, high)`` inclusive for numbers.
+        choices: allowed values for strings.
+        dynamic: may be changed at runtime (otherwise read-only after start-up).
+        config_field: the PipelineConfig field this parameter sets, if any.
+        codec: key of ``_CODECS`` converting parameter <-> config values, if needed.
+    """
+
+    name: str
+    default: Any
+    description: str
+    range: tuple[float, float] | None = None
+    choices: tuple[str, ...] | None = None
+    dynamic: bool = False
+    config_field: str | None = None
+    codec: str | None = None
+
+
+_NODE_PARAMS = [
+    # -- inputs --------------------------------------------------------------------------
+    ParamSpec('cameras', ['/camera'],
+              'Camera namespaces; each gets its own pipeline (engine shared).'),
+    ParamSpec('image_topic', 'image_raw', 'Image topic relative to each camera namespace.'),
+    ParamSpec('camera_info_topic', 'camera_info', 'CameraInfo topic relative to each namespace.'),
+    ParamSpec('depth_topic', 'depth',
+              'Depth topic relative to each namespace (16UC1 mm or 32FC1 m); used if use_depth.'),
+    ParamSpec('use_camera_info', True,
+              'Pair each image with a CameraInfo (K). False: intrinsics are estimated.'),
+    ParamSpec('use_depth', False, 'Pair each image with a depth image (gives metric scale).'),
+    ParamSpec('input_qos', 'sensor_data', 'Reliability of the input subscriptions.',
+              choices=QOS_CHOICES),
+    ParamSpec('input_queue_depth', 5, 'Keep-last depth of each input subscription (messages).',
+              range=(1, 100)),
+    ParamSpec('sync_slop_s', 0.02, 'Largest image/camera_info/depth stamp difference (s).',
+              range=(0.0, 1.0)),
+    ParamSpec('exact_sync', False, 'Require identical stamps (ignores sync_slop_s).'),
+    ParamSpec('sync_queue_size', 5, 'Messages buffered per input while waiting for partners.',
+              range=(1, 50)),
+    ParamSpec('no_input_warn_s', 5.0, 'Warn (naming topics and QoS) after this long without '
+              'usable input (s); 0 disables.', range=(0.0, 3600.0), dynamic=True),
+    # -- scheduling ----------------------------------------------------------------------
+    ParamSpec('max_rate_hz', 5.0, 'Most inferences started per second over all cameras (Hz); '
+              '0 = unlimited. Newer frames replace waiting ones.', range=(0.0, 1000.0),
+              dynamic=True),
+    # -- outputs -------------------------------------------------------------------------
+    ParamSpec('output_qos', 'reliable', 'Reliability of the output publishers.',
+              choices=QOS_CHOICES),
+    ParamSpec('output_queue_depth', 2, 'Keep-last depth of the output publishers (messages).',
+              range=(1, 100)),
+    ParamSpec('points_frame', 'camera', "Frame of ~/points, ~/scene_flow, ~/dynamic_points: "
+              "'camera' (the image's optical frame_id) or 'world'.", choices=('camera', 'world'),
+              dynamic=True),
+    ParamSpec('cloud_stride', 1, 'Keep every n-th row and column in the clouds (1 = full '
+              'resolution); clouds stay organized.', range=(1, 64), dynamic=True),
+    ParamSpec('world_frame', 'world', 'Fixed frame of the trajectory, objects and world clouds.'),
+    ParamSpec('camera_frame', '', "Child frame of the estimated camera pose; '' = "
+              "'<image frame_id>_estimated' (never the driver's own frame)."),
+    ParamSpec('object_frame_prefix', 'object_', 'TF child frame of object k is <prefix><k>.'),
+    ParamSpec('publish_camera_tf', True, 'Broadcast world -> estimated camera.', dynamic=True),
+    ParamSpec('publish_object_tf', True, 'Broadcast world -> <prefix><id> per tracked object.',
+              dynamic=True),
+    ParamSpec('diagnostics_period_s', 1.0, 'Period of /diagnostics (s).', range=(0.1, 60.0)),
+    # -- engine (see docs/engines.md) ---------------------------------------------------
+    ParamSpec('backend', 'auto', 'Inference backend.', choices=_BACKENDS),
+    ParamSpec('model', '', "Checkpoint (.safetensors); '' = the shipped model "
+              'pointmap_ros/assets/dpm_small.safetensors.'),
+    ParamSpec('onnx_dir', '',
+              "Folder of exported ONNX files (onnxruntime/tensorrt); '' = default."),
+    ParamSpec('engine_path', '', "TensorRT plan file; '' = derived inside engine_cache_dir."),
+    ParamSpec('engine_cache_dir', '', "Persistent engine cache; '' = ~/.cache/pointmap_ros."),
+    ParamSpec('device', 'auto', "Device for torch/onnxruntime/tensorrt ('auto', 'cpu', 'cuda', "
+              "'cuda:N')."),
+    ParamSpec('precision', 'fp32', 'Inference precision.', choices=('fp32', 'fp16', 'bf16')),
+    # backend 'oracle' serves the exact ground truth of a generated scene; these must match
+    # the synthetic camera's scene (frame = round(stamp * fps)).
+    ParamSpec('oracle_scene', 'demo', "backend 'oracle': scene preset ('demo' or 'random').",
+              choices=('demo', 'random')),
+    ParamSpec('oracle_seed', 0, "backend 'oracle': scene seed.", range=(0, 2**31 - 1)),
+    ParamSpec('oracle_height', 224, "backend 'oracle': scene image rows (px).", range=(8, 4096)),
+    ParamSpec('oracle_width', 224, "backend 'oracle': scene image columns (px).", range=(8, 4096)),
+    ParamSpec('oracle_frames', 30, "backend 'oracle': scene length (frames).", range=(5, 100000)),
+    ParamSpec('oracle_fps', 10.0, "backend 'oracle': scene frame rate (Hz).", range=(0.1, 1000.0)),
+]
+
+# Conversions between a ROS parameter value and a PipelineConfig value, for fields whose
+# Python type has no ROS parameter type (tuples, None).
+_CODECS = {
+    'int_tuple': (list, lambda v: tuple(int(x) for x in v)),
+    'none_if_negative': (lambda v: -1.0 if v is None else float(v),
+                         lambda v: None if v < 0 else float(v)),
+    'none_if_zero': (lambda v: 0.0 if v is None else float(v),
+                     lambda v: None if v == 0 else float(v)),
+}
+
+
+def _pipe(field_name, description, codec=None, **kw) -> ParamSpec:
+    """Spec of a PipelineConfig field; its default is read from the dataclass."""
+    default = getattr(PipelineConfig(), field_name)
+    if codec is not None:
+        default = _CODECS[codec][0](default)
+    return ParamSpec(field_name, default, description, config_field=field_name, codec=codec,
+                     **kw)
+
+
+_PIPELINE_PARAMS = [
+    _pipe('input_size', 'Model input [H, W] (px) when the engine accepts any size; fixed-shape '
+          'engines (ONNX/TensorRT, oracle) impose theirs.', codec='int_tuple'),
+    _pipe('window_size', 'Processed frames kept in the sliding window besides the keyframe.',
+          range=(1, 64)),
+    _pipe('pair_gaps', 'Pair each frame with the frames this many positions back (frames).',
+          codec='int_tuple'),
+    _pipe('keyframe_min_overlap', 'Switch keyframe when a smaller fraction of the current '
+          'pixels falls inside it (0..1).', range=(0.0, 0.999), dynamic=True),
+    _pipe('keyframe_max_age', 'Switch keyframe after this many frames (0 = never by age).',
+          range=(0, 100000), dynamic=True),
+    _pipe('conf_threshold', 'Points with lower model confidence are rejected (NaN in clouds).',
+          range=(0.0, 1e6), dynamic=True),
+    _pipe('conf_keep_quantile', 'Also reject this lowest fraction of confidences per frame '
+          '(0..1); -1 disables.', codec='none_if_negative', range=(-1.0, 0.999), dynamic=True),
+    _pipe('motion_speed_rel', 'Moving = faster than this fraction of the scene depth per '
+          'second (1/s)...', range=(0.0, 10.0), dynamic=True),
+    _pipe('motion_min_rel', '...and displaced more than this fraction of the scene depth...',
+          range=(0.0, 1.0), dynamic=True),
+    _pipe('motion_noise_mult', '...and more than this multiple of the median flow.',
+          range=(0.0, 100.0), dynamic=True),
+    _pipe('min_instance_frac', 'Smallest moving object, as a fraction of the image area.',
+          range=(0.0, 0.999), dynamic=True),
+    _pipe('rigid_residual_rel', 'Objects whose rigid-fit residual exceeds this fraction of '
+          'their size are flagged non-rigid (must be > 0).', range=(0.0, 10.0), dynamic=True),
+    _pipe('flow_per_second', 'Scene flow and velocities per second (else per frame gap).',
+          dynamic=True),
+    _pipe('fixed_scale', 'Metres per model unit when known a priori; 0 = unknown (outputs '
+          'are up to scale unless depth is used).', codec='none_if_zero', range=(0.0, 1e6)),
+    _pipe('seed', 'Seed of the random choices (RANSAC); results are deterministic.',
+          range=(0, 2**31 - 1)),
+]
+
+PARAMS: list[ParamSpec] = _NODE_PARAMS + _PIPELINE_PARAMS
+PARAMS_BY_NAME = {p.name: p for p in PARAMS}
+
+
+def defaults() -> dict[str, Any]:
+    """name -> default value of every parameter."""
+    return {p.name: p.default for p in PARAMS}
+
+
+def check_value(spec: ParamSpec, value: Any) -> str | None:
+    """Reason why ``value`` is outside the spec's range or choices, or None."""
+    if spec.range is not None and not spec.range[0] <= value <= spec.range[1]:
+        return f'{spec.name}={value} is outside [{spec.range[0]}, {spec.range[1]}]'
+    if spec.choices is not None and value not in spec.choices:
+        return f'{spec.name}={value!r} is not one of {list(spec.choices)}'
+    return None
+
+
+def validate(values: dict[str, Any]) -> str | None:
+    """Reason why this complete set of values is unusable, or None. No side effects."""
+    for name, value in values.items():
+        if (reason := check_value(PARAMS_BY_NAME[name], value)) is not None:
+            return reason
+    cameras = list(values['cameras'])
+    if not cameras:
+        return 'cameras must list at least one camera namespace'
+    if len(set(cameras)) != len(cameras):
+        return f'cameras contains duplicates: {cameras}'
+    for name in ('image_topic', 'camera_info_topic', 'depth_topic'):
+        if not _TOPIC_RE.match(values[name]) or values[name].startswith(('/', '~')):
+            return f'{name}={values[name]!r} must be a relative topic name (e.g. image_raw)'
+    for cam in cameras:
+        if not _TOPIC_RE.match(cam):
+            return f'camera namespace {cam!r} is not a valid ROS name'
+    for name in ('world_frame', 'object_frame_prefix'):
+        if not _FRAME_RE.match(values[name]):
+            return f'{name}={values[name]!r} is not a valid frame name'
+    if values['camera_frame'] and not _FRAME_RE.match(values['camera_frame']):
+        return f"camera_frame={values['camera_frame']!r} is not a valid frame name"
+    if values['camera_frame'] and len(cameras) > 1:
+        return 'camera_frame must be empty with several cameras (each gets <frame_id>_estimated)'
+    try:
+        pipeline_config(values).validate()
+    except ConfigError as exc:
+        return str(exc)
+    return None
+
+
+def pipeline_config(values: dict[str, Any]) -> PipelineConfig:
+    """The (unvalidated) PipelineConfig these parameter values describe."""
+    fields = {}
+    for spec in PARAMS:
+        if spec.config_field:
+            value = values[spec.name]
+            fields[spec.config_field] = (value if spec.codec is None
+                                         else _CODECS[spec.codec][1](value))
+    return PipelineConfig(**fields)
+
+
+def engine_kwargs(values: dict[str, Any]) -> dict[str, Any]:
+    """Keyword arguments of ``engines.factory.create_engine`` (empty strings mean default)."""
+    kwargs = {'backend': values['backend'], 'precision': values['precision']}
+    if values['device'] != 'auto':  # the factory lets each backend choose when None
+        kwargs['device'] = values['device']
+    for param, key in (('model', 'checkpoint'), ('onnx_dir', 'onnx_dir'),
+                       ('engine_path', 'engine_path'), ('engine_cache_dir', 'cache_dir')):
+        if values[param]:
+            kwargs[key] = values[param]
+    return kwargs
+
+
+def declare_parameters(node) -> dict[str, Any]:
+    """Declare every parameter on ``node`` with its descriptor; return the values in force.
+
+    The node registers its on-set validation callback *before* calling this, so values from
+    the YAML file or the command line are validated at start-up exactly like runtime changes.
+    """
+    from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+
+    for spec in PARAMS:
+        notes = [spec.description]
+        if spec.choices:
+            notes.append(f'One of {list(spec.choices)}.')
+        notes.append('[DYNAMIC]' if spec.dynamic else 'Read-only after start-up.')
+        descriptor = ParameterDescriptor(name=spec.name, description=' '.join(notes),
+                                         read_only=not spec.dynamic)
+        if spec.range is not None and isinstance(spec.default, float):
+            descriptor.floating_point_range = [FloatingPointRange(
+                from_value=float(spec.range[0]), to_value=float(spec.range[1]), step=0.0)]
+        elif spec.range is not None and isinstance(spec.default, int):
+            descriptor.integer_range = [IntegerRange(
+                from_value=int(spec.range[0]), to_value=int(spec.range[1]), step=1)]
+        node.declare_parameter(spec.name, spec.default, descriptor)
+    return {spec.name: node.get_parameter(spec.name).value for spec in PARAMS}
+
+
+_YAML_SECTIONS = {
+    'cameras': 'Inputs', 'max_rate_hz': 'Scheduling', 'output_qos': 'Outputs',
+    'backend': 'Engine', 'oracle_scene': "Backend 'oracle' (must match the synthetic camera)",
+    'input_size': 'Pipeline (PipelineConfig; defaults follow pointmap_ros/pipeline.py)',
+}
+
+
+def _yaml_value(value) -> str:
+    if isinstance(value, bool):
+        return 'true' if value else 'false'
+    if isinstance(value, str):
+        return f"'{value}'"
+    if isinstance(value, list):
+        return '[' + ', '.join(_yaml_value(v) for v in value) + ']'
+    return repr(value)
+
+
+def render_yaml() -> str:
+    """config/dynamic_recon.yaml as generated from the table (``python -m
+    pointmap_ros.ros.params > config/dynamic_recon.yaml``); a test keeps the file equal."""
+    import textwrap
+    lines = ['# Parameters of dynamic_recon_node, generated from the table in',
+             '# pointmap_ros/ros/params.py (python -m pointmap_ros.ros.params). [DYNAMIC] = may',
+             '# change at runtime (ros2 param set, rqt_reconfigure); the others are read once',
+             '# at start-up. Reference: docs/ros_interface.md. /** matches any node name.',
+             '/**:', '  ros__parameters:']
+    for spec in PARAMS:
+        if spec.name in _YAML_SECTIONS:
+            lines += ['', f'    # --- {_YAML_SECTIONS[spec.name]} ---']
+        notes = [f'range [{spec.range[0]}, {spec.range[1]}]'] if spec.range else []
+        notes += [f"one of {', '.join(spec.choices)}"] if spec.choices else []
+        text = spec.description + (f" ({'; '.join(notes)})" if notes else '')
+        text += ' [DYNAMIC]' if spec.dynamic else ''
+        lines += ['    # ' + line for line in textwrap.wrap(text, 92)]
+        lines.append(f'    {spec.name}: {_yaml_value(spec.default)}')
+    return '\n'.join(lines) + '\n'
+
+
+if __name__ == '__main__':
+    print(render_yaml(), end='')

@@ -1,0 +1,115 @@
+"""Inference off the executor thread: a keep-latest slot per camera and a rate cap.
+
+The executor thread only converts messages and calls :meth:`InferenceWorker.submit`, which
+never blocks and never queues: a newer frame of the same camera replaces the pending one
+(counted as ``superseded``). The worker thread serves cameras round-robin and starts at most
+``max_rate_hz`` inferences per second in total, so latency stays bounded by one inference
+instead of growing with a deep queue (opendr#275, darknet_ros#299).
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from typing import Any, Callable
+
+__all__ = ['InferenceWorker']
+
+
+class InferenceWorker:
+    """Runs ``process(camera, item)`` on a background thread for the newest item per camera.
+
+    Args:
+        process: called on the worker thread; its exceptions go to ``on_error``.
+        on_error: ``on_error(camera, exc)``, called on the worker thread; the worker continues.
+        max_rate_hz: cap on inference starts per second (0 = as fast as possible).
+        clock: monotonic seconds (injectable for tests).
+    """
+
+    def __init__(self, process: Callable[[str, Any], None],
+                 on_error: Callable[[str, BaseException], None], *, max_rate_hz: float,
+                 clock: Callable[[], float] = time.monotonic):
+        self._process = process
+        self._on_error = on_error
+        self._clock = clock
+        self._cond = threading.Condition()
+        self._slots: dict[str, Any] = {}
+        self._turns: collections.deque[str] = collections.deque()
+        self._stopping = False
+        self._busy = False
+        self._last_start = -float('inf')
+        self._thread: threading.Thread | None = None
+        self.min_period_s = 0.0
+        self.set_max_rate(max_rate_hz)
+        #: Items replaced by a newer one before they were processed.
+        self.superseded = 0
+        self.processed = 0
+
+    def set_max_rate(self, max_rate_hz: float) -> None:
+        if max_rate_hz < 0:
+            raise ValueError(f'max_rate_hz must be >= 0, got {max_rate_hz}')
+        with self._cond:
+            self.min_period_s = 1.0 / max_rate_hz if max_rate_hz > 0 else 0.0
+            self._cond.notify_all()
+
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError('worker already started')
+        self._thread = threading.Thread(target=self._run, name='pointmap-inference',
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Ask the thread to finish after its current item; pending items are discarded."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def submit(self, camera: str, item: Any) -> None:
+        """Offer the newest item of ``camera``; replaces (and counts) any pending one."""
+        with self._cond:
+            if camera in self._slots:
+                self.superseded += 1
+            else:
+                self._turns.append(camera)
+            self._slots[camera] = item
+            self._cond.notify_all()
+
+    @property
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._slots)
+
+    def idle(self) -> bool:
+        """True when nothing is pending or running."""
+        with self._cond:
+            return not self._slots and not self._busy
+
+    def _next(self) -> tuple[str, Any] | None:
+        with self._cond:
+            while True:
+                if self._stopping:
+                    return None
+                wait = self._last_start + self.min_period_s - self._clock()
+                if self._turns and wait <= 0:
+                    camera = self._turns.popleft()
+                    self._last_start = self._clock()
+                    self._busy = True
+                    return camera, self._slots.pop(camera)
+                # Waiting here (not sleeping) lets newer frames replace the pending one.
+                self._cond.wait(timeout=wait if self._turns else None)
+
+    def _run(self) -> None:
+        while (job := self._next()) is not None:
+            camera, item = job
+            try:
+                self._process(camera, item)
+            except Exception as exc:  # noqa: BLE001 - reported, and the worker keeps serving
+                self._on_error(camera, exc)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self.processed += 1

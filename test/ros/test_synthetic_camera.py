@@ -1,0 +1,50 @@
+"""synthetic_camera_node plays the scene like a driver: image, camera_info, depth, ground-truth
+TF and /clock with stamps t / fps, then exits when asked to."""
+
+import numpy as np
+import pytest
+from ros_harness import REPO, SCENE, spin_until
+
+import helpers
+
+pytestmark = pytest.mark.ros  # needs rclpy and DDS
+
+FRAMES = 5
+
+
+def test_plays_every_frame_with_exact_stamps(ros_node):
+    from rclpy.qos import QoSProfile
+    from rosgraph_msgs.msg import Clock
+    from sensor_msgs.msg import CameraInfo, Image
+    from tf2_msgs.msg import TFMessage
+
+    from pointmap_ros.ros.conversions import camera_info_to_K, image_to_depth, image_to_rgb
+    got = {k: [] for k in ('image', 'info', 'depth', 'tf', 'clock')}
+    qos = QoSProfile(depth=50)
+    for key, cls, topic in (('image', Image, '/sim/image_raw'),
+                            ('info', CameraInfo, '/sim/camera_info'),
+                            ('depth', Image, '/sim/depth'), ('tf', TFMessage, '/tf'),
+                            ('clock', Clock, '/clock')):
+        ros_node.create_subscription(cls, topic, lambda m, k=key: got[k].append(m), qos)
+    params = {'namespace': '/sim', 'frames': FRAMES, 'height': SCENE['height'],
+              'width': SCENE['width'], 'rate_hz': 20.0, 'publish_depth': True,
+              'publish_clock': True, 'encoding': 'bgr8', 'shutdown_when_done': True,
+              'start_delay_s': 3.0}
+    args = ['--ros-args'] + [a for k, v in params.items() for a in ('-p', f'{k}:={v}')]
+    with helpers.PythonProcess(script=REPO / 'scripts' / 'nodes' / 'synthetic_camera_node',
+                               args=args, name='synthetic_camera') as proc:
+        spin_until(ros_node, lambda: not proc.running, 60, 'camera finished', proc)
+        spin_until(ros_node, lambda: len(got['image']) == FRAMES, 5, 'all frames', proc)
+        assert proc.proc.returncode == 0, proc.output()
+    stamps = [m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m in got['image']]
+    assert stamps == [round(t * 1e9 / SCENE['fps']) for t in range(FRAMES)]
+    assert [m.header.stamp for m in got['info']] == [m.header.stamp for m in got['image']]
+    assert len(got['depth']) == FRAMES and len(got['clock']) == FRAMES
+    image, info, depth = got['image'][-1], got['info'][-1], got['depth'][-1]
+    assert (image.encoding, image.header.frame_id) == ('bgr8', 'camera_optical_frame')
+    assert image_to_rgb(image).shape == (SCENE['height'], SCENE['width'], 3)
+    assert np.isfinite(image_to_depth(depth)).mean() > 0.9
+    K = camera_info_to_K(info, (SCENE['height'], SCENE['width']))
+    assert K[0, 0] > 0 and K[2, 2] == 1
+    children = {tr.child_frame_id for tr in got['tf'][-1].transforms}
+    assert 'camera_optical_frame' in children and 'gt_object_1' in children
