@@ -33,6 +33,8 @@ class Engine(abc.ABC):
 
     #: Short backend name, e.g. ``'torch'``, ``'onnxruntime'``, ``'tensorrt'``, ``'oracle'``.
     backend: str = 'abstract'
+    #: Why this backend was chosen (set by :func:`pointmap_ros.engines.factory.create_engine`).
+    selection: str | None = None
 
     def __init__(self, cache_size: int = 16):
         self._cache: collections.OrderedDict[str, Any] = collections.OrderedDict()
@@ -57,7 +59,8 @@ class Engine(abc.ABC):
 
     def info(self) -> EngineInfo:
         """Backend description for logs and diagnostics."""
-        return EngineInfo(backend=self.backend, input_shape=self.input_shape)
+        return EngineInfo(backend=self.backend, input_shape=self.input_shape,
+                          selection=self.selection)
 
     def close(self) -> None:
         """Release backend resources (GPU memory, sessions). Idempotent."""

@@ -130,7 +130,7 @@ class TorchEngine(Engine):
                           native_shape=tuple(cfg.img_size), model_hash=self._model_hash,
                           checkpoint=self.checkpoint, head_type=cfg.head_type,
                           num_parameters=sum(p.numel() for p in self.model.parameters()),
-                          torch_version=torch.__version__)
+                          torch_version=torch.__version__, selection=self.selection)
 
     def close(self) -> None:
         super().close()
