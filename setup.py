@@ -13,6 +13,7 @@ CONSOLE_SCRIPTS = [
     'synthetic_camera_node=pointmap_ros.ros.synthetic_camera:main',
     'dynamic_recon_lifecycle_node=pointmap_ros.ros.lifecycle_node:main',
     'pointmap-noise-study=pointmap_ros.tools.noise_study:main',
+    'pointmap-run-video=pointmap_ros.tools.run_video:main',
     'pointmap-demo=pointmap_ros.tools.demo:main',
     'pointmap-export-onnx=pointmap_ros.tools.export_onnx:main',
     'pointmap-build-engine=pointmap_ros.tools.build_engine:main',

@@ -113,10 +113,11 @@ def test_skipped_frames_keep_exact_geometry():
     assert summarize(err)['obj_t_max'] < 1.0
 
 
-def test_estimated_intrinsics_with_centred_principal_point():
+@pytest.mark.parametrize('work_pixels', [H * W, H * W // 4])  # stride 1 and 2
+def test_estimated_intrinsics_with_centred_principal_point(work_pixels):
     scene = demo(num_frames=6, principal_offset=(0.0, 0.0))
-    err = evaluate_oracle(scene, PipelineConfig(**EXACT_CONFIG), with_k=False,
-                          keep_outputs=True)
+    err = evaluate_oracle(scene, PipelineConfig(work_pixels=work_pixels, **EXACT_CONFIG),
+                          with_k=False, keep_outputs=True)
     K_true = SceneGenerator(scene).K
     out = err.outputs[-1]
     assert out.intrinsics_estimated
@@ -258,3 +259,43 @@ def test_deformable_object_flagged_non_rigid():
                 flags.setdefault(gid, []).append(objects[tid].is_rigid)
     assert not any(flags[sheet]) and len(flags[sheet]) >= 5
     assert all(all(flags[g]) for g in flags if g != sheet)
+
+
+def test_work_grid_stride_keeps_exact_outputs():
+    # work_pixels = a quarter of the image: statistics, PnP samples and segmentation run on a
+    # stride-2 grid (as at 512x288 by default); published maps must stay exact.
+    config = PipelineConfig(work_pixels=H * W // 4, **EXACT_CONFIG)
+    err = evaluate_oracle(demo(num_frames=12), config, keep_outputs=True)
+    assert DynamicReconPipeline(OracleEngine.from_scene(demo(num_frames=5)), config).stride == 2
+    s = summarize(err)
+    assert max(err.cam_trans) < 1e-3 and max(err.cam_rot) < 0.1 and max(err.flow) < 2e-5
+    assert min(err.iou) > 0.95
+    assert s['obj_t_max'] < 1.0 and s['obj_r_max'] < 0.1 and s['id_switches'] == 0
+    for out in err.outputs:  # full-size instance ids agree with the published counts
+        for o in out.objects:
+            assert o.point_count == np.count_nonzero(out.instance_ids == o.track_id)
+
+
+def test_public_import_path_and_field_names():
+    import dataclasses as dc
+
+    from pointmap_ros.pipeline import PipelineOutput, TrackedObject
+
+    names = {f.name for f in dc.fields(PipelineOutput)}
+    assert {'points_cam', 'points_world', 'flow', 'motion_mask', 'instance_ids', 'T_world_cam',
+            'objects', 'timings_ms', 'keyframe_points_world'} <= names
+    assert {'track_id', 'T_world_obj', 'linear_velocity', 'extent'} <= {
+        f.name for f in dc.fields(TrackedObject)}
+    assert {'work_pixels', 'max_fit_points', 'tracker'} <= {
+        f.name for f in dc.fields(PipelineConfig)}
+
+
+def test_memoized_oracle_serves_the_same_maps():
+    scene = demo(num_frames=5)
+    engine = OracleEngine.from_scene(scene, noise_std=0.01, memoize=True)
+    gen = engine.scene
+    f0, f1 = gen.render(0).frame('cam0'), gen.render(1).frame('cam0')
+    a = engine.infer(f0, f1)
+    assert engine.infer(f0, f1) is a  # a lookup, not a recomputation
+    fresh = OracleEngine.from_scene(scene, noise_std=0.01).infer(f0, f1)
+    np.testing.assert_array_equal(a.pts_j_tj, fresh.pts_j_tj)

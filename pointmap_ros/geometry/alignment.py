@@ -68,15 +68,32 @@ def _umeyama_batch(src: np.ndarray, dst: np.ndarray, with_scale: bool):
     xs, xd = src - mu_s, dst - mu_d
     cov = np.swapaxes(xd, 1, 2) @ xs / src.shape[1]  # [B, 3, 3]
     U, S, Vt = np.linalg.svd(cov)
+    R = U @ Vt
     D = np.ones((len(src), 3))
-    D[np.linalg.det(U) * np.linalg.det(Vt) < 0, 2] = -1.0
-    R = (U * D[:, None, :]) @ Vt
+    flip = np.linalg.det(R) < 0  # det(U) det(Vt), one batched det instead of two
+    D[flip, 2] = -1.0
+    R[flip] = (U[flip] * D[flip, None, :]) @ Vt[flip]
     sc = np.ones(len(src))
     if with_scale:
         var = np.mean(np.sum(xs * xs, axis=2), axis=1)
         sc = np.where(var > 0, np.sum(S * D, axis=1) / np.maximum(var, 1e-300), 1.0)
     t = mu_d[:, 0] - sc[:, None] * (R @ mu_s[:, 0, :, None])[..., 0]
     return R, t, sc
+
+
+def _sq_residuals(src_h: np.ndarray, dst: np.ndarray, A: np.ndarray, t: np.ndarray):
+    """``|dst - (A src + t)|^2`` for ``B`` hypotheses at once: ``[B, M]``.
+
+    ``src_h`` is ``[M, 4]`` homogeneous, so one batched matmul against ``[B, 4, 3]``
+    applies every hypothesis (rotation and translation) to every point.
+    """
+    M = np.empty((len(A), 4, 3))
+    M[:, :3] = np.swapaxes(A, 1, 2)
+    M[:, 3] = t
+    d = src_h @ M
+    d -= dst
+    d *= d
+    return d @ np.ones(3)
 
 
 @dataclass
@@ -88,20 +105,25 @@ class RansacResult:
         scale: fitted uniform scale (1 without ``with_scale``).
         inliers: ``[N]`` bool.
         rms: weighted RMS residual over inliers, in the units of the points.
+        residuals: ``[N]`` distances ``|dst - T src|`` of all points under ``T``.
     """
 
     T: np.ndarray
     scale: float
     inliers: np.ndarray
     rms: float
+    residuals: np.ndarray | None = None
 
 
 def ransac_umeyama(src: np.ndarray, dst: np.ndarray, threshold: float,
                    weights: np.ndarray | None = None, with_scale: bool = False,
                    iterations: int = 64, seed: int = 0, sample_size: int = 4,
-                   max_eval_points: int = 1000, confidence: float = 0.999) -> RansacResult:
+                   max_eval_points: int = 1000, confidence: float = 0.999,
+                   first_batch: int = 16) -> RansacResult:
     """Robust :func:`umeyama`: minimal-sample hypotheses, inlier count, weighted refit.
 
+    All hypotheses are solved in one batched SVD and scored in one batched matmul; a first
+    batch of ``first_batch`` is scored alone because it usually suffices (adaptive stop).
     Hypotheses are scored on at most ``max_eval_points`` strided points (speed); the final
     inlier set and refit (two rounds) use all points.
 
@@ -116,6 +138,7 @@ def ransac_umeyama(src: np.ndarray, dst: np.ndarray, threshold: float,
         max_eval_points: cap on the points used to score hypotheses.
         confidence: stop once an all-inlier sample has been drawn with this probability,
             given the best inlier fraction so far (the standard adaptive RANSAC bound).
+        first_batch: hypotheses scored before the first stopping test.
 
     Raises:
         InputError: as :func:`umeyama`.
@@ -129,38 +152,39 @@ def ransac_umeyama(src: np.ndarray, dst: np.ndarray, threshold: float,
     w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
     rng = np.random.default_rng(seed)
     step = max(1, n // max_eval_points)
-    es, ed = src[::step], dst[::step]
-    best, best_count = None, -1
-    # Hypotheses are solved and scored in batches (one batched SVD, one residual tensor)
-    # rather than one Python-level Umeyama per sample.
+    src_h = np.empty((n, 4))
+    src_h[:, :3], src_h[:, 3] = src, 1.0
+    es_h, ed = src_h[::step], dst[::step]
+    thr2 = threshold ** 2
     k = min(sample_size, n)
-    done = 0
-    while done < iterations:
-        nb = min(16, iterations - done)
-        # With replacement (a rare repeated index only wastes that hypothesis): drawing
-        # without replacement per sample costs more than the whole batch.
-        idx = rng.integers(0, n, size=(nb, k))
-        R, t, sc = _umeyama_batch(src[idx], dst[idx], with_scale)  # [B, 3, 3], [B, 3], [B]
-        d = sc[:, None, None] * (es @ np.swapaxes(R, 1, 2)) + t[:, None, :] - ed  # [B, M, 3]
-        sq = d[..., 0] ** 2 + d[..., 1] ** 2 + d[..., 2] ** 2  # [B, M]
-        count = np.count_nonzero(sq < threshold ** 2, axis=1)
+    # With replacement (a rare repeated index only wastes that hypothesis): drawing without
+    # replacement per sample costs more than all the scoring.
+    idx = rng.integers(0, n, size=(iterations, k))
+    best, best_count = None, -1
+    split = min(first_batch, iterations)
+    for lo, hi in ((0, split), (split, iterations)):
+        if hi <= lo:
+            break
+        R, t, sc = _umeyama_batch(src[idx[lo:hi]], dst[idx[lo:hi]], with_scale)
+        count = np.count_nonzero(
+            _sq_residuals(es_h, ed, R * sc[:, None, None], t) < thr2, axis=1)
         i = int(np.argmax(count))
         if count[i] > best_count:
             best_count, best = int(count[i]), (R[i], t[i], float(sc[i]))
-        done += nb
-        frac = best_count / len(es)
-        if frac >= 1.0 or (frac > 0 and done >= np.log(1 - confidence) / np.log(1 - frac ** k)):
+        frac = best_count / len(ed)
+        if frac >= 1.0 or (frac > 0 and hi >= np.log(1 - confidence) / np.log(1 - frac ** k)):
             break
-    R, t, s = best if best is not None else umeyama(src, dst, w, with_scale)
+    R, t, s = best
     inl = np.ones(n, dtype=bool)
-    for _ in range(2):
-        res = np.linalg.norm(dst - (s * src @ R.T + t), axis=1)
+    res = np.sqrt(_sq_residuals(src_h, dst, (s * R)[None], t[None])[0])
+    for round_ in range(2):
         new = res < threshold
-        if np.count_nonzero(new) < 3 or not np.any(w[new] > 0):
+        if (np.count_nonzero(new) < 3 or not np.any(w[new] > 0)
+                or (round_ and np.array_equal(new, inl))):  # same set: same refit
             break
         inl = new
         R, t, s = umeyama(src[inl], dst[inl], w[inl], with_scale)
-    res = np.linalg.norm(dst - (s * src @ R.T + t), axis=1)
+        res = np.sqrt(_sq_residuals(src_h, dst, (s * R)[None], t[None])[0])
     wi = w[inl]
     rms = float(np.sqrt(np.sum(wi * res[inl] ** 2) / max(np.sum(wi), 1e-300)))
-    return RansacResult(T=se3_from_rt(s * R, t), scale=s, inliers=inl, rms=rms)
+    return RansacResult(T=se3_from_rt(s * R, t), scale=s, inliers=inl, rms=rms, residuals=res)

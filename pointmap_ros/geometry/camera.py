@@ -112,7 +112,7 @@ def unproject(depth: np.ndarray, K: np.ndarray) -> np.ndarray:
 
 def estimate_focal(points: np.ndarray, mask: np.ndarray | None = None,
                    principal_point: tuple[float, float] | None = None,
-                   iterations: int = 10, max_points: int = 5000) -> float:
+                   iterations: int = 10, max_points: int = 5000, stride: int = 1) -> float:
     """Robust single focal length of a camera-frame point map (DUSt3R's Weiszfeld fit).
 
     Minimises ``sum |p - c - f * (x/z, y/z)|`` (an L1 reprojection residual) by IRLS, starting
@@ -124,6 +124,8 @@ def estimate_focal(points: np.ndarray, mask: np.ndarray | None = None,
         principal_point: ``(cx, cy)``; default the centre ``((W - 1) / 2, (H - 1) / 2)``.
         iterations: IRLS steps (DUSt3R uses 10).
         max_points: pixels are subsampled on a regular stride above this count (speed).
+        stride: use every ``stride``-th pixel in both directions (``mask`` is full size);
+            strided before any full-size conversion, unlike ``max_points``.
 
     Returns:
         Focal length in pixels.
@@ -131,16 +133,18 @@ def estimate_focal(points: np.ndarray, mask: np.ndarray | None = None,
     Raises:
         InputError: wrong shape or fewer than 10 usable pixels (z > 0, finite).
     """
-    points = np.asarray(points, dtype=np.float64)
+    points = np.asarray(points)
     if points.ndim != 3 or points.shape[2] != 3:
         raise InputError(f'points must be [H, W, 3], got {points.shape}', 'shape',
                          actual=points.shape)
     H, W = points.shape[:2]
     cx, cy = principal_point if principal_point is not None else ((W - 1) / 2, (H - 1) / 2)
-    uv = pixel_grid(H, W) - np.array([cx, cy])
+    u, v = np.meshgrid(np.arange(0, W, stride) - cx, np.arange(0, H, stride) - cy)
+    uv = np.stack([u, v], axis=-1)  # the strided pixel centres, relative to (cx, cy)
+    points = points[::stride, ::stride].astype(np.float64)
     ok = np.isfinite(points).all(-1) & (points[..., 2] > 0)
     if mask is not None:
-        ok &= mask
+        ok &= mask[::stride, ::stride]
     pix, pts = uv[ok], points[ok]
     if len(pix) < 10:
         raise InputError(f'focal fit needs >= 10 valid pixels, got {len(pix)}', 'too_few_points')

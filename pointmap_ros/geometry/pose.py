@@ -38,7 +38,7 @@ def _grid(height: int, width: int) -> np.ndarray:
 def relative_pose_pnp(pts_j_in_i: np.ndarray, K: np.ndarray, mask: np.ndarray | None = None,
                       reprojection_error_px: float = 5.0, iterations: int = 100,
                       max_points: int = 500, refine_points: int = 1000,
-                      seed: int = 0) -> tuple[np.ndarray, int]:
+                      seed: int = 0, stride: int = 1) -> tuple[np.ndarray, int]:
     """``T_cami_camj`` from image j's points expressed in camera i's frame.
 
     RANSAC (SQPnP minimal solver, as PairViewer) on at most ``max_points`` random pixels, then
@@ -53,6 +53,9 @@ def relative_pose_pnp(pts_j_in_i: np.ndarray, K: np.ndarray, mask: np.ndarray | 
         iterations: RANSAC iterations.
         max_points, refine_points: subsampling caps (speed at 512x288).
         seed: subsampling seed (OpenCV's RANSAC uses its own fixed RNG).
+        stride: candidates are every ``stride``-th pixel in both directions (the samples
+            are a few hundred anyway; this saves full-size passes). ``mask`` may be given
+            at full or at strided size.
 
     Returns:
         ``(T_cami_camj [4, 4] float64, inlier_count)``.
@@ -63,15 +66,21 @@ def relative_pose_pnp(pts_j_in_i: np.ndarray, K: np.ndarray, mask: np.ndarray | 
     pts = np.asarray(pts_j_in_i)
     if pts.ndim != 3 or pts.shape[2] != 3:
         raise InputError(f'points must be [H, W, 3], got {pts.shape}', 'shape', actual=pts.shape)
-    z = pts[..., 2]
+    H, W = pts.shape[:2]
+    sub = pts[::stride, ::stride]
+    if mask is not None and mask.shape != sub.shape[:2]:
+        mask = mask[::stride, ::stride]
+    z = sub[..., 2]
     ok = (z > -np.inf) & (z < np.inf)  # finite z; x, y are checked on the sampled points
     if mask is not None:
         ok &= mask
-    idx = np.flatnonzero(ok)
+    # Full-size flat indices of the usable grid pixels (no strided copies of the maps).
+    rows, cols = np.nonzero(ok)
+    idx = rows * (stride * W) + cols * stride
     if len(idx) < 6:
         raise InputError(f'PnP needs >= 6 usable pixels, got {len(idx)}', 'too_few_points')
     rng = np.random.default_rng(seed)
-    grid = _grid(*pts.shape[:2])
+    grid = _grid(H, W)
     flat = pts.reshape(-1, 3)
     sample = idx if len(idx) <= max_points else rng.choice(idx, max_points, replace=False)
     sample = sample[np.isfinite(flat[sample]).all(1)]

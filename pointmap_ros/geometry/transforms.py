@@ -56,8 +56,15 @@ def se3_apply(T_a_b: np.ndarray, points_b: np.ndarray) -> np.ndarray:
     """
     points_b = _float(points_b)
     T = np.asarray(T_a_b, dtype=points_b.dtype)
-    out = points_b @ T[:3, :3].T
-    out += T[:3, 3]  # in place: one full-size temporary fewer
+    # A C-contiguous R^T keeps matmul on BLAS (a transposed view falls back to a loop ~5x
+    # slower), and adding t tiled along a long row avoids NumPy's slow broadcast of a
+    # length-3 inner axis (~4x) on [H, W, 3] maps.
+    out = points_b @ np.ascontiguousarray(T[:3, :3].T)
+    if out.ndim >= 2 and out.flags.c_contiguous and out.shape[-2] > 8:
+        rows = out.reshape(-1, out.shape[-2] * 3)
+        rows += np.tile(T[:3, 3], out.shape[-2])
+    else:
+        out += T[:3, 3]
     return out
 
 

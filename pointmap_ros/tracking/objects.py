@@ -41,7 +41,8 @@ def object_size(points: np.ndarray) -> float:
     """RMS distance ``[N, 3]`` points have from their centroid (0 for fewer than 2)."""
     if len(points) < 2:
         return 0.0
-    return float(np.sqrt(np.mean(np.sum((points - points.mean(0)) ** 2, axis=1))))
+    d = points - points.mean(0)
+    return float(np.sqrt(np.mean(d * d) * 3))
 
 
 def fit_rigid_motion(pts_a: np.ndarray, pts_b: np.ndarray, weights: np.ndarray | None,
@@ -62,8 +63,9 @@ def fit_rigid_motion(pts_a: np.ndarray, pts_b: np.ndarray, weights: np.ndarray |
         InputError: fewer than 3 points (from the alignment).
     """
     res = ransac_umeyama(pts_a, pts_b, threshold, weights, iterations=iterations, seed=seed)
-    r = np.sort(np.linalg.norm(pts_b - (pts_a @ res.T[:3, :3].T + res.T[:3, 3]), axis=1))
-    rms = float(np.sqrt(np.mean(r[:max(1, int(np.ceil(0.9 * len(r))))] ** 2)))
+    keep = max(1, int(np.ceil(0.9 * len(res.residuals))))
+    r = np.partition(res.residuals, keep - 1)[:keep]  # the smallest 90 %
+    rms = float(np.sqrt(np.mean(r ** 2)))
     size = object_size(pts_b)
     rel = max(rms - 1.5 * noise_rms, 0.0) / size if size > 0 else 0.0
     ratio = float(np.mean(res.inliers))

@@ -8,21 +8,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
-from scipy import ndimage
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
-from pointmap_ros.geometry.pointmap import vector_norm
+from pointmap_ros.geometry.pointmap import squared_norm, vector_norm
 
 __all__ = ['flow_noise', 'motion_threshold', 'smooth_flow', 'PairMotion', 'pair_motion',
            'remove_small_regions', 'segment_instances']
 
+_CROSS = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], np.uint8)  # 4-connected erosion
+_BOOL3 = np.array([[False] * 3, [True] * 3])  # bool [H, W] -> [H, W, 3] by np.take
 
-def flow_noise(flow_norm: np.ndarray, valid: np.ndarray) -> float:
+
+def flow_noise(flow_norm: np.ndarray, valid: np.ndarray, max_samples: int = 16384) -> float:
     """Median flow magnitude over valid pixels: the flow noise level when most pixels are
-    static (0 for exact maps). Pass a strided subsample; it is only a statistic."""
+    static (0 for exact maps). Pass a strided subsample; it is only a statistic, so at most
+    ``max_samples`` evenly spaced valid pixels are used."""
     v = flow_norm[valid]
+    if v.size > max_samples:
+        v = v[::v.size // max_samples]
     return float(np.median(v)) if v.size else 0.0
 
 
@@ -38,20 +42,31 @@ def motion_threshold(noise: float, scene_depth: float, dt: float, speed_rel: flo
 
 
 def smooth_flow(flow: np.ndarray, valid: np.ndarray, radius: int) -> np.ndarray:
-    """Box-filtered flow ``[H, W, 3]`` over valid pixels only (normalised convolution).
+    """Box-filtered flow ``[H, W, 3]`` float32 over valid pixels only (normalised convolution).
 
     Averaging ``(2r + 1)^2`` pixels divides i.i.d. noise by ``2r + 1``; used only when the
-    flow is noisy, because it also blurs motion across object borders.
+    flow is noisy, because it also blurs motion across object borders. Borders replicate
+    the edge pixels (``scipy.ndimage`` mode 'nearest'); OpenCV's box filter is ~4x faster
+    than ``ndimage.uniform_filter`` on three channels.
     """
-    w = valid.astype(np.float32)
-    size = 2 * radius + 1
-    den = ndimage.uniform_filter(w, size, mode='nearest')
-    out = np.empty(flow.shape, np.float32)
-    for c in range(3):
-        num = ndimage.uniform_filter(np.where(valid, flow[..., c], 0).astype(np.float32), size,
-                                     mode='nearest')
-        out[..., c] = num / np.maximum(den, 1e-6)
-    return out
+    size = (2 * radius + 1,) * 2
+    # Everything on [H, W, 3] arrays: NumPy broadcasts of an [H, W, 1] operand over a
+    # length-3 inner axis are several times slower than same-shape element-wise ops.
+    valid3 = np.take(_BOOL3, np.asarray(valid, bool).view(np.uint8), axis=0)
+    num = cv2.boxFilter(np.where(valid3, flow, np.float32(0)).astype(np.float32, copy=False),
+                        -1, size, borderType=cv2.BORDER_REPLICATE)
+    den = cv2.boxFilter(valid3.astype(np.float32), -1, size, borderType=cv2.BORDER_REPLICATE)
+    np.maximum(den, 1e-6, out=den)
+    num /= den
+    return num
+
+
+def _erode(mask: np.ndarray, iterations: int) -> np.ndarray:
+    """``ndimage.binary_erosion(mask, iterations=...)`` (cross, outside = False), via OpenCV
+    (~50x faster at 512x288)."""
+    out = cv2.erode(np.ascontiguousarray(mask).view(np.uint8), _CROSS, iterations=iterations,
+                    borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    return out.view(bool)
 
 
 @dataclass
@@ -73,7 +88,7 @@ class PairMotion:
 
 def pair_motion(flow: np.ndarray, valid: np.ndarray, scene_depth: float, dt: float,
                 speed_rel: float, min_rel: float, noise_mult: float, smooth_radius: int,
-                stride: int = 1) -> PairMotion:
+                stride: int = 1, flow_sq: np.ndarray | None = None) -> PairMotion:
     """The pipeline's motion rule for one pair's flow ``[H, W, 3]`` over ``valid`` pixels.
 
     Threshold by :func:`motion_threshold`. When its noise term dominates, decide on
@@ -82,20 +97,21 @@ def pair_motion(flow: np.ndarray, valid: np.ndarray, scene_depth: float, dt: flo
     neighbours, which would join the instance and outvote a small object in its rigid fit;
     r - 1 removes most of that ring without erasing small objects (see docs/pipeline.md for
     the measured comparison with 0 and r). Exact maps (noise 0) never smooth, so masks keep sharp
-    borders. Statistics use every ``stride``-th pixel.
+    borders. Statistics use every ``stride``-th pixel; ``flow_sq`` (``|flow|^2`` ``[H, W]``)
+    may be passed when the caller already has it. Decisions compare squared magnitudes (no
+    full-size square root).
     """
-    norm = vector_norm(flow)
+    sq = squared_norm(flow) if flow_sq is None else flow_sq
     args = (scene_depth, dt, speed_rel, min_rel, noise_mult)
-    noise = flow_noise(norm[::stride, ::stride], valid[::stride, ::stride])
+    noise = flow_noise(np.sqrt(sq[::stride, ::stride]), valid[::stride, ::stride])
     threshold = motion_threshold(noise, *args)
     if not (smooth_radius and threshold == noise_mult * noise > 0):
-        return PairMotion(valid & (norm > threshold), threshold, noise, flow)
+        return PairMotion(valid & (sq > threshold ** 2), threshold, noise, flow)
     smoothed = smooth_flow(flow, valid, smooth_radius)
-    norm = vector_norm(smoothed)
+    sq = squared_norm(smoothed)
     threshold = motion_threshold(
-        flow_noise(norm[::stride, ::stride], valid[::stride, ::stride]), *args)
-    moving = ndimage.binary_erosion(valid & (norm > threshold),
-                                    iterations=max(1, smooth_radius - 1))
+        flow_noise(np.sqrt(sq[::stride, ::stride]), valid[::stride, ::stride]), *args)
+    moving = _erode(valid & (sq > threshold ** 2), max(1, smooth_radius - 1))
     return PairMotion(moving, threshold, noise, smoothed)
 
 
@@ -113,14 +129,13 @@ def remove_small_regions(mask: np.ndarray, min_pixels: int) -> np.ndarray:
     c0, c1 = max(cols[0] - 1, 0), min(cols[-1] + 2, mask.shape[1])
     crop = out[r0:r1, c0:c1]  # a view: edited in place
     for value in (True, False):
-        labels, n = ndimage.label(crop == value, structure=np.ones((3, 3)))
-        if n == 0:
-            continue
-        sizes = np.bincount(labels.ravel(), minlength=n + 1)
-        small = sizes < min_pixels
-        small[0] = False
+        # OpenCV's labelling returns the sizes too (~2x faster than ndimage + bincount).
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(
+            (crop == value).view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+        small = stats[:, cv2.CC_STAT_AREA] < min_pixels
+        small[0] = False  # OpenCV's label 0 is the other value
         if small.any():
-            crop[small[labels]] = not value
+            crop[np.take(small, labels)] = not value
     return out
 
 
@@ -137,8 +152,8 @@ def segment_instances(mask: np.ndarray, points: np.ndarray, flow: np.ndarray,
 
     Args:
         mask: ``[H, W]`` bool moving pixels.
-        points: ``[H, W, 3]`` camera-frame points.
-        flow: ``[H, W, 3]`` scene flow.
+        points: ``[H, W, 3]`` camera-frame points (NaN counts as 0).
+        flow: ``[H, W, 3]`` scene flow (NaN counts as 0).
         jump_rel: depth-relative 3D distance that cuts a link.
         flow_jump_rel, flow_floor: flow difference that cuts a link (relative / absolute).
         min_pixels: smaller components are dropped (label 0).
@@ -147,26 +162,34 @@ def segment_instances(mask: np.ndarray, points: np.ndarray, flow: np.ndarray,
         ``([H, W] int32 labels, 0 = none, 1..n), n``.
     """
     H, W = mask.shape
-    idx = np.full((H, W), -1, dtype=np.int64)
     ys, xs = np.nonzero(mask)
     n = len(ys)
     if n == 0:
         return np.zeros((H, W), np.int32), 0
-    idx[ys, xs] = np.arange(n)
-    rows, cols = [], []
-    for dy, dx in ((0, 1), (1, 0)):
-        a = mask[:H - dy, :W - dx] & mask[dy:, dx:]
-        pa, pb = points[:H - dy, :W - dx][a], points[dy:, dx:][a]
-        fa, fb = flow[:H - dy, :W - dx][a], flow[dy:, dx:][a]
-        z = np.minimum(np.abs(pa[:, 2]), np.abs(pb[:, 2]))
-        fmag = 0.5 * (vector_norm(fa) + vector_norm(fb))
-        keep = ((vector_norm(pa - pb) < jump_rel * z)
-                & (vector_norm(fa - fb) < np.maximum(flow_floor, flow_jump_rel * fmag)))
-        rows.append(idx[:H - dy, :W - dx][a][keep])
-        cols.append(idx[dy:, dx:][a][keep])
-    r, c = np.concatenate(rows), np.concatenate(cols)
-    graph = coo_matrix((np.ones(len(r), np.int8), (r, c)), shape=(n, n))
-    _, comp = connected_components(graph, directed=False)
+    # Links only join mask pixels: dense arithmetic on the mask's bounding box is cheaper
+    # than gathering the pixel pairs of each direction.
+    r0, c0 = ys.min(), xs.min()
+    box = (slice(r0, ys.max() + 1), slice(c0, xs.max() + 1))
+    m, p, f = mask[box], np.nan_to_num(points[box]), np.nan_to_num(flow[box])
+    h, w = m.shape
+    z = np.abs(p[..., 2])
+    fn = vector_norm(f)
+    # Components of the link graph by image labelling on a doubled grid: pixels sit at even
+    # coordinates, a kept link lights the cell between its two pixels, so 4-connected blobs
+    # of the doubled grid are exactly the graph's components (several times faster than a
+    # sparse-graph search).
+    grid = np.zeros((2 * h - 1, 2 * w - 1), bool)
+    grid[::2, ::2] = m
+    for a, b, cells in (((slice(None), slice(0, w - 1)), (slice(None), slice(1, w)),
+                         (slice(0, None, 2), slice(1, None, 2))),
+                        ((slice(0, h - 1), slice(None)), (slice(1, h), slice(None)),
+                         (slice(1, None, 2), slice(0, None, 2)))):
+        jump = jump_rel * np.minimum(z[a], z[b])
+        flow_jump = np.maximum(flow_floor, flow_jump_rel * 0.5 * (fn[a] + fn[b]))
+        grid[cells] = (m[a] & m[b] & (squared_norm(p[a] - p[b]) < jump * jump)
+                       & (squared_norm(f[a] - f[b]) < flow_jump * flow_jump))
+    _, blobs = cv2.connectedComponents(grid.view(np.uint8), connectivity=4, ltype=cv2.CV_32S)
+    comp = blobs[2 * (ys - r0), 2 * (xs - c0)] - 1
     sizes = np.bincount(comp)
     # Relabel kept components 1..k in order of size (largest first) for determinism.
     order = np.argsort(-sizes, kind='stable')

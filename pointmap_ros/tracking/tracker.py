@@ -104,6 +104,19 @@ def warped_overlap(points_prev: np.ndarray, K_prev: np.ndarray,
     return {int(i): float(c) / len(points_prev) for i, c in zip(ids, counts)}
 
 
+def _quantile(points: np.ndarray, q: float) -> np.ndarray:
+    """Per-axis ``np.quantile(points, q, axis=0)`` (linear) by partition, for ``[N, 3]``.
+
+    About 5x cheaper than ``np.quantile`` at a few hundred points, and it runs per track
+    per frame.
+    """
+    pos = q * (len(points) - 1)
+    k = int(pos)
+    k1 = min(k + 1, len(points) - 1)
+    part = np.partition(points, (k, k1), axis=0)
+    return part[k] + (pos - k) * (part[k1] - part[k])
+
+
 @dataclass
 class TrackerConfig:
     """Association and lifetime parameters.
@@ -153,8 +166,7 @@ class _Track:
     def _observe(self, det: Detection) -> None:
         local = se3_apply(se3_inverse(self.pose), det.points)
         self.centroid_obj = local.mean(0)
-        lo, hi = np.quantile(local, [0.02, 0.98], axis=0)
-        span = hi - lo
+        span = _quantile(local, 0.98) - _quantile(local, 0.02)
         self.extent = np.maximum(span, self.extent)
         self.det = det
 

@@ -1,0 +1,118 @@
+"""Parameters of :class:`~pointmap_ros.pipeline.DynamicReconPipeline` and their validation.
+
+The ROS node reads defaults from this dataclass and swaps a validated instance in at run
+time (dynamic parameters), so the pipeline reads ``config`` on every frame.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from pointmap_ros.errors import ConfigError
+from pointmap_ros.tracking.tracker import TrackerConfig
+
+__all__ = ['PipelineConfig']
+
+
+@dataclass
+class PipelineConfig:
+    """Parameters of :class:`DynamicReconPipeline` (``*_rel`` = relative to median depth).
+
+    Attributes:
+        input_size: ``(H, W)`` model resolution when the engine accepts any size.
+        window_size: processed frames kept besides the keyframe.
+        pair_gaps: pair each frame with the frames this many positions back.
+        keyframe_min_overlap: switch keyframe when fewer of the current pixels fall inside it.
+        keyframe_min_confidence: switch when the keyframe pair's mean confidence is lower.
+        keyframe_max_age: switch after this many frames (0 = never by age).
+        conf_threshold, conf_keep_quantile: confidence gate (see geometry/pointmap.py).
+        motion_speed_rel: moving = faster than this fraction of the scene depth per second...
+        motion_min_rel: ...and displaced more than this fraction of the scene depth...
+        motion_noise_mult: ...and more than this multiple of the median flow (noise floor).
+        flow_smooth_radius: when that noise floor dominates, decide on flow box-filtered
+            over ``2r + 1`` pixels (0 = never).
+        min_region_frac: motion blobs/holes smaller than this fraction of the image vanish.
+        cluster_jump_rel, cluster_flow_jump_rel: 3D / flow discontinuity splitting instances.
+        min_instance_frac: smallest instance, as a fraction of the image.
+        ransac_threshold_rel, ransac_iterations: rigid fit of each instance.
+        max_fit_points: random subset of an instance's pixels used for its fit.
+        work_pixels: statistics and segmentation run on a grid strided to about this many
+            pixels (1 = full resolution up to 256x256; 2 at 512x288).
+        rigid_residual_rel: an instance whose residual exceeds this fraction of its size is
+            flagged non-rigid.
+        pnp_reprojection_px: PnP-RANSAC inlier threshold in pixels.
+        tracker: association and lifetime parameters.
+        flow_per_second: publish flow in units/s (else per pair gap).
+        keyframe_tracks: also output ``keyframe_points_world`` (one more full-size transform).
+        fixed_scale: metres per model unit when known a priori (None = not given).
+        seed: seed of every random choice (results are deterministic).
+    """
+
+    input_size: tuple = (224, 224)
+    window_size: int = 8
+    pair_gaps: tuple = (1,)
+    keyframe_min_overlap: float = 0.5
+    keyframe_min_confidence: float = 0.0
+    keyframe_max_age: int = 0
+    conf_threshold: float = 3.0
+    conf_keep_quantile: float | None = 0.5
+    motion_speed_rel: float = 0.01
+    motion_min_rel: float = 0.001
+    motion_noise_mult: float = 4.0
+    flow_smooth_radius: int = 2
+    min_region_frac: float = 5e-4
+    cluster_jump_rel: float = 0.05
+    cluster_flow_jump_rel: float = 0.5
+    min_instance_frac: float = 1e-3
+    ransac_threshold_rel: float = 0.01
+    ransac_iterations: int = 64
+    max_fit_points: int = 500
+    work_pixels: int = 65536
+    rigid_residual_rel: float = 0.05
+    pnp_reprojection_px: float = 5.0
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    flow_per_second: bool = True
+    keyframe_tracks: bool = False
+    fixed_scale: float | None = None
+    seed: int = 0
+
+    def validate(self) -> 'PipelineConfig':
+        """Check every field; raises :class:`ConfigError` naming the first bad one."""
+        def bad(name, why):
+            raise ConfigError(f'PipelineConfig.{name} = {getattr(self, name)!r}: {why}',
+                              name=name, value=getattr(self, name))
+
+        if (len(self.input_size) != 2
+                or not all(isinstance(v, int) and v >= 16 for v in self.input_size)):
+            bad('input_size', 'expected (H, W) integers >= 16')
+        if not isinstance(self.window_size, int) or self.window_size < 1:
+            bad('window_size', 'expected an integer >= 1')
+        if any(not isinstance(g, int) or not 1 <= g <= self.window_size for g in self.pair_gaps):
+            bad('pair_gaps', f'gaps must be integers in [1, window_size={self.window_size}]')
+        for name in ('keyframe_min_overlap', 'min_region_frac', 'min_instance_frac'):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                bad(name, 'expected a value in [0, 1)')
+        if self.conf_keep_quantile is not None and not 0.0 <= self.conf_keep_quantile < 1.0:
+            bad('conf_keep_quantile', 'expected None or a value in [0, 1)')
+        for name in ('keyframe_min_confidence', 'conf_threshold', 'motion_speed_rel',
+                     'motion_min_rel', 'motion_noise_mult'):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                bad(name, 'expected a finite value >= 0')
+        for name in ('cluster_jump_rel', 'cluster_flow_jump_rel', 'ransac_threshold_rel',
+                     'rigid_residual_rel', 'pnp_reprojection_px'):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
+                bad(name, 'expected a finite value > 0')
+        for name, lo in (('keyframe_max_age', 0), ('ransac_iterations', 1),
+                         ('flow_smooth_radius', 0),
+                         ('max_fit_points', 3), ('work_pixels', 1)):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < lo:
+                bad(name, f'expected an integer >= {lo}')
+        if self.fixed_scale is not None and not (math.isfinite(self.fixed_scale)
+                                                 and self.fixed_scale > 0):
+            bad('fixed_scale', 'expected None or a finite value > 0')
+        t = self.tracker
+        if t.min_hits < 1 or t.max_misses < 0 or not 0 < t.velocity_alpha <= 1 or t.gate_rel <= 0:
+            bad('tracker', 'need min_hits >= 1, max_misses >= 0, 0 < velocity_alpha <= 1, '
+                'gate_rel > 0')
+        return self

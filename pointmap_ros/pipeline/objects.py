@@ -1,0 +1,113 @@
+"""Object stage of the pipeline: instances of the motion mask and one rigid fit per instance.
+
+Segmentation runs on the work grid (every ``stride``-th pixel) and full-size motion pixels
+inherit their cell's label; each instance's rigid motion from the keyframe time to now is fit
+on at most ``max_fit_points`` of its pixels (the fit is a statistic of hundreds of points).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from pointmap_ros.geometry.transforms import se3_apply, se3_compose, se3_inverse
+from pointmap_ros.pipeline.config import PipelineConfig
+from pointmap_ros.pipeline.pair import PairView
+from pointmap_ros.tracking.objects import fit_rigid_motion
+from pointmap_ros.tracking.segmentation import segment_instances
+from pointmap_ros.tracking.tracker import Detection, warped_overlap
+from pointmap_ros.tracking.window import WindowFrame
+
+__all__ = ['instance_labels', 'detect_objects']
+
+
+def instance_labels(cfg: PipelineConfig, stride: int, motion: np.ndarray,
+                    points_cam: np.ndarray, flow: np.ndarray,
+                    flow_floor: float) -> tuple[np.ndarray, int]:
+    """Instance labels ``[H, W]`` int32 (0 = none) of the motion mask, and their count.
+
+    Args:
+        cfg: clustering thresholds (``cluster_*``, ``min_instance_frac``).
+        stride: work-grid stride.
+        motion: ``[H, W]`` bool motion mask.
+        points_cam: ``[H, W, 3]`` current points (NaN where invalid).
+        flow: ``[H, W, 3]`` flow in any camera frame (only neighbour differences matter).
+        flow_floor: absolute flow difference that always cuts a link (the motion threshold).
+
+    On a strided grid, full-resolution motion pixels take the label of their grid cell, or
+    of a neighbouring cell at object borders.
+    """
+    st = stride
+    H, W = motion.shape
+    small, n = segment_instances(
+        motion[::st, ::st], points_cam[::st, ::st], flow[::st, ::st], cfg.cluster_jump_rel,
+        cfg.cluster_flow_jump_rel, flow_floor,
+        max(3, int(cfg.min_instance_frac * H * W / st ** 2)))
+    if st == 1:
+        return small, n
+    if n == 0:
+        return np.zeros((H, W), np.int32), 0
+    grown = ndimage.grey_dilation(small, size=(3, 3))
+    small = np.where(small > 0, small, grown)
+    h, w = small.shape
+    full = np.broadcast_to(small[:, None, :, None], (h, st, w, st)).reshape(h * st, w * st)
+    full = full[:H, :W] * motion  # int32 * bool: labels on motion pixels only
+    return full, n
+
+
+def detect_objects(cfg: PipelineConfig, labels: np.ndarray, n_inst: int, pk: PairView,
+                   kf: WindowFrame, prev: tuple[WindowFrame, PairView] | None,
+                   scene_depth: float) -> tuple[list[Detection], list[int]]:
+    """One :class:`Detection` per instance with >= 3 pixels of valid flow.
+
+    Args:
+        cfg: fit parameters (``ransac_*``, ``max_fit_points``, ``rigid_residual_rel``, seed).
+        labels: ``[H, W]`` instance labels 1..n_inst.
+        pk: the keyframe pair (``P_t(t_k)`` and ``P_t(t)`` are the correspondences).
+        kf: the keyframe (its world pose).
+        prev: ``(previous frame, its pair with the current frame)`` for the warped overlap,
+            or None.
+        scene_depth: median scene depth (scales the inlier threshold).
+
+    Returns:
+        ``(detections, label of each detection)``.
+    """
+    T_w_kf = kf.T_world_cam
+    T_kf_w = se3_inverse(T_w_kf)
+    # Labelled pixels with valid flow (a small part of the image), then one comparison per
+    # instance (a handful): cheaper than sorting them by label.
+    flat = (labels * pk.valid_flow).ravel()
+    nz = np.flatnonzero(flat)
+    nz_labels = flat[nz]
+    rng = np.random.default_rng(cfg.seed)
+    src_all, dst_all = pk.j_ti.reshape(-1, 3), pk.j_tj.reshape(-1, 3)
+    conf = pk.maps.conf_j_tj.ravel()
+    use_prev = prev is not None and prev[0].track_ids is not None
+    dets, det_labels = [], []
+    for lab in range(1, n_inst + 1):
+        pix = nz[nz_labels == lab]
+        n_pix = len(pix)
+        if n_pix < 3:
+            continue
+        if n_pix > cfg.max_fit_points:  # the fit needs far fewer points than pixels
+            pix = np.sort(rng.choice(pix, cfg.max_fit_points, replace=False))
+        src = src_all[pix].astype(np.float64)
+        dst = dst_all[pix].astype(np.float64)
+        # Residuals of a correct fit are differences of two noisy points, like the flow of
+        # static pixels: its median (pk.noise) scales the inlier threshold, and its RMS
+        # (1.13 x the median for a 3D Gaussian difference) is what noise alone explains.
+        fit = fit_rigid_motion(src, dst, conf[pix],
+                               max(cfg.ransac_threshold_rel * scene_depth, 2.5 * pk.noise),
+                               cfg.rigid_residual_rel, cfg.ransac_iterations, cfg.seed + lab,
+                               noise_rms=1.13 * pk.noise)
+        overlap = {}
+        if use_prev:
+            overlap = warped_overlap(prev[1].j_ti.reshape(-1, 3)[pix], prev[0].K,
+                                     prev[0].track_ids)
+        dets.append(Detection(
+            points=se3_apply(T_w_kf, dst),
+            motion=se3_compose(se3_compose(T_w_kf, fit.T), T_kf_w),
+            inlier_ratio=fit.inlier_ratio, is_rigid=fit.is_rigid,
+            residual_rel=fit.residual_rel, overlap=overlap, pixel_count=n_pix))
+        det_labels.append(lab)
+    return dets, det_labels

@@ -1,0 +1,92 @@
+"""What goes into and comes out of :class:`~pointmap_ros.pipeline.DynamicReconPipeline`.
+
+Also the conversion of window units to metres once a metric scale is known (``scaled*``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pointmap_ros.tracking.tracker import TrackedObject
+
+__all__ = ['FrameInput', 'PipelineOutput', 'scaled', 'scaled_pose', 'scaled_object']
+
+
+@dataclass
+class FrameInput:
+    """One camera frame as received (any size; preprocessing happens in the pipeline).
+
+    Attributes:
+        image: ``[h, w, 3]`` uint8 RGB.
+        stamp: header stamp, seconds.
+        camera_id: stream name; each camera has its own window, keyframes and tracks.
+        K: raw ``[3, 3]`` / 9-vector CameraInfo intrinsics of ``image`` or None.
+        depth: ``[h, w]`` metric z-depth registered to ``image`` or None.
+    """
+
+    image: np.ndarray
+    stamp: float
+    camera_id: str = 'cam0'
+    K: np.ndarray | None = None
+    depth: np.ndarray | None = None
+
+
+@dataclass
+class PipelineOutput:
+    """Everything published for one processed frame (see docs/architecture.md).
+
+    All maps are ``[H, W, ...]`` at model resolution, float32 unless stated; lengths are
+    metres when ``metric_scale`` else model units; poses float64.
+    Additions to the documented contract: ``keyframe_points_world`` ``[H, W, 3]`` (when
+    ``PipelineConfig.keyframe_tracks``, else None) holds the keyframe's pixels at the current
+    time in the world frame: St4RTrack-style long-range 3D tracks; ``timings_ms`` also has
+    ``'pipeline_cpu'``, the thread CPU time of the non-inference stages (robust to a loaded
+    machine, unlike the wall-clock stage times).
+    """
+
+    stamp: float
+    camera_id: str
+    frame_index: int
+    image: np.ndarray
+    K: np.ndarray
+    intrinsics_estimated: bool
+    points_cam: np.ndarray
+    points_world: np.ndarray
+    confidence: np.ndarray
+    valid: np.ndarray
+    flow: np.ndarray
+    flow_dt: float
+    motion_mask: np.ndarray
+    instance_ids: np.ndarray
+    T_world_cam: np.ndarray
+    keyframe_index: int
+    objects: list[TrackedObject]
+    metric_scale: bool
+    scale: float
+    timings_ms: dict
+    skipped_frames: int
+    keyframe_points_world: np.ndarray | None = None
+
+
+def scaled(arr: np.ndarray, scale: float) -> np.ndarray:
+    """``arr * scale`` (float32), or ``arr`` itself when the scale is 1."""
+    return arr if scale == 1.0 else arr * np.float32(scale)
+
+
+def scaled_pose(T: np.ndarray, scale: float) -> np.ndarray:
+    """Copy of pose ``T`` ``[4, 4]`` with its translation multiplied by ``scale``."""
+    T = T.copy()
+    T[:3, 3] *= scale
+    return T
+
+
+def scaled_object(o: TrackedObject, scale: float) -> TrackedObject:
+    """``o`` with pose translation, velocity and extent in the new units (in place)."""
+    if scale == 1.0:
+        return o
+    o.T_world_obj = scaled_pose(o.T_world_obj, scale)
+    o.linear_velocity = o.linear_velocity * scale
+    o.extent = o.extent * scale
+    return o

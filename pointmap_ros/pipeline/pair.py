@@ -1,0 +1,125 @@
+"""One engine pair as the pipeline sees it: gated views of its maps in window units.
+
+Every stage asks the same :class:`PairView` for masks, flow and flow magnitudes; each is
+computed once, on first use, and only at the resolution it is used at (full-size for
+published maps, strided for statistics).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from pointmap_ros.geometry.pointmap import (
+    confidence_threshold, depth_ratio, squared_norm, valid_mask)
+from pointmap_ros.tracking.window import WindowFrame
+from pointmap_ros.types import DynamicPointMaps
+
+__all__ = ['PairView', 'window_scale']
+
+
+def window_scale(ref: WindowFrame, maps: DynamicPointMaps, stride: int,
+                 conf_threshold: float, conf_keep_quantile: float | None) -> float:
+    """Window units per pair unit: median ratio of the reference frame's own-frame depth
+    (stored when it was processed) to the pair's ``P_i(t_i)`` depth, on the strided grid.
+
+    1 when the reference has no stored points yet or too few pixels match.
+    """
+    if ref.points_cam is None:
+        return 1.0
+    thr = confidence_threshold(maps.conf_i_ti, conf_threshold, conf_keep_quantile)
+    conf = maps.conf_i_ti[::stride, ::stride]
+    return depth_ratio(ref.points_cam[::stride, ::stride, 2],
+                       maps.pts_i_ti[::stride, ::stride, 2],
+                       (conf >= thr) & (conf < np.inf)) or 1.0
+
+
+class PairView:
+    """Confidence-gated views of one pair's maps (float32), scaled to window units.
+
+    Args:
+        role: ``'keyframe'`` or ``'gap<g>'`` (see :meth:`SlidingWindow.schedule`).
+        ref: the pair's older frame (image i; all maps are in its camera frame).
+        maps: the engine output.
+        scale: window units per pair unit (:func:`window_scale`; 1 for metric engines).
+        conf_threshold, conf_keep_quantile: the confidence gate
+            (:func:`~pointmap_ros.geometry.pointmap.confidence_mask`).
+
+    Attributes set by the motion stage: ``dt`` (s), ``noise`` and ``threshold`` (flow
+    units) and ``flow_seg`` (``[H, W, 3]``, the flow the motion decision used).
+    """
+
+    def __init__(self, role: str, ref: WindowFrame, maps: DynamicPointMaps, scale: float,
+                 conf_threshold: float, conf_keep_quantile: float | None):
+        self.role, self.ref, self.maps, self.scale = role, ref, maps, float(scale)
+        self._gate_args = (conf_threshold, conf_keep_quantile)
+        self._thresholds: dict[str, float] = {}
+        self.dt = self.noise = self.threshold = 0.0
+        self.flow_seg: np.ndarray | None = None
+
+    # -- maps in window units --------------------------------------------------------------
+    def _scaled(self, name: str) -> np.ndarray:
+        a = self.maps.pts(name)
+        return a if self.scale == 1.0 else a * np.float32(self.scale)
+
+    def strided(self, name: str, stride: int) -> np.ndarray:
+        """``[h, w, 3]`` map ``name`` (e.g. ``'i_ti'``) on the strided grid, window units."""
+        a = self.maps.pts(name)[::stride, ::stride]
+        return a if self.scale == 1.0 else a * np.float32(self.scale)
+
+    @functools.cached_property
+    def j_ti(self) -> np.ndarray:
+        return self._scaled('j_ti')
+
+    @functools.cached_property
+    def j_tj(self) -> np.ndarray:
+        return self._scaled('j_tj')
+
+    @functools.cached_property
+    def i_ti(self) -> np.ndarray:
+        return self._scaled('i_ti')
+
+    @functools.cached_property
+    def i_tj(self) -> np.ndarray:
+        return self._scaled('i_tj')
+
+    # -- gates ---------------------------------------------------------------------------
+    def gate(self, name: str, stride: int = 1) -> np.ndarray:
+        """``[h, w]`` confidence gate of map ``name``, strided (threshold of the full map)."""
+        conf = getattr(self.maps, f'conf_{name}')
+        if name not in self._thresholds:
+            self._thresholds[name] = confidence_threshold(conf, *self._gate_args)
+        conf = conf[::stride, ::stride]
+        ok = conf >= self._thresholds[name]
+        ok &= conf < np.inf
+        return ok
+
+    @functools.cached_property
+    def valid_j(self) -> np.ndarray:
+        """``[H, W]`` current pixels with a valid, confident ``P_j(t_j)``."""
+        return valid_mask(self.j_tj) & self.gate('j_tj')
+
+    @functools.cached_property
+    def valid_flow(self) -> np.ndarray:
+        """``[H, W]`` current pixels whose flow is defined (both maps valid and confident)."""
+        return self.valid_j & valid_mask(self.j_ti) & self.gate('j_ti')
+
+    @functools.cached_property
+    def valid_i(self) -> np.ndarray:
+        return valid_mask(self.i_ti) & self.gate('i_ti')
+
+    @functools.cached_property
+    def valid_i_tj(self) -> np.ndarray:
+        return valid_mask(self.i_tj) & self.gate('i_tj')
+
+    # -- flow ----------------------------------------------------------------------------
+    @functools.cached_property
+    def flow_j(self) -> np.ndarray:
+        """``[H, W, 3]`` scene flow of the current pixels, t_ref -> t, in the ref camera."""
+        return self.j_tj - self.j_ti
+
+    @functools.cached_property
+    def flow_sq(self) -> np.ndarray:
+        """``[H, W]`` ``|flow_j|^2``."""
+        return squared_norm(self.flow_j)

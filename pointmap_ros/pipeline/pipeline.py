@@ -1,0 +1,302 @@
+"""DynamicReconPipeline: timestamped frames in, everything the ROS node publishes out.
+
+Per new frame t of a camera (all pairs have the older frame as i, so maps are in its frame):
+
+1. Pairs: ``(keyframe, t)`` always, ``(t - g, t)`` for the configured gaps (window.py).
+2. Geometry: confidence gating; per-pair scale alignment to the window (non-metric engines);
+   K from CameraInfo or a Weiszfeld focal fit on the keyframe's own map; scene flow
+   ``P_t(t) - P_t(t_ref)`` and a motion mask per pair; ``T_kf_cam`` by PnP of the keyframe
+   pair's ``P_t(t)`` on static pixels (geometry/pose.py explains why PnP).
+3. World frame = the first keyframe's optical frame. ``T_world_cam = T_world_kf @ T_kf_cam``
+   comes straight from the keyframe pair (St4RTrack-style, no chaining of small steps inside a
+   keyframe); when the keyframe switches, the new keyframe's pose is already known.
+4. Objects: instances of the motion mask, rigid motion of each from the keyframe time to t,
+   persistent ids (objects.py, tracking/tracker.py).
+
+Cost: published maps are computed at full resolution, exactly; statistics (scale, depth,
+focal, PnP samples, noise) and segmentation use the work grid (``stride``). See
+docs/pipeline.md for choices, conventions and measured costs.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import time
+
+import numpy as np
+
+from pointmap_ros.data.preprocess import make_frame, resize_crop
+from pointmap_ros.engines.base import Engine
+from pointmap_ros.errors import InputError
+from pointmap_ros.geometry.camera import estimate_focal, intrinsics_from_camera_info
+from pointmap_ros.geometry.pointmap import depth_ratio, median_depth, set_invalid_nan
+from pointmap_ros.geometry.pose import relative_pose_pnp
+from pointmap_ros.geometry.transforms import se3_apply, se3_compose, se3_inverse
+from pointmap_ros.pipeline.config import PipelineConfig
+from pointmap_ros.pipeline.objects import detect_objects, instance_labels
+from pointmap_ros.pipeline.outputs import (
+    FrameInput, PipelineOutput, scaled, scaled_object, scaled_pose)
+from pointmap_ros.pipeline.pair import PairView, window_scale
+from pointmap_ros.tracking.segmentation import pair_motion, remove_small_regions
+from pointmap_ros.tracking.tracker import ObjectTracker
+from pointmap_ros.tracking.window import LatestFrameSlot, SlidingWindow, WindowFrame, view_overlap
+
+__all__ = ['DynamicReconPipeline']
+
+logger = logging.getLogger(__name__)
+
+
+class _CameraState:
+    def __init__(self, config: PipelineConfig, engine: Engine):
+        self.window = SlidingWindow(config.window_size, tuple(config.pair_gaps), engine.forget)
+        self.tracker = ObjectTracker(config.tracker)
+        self.count = 0
+        self.K_info: np.ndarray | None = None  # last CameraInfo K at model resolution
+        self.last_stamp: float | None = None
+        self.focals: collections.deque = collections.deque(maxlen=32)
+        self.scales: collections.deque = collections.deque(maxlen=32)
+
+
+class DynamicReconPipeline:
+    """Sliding-window 4D reconstruction over an :class:`Engine` (no ROS imports).
+
+    Args:
+        engine: pair-inference backend (its ``input_shape`` wins over ``config.input_size``).
+        config: validated here; may be replaced by another validated config between frames
+            (the node does so for dynamic parameters).
+
+    Thread model: one worker calls :meth:`process` (or :meth:`process_pending`); camera
+    callbacks may call :meth:`submit` concurrently.
+    """
+
+    def __init__(self, engine: Engine, config: PipelineConfig | None = None):
+        self.engine = engine
+        self.config = (config or PipelineConfig()).validate()
+        self.size = tuple(engine.input_shape or self.config.input_size)
+        # Per-pixel statistics and segmentation run on a strided grid of ~work_pixels.
+        self.stride = max(1, int(round(math.sqrt(self.size[0] * self.size[1]
+                                                 / self.config.work_pixels))))
+        self._slot = LatestFrameSlot()
+        self._cams: dict[str, _CameraState] = {}
+
+    # -- latency policy -----------------------------------------------------------------
+    def submit(self, inp: FrameInput) -> bool:
+        """Offer a frame from a camera callback; returns True if an older one was skipped."""
+        return self._slot.put(inp)
+
+    def process_pending(self) -> PipelineOutput | None:
+        """Process the newest submitted frame (older untaken ones were skipped)."""
+        inp, _ = self._slot.take()
+        return None if inp is None else self.process(inp)
+
+    @property
+    def skipped_frames(self) -> int:
+        return self._slot.skipped_total
+
+    def reset(self) -> None:
+        """Forget all cameras' windows, keyframes and tracks."""
+        self._cams.clear()
+        self.engine.clear_cache()
+
+    # -- main entry ---------------------------------------------------------------------
+    def process(self, inp: FrameInput) -> PipelineOutput | None:
+        """Process one frame; None while no output is possible yet (first frame).
+
+        Raises:
+            InputError: bad image/depth, non-finite or non-increasing stamp, PnP failure.
+            CalibrationError: unusable K.
+        """
+        cfg = self.config
+        tick = time.perf_counter()
+        cpu = time.thread_time()
+        timings: dict[str, float] = {}
+        if not math.isfinite(inp.stamp):
+            raise InputError(f'stamp must be finite, got {inp.stamp}', 'stamp')
+        cs = self._cams.get(inp.camera_id)
+        if cs is None:
+            cs = self._cams[inp.camera_id] = _CameraState(cfg, self.engine)
+        if cs.last_stamp is not None and inp.stamp <= cs.last_stamp:
+            raise InputError(f'stamp {inp.stamp:.9f} is not after the previous '
+                             f'{cs.last_stamp:.9f} of {inp.camera_id!r}', 'stamp_order',
+                             actual=inp.stamp, expected=f'> {cs.last_stamp}')
+        K_raw = None
+        if inp.K is not None:
+            K_raw = intrinsics_from_camera_info(inp.K, inp.image.shape[1], inp.image.shape[0])
+        image, K, depth = resize_crop(inp.image, self.size, K_raw, inp.depth)
+        wf = WindowFrame(make_frame(image, inp.stamp, inp.camera_id), cs.count, K, depth)
+        if K is not None:
+            cs.K_info = K
+        timings['preprocess'] = _ms(tick)
+        out = None
+        if cs.window.keyframe is None:
+            wf.T_world_cam = np.eye(4)
+            cs.window.set_keyframe(wf)
+        else:
+            tock, cpu_inf = time.perf_counter(), time.thread_time()
+            pairs = [(role, ref, self.engine.infer(ref.frame, wf.frame))
+                     for role, ref in cs.window.schedule()]
+            timings['inference'] = _ms(tock)
+            cpu_inf = time.thread_time() - cpu_inf
+            out = self._geometry(cs, wf, pairs, timings)
+            timings['pipeline'] = sum(v for k, v in timings.items() if k != 'inference')
+            timings['pipeline_cpu'] = (time.thread_time() - cpu - cpu_inf) * 1e3
+            timings['total'] = _ms(tick)
+        # Only a frame processed without error enters the window and advances the stream.
+        cs.window.push(wf)
+        cs.count += 1
+        cs.last_stamp = inp.stamp
+        return out
+
+    # -- stages -------------------------------------------------------------------------
+    def _geometry(self, cs: _CameraState, wf: WindowFrame, pairs, timings) -> PipelineOutput:
+        cfg = self.config
+        t0 = time.perf_counter()
+        kf = cs.window.keyframe
+        H, W = self.size
+        st = self.stride
+        m_kf = pairs[0][2]
+        metric = m_kf.metric
+        gate = (cfg.conf_threshold, cfg.conf_keep_quantile)
+        # Scale-align every pair to the window (non-metric maps have a per-pair scale).
+        views = [PairView(role, ref, m, 1.0 if metric else window_scale(ref, m, st, *gate),
+                          *gate) for role, ref, m in pairs]
+        pk = views[0]
+        if kf.points_cam is None:  # first pair of the first keyframe defines the units
+            kf.points_cam = set_invalid_nan(pk.i_ti.copy(), pk.valid_i)
+            kf.track_ids = np.zeros((H, W), np.int32)
+        # Intrinsics: CameraInfo (this frame's or the last one seen), else a robust focal fit
+        # on the keyframe's own points, accumulated over frames.
+        K = cs.K_info
+        estimated = K is None
+        if estimated:
+            # Strided inside the fit, which keeps full-size pixel coordinates (a strided map
+            # fitted as an image of its own would give f / stride); the scale is irrelevant.
+            cs.focals.append(estimate_focal(pk.maps.pts_i_ti, pk.gate('i_ti'), stride=st))
+            f = float(np.median(cs.focals))
+            K = np.array([[f, 0, (W - 1) / 2], [0, f, (H - 1) / 2], [0, 0, 1]])
+        scene_depth = median_depth(pk.strided('i_ti', st), pk.gate('i_ti', st))
+        if not math.isfinite(scene_depth):
+            raise InputError('keyframe pair has no valid points', 'no_points')
+        motion = self._motion(views, wf.stamp, scene_depth) & pk.valid_j
+        # Camera pose from the keyframe pair, static pixels only. PnP samples a few hundred
+        # of them; candidates stay full-size (~0.3 ms more than the work grid at 512x288)
+        # because with noisy maps the pose error is dominated by which slow movers the
+        # sample happens to contain, and the full-size draw keeps results identical to the
+        # measured noise study.
+        static = pk.valid_j & ~motion
+        if np.count_nonzero(static) < 50:
+            static = pk.valid_j
+        T_kf_cam, _ = relative_pose_pnp(pk.j_tj, K, static, cfg.pnp_reprojection_px,
+                                        seed=cfg.seed)
+        T_cam_kf = se3_inverse(T_kf_cam)
+        wf.T_world_cam = se3_compose(kf.T_world_cam, T_kf_cam)
+        wf.K = K
+        if kf.K is None:  # first keyframe: same camera, same K
+            kf.K = K
+        valid = pk.valid_j
+        points_cam = set_invalid_nan(se3_apply(T_cam_kf, pk.j_tj), valid)
+        wf.points_cam = points_cam
+        points_world = set_invalid_nan(se3_apply(kf.T_world_cam, pk.j_tj), valid)
+        kf_world = None
+        if cfg.keyframe_tracks:
+            kf_world = set_invalid_nan(se3_apply(kf.T_world_cam, pk.i_tj), pk.valid_i_tj)
+        # Published flow: the shortest-gap pair, rotated into the current camera frame.
+        pf = min(views, key=lambda v: v.dt)
+        R_cam_ref = se3_compose(se3_inverse(wf.T_world_cam), pf.ref.T_world_cam)[:3, :3]
+        R = R_cam_ref.T / (pf.dt if cfg.flow_per_second else 1.0)
+        flow = set_invalid_nan(pf.flow_j @ np.ascontiguousarray(R, dtype=np.float32),
+                               pf.valid_flow)
+        timings['geometry'] = _ms(t0)
+
+        t1 = time.perf_counter()
+        labels, n_inst = instance_labels(cfg, st, motion, points_cam, pf.flow_seg,
+                                         pf.threshold)
+        timings['segmentation'] = _ms(t1)
+
+        t2 = time.perf_counter()
+        prev = next(((v.ref, v) for v in views if v.ref is cs.window.latest), None)
+        detections, det_labels = detect_objects(cfg, labels, n_inst, pk, kf, prev,
+                                                scene_depth)
+        timings['objects'] = _ms(t2)
+
+        t3 = time.perf_counter()
+        ids, objects = cs.tracker.update(detections, wf.stamp, scene_depth)
+        lut = np.zeros(n_inst + 1, np.int32)
+        published = {o.track_id for o in objects}
+        out_lut = np.zeros(n_inst + 1, np.int32)
+        for lab, tid in zip(det_labels, ids):
+            lut[lab] = tid
+            out_lut[lab] = tid if tid in published else 0
+        wf.track_ids = np.take(lut, labels)  # np.take: several times faster than lut[labels]
+        instance_ids = np.take(out_lut, labels)
+        kf_index = kf.index
+        self._maybe_switch_keyframe(cs, wf, pk, valid)
+        timings['tracking'] = _ms(t3)
+
+        scale, is_metric = self._scale(cs, metric, wf, points_cam, valid)
+        return PipelineOutput(
+            stamp=wf.stamp, camera_id=wf.frame.camera_id, frame_index=wf.index,
+            image=wf.frame.image, K=K, intrinsics_estimated=estimated,
+            points_cam=scaled(points_cam, scale), points_world=scaled(points_world, scale),
+            confidence=m_kf.conf_j_tj.astype(np.float32), valid=valid,
+            flow=scaled(flow, scale), flow_dt=float(pf.dt), motion_mask=motion,
+            instance_ids=instance_ids, T_world_cam=scaled_pose(wf.T_world_cam, scale),
+            keyframe_index=kf_index, objects=[scaled_object(o, scale) for o in objects],
+            metric_scale=is_metric, scale=scale, timings_ms=timings,
+            skipped_frames=self._slot.skipped_total,
+            keyframe_points_world=None if kf_world is None else scaled(kf_world, scale))
+
+    def _motion(self, views: list[PairView], stamp: float, scene_depth: float) -> np.ndarray:
+        """``[H, W]`` motion mask of the current pixels: union over pairs, cleaned up.
+
+        Also records on each pair its gap, flow noise, threshold and the flow the decision
+        used (for segmentation).
+        """
+        cfg = self.config
+        H, W = self.size
+        raw = np.zeros((H, W), bool)
+        for p in views:
+            p.dt = stamp - p.ref.stamp
+            pm = pair_motion(p.flow_j, p.valid_flow, scene_depth, p.dt, cfg.motion_speed_rel,
+                             cfg.motion_min_rel, cfg.motion_noise_mult, cfg.flow_smooth_radius,
+                             self.stride, flow_sq=p.flow_sq)
+            p.noise, p.threshold, p.flow_seg = pm.noise, pm.threshold, pm.flow
+            raw |= pm.moving
+        return remove_small_regions(raw, max(1, int(cfg.min_region_frac * H * W)))
+
+    def _maybe_switch_keyframe(self, cs: _CameraState, wf: WindowFrame, pk: PairView,
+                               valid: np.ndarray) -> None:
+        """Make ``wf`` the keyframe when the view drifted away (after its poses are final)."""
+        cfg = self.config
+        kf = cs.window.keyframe
+        so = 2 * self.stride  # a statistic: a quarter of the work grid is plenty
+        overlap = view_overlap(pk.j_tj[::so, ::so], kf.K, valid[::so, ::so], self.size)
+        conf_sub = pk.maps.conf_j_tj[::so, ::so][valid[::so, ::so]]
+        mean_conf = float(np.mean(conf_sub)) if conf_sub.size else 0.0
+        if (overlap < cfg.keyframe_min_overlap or mean_conf < cfg.keyframe_min_confidence
+                or (cfg.keyframe_max_age and wf.index - kf.index >= cfg.keyframe_max_age)):
+            logger.debug('keyframe %d -> %d (overlap %.2f, conf %.2f)', kf.index, wf.index,
+                         overlap, mean_conf)
+            cs.window.set_keyframe(wf)
+            cs.tracker.reanchor()
+
+    def _scale(self, cs: _CameraState, metric: bool, wf: WindowFrame, points_cam, valid):
+        """(metres per window unit, is metric) from the engine, fixed scale or depth."""
+        if metric:
+            return 1.0, True
+        if self.config.fixed_scale is not None:
+            return float(self.config.fixed_scale), True
+        if wf.depth is not None:  # a depth image without enough valid pixels is ignored
+            st = self.stride  # a median: the work grid is plenty
+            s = depth_ratio(wf.depth[::st, ::st], points_cam[::st, ::st, 2], valid[::st, ::st])
+            if s is not None:
+                cs.scales.append(s)
+        if cs.scales:
+            return float(np.median(cs.scales)), True
+        return 1.0, False
+
+
+def _ms(since: float) -> float:
+    return (time.perf_counter() - since) * 1e3
