@@ -12,6 +12,7 @@ __all__ = [
     'CheckpointError',
     'EngineError',
     'ConfigError',
+    'PoseError',
 ]
 
 
@@ -67,3 +68,18 @@ class ConfigError(PointmapError, ValueError):
         super().__init__(message)
         self.name = name
         self.value = value
+
+
+class PoseError(PointmapError, RuntimeError):
+    """The camera pose of a frame could not be estimated from otherwise valid input (e.g.
+    PnP-RANSAC found no consensus in the predicted points): tracking is lost for this frame.
+
+    Not bad input: the pipeline counts consecutive pose failures and re-anchors its world
+    frame on the current frame after ``PipelineConfig.pose_reset_after`` of them.
+    ``reason`` is a machine-readable key for drop counters (``'pnp_failed'``,
+    ``'pnp_too_few_points'``, ``'no_points'``).
+    """
+
+    def __init__(self, message: str, reason: str = 'pose_failed'):
+        super().__init__(message)
+        self.reason = reason

@@ -275,8 +275,9 @@ class SceneGenerator:
         rays = self._rays.astype(dtype, copy=False)
         p_i_ti = np.where(hi.valid, hi.depth, 0.0).astype(dtype)[..., None] * rays
         p_j_tj = np.where(hj.valid, hj.depth, 0.0).astype(dtype)[..., None] * rays
-        p_j_tj = p_j_tj.reshape(-1, 3) @ T_cami_camj[:3, :3].T.astype(dtype)
-        p_j_tj = p_j_tj.reshape(rays.shape) + T_cami_camj[:3, 3].astype(dtype)
+        # [H, W, 3] @ [3, 3], not one flat [H * W, 3] product: the flat one makes OpenBLAS
+        # spin up threads that stay busy (~40x slower on a shared 2-core machine).
+        p_j_tj = p_j_tj @ T_cami_camj[:3, :3].T.astype(dtype) + T_cami_camj[:3, 3].astype(dtype)
         p_j_tj[~hj.valid] = 0.0
         conf_i = hi.valid.astype(dtype)
         conf_j = hj.valid.astype(dtype)

@@ -20,7 +20,7 @@ import functools
 import cv2
 import numpy as np
 
-from pointmap_ros.errors import InputError
+from pointmap_ros.errors import InputError, PoseError
 from pointmap_ros.geometry.camera import pixel_grid
 from pointmap_ros.geometry.transforms import rotvec_to_rotmat, se3_from_rt, se3_inverse
 
@@ -61,7 +61,9 @@ def relative_pose_pnp(pts_j_in_i: np.ndarray, K: np.ndarray, mask: np.ndarray | 
         ``(T_cami_camj [4, 4] float64, inlier_count)``.
 
     Raises:
-        InputError: fewer than 6 usable pixels, or PnP failed.
+        InputError: ``pts_j_in_i`` is not ``[H, W, 3]``.
+        PoseError: fewer than 6 usable pixels (``'pnp_too_few_points'``) or no RANSAC
+            consensus (``'pnp_failed'``): the maps are valid input, the pose is unknown.
     """
     pts = np.asarray(pts_j_in_i)
     if pts.ndim != 3 or pts.shape[2] != 3:
@@ -78,7 +80,7 @@ def relative_pose_pnp(pts_j_in_i: np.ndarray, K: np.ndarray, mask: np.ndarray | 
     rows, cols = np.nonzero(ok)
     idx = rows * (stride * W) + cols * stride
     if len(idx) < 6:
-        raise InputError(f'PnP needs >= 6 usable pixels, got {len(idx)}', 'too_few_points')
+        raise PoseError(f'PnP needs >= 6 usable pixels, got {len(idx)}', 'pnp_too_few_points')
     rng = np.random.default_rng(seed)
     grid = _grid(H, W)
     flat = pts.reshape(-1, 3)
@@ -91,8 +93,8 @@ def relative_pose_pnp(pts_j_in_i: np.ndarray, K: np.ndarray, mask: np.ndarray | 
         obj, img, K, None, iterationsCount=iterations, reprojectionError=reprojection_error_px,
         flags=cv2.SOLVEPNP_SQPNP)
     if not found or inl is None or len(inl) < 6:
-        raise InputError(f'PnP-RANSAC failed ({0 if inl is None else len(inl)} inliers)',
-                         'pnp_failed')
+        raise PoseError(f'PnP-RANSAC failed ({0 if inl is None else len(inl)} inliers, '
+                        f'need >= 6 of {len(sample)} samples)', 'pnp_failed')
     # Refine on inliers of the full set under the RANSAC pose (capped for speed).
     T_j_i = se3_from_rt(rotvec_to_rotmat(rvec.ravel()), tvec.ravel())
     ref = idx if len(idx) <= refine_points else rng.choice(idx, refine_points, replace=False)

@@ -42,6 +42,16 @@ class PipelineConfig:
         rigid_residual_rel: an instance whose residual exceeds this fraction of its size is
             flagged non-rigid.
         pnp_reprojection_px: PnP-RANSAC inlier threshold in pixels.
+        pose_reset_after: the frame that makes this many consecutive frames without a pose
+            (:class:`~pointmap_ros.errors.PoseError`, e.g. PnP failed) becomes the keyframe
+            at the last good pose and the window restarts (re-anchoring); the ones before
+            raise.
+        focal_min_rel, focal_max_rel: plausible focal fits lie in
+            ``[focal_min_rel, focal_max_rel] * max(H, W)`` pixels (without CameraInfo);
+            others are rejected and counted (``'focal_rejected'``).
+        focal_prior_fov_deg: when no fit was plausible yet, the focal of this field of view
+            across the longer image side, ``0.5 * max(H, W) / tan(fov / 2)`` (60 deg:
+            0.866 max(H, W)).
         tracker: association and lifetime parameters.
         flow_per_second: publish flow in units/s (else per pair gap).
         keyframe_tracks: also output ``keyframe_points_world`` (one more full-size transform).
@@ -71,14 +81,28 @@ class PipelineConfig:
     work_pixels: int = 65536
     rigid_residual_rel: float = 0.05
     pnp_reprojection_px: float = 5.0
+    pose_reset_after: int = 3
+    focal_min_rel: float = 0.2
+    focal_max_rel: float = 5.0
+    focal_prior_fov_deg: float = 60.0
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     flow_per_second: bool = True
     keyframe_tracks: bool = False
     fixed_scale: float | None = None
     seed: int = 0
 
-    def validate(self) -> 'PipelineConfig':
-        """Check every field; raises :class:`ConfigError` naming the first bad one."""
+    @property
+    def prior_focal_rel(self) -> float:
+        """Focal of ``focal_prior_fov_deg`` across the longer side, in units of that side."""
+        return 0.5 / math.tan(math.radians(self.focal_prior_fov_deg) / 2)
+
+    def validate(self, patch_size: int | None = None) -> 'PipelineConfig':
+        """Check every field; raises :class:`ConfigError` naming the first bad one.
+
+        Args:
+            patch_size: the engine's patch size when known; ``input_size`` must then be a
+                multiple of it (checked by the pipeline when the engine accepts any size).
+        """
         def bad(name, why):
             raise ConfigError(f'PipelineConfig.{name} = {getattr(self, name)!r}: {why}',
                               name=name, value=getattr(self, name))
@@ -86,6 +110,8 @@ class PipelineConfig:
         if (len(self.input_size) != 2
                 or not all(isinstance(v, int) and v >= 16 for v in self.input_size)):
             bad('input_size', 'expected (H, W) integers >= 16')
+        if patch_size and any(v % patch_size for v in self.input_size):
+            bad('input_size', f'expected multiples of the engine patch size {patch_size}')
         if not isinstance(self.window_size, int) or self.window_size < 1:
             bad('window_size', 'expected an integer >= 1')
         if any(not isinstance(g, int) or not 1 <= g <= self.window_size for g in self.pair_gaps):
@@ -104,10 +130,20 @@ class PipelineConfig:
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
                 bad(name, 'expected a finite value > 0')
         for name, lo in (('keyframe_max_age', 0), ('ransac_iterations', 1),
-                         ('flow_smooth_radius', 0),
+                         ('flow_smooth_radius', 0), ('pose_reset_after', 1),
                          ('max_fit_points', 3), ('work_pixels', 1)):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < lo:
                 bad(name, f'expected an integer >= {lo}')
+        if not (math.isfinite(self.focal_min_rel) and 0 < self.focal_min_rel
+                < self.focal_max_rel and math.isfinite(self.focal_max_rel)):
+            bad('focal_min_rel', f'expected 0 < focal_min_rel < focal_max_rel = '
+                f'{self.focal_max_rel!r}, both finite')
+        if not 0 < self.focal_prior_fov_deg < 180:
+            bad('focal_prior_fov_deg', 'expected a field of view in (0, 180) degrees')
+        if not self.focal_min_rel <= self.prior_focal_rel <= self.focal_max_rel:
+            bad('focal_prior_fov_deg', f'its focal {self.prior_focal_rel:.3g} max(H, W) is '
+                f'outside [focal_min_rel, focal_max_rel] = [{self.focal_min_rel}, '
+                f'{self.focal_max_rel}]')
         if self.fixed_scale is not None and not (math.isfinite(self.fixed_scale)
                                                  and self.fixed_scale > 0):
             bad('fixed_scale', 'expected None or a finite value > 0')

@@ -41,7 +41,15 @@ class PipelineOutput:
     metres when ``metric_scale`` else model units; poses float64.
     Additions to the documented contract: ``keyframe_points_world`` ``[H, W, 3]`` (when
     ``PipelineConfig.keyframe_tracks``, else None) holds the keyframe's pixels at the current
-    time in the world frame: St4RTrack-style long-range 3D tracks; ``timings_ms`` also has
+    time in the world frame: St4RTrack-style long-range 3D tracks; ``flow_valid`` ``[H, W]``
+    bool, where ``flow`` is known.
+
+    Masks: ``valid`` marks pixels with a confident point in front of the camera
+    (``points_cam``, ``points_world`` and ``confidence`` apply there; the points are NaN
+    elsewhere). ``flow_valid`` is a subset of ``valid``: the pixel must also be confident in
+    the flow pair's map at the older time; ``flow`` is finite exactly on ``flow_valid`` and
+    NaN elsewhere. ``motion_mask`` and ``instance_ids`` are within ``valid``.
+    ``timings_ms`` also has
     ``'pipeline_cpu'``, the thread CPU time of the non-inference stages (robust to a loaded
     machine, unlike the wall-clock stage times).
     """
@@ -68,6 +76,7 @@ class PipelineOutput:
     timings_ms: dict
     skipped_frames: int
     keyframe_points_world: np.ndarray | None = None
+    flow_valid: np.ndarray | None = None
 
 
 def scaled(arr: np.ndarray, scale: float) -> np.ndarray:

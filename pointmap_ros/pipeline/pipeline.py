@@ -9,7 +9,9 @@ Per new frame t of a camera (all pairs have the older frame as i, so maps are in
    pair's ``P_t(t)`` on static pixels (geometry/pose.py explains why PnP).
 3. World frame = the first keyframe's optical frame. ``T_world_cam = T_world_kf @ T_kf_cam``
    comes straight from the keyframe pair (St4RTrack-style, no chaining of small steps inside a
-   keyframe); when the keyframe switches, the new keyframe's pose is already known.
+   keyframe); when the keyframe switches, the new keyframe's pose is already known. When PnP
+   fails (:class:`PoseError`) for ``pose_reset_after`` consecutive frames, the failing frame
+   becomes the keyframe at the last good pose and the window restarts (re-anchoring).
 4. Objects: instances of the motion mask, rigid motion of each from the keyframe time to t,
    persistent ids (objects.py, tracking/tracker.py).
 
@@ -23,13 +25,14 @@ from __future__ import annotations
 import collections
 import logging
 import math
+import threading
 import time
 
 import numpy as np
 
 from pointmap_ros.data.preprocess import make_frame, resize_crop
 from pointmap_ros.engines.base import Engine
-from pointmap_ros.errors import InputError
+from pointmap_ros.errors import InputError, PoseError
 from pointmap_ros.geometry.camera import estimate_focal, intrinsics_from_camera_info
 from pointmap_ros.geometry.pointmap import depth_ratio, median_depth, set_invalid_nan
 from pointmap_ros.geometry.pose import relative_pose_pnp
@@ -55,8 +58,9 @@ class _CameraState:
         self.count = 0
         self.K_info: np.ndarray | None = None  # last CameraInfo K at model resolution
         self.last_stamp: float | None = None
-        self.focals: collections.deque = collections.deque(maxlen=32)
+        self.focals: collections.deque = collections.deque(maxlen=32)  # plausible fits only
         self.scales: collections.deque = collections.deque(maxlen=32)
+        self.pose_failures = 0  # consecutive frames without a pose
 
 
 class DynamicReconPipeline:
@@ -73,13 +77,17 @@ class DynamicReconPipeline:
 
     def __init__(self, engine: Engine, config: PipelineConfig | None = None):
         self.engine = engine
-        self.config = (config or PipelineConfig()).validate()
+        # A free-size engine runs at config.input_size: it must fit the patch grid.
+        self.config = (config or PipelineConfig()).validate(
+            None if engine.input_shape else _patch_size(engine))
         self.size = tuple(engine.input_shape or self.config.input_size)
         # Per-pixel statistics and segmentation run on a strided grid of ~work_pixels.
         self.stride = max(1, int(round(math.sqrt(self.size[0] * self.size[1]
                                                  / self.config.work_pixels))))
         self._slot = LatestFrameSlot()
         self._cams: dict[str, _CameraState] = {}
+        self._events: collections.Counter = collections.Counter()
+        self._events_lock = threading.Lock()
 
     # -- latency policy -----------------------------------------------------------------
     def submit(self, inp: FrameInput) -> bool:
@@ -95,6 +103,20 @@ class DynamicReconPipeline:
     def skipped_frames(self) -> int:
         return self._slot.skipped_total
 
+    def event_counts(self) -> dict[str, int]:
+        """Totals of the fallbacks taken, by reason, over all cameras (thread-safe copy).
+
+        ``'focal_rejected'``: an implausible focal fit was replaced by the running median or
+        the prior; ``'pose_reset'``: the world frame was re-anchored after lost tracking.
+        Drops are not counted here: they raise a :class:`PointmapError` the caller counts.
+        """
+        with self._events_lock:
+            return dict(self._events)
+
+    def _count(self, event: str) -> None:
+        with self._events_lock:
+            self._events[event] += 1
+
     def reset(self) -> None:
         """Forget all cameras' windows, keyframes and tracks."""
         self._cams.clear()
@@ -104,9 +126,13 @@ class DynamicReconPipeline:
     def process(self, inp: FrameInput) -> PipelineOutput | None:
         """Process one frame; None while no output is possible yet (first frame).
 
+        Returns None also for the frame that re-anchors the world frame after
+        ``pose_reset_after`` consecutive pose failures (it becomes the keyframe).
+
         Raises:
-            InputError: bad image/depth, non-finite or non-increasing stamp, PnP failure.
+            InputError: bad image/depth, non-finite or non-increasing stamp.
             CalibrationError: unusable K.
+            PoseError: no camera pose for this frame (tracking lost; not bad input).
         """
         cfg = self.config
         tick = time.perf_counter()
@@ -139,10 +165,15 @@ class DynamicReconPipeline:
                      for role, ref in cs.window.schedule()]
             timings['inference'] = _ms(tock)
             cpu_inf = time.thread_time() - cpu_inf
-            out = self._geometry(cs, wf, pairs, timings)
-            timings['pipeline'] = sum(v for k, v in timings.items() if k != 'inference')
-            timings['pipeline_cpu'] = (time.thread_time() - cpu - cpu_inf) * 1e3
-            timings['total'] = _ms(tick)
+            try:
+                out = self._geometry(cs, wf, pairs, timings)
+            except PoseError as exc:
+                self._pose_lost(cs, wf, exc)  # raises, unless wf re-anchors the world frame
+            else:
+                cs.pose_failures = 0
+                timings['pipeline'] = sum(v for k, v in timings.items() if k != 'inference')
+                timings['pipeline_cpu'] = (time.thread_time() - cpu - cpu_inf) * 1e3
+                timings['total'] = _ms(tick)
         # Only a frame processed without error enters the window and advances the stream.
         cs.window.push(wf)
         cs.count += 1
@@ -163,22 +194,17 @@ class DynamicReconPipeline:
         views = [PairView(role, ref, m, 1.0 if metric else window_scale(ref, m, st, *gate),
                           *gate) for role, ref, m in pairs]
         pk = views[0]
-        if kf.points_cam is None:  # first pair of the first keyframe defines the units
-            kf.points_cam = set_invalid_nan(pk.i_ti.copy(), pk.valid_i)
-            kf.track_ids = np.zeros((H, W), np.int32)
         # Intrinsics: CameraInfo (this frame's or the last one seen), else a robust focal fit
-        # on the keyframe's own points, accumulated over frames.
+        # on the keyframe's own points, accumulated over frames (plausible fits only).
         K = cs.K_info
         estimated = K is None
+        f_fit = None
         if estimated:
-            # Strided inside the fit, which keeps full-size pixel coordinates (a strided map
-            # fitted as an image of its own would give f / stride); the scale is irrelevant.
-            cs.focals.append(estimate_focal(pk.maps.pts_i_ti, pk.gate('i_ti'), stride=st))
-            f = float(np.median(cs.focals))
+            f_fit, f = self._focal(cs, pk)
             K = np.array([[f, 0, (W - 1) / 2], [0, f, (H - 1) / 2], [0, 0, 1]])
         scene_depth = median_depth(pk.strided('i_ti', st), pk.gate('i_ti', st))
         if not math.isfinite(scene_depth):
-            raise InputError('keyframe pair has no valid points', 'no_points')
+            raise PoseError('keyframe pair has no valid points', 'no_points')
         motion = self._motion(views, wf.stamp, scene_depth) & pk.valid_j
         # Camera pose from the keyframe pair, static pixels only. PnP samples a few hundred
         # of them; candidates stay full-size (~0.3 ms more than the work grid at 512x288)
@@ -190,13 +216,23 @@ class DynamicReconPipeline:
             static = pk.valid_j
         T_kf_cam, _ = relative_pose_pnp(pk.j_tj, K, static, cfg.pnp_reprojection_px,
                                         seed=cfg.seed)
+        # The frame has a pose: from here on nothing raises, so the state may change.
+        if f_fit is not None:
+            cs.focals.append(f_fit)
+        if kf.points_cam is None:  # first pair of a keyframe without a map defines the units
+            kf.points_cam = set_invalid_nan(pk.i_ti.copy(), pk.valid_i)
+            kf.track_ids = np.zeros((H, W), np.int32)
         T_cam_kf = se3_inverse(T_kf_cam)
         wf.T_world_cam = se3_compose(kf.T_world_cam, T_kf_cam)
         wf.K = K
         if kf.K is None:  # first keyframe: same camera, same K
             kf.K = K
-        valid = pk.valid_j
-        points_cam = set_invalid_nan(se3_apply(T_cam_kf, pk.j_tj), valid)
+        # Valid = confident and in front of the camera under the PnP pose (with poor maps
+        # the pose can put confident points behind it; they are not observations).
+        points_cam = se3_apply(T_cam_kf, pk.j_tj)
+        valid = pk.valid_j & (points_cam[..., 2] > 0)
+        points_cam = set_invalid_nan(points_cam, valid)
+        motion &= valid
         wf.points_cam = points_cam
         points_world = set_invalid_nan(se3_apply(kf.T_world_cam, pk.j_tj), valid)
         kf_world = None
@@ -206,8 +242,10 @@ class DynamicReconPipeline:
         pf = min(views, key=lambda v: v.dt)
         R_cam_ref = se3_compose(se3_inverse(wf.T_world_cam), pf.ref.T_world_cam)[:3, :3]
         R = R_cam_ref.T / (pf.dt if cfg.flow_per_second else 1.0)
+        # Flow is known where the pixel is valid and its pair gated it at both times.
+        flow_valid = valid & pf.valid_flow
         flow = set_invalid_nan(pf.flow_j @ np.ascontiguousarray(R, dtype=np.float32),
-                               pf.valid_flow)
+                               flow_valid)
         timings['geometry'] = _ms(t0)
 
         t1 = time.perf_counter()
@@ -241,12 +279,63 @@ class DynamicReconPipeline:
             image=wf.frame.image, K=K, intrinsics_estimated=estimated,
             points_cam=scaled(points_cam, scale), points_world=scaled(points_world, scale),
             confidence=m_kf.conf_j_tj.astype(np.float32), valid=valid,
-            flow=scaled(flow, scale), flow_dt=float(pf.dt), motion_mask=motion,
+            flow=scaled(flow, scale), flow_valid=flow_valid, flow_dt=float(pf.dt),
+            motion_mask=motion,
             instance_ids=instance_ids, T_world_cam=scaled_pose(wf.T_world_cam, scale),
             keyframe_index=kf_index, objects=[scaled_object(o, scale) for o in objects],
             metric_scale=is_metric, scale=scale, timings_ms=timings,
             skipped_frames=self._slot.skipped_total,
             keyframe_points_world=None if kf_world is None else scaled(kf_world, scale))
+
+    def _focal(self, cs: _CameraState, pk: PairView) -> tuple[float | None, float]:
+        """(plausible fit to record once the pose succeeds or None, focal to use) in px.
+
+        A fit outside ``[focal_min_rel, focal_max_rel] * max(H, W)`` (or impossible: too
+        few points) is rejected and counted; the running median of earlier plausible fits,
+        else the prior ``prior_focal_rel * max(H, W)``, is used instead.
+        """
+        cfg = self.config
+        side = max(self.size)
+        try:
+            # Strided inside the fit, which keeps full-size pixel coordinates (a strided map
+            # fitted as an image of its own would give f / stride); the scale is irrelevant.
+            f_fit = estimate_focal(pk.maps.pts_i_ti, pk.gate('i_ti'), stride=self.stride)
+        except InputError as exc:
+            logger.debug('focal fit failed: %s', exc)
+            f_fit = math.nan
+        if cfg.focal_min_rel * side <= f_fit <= cfg.focal_max_rel * side:
+            return f_fit, float(np.median([*cs.focals, f_fit]))
+        self._count('focal_rejected')
+        logger.debug('focal fit %.4g px outside [%.3g, %.3g] px: rejected', f_fit,
+                     cfg.focal_min_rel * side, cfg.focal_max_rel * side)
+        if cs.focals:
+            return None, float(np.median(cs.focals))
+        return None, cfg.prior_focal_rel * side
+
+    def _pose_lost(self, cs: _CameraState, wf: WindowFrame, exc: PoseError) -> None:
+        """Count a frame without pose; at ``pose_reset_after`` in a row, make ``wf`` the
+        keyframe at the last good pose and restart the window, else raise.
+
+        Re-anchoring keeps the world frame (the new keyframe's pose is the last good one, so
+        the trajectory holds still over the lost frames rather than jumping) and drops the
+        window: its frames belong to the lost chain. The new keyframe has no map of its own
+        yet, so, as at start, its first pair defines the units of an up-to-scale engine.
+        """
+        cs.pose_failures += 1
+        n = cs.pose_failures
+        if n < self.config.pose_reset_after:
+            raise PoseError(f'{exc} (no pose for {n} consecutive frame(s); re-anchoring at '
+                            f'{self.config.pose_reset_after})', exc.reason) from exc
+        last = cs.window.latest or cs.window.keyframe
+        wf.T_world_cam = last.T_world_cam.copy()
+        if wf.K is None:  # no CameraInfo: keep the keyframe's (possibly estimated) K
+            wf.K = cs.window.keyframe.K
+        cs.window.restart(wf)
+        cs.tracker.reanchor()
+        cs.pose_failures = 0
+        self._count('pose_reset')
+        logger.warning('%s: no pose for %d frames (%s); re-anchored on frame %d',
+                       wf.frame.camera_id, n, exc, wf.index)
 
     def _motion(self, views: list[PairView], stamp: float, scene_depth: float) -> np.ndarray:
         """``[H, W]`` motion mask of the current pixels: union over pairs, cleaned up.
@@ -296,6 +385,15 @@ class DynamicReconPipeline:
         if cs.scales:
             return float(np.median(cs.scales)), True
         return 1.0, False
+
+
+def _patch_size(engine: Engine) -> int | None:
+    """The engine's patch size when it exposes one (torch engine: its model config)."""
+    size = getattr(engine, 'patch_size', None)
+    if size is None:
+        config = getattr(getattr(engine, 'model', None), 'config', None)
+        size = getattr(config, 'patch_size', None)
+    return size
 
 
 def _ms(since: float) -> float:

@@ -134,6 +134,9 @@ def build_diagnostics(node_name: str, snap: dict, stamp, hardware_id: str = '') 
                   'skipped frames': sum(snap['dropped'].values())}
     processing.update({f'stage {k} (ms)': v for k, v in snap['stage_ms'].items()})
     processing.update({f'dropped {k}': v for k, v in sorted(snap['dropped'].items())})
+    # DynamicReconPipeline.event_counts(): frames published with a fallback (not drops).
+    processing.update({f'pipeline {k}': v
+                       for k, v in sorted(snap.get('pipeline_events', {}).items())})
     message, level = f"{snap['output_hz']:.2f} Hz out", ok
     if snap['published'] and not -1e3 < snap['latency_ms'] < _PLAUSIBLE_LATENCY_MS:
         # Stamps from another clock: a bag without --clock/use_sim_time, or unsynced hosts.

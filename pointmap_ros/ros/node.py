@@ -293,9 +293,13 @@ class ReconCore:
     def _publish_diagnostics(self) -> None:
         running = self._worker.superseded if self._worker is not None else 0
         extra = collections.Counter({'superseded_before_inference': self._superseded + running})
+        events = collections.Counter()  # degraded but published (e.g. focal_rejected)
         for cam in self._cameras.values():
             extra.update(cam.sync.dropped)
+            if (pipeline := cam.pipeline) is not None:
+                events.update(pipeline.event_counts())
         snap = self.stats.snapshot(self._now_steady(), extra)
+        snap['pipeline_events'] = dict(events)
         self._diag_pub.publish(build_diagnostics(
             self.get_name(), snap, self.get_clock().now().to_msg(),
             hardware_id=str(snap['engine'].get('device', ''))))

@@ -271,7 +271,7 @@ def declare_parameters(node) -> dict[str, Any]:
 _YAML_SECTIONS = {
     'cameras': 'Inputs', 'max_rate_hz': 'Scheduling', 'output_qos': 'Outputs',
     'backend': 'Engine', 'oracle_scene': "Backend 'oracle' (must match the synthetic camera)",
-    'input_size': 'Pipeline (PipelineConfig; defaults follow pointmap_ros/pipeline.py)',
+    'input_size': 'Pipeline (PipelineConfig; defaults follow pointmap_ros/pipeline/config.py)',
 }
 
 

@@ -94,6 +94,16 @@ class SlidingWindow:
             if old is not self.keyframe and self._on_evict is not None:
                 self._on_evict(old.frame.key)
 
+    def restart(self, wf: WindowFrame) -> None:
+        """Release every frame and the keyframe, and pin ``wf`` as keyframe (re-anchoring
+        after lost tracking); ``wf`` is pushed by the caller as any processed frame."""
+        old = [f for f in (*self._frames, self.keyframe) if f is not None and f is not wf]
+        self._frames.clear()
+        self.keyframe = wf
+        if self._on_evict is not None:
+            for key in dict.fromkeys(f.frame.key for f in old):
+                self._on_evict(key)
+
     def set_keyframe(self, wf: WindowFrame) -> None:
         """Pin ``wf`` as keyframe; the old one is released if it already left the window."""
         old = self.keyframe

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pointmap_ros.errors import InputError
+from pointmap_ros.errors import InputError, PoseError
 from pointmap_ros.geometry.alignment import ransac_umeyama, umeyama
 from pointmap_ros.geometry.camera import unproject
 from pointmap_ros.geometry.pointmap import confidence_mask, scale_from_depth
@@ -62,8 +62,15 @@ def test_pnp_recovers_relative_pose_with_asymmetric_k():
     T_est, n_inl = relative_pose_pnp(pts_j_in_i, K, mask)
     t_err, r_err = pose_error(T_est, T_i_j)
     assert t_err < 1e-6 and r_err < 1e-5 and n_inl > 400
-    with pytest.raises(InputError):
+    with pytest.raises(PoseError) as err:  # valid input, no pose: not an InputError
         relative_pose_pnp(pts_j_in_i, K, np.zeros((H, W), bool))
+    assert err.value.reason == 'pnp_too_few_points' and not isinstance(err.value, InputError)
+    rng_pts = np.random.default_rng(5).uniform(-1, 1, size=(H, W, 3))  # no consistent pose
+    with pytest.raises(PoseError) as err:
+        relative_pose_pnp(rng_pts, K, reprojection_error_px=0.01)
+    assert err.value.reason == 'pnp_failed'
+    with pytest.raises(InputError):
+        relative_pose_pnp(pts_j_in_i[..., :2], K)
     assert np.allclose(se3_inverse(se3_inverse(T_est)), T_est)
 
 
