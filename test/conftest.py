@@ -17,9 +17,9 @@ import itertools
 import os
 from pathlib import Path
 
+from helpers import REPO_ROOT, shared_path
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 _NODE_COUNTER = itertools.count()
 
 os.environ['ROS_DOMAIN_ID'] = str(1 + os.getpid() % 100)
@@ -47,8 +47,7 @@ def shared_dir() -> Path:
 
     Skips the test (with the paths tried) where neither exists, e.g. a clone without shared/.
     """
-    env = os.environ.get('POINTMAP_SHARED')
-    path = Path(env) if env else REPO_ROOT.parent / 'shared'
+    path = shared_path()
     if not path.is_dir():
         pytest.skip(f'shared data folder not found at {path} '
                     '(set POINTMAP_SHARED or place shared/ beside the repository)')

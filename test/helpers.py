@@ -1,4 +1,4 @@
-"""Helpers shared by the tests: polling with a deadline, and Python child processes.
+"""Helpers shared by the tests: polling with a deadline, child processes, paths, launch files.
 
 ``import helpers`` works from any test file (pytest puts ``test/`` on ``sys.path`` because
 ``test/conftest.py`` lives there). Typical ROS use::
@@ -9,6 +9,7 @@
                  on_timeout=proc.output)
 """
 
+import importlib.util
 import os
 import signal
 import subprocess
@@ -18,11 +19,45 @@ import time
 from pathlib import Path
 from typing import Callable, Mapping, Optional, Sequence, TypeVar, Union
 
-__all__ = ['FIXTURES', 'PythonProcess', 'wait_for']
+__all__ = ['FIXTURES', 'REPO_ROOT', 'PythonProcess', 'load_launch_module',
+           'publish_until_received', 'ros_launch_available', 'shared_path', 'wait_for']
 
 FIXTURES = Path(__file__).resolve().parent / 'fixtures'
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 T = TypeVar('T')
+
+
+def shared_path() -> Path:
+    """The team's shared data folder: $POINTMAP_SHARED, else ``<repo>/../shared`` (may not exist).
+
+    The ``shared_dir`` fixture (conftest.py) skips when it is missing; module-level code
+    (test parametrisation) calls this directly.
+    """
+    env = os.environ.get('POINTMAP_SHARED')
+    return Path(env) if env else REPO_ROOT.parent / 'shared'
+
+
+def ros_launch_available() -> bool:
+    """True where ROS 2 `launch` and `launch_ros` are installed (no PyPI wheels exist).
+
+    `import launch` alone is not proof: with the repository root on sys.path, our own launch/
+    directory imports as an empty namespace package.
+    """
+    try:
+        from launch import LaunchDescription  # noqa: F401
+        from launch_ros.actions import Node  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def load_launch_module(path: Path):
+    """Import a ``*.launch.py`` file as a module (its name has dots, so not via import)."""
+    spec = importlib.util.spec_from_file_location(path.name.split('.')[0] + '_launch', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def wait_for(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.05,
@@ -49,6 +84,27 @@ def wait_for(predicate: Callable[[], T], timeout: float = 10.0, interval: float 
             detail = f'\n--- details ---\n{on_timeout()}' if on_timeout is not None else ''
             raise TimeoutError(f'{what} not reached within {timeout:.1f} s{detail}')
         time.sleep(interval)
+
+
+def publish_until_received(node, pub, make_msg: Callable[[int], object], received: list,
+                           timeout: float, what: str,
+                           on_timeout: Optional[Callable[[], str]] = None) -> list:
+    """Publish ``make_msg(i)`` and spin ``node`` until ``received`` fills; return what was sent.
+
+    ``received`` is the list a subscription of ``node`` appends to. Messages are re-sent
+    every loop: discovery may complete after the first publication, and volatile QoS does
+    not replay missed samples.
+    """
+    sent = []
+
+    def publish_and_poll():
+        sent.append(make_msg(len(sent)))
+        pub.publish(sent[-1])
+        node.executor.spin_once(timeout_sec=0.1)
+        return received
+
+    wait_for(publish_and_poll, timeout=timeout, interval=0.0, what=what, on_timeout=on_timeout)
+    return sent
 
 
 class PythonProcess:

@@ -61,7 +61,8 @@ def test_frame_keys_are_unique_per_stamp():
 
 
 def test_default_config_is_valid():
-    assert PipelineConfig().validate() is not None
+    config = PipelineConfig()
+    assert config.validate() is config  # no ConfigError; returns itself for chaining
 
 
 @pytest.mark.parametrize('field, value', [

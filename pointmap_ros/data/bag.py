@@ -28,7 +28,7 @@ from pointmap_ros.geometry.transforms import rotmat_to_quat_xyzw
 
 __all__ = ['TOPIC_IMAGE', 'TOPIC_CAMERA_INFO', 'TOPIC_DEPTH', 'TOPIC_TF', 'WORLD_FRAME',
            'CAMERA_FRAME', 'DEFAULT_BASE_TIME_NS', 'object_frame', 'BagMessage', 'BagSummary',
-           'write_bag', 'read_bag', 'typestore']
+           'write_bag', 'read_bag', 'typestore', 'prepare_bag_dir', 'BAG_VERSION']
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ CAMERA_FRAME = 'camera_optical_frame'
 # A fixed, recognisable base time (2023-11-14T22:13:20Z) instead of wall time: bags written
 # from the same seed are byte-identical.
 DEFAULT_BASE_TIME_NS = 1_700_000_000 * 10**9
-_BAG_VERSION = 8  # metadata version read by Jazzy and Kilted
+BAG_VERSION = 8  # metadata version read by Jazzy and Kilted
 
 
 def object_frame(obj_id: int) -> str:
@@ -71,6 +71,31 @@ def typestore():
     """The rosbags type store of ROS 2 Kilted (message layouts identical to Jazzy's)."""
     from rosbags.typesys import Stores, get_typestore
     return get_typestore(Stores.ROS2_KILTED)
+
+
+def prepare_bag_dir(path, overwrite: bool, *, name: str = 'path',
+                    how: str = 'pass overwrite=True') -> Path:
+    """Make ``path`` free for a new bag directory: removes an existing *bag* if allowed.
+
+    Args:
+        path: the bag directory to be written.
+        overwrite: replace an existing bag there.
+        name: the setting that gave ``path`` (for the error); ``how``: how to allow it.
+
+    Raises:
+        ConfigError: ``path`` exists and ``overwrite`` is off, or it exists but is not a bag
+            directory (no ``metadata.yaml``; never deleted).
+    """
+    path = Path(path)
+    if path.exists():
+        if not overwrite:
+            raise ConfigError(f'{path} already exists; {how} to replace it', name=name,
+                              value=str(path))
+        if not (path / 'metadata.yaml').is_file():
+            raise ConfigError(f'refusing to overwrite {path}: not a bag directory (no '
+                              'metadata.yaml)', name=name, value=str(path))
+        shutil.rmtree(path)
+    return path
 
 
 class _Messages:
@@ -133,15 +158,7 @@ def write_bag(generator, path, *, include_depth: bool = False, overwrite: bool =
     """
     from rosbags.rosbag2 import StoragePlugin, Writer
 
-    path = Path(path)
-    if path.exists():
-        if not overwrite:
-            raise ConfigError(f'{path} already exists; pass overwrite=True to replace it',
-                              name='path', value=str(path))
-        if not (path / 'metadata.yaml').is_file():
-            raise ConfigError(f'refusing to overwrite {path}: not a bag directory (no '
-                              'metadata.yaml)', name='path', value=str(path))
-        shutil.rmtree(path)
+    path = prepare_bag_dir(path, overwrite)
     store = typestore()
     build = _Messages(store)
     frames = list(range(generator.num_frames)) if frames is None else list(frames)
@@ -151,7 +168,7 @@ def write_bag(generator, path, *, include_depth: bool = False, overwrite: bool =
     if include_depth:
         topics[TOPIC_DEPTH] = 'sensor_msgs/msg/Image'
     counts = dict.fromkeys(topics, 0)
-    with Writer(path, version=_BAG_VERSION, storage_plugin=StoragePlugin.MCAP) as writer:
+    with Writer(path, version=BAG_VERSION, storage_plugin=StoragePlugin.MCAP) as writer:
         conns = {topic: writer.add_connection(topic, msgtype, typestore=store)
                  for topic, msgtype in topics.items()}
 

@@ -23,7 +23,11 @@ logger = logging.getLogger(__name__)
 
 
 def normalise_image(image: np.ndarray) -> np.ndarray:
-    """``[H, W, 3]`` uint8 RGB -> ``[1, 3, H, W]`` float32 in [-1, 1] (``(u8/255 - 0.5)/0.5``)."""
+    """``[H, W, 3]`` uint8 RGB -> ``[1, 3, H, W]`` float32 in [-1, 1] (``(u8/255 - 0.5)/0.5``).
+
+    NumPy twin of :func:`pointmap_ros.model.dpm.image_to_input`: this backend runs without
+    torch.
+    """
     img = image.astype(np.float32).transpose(2, 0, 1)[None]    # [1, 3, H, W]
     return np.ascontiguousarray((img / 255.0 - 0.5) / 0.5, dtype=np.float32)
 

@@ -25,7 +25,6 @@ import logging
 import re
 from pathlib import Path
 
-import numpy as np
 import onnx
 
 from pointmap_ros.engines.base import Engine, EngineInfo
@@ -158,13 +157,14 @@ class _TrtGraph:
         # The logger and runtime must outlive the engine deserialized from them.
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
+        detail = ''
         try:
             self.engine = self._runtime.deserialize_cuda_engine(blob)
-        except Exception:  # some TensorRT builds raise instead of returning None
-            self.engine = None
+        except Exception as exc:  # some TensorRT builds raise instead of returning None
+            self.engine, detail = None, f': {type(exc).__name__}: {exc}'
         if self.engine is None:
             raise EngineError('TensorRT could not deserialize the engine (built by another '
-                              'TensorRT version or GPU, or a corrupt file)')
+                              f'TensorRT version or GPU, or a corrupt file){detail}')
         self.context = self.engine.create_execution_context()
         dtypes = {trt.float32: torch.float32, trt.float16: torch.float16,
                   trt.int32: torch.int32, trt.int64: torch.int64, trt.bool: torch.bool}
@@ -274,9 +274,8 @@ class TensorRTEngine(Engine):
 
     def encode(self, frame: Frame):
         """Tokens ``[1, N, C]`` (torch CUDA tensor, an owned copy) of one frame."""
-        torch = self._torch
-        img = torch.from_numpy(np.ascontiguousarray(frame.image)).to(self._device)
-        img = img.permute(2, 0, 1)[None].float().div_(255.0).sub_(0.5).div_(0.5)  # [1, 3, H, W]
+        from pointmap_ros.model.dpm import image_to_input  # torch is present once we are here
+        img = image_to_input(frame.image, self._device)                     # [1, 3, H, W]
         return self._encoder.run({ENCODER_INPUT: img})['tokens']
 
     def decode(self, enc_i, enc_j, frame_i: Frame, frame_j: Frame) -> DynamicPointMaps:

@@ -18,7 +18,7 @@ import torch
 from pointmap_ros.engines.base import Engine, EngineInfo
 from pointmap_ros.errors import ConfigError, EngineError, InputError
 from pointmap_ros.model.checkpoint import load_checkpoint, state_dict_sha256
-from pointmap_ros.model.dpm import DynamicPointMapNet
+from pointmap_ros.model.dpm import DynamicPointMapNet, image_to_input
 from pointmap_ros.types import DynamicPointMaps, Frame
 
 __all__ = ['TorchEngine', 'TorchEncoding', 'PRECISIONS']
@@ -106,9 +106,7 @@ class TorchEngine(Engine):
             raise InputError(f'engine input must be uint8 RGB, got dtype {image.dtype}',
                              'encoding', actual=str(image.dtype), expected='uint8')
         with torch.inference_mode():
-            img = torch.from_numpy(np.ascontiguousarray(image)).to(self.device)
-            img = img.permute(2, 0, 1)[None].float()
-            img = (img / 255.0 - 0.5) / 0.5                      # [1, 3, H, W] in [-1, 1]
+            img = image_to_input(image, self.device)             # [1, 3, H, W] in [-1, 1]
             with self._autocast():
                 tokens = self.model.encode(img)
         return TorchEncoding(tokens, frame.shape)

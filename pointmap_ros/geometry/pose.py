@@ -22,7 +22,8 @@ import numpy as np
 
 from pointmap_ros.errors import InputError, PoseError
 from pointmap_ros.geometry.camera import pixel_grid
-from pointmap_ros.geometry.transforms import rotvec_to_rotmat, se3_from_rt, se3_inverse
+from pointmap_ros.geometry.transforms import (rotvec_to_rotmat, se3_apply, se3_from_rt,
+                                              se3_inverse)
 
 __all__ = ['relative_pose_pnp']
 
@@ -98,7 +99,7 @@ def relative_pose_pnp(pts_j_in_i: np.ndarray, K: np.ndarray, mask: np.ndarray | 
     # Refine on inliers of the full set under the RANSAC pose (capped for speed).
     T_j_i = se3_from_rt(rotvec_to_rotmat(rvec.ravel()), tvec.ravel())
     ref = idx if len(idx) <= refine_points else rng.choice(idx, refine_points, replace=False)
-    p = flat[ref].astype(np.float64) @ T_j_i[:3, :3].T + T_j_i[:3, 3]
+    p = se3_apply(T_j_i, flat[ref].astype(np.float64))                   # [n, 3] in cam j
     with np.errstate(divide='ignore', invalid='ignore'):
         uv = p[:, :2] / p[:, 2:] * K[[0, 1], [0, 1]] + K[:2, 2]
     err = np.linalg.norm(uv - grid[ref], axis=1)

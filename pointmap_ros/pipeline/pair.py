@@ -59,30 +59,26 @@ class PairView:
         self.flow_seg: np.ndarray | None = None
 
     # -- maps in window units --------------------------------------------------------------
-    def _scaled(self, name: str) -> np.ndarray:
-        a = self.maps.pts(name)
-        return a if self.scale == 1.0 else a * np.float32(self.scale)
-
-    def strided(self, name: str, stride: int) -> np.ndarray:
+    def strided(self, name: str, stride: int = 1) -> np.ndarray:
         """``[h, w, 3]`` map ``name`` (e.g. ``'i_ti'``) on the strided grid, window units."""
         a = self.maps.pts(name)[::stride, ::stride]
         return a if self.scale == 1.0 else a * np.float32(self.scale)
 
     @functools.cached_property
     def j_ti(self) -> np.ndarray:
-        return self._scaled('j_ti')
+        return self.strided('j_ti')
 
     @functools.cached_property
     def j_tj(self) -> np.ndarray:
-        return self._scaled('j_tj')
+        return self.strided('j_tj')
 
     @functools.cached_property
     def i_ti(self) -> np.ndarray:
-        return self._scaled('i_ti')
+        return self.strided('i_ti')
 
     @functools.cached_property
     def i_tj(self) -> np.ndarray:
-        return self._scaled('i_tj')
+        return self.strided('i_tj')
 
     # -- gates ---------------------------------------------------------------------------
     def gate(self, name: str, stride: int = 1) -> np.ndarray:

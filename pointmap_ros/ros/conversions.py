@@ -176,7 +176,8 @@ def _structured_to_cloud(arr: np.ndarray, header) -> PointCloud2:
     fields = [PointField(name=name, offset=arr.dtype.fields[name][1],
                          datatype=PointField.FLOAT32, count=1) for name in arr.dtype.names]
     height, width = arr.shape
-    little = np.ascontiguousarray(arr.astype(arr.dtype.newbyteorder('<')))
+    # No copy on little-endian hosts (the common case); tobytes() below is the one copy.
+    little = np.ascontiguousarray(arr.astype(arr.dtype.newbyteorder('<'), copy=False))
     return PointCloud2(header=header, height=height, width=width, fields=fields,
                        is_bigendian=False, point_step=arr.dtype.itemsize,
                        row_step=arr.dtype.itemsize * width, data=little.tobytes(),
@@ -202,7 +203,7 @@ def points_to_cloud(points: np.ndarray, rgb: np.ndarray, confidence: np.ndarray,
     points, rgb, confidence, valid = _strided(stride, points, rgb, confidence, valid)
     arr = np.empty(valid.shape, dtype=[('x', 'f4'), ('y', 'f4'), ('z', 'f4'), ('rgb', 'f4'),
                                        ('confidence', 'f4')])
-    xyz = np.where(valid[..., None], points, np.nan).astype(np.float32)
+    xyz = np.where(valid[..., None], points, np.nan).astype(np.float32, copy=False)
     arr['x'], arr['y'], arr['z'] = xyz[..., 0], xyz[..., 1], xyz[..., 2]
     arr['rgb'] = pack_rgb(rgb)
     arr['confidence'] = confidence

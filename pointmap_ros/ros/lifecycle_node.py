@@ -17,13 +17,11 @@ from __future__ import annotations
 
 import sys
 
-import rclpy
-from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 
 from pointmap_ros.errors import PointmapError
 from pointmap_ros.ros.node import NODE_NAME, ReconCore
+from pointmap_ros.ros.runner import node_arg_parser, run_node
 
 __all__ = ['DynamicReconLifecycleNode', 'main']
 
@@ -66,36 +64,19 @@ class DynamicReconLifecycleNode(ReconCore, LifecycleNode):
         self._release()
         return TransitionCallbackReturn.SUCCESS
 
-    def destroy_node(self):
-        self._deactivate()
-        self._release_engine()
-        return super().destroy_node()
-
 
 def main(args: list[str] | None = None) -> int:
-    """Entry point; ``--no-autostart`` (before ``--ros-args``) waits for a lifecycle manager."""
-    argv = list(sys.argv if args is None else args)
-    autostart = '--no-autostart' not in argv
-    argv = [a for a in argv if a != '--no-autostart']
-    try:
-        with rclpy.init(args=argv):
-            try:
-                node = DynamicReconLifecycleNode()
-            except (PointmapError, ParameterException) as exc:
-                rclpy.logging.get_logger(NODE_NAME).fatal(
-                    f'cannot start: {type(exc).__name__}: {exc}')
-                return 1
-            if autostart and node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
-                node.trigger_activate()
-            executor = SingleThreadedExecutor()
-            executor.add_node(node)
-            try:
-                executor.spin()
-            finally:
-                node.destroy_node()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    return 0
+    """Console entry point ``dynamic_recon_lifecycle_node``."""
+    parser = node_arg_parser('dynamic_recon_lifecycle_node', __doc__)
+    parser.add_argument('--no-autostart', dest='autostart', action='store_false',
+                        help='stay unconfigured and wait for a lifecycle manager (give it '
+                             'before --ros-args)')
+
+    def start(node: DynamicReconLifecycleNode, options) -> None:
+        if options.autostart and node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+            node.trigger_activate()
+
+    return run_node(NODE_NAME, DynamicReconLifecycleNode, args, parser=parser, on_start=start)
 
 
 if __name__ == '__main__':

@@ -54,8 +54,10 @@ def objects_to_markers(objects, header, previous_ids: set[int],
 
         label = Marker(header=header, ns='ids', id=tid, type=Marker.TEXT_VIEW_FACING,
                        action=Marker.ADD, color=track_color(tid), text=f'#{tid}')
-        label.pose.position = pose.position
-        label.pose.position.z -= 0.5 * float(np.max(obj.extent)) + 0.05
+        # A new Point: assigning pose.position would share it with the box, and the offset
+        # below would move the box too.
+        label.pose.position = Point(x=pose.position.x, y=pose.position.y,
+                                    z=pose.position.z - 0.5 * float(np.max(obj.extent)) - 0.05)
         label.pose.orientation.w = 1.0
         label.scale.z = 0.1
         markers.append(label)

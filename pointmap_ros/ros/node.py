@@ -18,10 +18,7 @@ from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
-import rclpy
 from rclpy.clock import Clock, ClockType
-from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
@@ -34,6 +31,7 @@ from pointmap_ros.ros.diagnostics import NodeStats, build_diagnostics
 from pointmap_ros.ros.outputs import (OutputState, build_outputs, camera_name, camera_prefix,
                                       convert_synced, flow_units, output_types)
 from pointmap_ros.ros.qos import describe_qos, make_qos, overriding_options
+from pointmap_ros.ros.runner import node_arg_parser, run_node
 from pointmap_ros.ros.sync import InputWatchdog, StampSynchronizer, no_input_warning
 from pointmap_ros.ros.tf import TfPublisher
 from pointmap_ros.ros.worker import InferenceWorker
@@ -188,6 +186,12 @@ class ReconCore:
             cam.publishers.clear()
         self._release_engine()
 
+    def destroy_node(self):
+        """Stop the worker and free the engine before the node itself goes."""
+        self._deactivate()
+        self._release_engine()
+        return super().destroy_node()
+
     # -- parameters ---------------------------------------------------------------------
     def _validate_parameters(self, params) -> SetParametersResult:
         """On-set callback: accept or reject with a reason; no side effects."""
@@ -248,9 +252,9 @@ class ReconCore:
     def _on_message(self, cam: _Camera, kind: str, msg) -> None:
         if kind == 'image':
             self.stats.on_input(cam.name, self._now_steady())
-        drops = sum(cam.sync.dropped.values())
+        last_drop = cam.sync.last_drop  # a new tuple per drop: identity says "dropped now"
         synced = cam.sync.add(kind, conv.stamp_to_ns(msg.header.stamp), msg)
-        if sum(cam.sync.dropped.values()) != drops:
+        if cam.sync.last_drop is not last_drop:
             self._log_drop(cam.name, *cam.sync.last_drop)
         if synced is None:
             return
@@ -345,7 +349,6 @@ class ReconCore:
         self._tf.send(transforms)
 
 
-
 class DynamicReconNode(ReconCore, Node):
     """DPM 4D reconstruction node; see docs/ros_interface.md for its interface."""
 
@@ -355,28 +358,8 @@ class DynamicReconNode(ReconCore, Node):
         self._allocate()
         self._activate()
 
-    def destroy_node(self):
-        self._deactivate()
-        self._release_engine()
-        return super().destroy_node()
-
 
 def main(args: list[str] | None = None) -> int:
     """Console entry point ``dynamic_recon_node`` (what launch/dynamic_recon.launch.py starts)."""
-    try:
-        with rclpy.init(args=args):
-            try:
-                node = DynamicReconNode()
-            except (PointmapError, ParameterException) as exc:
-                rclpy.logging.get_logger(NODE_NAME).fatal(
-                    f'cannot start: {type(exc).__name__}: {exc}')
-                return 1
-            executor = SingleThreadedExecutor()
-            executor.add_node(node)
-            try:
-                executor.spin()
-            finally:
-                node.destroy_node()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    return 0
+    return run_node(NODE_NAME, DynamicReconNode, args,
+                    parser=node_arg_parser(NODE_NAME, __doc__))

@@ -177,8 +177,9 @@ PARAMS_BY_NAME = {p.name: p for p in PARAMS}
 
 
 def defaults() -> dict[str, Any]:
-    """name -> default value of every parameter."""
-    return {p.name: p.default for p in PARAMS}
+    """name -> default value of every parameter (lists copied: the table stays unchanged)."""
+    return {p.name: list(p.default) if isinstance(p.default, list) else p.default
+            for p in PARAMS}
 
 
 def check_value(spec: ParamSpec, value: Any) -> str | None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import numpy as np
 import rclpy
 from builtin_interfaces.msg import Time
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock as ClockMsg
 from sensor_msgs.msg import CameraInfo, Image
@@ -22,6 +21,7 @@ from std_msgs.msg import Header
 from pointmap_ros.errors import ConfigError
 from pointmap_ros.ros.conversions import matrix_to_transform
 from pointmap_ros.ros.qos import make_qos
+from pointmap_ros.ros.runner import node_arg_parser, run_node
 from pointmap_ros.ros.tf import TfPublisher
 
 __all__ = ['SyntheticCameraNode', 'scene_config', 'camera_info_msg', 'rgb_msg', 'depth_msg',
@@ -145,17 +145,5 @@ class SyntheticCameraNode(Node):
 
 def main(args: list[str] | None = None) -> int:
     """Console entry point ``synthetic_camera_node``."""
-    try:
-        with rclpy.init(args=args):
-            try:
-                node = SyntheticCameraNode()
-            except ConfigError as exc:
-                rclpy.logging.get_logger('synthetic_camera_node').fatal(f'cannot start: {exc}')
-                return 1
-            try:
-                rclpy.spin(node)
-            finally:
-                node.destroy_node()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    return 0
+    return run_node('synthetic_camera_node', SyntheticCameraNode, args,
+                    parser=node_arg_parser('synthetic_camera_node', __doc__))

@@ -66,27 +66,19 @@ class OutputBag:
     """
 
     def __init__(self, path: Path, overwrite: bool = False):
-        import shutil
-
         from rosbags.rosbag2 import StoragePlugin, Writer
-        from rosbags.typesys import Stores, get_types_from_msg, get_typestore
-        path = Path(path)
-        if path.exists():
-            if not overwrite:
-                raise ConfigError(f'{path} exists; pass --overwrite to replace it',
-                                  name='out_bag', value=str(path))
-            if not (path / 'metadata.yaml').is_file():
-                raise ConfigError(f'refusing to replace {path}: not a bag (no metadata.yaml)',
-                                  name='out_bag', value=str(path))
-            shutil.rmtree(path)
-        self.store = get_typestore(Stores.ROS2_KILTED)
+        from rosbags.typesys import get_types_from_msg
+
+        from pointmap_ros.data.bag import BAG_VERSION, prepare_bag_dir, typestore
+        path = prepare_bag_dir(path, overwrite, name='out_bag', how='pass --overwrite')
+        self.store = typestore()
         types = {}
         for name in ('TrackedObject', 'TrackedObjectArray'):
             text = share_path('msg', f'{name}.msg').read_text()
             types.update(get_types_from_msg(text, f'pointmap_ros/msg/{name}'))
         self.store.register(types)
         self.path = path
-        self._writer = Writer(path, version=8, storage_plugin=StoragePlugin.MCAP)
+        self._writer = Writer(path, version=BAG_VERSION, storage_plugin=StoragePlugin.MCAP)
         self._connections: dict[str, object] = {}
         self.counts: collections.Counter = collections.Counter()
 

@@ -21,14 +21,9 @@ H, W = 64, 96
 
 
 @pytest.fixture(scope='module')
-def model():
-    torch.manual_seed(0)
-    net = DynamicPointMapNet(ModelConfig.preset('tiny')).eval()
-    with torch.no_grad():                      # spread outputs away from the init's ~0
-        for k in range(1, 5):
-            for p in net.head(k).parameters():
-                p.add_(torch.randn_like(p) * 0.05)
-    return net
+def model(models):
+    """The seeded tiny model of conftest.py (heads perturbed away from the init's ~0)."""
+    return models['tiny']
 
 
 def _frames(n, shape=(H, W), seed=0):

@@ -11,7 +11,7 @@ import pytest
 import rclpy
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
-from helpers import FIXTURES, PythonProcess, wait_for
+from helpers import FIXTURES, publish_until_received, PythonProcess, wait_for
 
 pytestmark = pytest.mark.ros
 
@@ -26,8 +26,7 @@ def echo_round_trip(node, msg_type, type_name: str, make_msg, topic: str):
     Returns:
         (sent messages, received messages, the echo's exit code, the echo's output).
 
-    Messages are re-sent every loop until the echo arrives: discovery of the reverse path may
-    complete after the first publication, and volatile QoS does not replay missed samples.
+    Messages are re-sent until the echo arrives (the reverse path may be discovered late).
     """
     topic_in, topic_out = f'{topic}/in', f'{topic}/out'
     received = []
@@ -41,16 +40,8 @@ def echo_round_trip(node, msg_type, type_name: str, make_msg, topic: str):
                      and node.count_publishers(topic_out) > 0),
                  timeout=STARTUP_TIMEOUT_S, what='echo node discovered over DDS',
                  on_timeout=proc.output)
-        sent = []
-
-        def publish_and_poll():
-            sent.append(make_msg(len(sent)))
-            pub.publish(sent[-1])
-            node.executor.spin_once(timeout_sec=0.1)
-            return received
-
-        wait_for(publish_and_poll, timeout=STARTUP_TIMEOUT_S, interval=0.0,
-                 what='echoed message received', on_timeout=proc.output)
+        sent = publish_until_received(node, pub, make_msg, received, STARTUP_TIMEOUT_S,
+                                      what='echoed message received', on_timeout=proc.output)
         # The echo is a separate process on the ROS graph, not an in-process shortcut. Node
         # names arrive through their own discovery topic, possibly after the data path.
         wait_for(lambda: ('pm_echo', '/') in node.get_node_names_and_namespaces(),

@@ -13,7 +13,7 @@ import pytest
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message, serialize_message
 
-from helpers import wait_for
+from helpers import publish_until_received
 
 pytestmark = pytest.mark.ros
 
@@ -54,15 +54,7 @@ def pubsub_round_trip(node, msg_type, topic: str, make_msg):
     received = []
     node.create_subscription(msg_type, topic, received.append, QOS)
     pub = node.create_publisher(msg_type, topic, QOS)
-    sent = []
-
-    def publish_and_poll():
-        sent.append(make_msg(len(sent)))
-        pub.publish(sent[-1])
-        node.executor.spin_once(timeout_sec=0.1)
-        return received
-
-    wait_for(publish_and_poll, timeout=20.0, interval=0.0, what=f'message on {topic}')
+    sent = publish_until_received(node, pub, make_msg, received, 20.0, what=f'message on {topic}')
     return sent, received
 
 

@@ -15,6 +15,7 @@ encoder output, decoder input, every decoder block, raw head output) absolute 5e
 import os
 from pathlib import Path
 
+from helpers import shared_path
 import pytest
 import torch
 
@@ -23,11 +24,8 @@ from pointmap_ros.model.conformance import (INTERMEDIATE_KEYS, OUTPUT_KEYS, chec
 
 torch.set_num_threads(1)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
 def _vector_dirs() -> list[Path]:
-    shared = Path(os.environ.get('POINTMAP_SHARED', REPO_ROOT.parent / 'shared'))
+    shared = shared_path()
     found = sorted(p for p in (shared / 'reference').glob('*') if is_vector_dir(p))
     extra = [Path(p) for p in os.environ.get('POINTMAP_CONFORMANCE_DIRS', '').split(os.pathsep)
              if p]

@@ -10,10 +10,10 @@ CPU) and start with cross-time heads equal to the same-time heads.
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 import numpy as np
+from helpers import shared_path
 import pytest
 import torch
 
@@ -25,15 +25,12 @@ from pointmap_ros.tools.convert_checkpoint import main as convert_main
 
 torch.set_num_threads(1)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
 class NotAllowed:
     """Stands for any pickled object beyond tensors and argparse.Namespace."""
 
 
 def _reference(name: str) -> Path:
-    shared = Path(os.environ.get('POINTMAP_SHARED', REPO_ROOT.parent / 'shared'))
+    shared = shared_path()
     path = shared / 'reference' / name
     if not (path / 'weights.safetensors').is_file():
         pytest.skip(f'reference vectors not found at {path}')

@@ -7,21 +7,18 @@ memory is allocated for the ~600 M parameters. With ``num_maps=4`` the key set m
 official one plus ``downstream_head3`` / ``downstream_head4`` mirroring heads 1 / 2.
 """
 
-import os
-from pathlib import Path
-
+from helpers import shared_path
 import pytest
 import torch
 
 from pointmap_ros.model import DynamicPointMapNet, ModelConfig
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 KEY_FILES = {'dpt': 'DUSt3R_ViTLarge_BaseDecoder_512_dpt.state_dict_keys.tsv',
              'linear': 'DUSt3R_ViTLarge_BaseDecoder_224_linear.state_dict_keys.tsv'}
 
 
 def _official_keys(head_type: str) -> dict:
-    shared = Path(os.environ.get('POINTMAP_SHARED', REPO_ROOT.parent / 'shared'))
+    shared = shared_path()
     path = shared / 'reference' / 'keys' / KEY_FILES[head_type]
     if not path.is_file():
         pytest.skip(f'official key list not found at {path}')

@@ -8,10 +8,10 @@ it is missing.
 """
 
 import ast
-import importlib.util
 import re
 from pathlib import Path
 
+from helpers import load_launch_module, ros_launch_available
 import pytest
 import yaml
 
@@ -50,10 +50,13 @@ def console_scripts() -> dict[str, str]:
 
 
 def test_launch_starts_exactly_our_console_entry_points():
+    tree = launch_tree()
+    assert 'generate_launch_description' in {
+        n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
     scripts = console_scripts()
     ours = {'dynamic_recon_node': 'pointmap_ros.ros.node:main',
             'synthetic_camera_node': 'pointmap_ros.ros.synthetic_camera:main'}
-    started = {kw(c, 'executable').value for c in calls(launch_tree(), 'Node')
+    started = {kw(c, 'executable').value for c in calls(tree, 'Node')
                if getattr(kw(c, 'package'), 'id', None) == 'PACKAGE'}  # PACKAGE = ours
     assert started == set(ours)
     for name, target in ours.items():
@@ -112,26 +115,16 @@ def test_launch_defaults_point_at_shipped_files():
     assert (ROOT / 'config' / 'dynamic_recon.yaml').is_file() and RVIZ_FILE.is_file()
 
 
-def launch_ros_available() -> bool:
-    try:
-        from launch import LaunchDescription  # noqa: F401
-        from launch_ros.actions import Node  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not launch_ros_available(),
+@pytest.mark.skipif(not ros_launch_available(),
                     reason='ROS 2 `launch`/`launch_ros` are not installed (no PyPI wheels); '
                            'runs under a ROS 2 distribution')
 def test_launch_description_loads_with_our_nodes():
+    from launch import LaunchDescription
     from launch.actions import DeclareLaunchArgument
     from launch_ros.actions import Node
 
-    spec = importlib.util.spec_from_file_location('dynamic_recon_launch', LAUNCH_FILE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    description = module.generate_launch_description()
+    description = load_launch_module(LAUNCH_FILE).generate_launch_description()
+    assert isinstance(description, LaunchDescription)
     names = {e.name for e in description.entities if isinstance(e, DeclareLaunchArgument)}
     assert names == ARGUMENTS
     nodes = [e for e in description.entities if isinstance(e, Node)]

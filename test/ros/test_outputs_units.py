@@ -34,6 +34,9 @@ def test_markers_per_track_and_deletes_for_vanished_tracks():
         (ns, k) for ns in ('boxes', 'ids', 'velocity') for k in (1, 2))
     box = next(m for m in first.markers if m.ns == 'boxes' and m.id == 2)
     assert (box.type, box.pose.position.x, box.scale.y) == (Marker.CUBE, 1.0, 0.4)
+    assert box.pose.position.z == 4.0  # the box stays on the object (label offset is its own)
+    label = next(m for m in first.markers if m.ns == 'ids' and m.id == 2)
+    assert label.pose.position.x == 1.0 and label.pose.position.z == pytest.approx(4.0 - 0.25)
     assert box.scale.z > 0  # degenerate extents still draw
     arrow = next(m for m in first.markers if m.ns == 'velocity' and m.id == 1)
     assert [(p.x, p.z) for p in arrow.points] == [(0.0, 4.0), (1.0, 4.0)]  # 1 s of motion

@@ -1,0 +1,75 @@
+"""The ``main()`` every node entry point shares: ``--help``, start-up errors, spin, shutdown.
+
+Follows ``demo_nodes_py``: ``rclpy.init`` as a context manager, ``KeyboardInterrupt`` and
+``ExternalShutdownException`` end the process quietly (exit code 0). A start-up failure the
+user can fix (a :class:`~pointmap_ros.errors.PointmapError` such as a missing model file, or
+an invalid parameter) is logged as fatal and exits with code 1 instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable
+
+import rclpy
+from rclpy.exceptions import ParameterException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.utilities import remove_ros_args
+
+from pointmap_ros.errors import PointmapError
+
+__all__ = ['node_arg_parser', 'run_node']
+
+_EPILOG = ('ROS arguments follow --ros-args, e.g.\n'
+           '  --ros-args -p name:=value -r __ns:=/robot --params-file file.yaml\n'
+           'Parameters and topics: docs/ros_interface.md.')
+
+
+def node_arg_parser(name: str, description: str) -> argparse.ArgumentParser:
+    """Parser of a node's own (non-ROS) command-line flags; ``--help`` prints ``description``."""
+    return argparse.ArgumentParser(prog=name, description=description, epilog=_EPILOG,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def run_node(name: str, make_node: Callable[[], object], args: list[str] | None = None, *,
+             parser: argparse.ArgumentParser | None = None,
+             on_start: Callable[[object, argparse.Namespace], None] | None = None) -> int:
+    """Parse the node's flags, create the node, spin it until shutdown and destroy it.
+
+    Args:
+        name: node name, used for ``--help`` and the fatal start-up log line.
+        make_node: callable returning the node.
+        args: command line like ``sys.argv`` (``args[0]`` is the program), passed to
+            ``rclpy.init``; None: ``sys.argv``.
+        parser: the node's own flags (default: none besides ``--help``); flags it does not
+            know are left to rclpy, as ROS nodes usually do.
+        on_start: optional ``on_start(node, options)`` run before spinning (e.g. lifecycle
+            autostart).
+
+    Returns:
+        The process exit code: 1 when the node could not be created, else 0.
+    """
+    argv = list(sys.argv if args is None else args)
+    parser = parser or node_arg_parser(name, '')
+    # argv[0] is the program; ROS arguments are rclpy's. --help exits here (SystemExit 0).
+    options, _ = parser.parse_known_args(remove_ros_args(argv)[1:])
+    try:
+        with rclpy.init(args=argv):
+            try:
+                node = make_node()
+            except (PointmapError, ParameterException) as exc:
+                rclpy.logging.get_logger(name).fatal(
+                    f'cannot start: {type(exc).__name__}: {exc}')
+                return 1
+            if on_start is not None:
+                on_start(node, options)
+            executor = SingleThreadedExecutor()
+            executor.add_node(node)
+            try:
+                executor.spin()
+            finally:
+                node.destroy_node()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    return 0

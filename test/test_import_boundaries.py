@@ -1,0 +1,58 @@
+"""Only pointmap_ros/ros/ (and the ROS tools demo/replay) may need rclpy.
+
+docs/architecture.md: the pure-Python core (model, engines, geometry, tracking, pipeline,
+data, training, evaluation, offline tools) never imports rclpy, so it runs where ROS 2 is not
+installed. A child interpreter with ``sys.modules['rclpy'] = None`` (any ``import rclpy``
+raises ImportError) imports every other module of the package.
+"""
+
+import json
+import pkgutil
+import subprocess
+import sys
+
+from helpers import REPO_ROOT
+
+import pointmap_ros
+
+# Modules allowed to import rclpy (prefix match on the dotted name).
+ROS_ONLY = ('pointmap_ros.ros', 'pointmap_ros.msg', 'pointmap_ros.tools.demo',
+            'pointmap_ros.tools.replay')
+# demo_render is the matplotlib half of pointmap-demo; it must stay ROS-free too.
+ROS_FREE_EXCEPTIONS = ('pointmap_ros.tools.demo_render',)
+
+_CHILD = '''
+import importlib, json, sys, traceback
+sys.modules['rclpy'] = None  # import rclpy -> ImportError
+failed = {}
+for name in json.loads(sys.argv[1]):
+    try:
+        importlib.import_module(name)
+    except Exception:
+        failed[name] = traceback.format_exc(limit=-3)
+print(json.dumps(failed))
+'''
+
+
+def ros_free_modules() -> list[str]:
+    names = [m.name for m in pkgutil.walk_packages(pointmap_ros.__path__, 'pointmap_ros.')]
+    return sorted(n for n in names if n in ROS_FREE_EXCEPTIONS or not any(
+        n == p or n.startswith(p + '.') for p in ROS_ONLY))
+
+
+def test_core_modules_import_without_rclpy():
+    modules = ros_free_modules()
+    assert 'pointmap_ros.pipeline.pipeline' in modules and 'pointmap_ros.ros.node' not in modules
+    proc = subprocess.run([sys.executable, '-c', _CHILD, json.dumps(modules)], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    failed = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert not failed, '\n'.join(f'{name}:\n{tb}' for name, tb in failed.items())
+
+
+def test_the_block_really_hides_rclpy():
+    """The check above would pass vacuously if blocking rclpy did not work."""
+    proc = subprocess.run([sys.executable, '-c', _CHILD, '["pointmap_ros.ros.node"]'],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    failed = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert "No module named 'rclpy" in failed['pointmap_ros.ros.node']
