@@ -213,10 +213,19 @@ def test_latency_policy_processes_newest_and_counts_skips():
     assert pipe.process_pending() is None  # nothing pending
     for f in frames[1:4]:  # inference "too slow": three frames arrive, two are skipped
         pipe.submit(FrameInput(f.rgb, f.stamp, K=gen.K))
+    # One keep-latest slot per camera: another camera supersedes nothing of cam0's.
+    assert not pipe.submit(FrameInput(frames[0].rgb, frames[0].stamp, 'cam1', K=gen.K))
     out = pipe.process_pending()
     assert out.stamp == frames[3].stamp and out.skipped_frames == 2
     T_gt = se3_compose(se3_inverse(frames[0].T_world_cam), frames[3].T_world_cam)
     assert pose_error(out.T_world_cam, T_gt)[0] < 1e-3
+    assert pipe.process_pending('cam1') is None and pipe.process_pending('cam2') is None
+    # A caller owning the slot (the ROS worker) hands the count over: it accumulates per
+    # camera, also across a frame dropped for bad input.
+    with pytest.raises(InputError):
+        pipe.process(FrameInput(frames[4].rgb, float('nan'), K=gen.K), skipped=3)
+    out = pipe.process(FrameInput(frames[5].rgb, frames[5].stamp, K=gen.K), skipped=1)
+    assert out.skipped_frames == 2 + 3 + 1
 
 
 def test_oracle_engine_rejects_wrong_shape():

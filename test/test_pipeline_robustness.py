@@ -223,4 +223,4 @@ def test_event_counts_are_shown_in_the_node_diagnostics():
     msg = build_diagnostics('recon', snap, Header().stamp)
     values = {f'{s.name}/{kv.key}': kv.value for s in msg.status for kv in s.values}
     assert values['recon: processing/pipeline focal_rejected'] == '2'
-    assert values['recon: processing/skipped frames'] == '0'  # not counted as drops
+    assert values['recon: processing/dropped total'] == '0'  # not counted as drops

@@ -23,33 +23,43 @@ def intrinsics_from_camera_info(k, width: int | None = None,
                                 height: int | None = None) -> np.ndarray:
     """Validated ``[3, 3]`` float64 K from a CameraInfo-like ``k`` (9 values or 3x3).
 
+    The single validation of intrinsics: the ROS conversion (``camera_info_to_K``) and the
+    pipeline both call it, so one set of reason keys reaches diagnostics.
+
     Args:
         k: row-major 9-vector (``sensor_msgs/CameraInfo.k``) or ``[3, 3]`` matrix.
         width, height: image size the K belongs to; when given, the principal point must lie
             inside the image.
 
     Raises:
-        CalibrationError: wrong size, non-finite values, non-positive focal lengths (the
-            all-zero K of an uncalibrated driver), a bottom row other than (0, 0, 1), or a
-            principal point outside the image.
+        CalibrationError: with ``reason`` ``calibration_values`` (not 9 values),
+            ``calibration_nonfinite`` (NaN/inf), ``calibration_zero`` (all zero: the driver
+            is uncalibrated), ``calibration_invalid`` (fx or fy <= 0), ``calibration_form``
+            (bottom row not (0, 0, 1) or a non-zero K[1, 0]) or
+            ``calibration_principal_point`` (principal point outside the image).
     """
     K = np.asarray(k, dtype=np.float64)
     if K.size != 9:
-        raise CalibrationError(f'K must have 9 values, got {K.size}', 'k_size')
+        raise CalibrationError(f'K must have 9 values, got {K.size}', 'calibration_values')
     K = K.reshape(3, 3)
     if not np.all(np.isfinite(K)):
-        raise CalibrationError(f'K has non-finite values: {K.ravel().tolist()}', 'k_nonfinite')
+        raise CalibrationError(f'K has non-finite values: {K.ravel().tolist()}',
+                               'calibration_nonfinite')
+    if not K.any():
+        raise CalibrationError('K is all zero (the camera is not calibrated)',
+                               'calibration_zero')
     if K[0, 0] <= 0 or K[1, 1] <= 0:
         raise CalibrationError(
-            f'K focal lengths must be > 0, got fx={K[0, 0]}, fy={K[1, 1]} (an all-zero K means '
-            'the camera is uncalibrated)', 'k_zero')
+            f'K focal lengths must be > 0, got fx={K[0, 0]}, fy={K[1, 1]}',
+            'calibration_invalid')
     if not np.allclose(K[2], (0.0, 0.0, 1.0)) or K[1, 0] != 0:
-        raise CalibrationError(f'K is not a pinhole matrix: {K.ravel().tolist()}', 'k_form')
+        raise CalibrationError(f'K is not a pinhole matrix: {K.ravel().tolist()}',
+                               'calibration_form')
     if width is not None and height is not None and not (
             -0.5 <= K[0, 2] <= width - 0.5 and -0.5 <= K[1, 2] <= height - 0.5):
         raise CalibrationError(
             f'principal point ({K[0, 2]}, {K[1, 2]}) outside a {width}x{height} image',
-            'k_principal_point')
+            'calibration_principal_point')
     return K
 
 

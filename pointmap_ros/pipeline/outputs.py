@@ -51,7 +51,10 @@ class PipelineOutput:
     NaN elsewhere. ``motion_mask`` and ``instance_ids`` are within ``valid``.
     ``timings_ms`` also has
     ``'pipeline_cpu'``, the thread CPU time of the non-inference stages (robust to a loaded
-    machine, unlike the wall-clock stage times).
+    machine, unlike the wall-clock stage times). ``skipped_frames``: frames of this camera
+    superseded before inference by a newer one (keep-latest ``LatestFrameSlot``), cumulative
+    since the camera's first frame or :meth:`DynamicReconPipeline.reset`; other drops (bad
+    input, stamps, pose loss) are not counted here.
     """
 
     stamp: float

@@ -61,6 +61,7 @@ class _CameraState:
         self.focals: collections.deque = collections.deque(maxlen=32)  # plausible fits only
         self.scales: collections.deque = collections.deque(maxlen=32)
         self.pose_failures = 0  # consecutive frames without a pose
+        self.skipped = 0  # frames superseded before inference (LatestFrameSlot), cumulative
 
 
 class DynamicReconPipeline:
@@ -72,7 +73,9 @@ class DynamicReconPipeline:
             (the node does so for dynamic parameters).
 
     Thread model: one worker calls :meth:`process` (or :meth:`process_pending`); camera
-    callbacks may call :meth:`submit` concurrently.
+    callbacks may call :meth:`submit` concurrently. A caller with its own scheduling (the ROS
+    node's worker) keeps a :class:`LatestFrameSlot` per camera itself and passes the count
+    its ``take()`` returned to :meth:`process` as ``skipped``.
     """
 
     def __init__(self, engine: Engine, config: PipelineConfig | None = None):
@@ -84,24 +87,34 @@ class DynamicReconPipeline:
         # Per-pixel statistics and segmentation run on a strided grid of ~work_pixels.
         self.stride = max(1, int(round(math.sqrt(self.size[0] * self.size[1]
                                                  / self.config.work_pixels))))
-        self._slot = LatestFrameSlot()
+        self._slots: dict[str, LatestFrameSlot] = {}
+        self._slots_lock = threading.Lock()
         self._cams: dict[str, _CameraState] = {}
         self._events: collections.Counter = collections.Counter()
         self._events_lock = threading.Lock()
 
     # -- latency policy -----------------------------------------------------------------
     def submit(self, inp: FrameInput) -> bool:
-        """Offer a frame from a camera callback; returns True if an older one was skipped."""
-        return self._slot.put(inp)
+        """Offer a frame from a camera callback; returns True if an older untaken frame of
+        the same camera was superseded (skipped)."""
+        with self._slots_lock:
+            slot = self._slots.setdefault(inp.camera_id, LatestFrameSlot())
+        return slot.put(inp)
 
-    def process_pending(self) -> PipelineOutput | None:
-        """Process the newest submitted frame (older untaken ones were skipped)."""
-        inp, _ = self._slot.take()
-        return None if inp is None else self.process(inp)
+    def process_pending(self, camera_id: str = 'cam0') -> PipelineOutput | None:
+        """Process the newest frame submitted for ``camera_id`` (older untaken ones were
+        superseded and are counted in ``PipelineOutput.skipped_frames``); None when nothing
+        is pending or :meth:`process` returns None.
 
-    @property
-    def skipped_frames(self) -> int:
-        return self._slot.skipped_total
+        Raises:
+            As :meth:`process`.
+        """
+        with self._slots_lock:
+            slot = self._slots.get(camera_id)
+        if slot is None:
+            return None
+        inp, skipped = slot.take()
+        return None if inp is None else self.process(inp, skipped)
 
     def event_counts(self) -> dict[str, int]:
         """Totals of the fallbacks taken, by reason, over all cameras (thread-safe copy).
@@ -123,11 +136,17 @@ class DynamicReconPipeline:
         self.engine.clear_cache()
 
     # -- main entry ---------------------------------------------------------------------
-    def process(self, inp: FrameInput) -> PipelineOutput | None:
+    def process(self, inp: FrameInput, skipped: int = 0) -> PipelineOutput | None:
         """Process one frame; None while no output is possible yet (first frame).
 
         Returns None also for the frame that re-anchors the world frame after
         ``pose_reset_after`` consecutive pose failures (it becomes the keyframe).
+
+        Args:
+            inp: the frame.
+            skipped: frames of ``inp.camera_id`` superseded before inference since the
+                previous one handed over (``LatestFrameSlot.take``); added to the camera's
+                cumulative ``PipelineOutput.skipped_frames`` even when ``inp`` is dropped.
 
         Raises:
             InputError: bad image/depth, non-finite or non-increasing stamp.
@@ -138,11 +157,12 @@ class DynamicReconPipeline:
         tick = time.perf_counter()
         cpu = time.thread_time()
         timings: dict[str, float] = {}
-        if not math.isfinite(inp.stamp):
-            raise InputError(f'stamp must be finite, got {inp.stamp}', 'stamp')
         cs = self._cams.get(inp.camera_id)
         if cs is None:
             cs = self._cams[inp.camera_id] = _CameraState(cfg, self.engine)
+        cs.skipped += skipped
+        if not math.isfinite(inp.stamp):
+            raise InputError(f'stamp must be finite, got {inp.stamp}', 'stamp')
         if cs.last_stamp is not None and inp.stamp <= cs.last_stamp:
             raise InputError(f'stamp {inp.stamp:.9f} is not after the previous '
                              f'{cs.last_stamp:.9f} of {inp.camera_id!r}', 'stamp_order',
@@ -284,7 +304,7 @@ class DynamicReconPipeline:
             instance_ids=instance_ids, T_world_cam=scaled_pose(wf.T_world_cam, scale),
             keyframe_index=kf_index, objects=[scaled_object(o, scale) for o in objects],
             metric_scale=is_metric, scale=scale, timings_ms=timings,
-            skipped_frames=self._slot.skipped_total,
+            skipped_frames=cs.skipped,
             keyframe_points_world=None if kf_world is None else scaled(kf_world, scale))
 
     def _focal(self, cs: _CameraState, pk: PairView) -> tuple[float | None, float]:

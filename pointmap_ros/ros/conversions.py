@@ -22,6 +22,7 @@ from geometry_msgs.msg import Pose, Quaternion, Transform, TransformStamped, Vec
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 
 from pointmap_ros.errors import CalibrationError, InputError
+from pointmap_ros.geometry.camera import intrinsics_from_camera_info
 from pointmap_ros.geometry.transforms import quat_xyzw_to_rotmat, rotmat_to_quat_xyzw
 
 __all__ = [
@@ -134,28 +135,20 @@ def camera_info_to_K(msg: CameraInfo, image_shape: tuple[int, int] | None = None
     Args:
         msg: the CameraInfo paired with an image.
         image_shape: ``(H, W)`` of that image; when the CameraInfo states a non-zero size it
-            must match (a mismatch means K belongs to another resolution).
+            must match (a mismatch means K belongs to another resolution), and the principal
+            point must lie inside it.
 
     Raises:
-        CalibrationError: ``calibration_zero`` (all-zero K, i.e. an uncalibrated driver),
-            ``calibration_nonfinite``, ``calibration_invalid`` (fx or fy <= 0) or
-            ``calibration_size``.
+        CalibrationError: ``calibration_size`` for the size mismatch, else the reasons of
+            :func:`~pointmap_ros.geometry.camera.intrinsics_from_camera_info` (the one
+            validation of K), e.g. ``calibration_zero`` for an uncalibrated driver.
     """
-    K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
-    if not np.isfinite(K).all():
-        raise CalibrationError(f'CameraInfo K has non-finite entries: {K.ravel().tolist()}',
-                               'calibration_nonfinite')
-    if not K.any():
-        raise CalibrationError('CameraInfo K is all zero (camera not calibrated)',
-                               'calibration_zero')
-    if K[0, 0] <= 0 or K[1, 1] <= 0:
-        raise CalibrationError(f'CameraInfo focal lengths must be > 0, got fx={K[0, 0]} '
-                               f'fy={K[1, 1]}', 'calibration_invalid')
     if image_shape is not None and msg.width and msg.height and (
             (int(msg.height), int(msg.width)) != tuple(image_shape)):
         raise CalibrationError(f'CameraInfo is for {msg.height}x{msg.width} (HxW) but the image '
                                f'is {image_shape[0]}x{image_shape[1]}', 'calibration_size')
-    return K
+    height, width = image_shape if image_shape is not None else (None, None)
+    return intrinsics_from_camera_info(msg.k, width, height)
 
 
 def pack_rgb(rgb: np.ndarray) -> np.ndarray:

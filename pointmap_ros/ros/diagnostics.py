@@ -2,7 +2,8 @@
 
 Three statuses per node, named ``<node>: input``, ``<node>: processing`` and
 ``<node>: engine``: input rates per camera, output rate, per-stage milliseconds, latency from
-the source stamp to publication, skipped frames, drop counts per reason, and the engine's
+the source stamp to publication, drop counts per reason (and their total), frames superseded
+before inference per camera, and the engine's
 backend/state. :class:`NodeStats` is updated from the executor and the inference thread
 (hence the lock); :func:`build_diagnostics` turns a snapshot into the message.
 """
@@ -131,9 +132,13 @@ def build_diagnostics(node_name: str, snap: dict, stamp, hardware_id: str = '') 
                   'latency from stamp (ms)': snap['latency_ms'],
                   'latency max (ms)': snap['latency_max_ms'],
                   'units (lengths; flow and velocities)': snap['units'],
-                  'skipped frames': sum(snap['dropped'].values())}
+                  'dropped total': sum(snap['dropped'].values())}
     processing.update({f'stage {k} (ms)': v for k, v in snap['stage_ms'].items()})
     processing.update({f'dropped {k}': v for k, v in sorted(snap['dropped'].items())})
+    # Per camera: the worker's LatestFrameSlot counts, which it hands to the pipeline with
+    # each frame (PipelineOutput.skipped_frames); docs/ros_interface.md says how they differ.
+    processing.update({f'{cam} superseded before inference': n
+                       for cam, n in sorted(snap.get('superseded', {}).items())})
     # DynamicReconPipeline.event_counts(): frames published with a fallback (not drops).
     processing.update({f'pipeline {k}': v
                        for k, v in sorted(snap.get('pipeline_events', {}).items())})

@@ -104,7 +104,8 @@ class ReconCore:
         self._steady = Clock(clock_type=ClockType.STEADY_TIME)
         self._engine = None
         self._worker: InferenceWorker | None = None
-        self._superseded = 0  # of workers already stopped
+        # Frames superseded before inference per camera, by workers already stopped.
+        self._superseded: collections.Counter = collections.Counter()
         self._subscriptions: list = []
         self._cameras: dict[str, _Camera] = {}
         in_qos = make_qos(values['input_qos'], values['input_queue_depth'])
@@ -175,7 +176,7 @@ class ReconCore:
             cam.topics.clear()
         if self._worker is not None:
             self._worker.stop(timeout_s=30.0)  # let a running inference finish with the engine
-            self._superseded += self._worker.superseded
+            self._superseded.update(self._worker.superseded_by_camera())
             self._worker = None
 
     def _release(self) -> None:
@@ -295,8 +296,10 @@ class ReconCore:
             self._values['sync_slop_s'], self._values['exact_sync'], received, dropped))
 
     def _publish_diagnostics(self) -> None:
-        running = self._worker.superseded if self._worker is not None else 0
-        extra = collections.Counter({'superseded_before_inference': self._superseded + running})
+        superseded = self._superseded.copy()
+        if self._worker is not None:
+            superseded.update(self._worker.superseded_by_camera())
+        extra = collections.Counter({'superseded_before_inference': superseded.total()})
         events = collections.Counter()  # degraded but published (e.g. focal_rejected)
         for cam in self._cameras.values():
             extra.update(cam.sync.dropped)
@@ -304,6 +307,7 @@ class ReconCore:
                 events.update(pipeline.event_counts())
         snap = self.stats.snapshot(self._now_steady(), extra)
         snap['pipeline_events'] = dict(events)
+        snap['superseded'] = {name: superseded[name] for name in self._cameras}
         self._diag_pub.publish(build_diagnostics(
             self.get_name(), snap, self.get_clock().now().to_msg(),
             hardware_id=str(snap['engine'].get('device', ''))))
@@ -312,7 +316,7 @@ class ReconCore:
         return self._steady.now().nanoseconds * 1e-9
 
     # -- worker thread ------------------------------------------------------------------
-    def _process(self, camera: str, item: dict) -> None:
+    def _process(self, camera: str, item: dict, skipped: int) -> None:
         from pointmap_ros.pipeline import FrameInput
         cam = self._cameras[camera]
         pipeline = cam.pipeline
@@ -321,7 +325,7 @@ class ReconCore:
         try:
             out = pipeline.process(FrameInput(
                 image=item['rgb'], stamp=item['stamp_ns'] * 1e-9, camera_id=camera,
-                K=item['K'], depth=item['depth']))
+                K=item['K'], depth=item['depth']), skipped)
         except PointmapError as exc:
             self._count_drop(camera, exc)
             return

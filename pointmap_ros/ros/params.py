@@ -19,8 +19,8 @@ from pointmap_ros.errors import ConfigError
 from pointmap_ros.pipeline import PipelineConfig
 from pointmap_ros.ros.qos import QOS_CHOICES
 
-__all__ = ['ParamSpec', 'PARAMS', 'PARAMS_BY_NAME', 'defaults', 'check_value', 'validate',
-           'pipeline_config', 'declare_parameters', 'engine_kwargs', 'render_yaml']
+__all__ = ['ParamSpec', 'PARAMS', 'PARAMS_BY_NAME', 'ros_value', 'defaults', 'check_value',
+           'validate', 'pipeline_config', 'declare_parameters', 'engine_kwargs', 'render_yaml']
 
 _BACKENDS = ('auto', 'torch', 'onnxruntime', 'tensorrt', 'oracle')
 _TOPIC_RE = re.compile(r'^[~/]?[A-Za-z_][A-Za-z0-9_/]*$')
@@ -34,7 +34,8 @@ class ParamSpec:
     Attributes:
         name: parameter name.
         default: default value; its Python type is the parameter type (pipeline parameters
-            take theirs from PipelineConfig).
+            take theirs from PipelineConfig). Arrays are stored as tuples so the frozen spec
+            shares no mutable default; :func:`ros_value` gives the list rclpy and YAML use.
         description: meaning and unit.
         range: ``(low, high)`` inclusive for numbers.
         choices: allowed values for strings.
@@ -55,7 +56,7 @@ class ParamSpec:
 
 _NODE_PARAMS = [
     # -- inputs --------------------------------------------------------------------------
-    ParamSpec('cameras', ['/camera'],
+    ParamSpec('cameras', ('/camera',),
               'Camera namespaces; each gets its own pipeline (engine shared).'),
     ParamSpec('image_topic', 'image_raw', 'Image topic relative to each camera namespace.'),
     ParamSpec('camera_info_topic', 'camera_info', 'CameraInfo topic relative to each namespace.'),
@@ -119,10 +120,15 @@ _NODE_PARAMS = [
     ParamSpec('oracle_fps', 10.0, "backend 'oracle': scene frame rate (Hz).", range=(0.1, 1000.0)),
 ]
 
-# Conversions between a ROS parameter value and a PipelineConfig value, for fields whose
-# Python type has no ROS parameter type (tuples, None).
+def _int_tuple(values) -> tuple[int, ...]:
+    return tuple(int(v) for v in values)
+
+
+# (spec default from the config value, config value from the parameter value), for fields
+# whose Python type has no ROS parameter type: integer arrays (rclpy gives lists; the spec
+# and PipelineConfig hold tuples) and None.
 _CODECS = {
-    'int_tuple': (list, lambda v: tuple(int(x) for x in v)),
+    'int_tuple': (_int_tuple, _int_tuple),
     'none_if_negative': (lambda v: -1.0 if v is None else float(v),
                          lambda v: None if v < 0 else float(v)),
     'none_if_zero': (lambda v: 0.0 if v is None else float(v),
@@ -176,10 +182,14 @@ PARAMS: list[ParamSpec] = _NODE_PARAMS + _PIPELINE_PARAMS
 PARAMS_BY_NAME = {p.name: p for p in PARAMS}
 
 
+def ros_value(value: Any) -> Any:
+    """A spec value as a ROS parameter value: tuples become (new) lists, the rest is as is."""
+    return list(value) if isinstance(value, tuple) else value
+
+
 def defaults() -> dict[str, Any]:
-    """name -> default value of every parameter (lists copied: the table stays unchanged)."""
-    return {p.name: list(p.default) if isinstance(p.default, list) else p.default
-            for p in PARAMS}
+    """name -> default value of every parameter, as rclpy returns it (arrays as lists)."""
+    return {p.name: ros_value(p.default) for p in PARAMS}
 
 
 def check_value(spec: ParamSpec, value: Any) -> str | None:
@@ -265,7 +275,7 @@ def declare_parameters(node) -> dict[str, Any]:
         elif spec.range is not None and isinstance(spec.default, int):
             descriptor.integer_range = [IntegerRange(
                 from_value=int(spec.range[0]), to_value=int(spec.range[1]), step=1)]
-        node.declare_parameter(spec.name, spec.default, descriptor)
+        node.declare_parameter(spec.name, ros_value(spec.default), descriptor)
     return {spec.name: node.get_parameter(spec.name).value for spec in PARAMS}
 
 
@@ -303,7 +313,7 @@ def render_yaml() -> str:
         text = spec.description + (f" ({'; '.join(notes)})" if notes else '')
         text += ' [DYNAMIC]' if spec.dynamic else ''
         lines += ['    # ' + line for line in textwrap.wrap(text, 92)]
-        lines.append(f'    {spec.name}: {_yaml_value(spec.default)}')
+        lines.append(f'    {spec.name}: {_yaml_value(ros_value(spec.default))}')
     return '\n'.join(lines) + '\n'
 
 

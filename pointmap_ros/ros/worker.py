@@ -1,10 +1,13 @@
 """Inference off the executor thread: a keep-latest slot per camera and a rate cap.
 
 The executor thread only converts messages and calls :meth:`InferenceWorker.submit`, which
-never blocks and never queues: a newer frame of the same camera replaces the pending one
-(counted as ``superseded``). The worker thread serves cameras round-robin and starts at most
-``max_rate_hz`` inferences per second in total, so latency stays bounded by one inference
-instead of growing with a deep queue (opendr#275, darknet_ros#299).
+never blocks and never queues: each camera has a
+:class:`~pointmap_ros.tracking.window.LatestFrameSlot` (the pipeline's keep-latest policy), so
+a newer frame replaces the pending one and is counted as superseded before inference; the
+count goes to ``process`` with the frame that replaced them. The worker thread serves cameras
+round-robin and starts at most ``max_rate_hz`` inferences per second in total, so latency
+stays bounded by one inference instead of growing with a deep queue (opendr#275,
+darknet_ros#299).
 """
 
 from __future__ import annotations
@@ -14,27 +17,32 @@ import threading
 import time
 from typing import Any, Callable
 
+from pointmap_ros.tracking.window import LatestFrameSlot
+
 __all__ = ['InferenceWorker']
 
 
 class InferenceWorker:
-    """Runs ``process(camera, item)`` on a background thread for the newest item per camera.
+    """Runs ``process(camera, item, skipped)`` on a background thread for the newest item
+    per camera.
 
     Args:
-        process: called on the worker thread; its exceptions go to ``on_error``.
+        process: called on the worker thread with the number of items of that camera
+            superseded since its previous item was taken; exceptions go to ``on_error``.
         on_error: ``on_error(camera, exc)``, called on the worker thread; the worker continues.
         max_rate_hz: cap on inference starts per second (0 = as fast as possible).
         clock: monotonic seconds (injectable for tests).
     """
 
-    def __init__(self, process: Callable[[str, Any], None],
+    def __init__(self, process: Callable[[str, Any, int], None],
                  on_error: Callable[[str, BaseException], None], *, max_rate_hz: float,
                  clock: Callable[[], float] = time.monotonic):
         self._process = process
         self._on_error = on_error
         self._clock = clock
         self._cond = threading.Condition()
-        self._slots: dict[str, Any] = {}
+        self._slots: dict[str, LatestFrameSlot] = {}
+        # Cameras whose slot holds an item, in arrival order (round-robin fairness).
         self._turns: collections.deque[str] = collections.deque()
         self._stopping = False
         self._busy = False
@@ -42,9 +50,12 @@ class InferenceWorker:
         self._thread: threading.Thread | None = None
         self.min_period_s = 0.0
         self.set_max_rate(max_rate_hz)
-        #: Items replaced by a newer one before they were processed.
-        self.superseded = 0
         self.processed = 0
+
+    def superseded_by_camera(self) -> dict[str, int]:
+        """Items replaced by a newer one of the same camera before inference, per camera."""
+        with self._cond:
+            return {camera: slot.skipped_total for camera, slot in self._slots.items()}
 
     def set_max_rate(self, max_rate_hz: float) -> None:
         if max_rate_hz < 0:
@@ -71,24 +82,23 @@ class InferenceWorker:
     def submit(self, camera: str, item: Any) -> None:
         """Offer the newest item of ``camera``; replaces (and counts) any pending one."""
         with self._cond:
-            if camera in self._slots:
-                self.superseded += 1
-            else:
+            slot = self._slots.setdefault(camera, LatestFrameSlot())
+            if not slot.put(item):  # the slot was empty: the camera queues for a turn
                 self._turns.append(camera)
-            self._slots[camera] = item
             self._cond.notify_all()
 
     @property
     def pending(self) -> int:
+        """Cameras with an item waiting (at most one item each)."""
         with self._cond:
-            return len(self._slots)
+            return len(self._turns)
 
     def idle(self) -> bool:
         """True when nothing is pending or running."""
         with self._cond:
-            return not self._slots and not self._busy
+            return not self._turns and not self._busy
 
-    def _next(self) -> tuple[str, Any] | None:
+    def _next(self) -> tuple[str, Any, int] | None:
         with self._cond:
             while True:
                 if self._stopping:
@@ -98,15 +108,15 @@ class InferenceWorker:
                     camera = self._turns.popleft()
                     self._last_start = self._clock()
                     self._busy = True
-                    return camera, self._slots.pop(camera)
+                    return camera, *self._slots[camera].take()
                 # Waiting here (not sleeping) lets newer frames replace the pending one.
                 self._cond.wait(timeout=wait if self._turns else None)
 
     def _run(self) -> None:
         while (job := self._next()) is not None:
-            camera, item = job
+            camera, item, skipped = job
             try:
-                self._process(camera, item)
+                self._process(camera, item, skipped)
             except Exception as exc:  # noqa: BLE001 - reported, and the worker keeps serving
                 self._on_error(camera, exc)
             finally:

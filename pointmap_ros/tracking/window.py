@@ -135,21 +135,26 @@ def view_overlap(points_in_ref: np.ndarray, K_ref: np.ndarray, valid: np.ndarray
 
 
 class LatestFrameSlot:
-    """Latency policy: a single slot holding the newest unprocessed input.
+    """Latency policy: a single slot holding the newest unprocessed input of one camera.
 
-    The camera callback :meth:`put` s every frame; the worker :meth:`take` s the newest one.
-    A frame overwritten before it was taken is *skipped* and counted, so the backlog is at
-    most one frame whatever the inference speed -- never an unbounded queue. Thread-safe.
+    The camera callback :meth:`put` s every frame; the consumer :meth:`take` s the newest one.
+    A frame overwritten before it was taken is *superseded before inference* and counted, so
+    the backlog is at most one frame whatever the inference speed -- never an unbounded
+    queue. This is the one keep-latest implementation: :class:`DynamicReconPipeline` keeps one
+    per camera for ``submit``/``process_pending`` and the ROS node's ``InferenceWorker`` keeps
+    one per camera; both hand the count returned by :meth:`take` to
+    ``DynamicReconPipeline.process`` (``PipelineOutput.skipped_frames``). Thread-safe.
     """
 
     def __init__(self):
         self._lock = threading.Lock()
         self._item = None
         self._skipped_since_take = 0
+        #: Items superseded since construction (taken or not yet taken successors alike).
         self.skipped_total = 0
 
     def put(self, item) -> bool:
-        """Store ``item``; returns True if an untaken older item was dropped."""
+        """Store ``item``; returns True if an untaken older item was superseded."""
         with self._lock:
             dropped = self._item is not None
             if dropped:
@@ -159,7 +164,7 @@ class LatestFrameSlot:
             return dropped
 
     def take(self) -> tuple[Any, int]:
-        """``(newest item or None, items skipped since the previous take)``."""
+        """``(newest item or None, items superseded since the previous take)``."""
         with self._lock:
             item, skipped = self._item, self._skipped_since_take
             self._item, self._skipped_since_take = None, 0

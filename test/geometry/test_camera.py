@@ -18,11 +18,12 @@ def test_camera_info_valid_and_flat():
 
 
 @pytest.mark.parametrize('k, reason', [
-    (np.zeros(9), 'k_zero'),
-    (np.r_[np.nan, K_ASYM.ravel()[1:]], 'k_nonfinite'),
-    (np.ones(6), 'k_size'),
-    (np.r_[K_ASYM.ravel()[:6], 0.0, 0.0, 0.0], 'k_form'),
-    (np.r_[K_ASYM.ravel()[:2], 500.0, K_ASYM.ravel()[3:]], 'k_principal_point'),
+    (np.zeros(9), 'calibration_zero'),
+    (np.r_[-1.0, K_ASYM.ravel()[1:]], 'calibration_invalid'),
+    (np.r_[np.nan, K_ASYM.ravel()[1:]], 'calibration_nonfinite'),
+    (np.ones(6), 'calibration_values'),
+    (np.r_[K_ASYM.ravel()[:6], 0.0, 0.0, 0.0], 'calibration_form'),
+    (np.r_[K_ASYM.ravel()[:2], 500.0, K_ASYM.ravel()[3:]], 'calibration_principal_point'),
 ])
 def test_camera_info_rejects_bad_k(k, reason):
     with pytest.raises(CalibrationError) as err:

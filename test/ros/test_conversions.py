@@ -113,6 +113,9 @@ def test_camera_info_to_K_and_its_rejections():
         'calibration_nonfinite': camera_info([np.nan] + list(K.ravel()[1:])),
         'calibration_invalid': camera_info([-1.0] + list(K.ravel()[1:])),
         'calibration_size': camera_info(K.ravel(), H + 1, W),
+        # Checks of the shared validation (geometry.camera.intrinsics_from_camera_info).
+        'calibration_form': camera_info(list(K.ravel()[:6]) + [0.0, 0.0, 0.0]),
+        'calibration_principal_point': camera_info([50.0, 0, W + 5.0, 0, 60.0, 2.1, 0, 0, 1]),
     }
     for reason, msg in bad.items():
         with pytest.raises(CalibrationError) as err:

@@ -49,6 +49,9 @@ CASES = {
     'zero CameraInfo K': ('calibration_zero', lambda i, c, d: (i, _k(c, [0.0] * 9), d)),
     'NaN in CameraInfo K': ('calibration_nonfinite',
                             lambda i, c, d: (i, _k(c, [float('nan')] + list(c.k)[1:]), d)),
+    'principal point outside the image': (
+        'calibration_principal_point',
+        lambda i, c, d: (i, _k(c, list(c.k)[:2] + [float(i.width + 10)] + list(c.k)[3:]), d)),
     'missing CameraInfo': ('unmatched_image', lambda i, c, d: (i, None, d)),
 }
 
@@ -132,5 +135,10 @@ def test_burst_faster_than_inference_is_bounded_and_counted(session):
         'processing/dropped superseded_before_inference', 0)) > 0, 15, 'skips counted', proc)
     processed = len(collector.msgs['points']) - published_before
     assert processed < 12, 'every burst frame was inferred: nothing was skipped'
+    # One camera: its per-camera count (the worker's LatestFrameSlot, also the source of
+    # PipelineOutput.skipped_frames) is the whole drop count of that reason.
+    diag = collector.diagnostics()
+    per_camera = [v for k, v in diag.items() if k.endswith(' superseded before inference')]
+    assert per_camera == [diag['processing/dropped superseded_before_inference']], diag
     stamps = collector.stamps('points')
     assert stamps == sorted(stamps)  # never out of order, never a stale frame after a new one

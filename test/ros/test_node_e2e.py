@@ -172,7 +172,8 @@ def test_diagnostics_report_rates_stages_and_engine(run):
     assert diag['processing/units (lengths; flow and velocities)'] == 'm; flow per second'
     for key in ('processing/output rate (Hz)', 'processing/latency from stamp (ms)',
                 'processing/stage inference (ms)', 'processing/stage publish (ms)',
-                'processing/skipped frames', 'input/camera received'):
+                'processing/dropped total', 'processing/camera superseded before inference',
+                'input/camera received'):
         assert key in diag, sorted(diag)
     names = {s.name for s in collector.msgs['diagnostics'][-1].status}
     assert names == {f'{NODE[1:]}: {k}' for k in ('input', 'processing', 'engine')}

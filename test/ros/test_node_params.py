@@ -21,8 +21,9 @@ def test_yaml_mirrors_the_parameter_table():
     values = yaml.safe_load(text)['/**']['ros__parameters']
     assert list(values) == [spec.name for spec in P.PARAMS]
     for spec in P.PARAMS:
-        assert values[spec.name] == spec.default and type(values[spec.name]) is type(
-            spec.default), spec.name
+        default = P.ros_value(spec.default)
+        assert values[spec.name] == default and type(values[spec.name]) is type(
+            default), spec.name
     # [DYNAMIC] tags in the comments match the table.
     lines = text.splitlines()
     for spec in P.PARAMS:
@@ -161,3 +162,12 @@ def test_no_input_warning_names_topics_and_qos(live):
     line = next(x for x in proc.output().splitlines() if 'No usable input' in x)
     for part in ('/camera/image_raw', '/camera/camera_info', 'best_effort', '0.020 s'):
         assert part in line, line
+
+
+def test_spec_defaults_are_immutable_and_declared_as_lists():
+    # The frozen specs share no mutable default; rclpy and YAML get fresh lists.
+    assert not [s.name for s in P.PARAMS if isinstance(s.default, (list, dict, set))]
+    first, second = P.defaults(), P.defaults()
+    assert first['cameras'] == ['/camera'] and first['cameras'] is not second['cameras']
+    first['cameras'].append('/other')
+    assert P.PARAMS_BY_NAME['cameras'].default == ('/camera',)

@@ -68,12 +68,14 @@ def test_diagnostics_snapshot_and_message():
     stats.on_drop('encoding')
     stats.set_engine('ready', {'backend': 'onnxruntime', 'device': 'cpu'})
     snap = stats.snapshot(10.5, {'unmatched_image': 2})
+    snap['superseded'] = {'cam': 4}  # as DynamicReconNode fills it from its worker
     assert snap['input_hz']['cam'] == pytest.approx(10.0)
     assert snap['dropped'] == {'encoding': 1, 'unmatched_image': 2}
     msg = build_diagnostics('recon', snap, Header().stamp, hardware_id='cpu')
     values = {f'{s.name}/{kv.key}': kv.value for s in msg.status for kv in s.values}
     assert values['recon: processing/dropped encoding'] == '1'
-    assert values['recon: processing/skipped frames'] == '3'
+    assert values['recon: processing/dropped total'] == '3'
+    assert values['recon: processing/cam superseded before inference'] == '4'
     assert values['recon: processing/stage inference (ms)'] == '30.000'
     assert values['recon: engine/backend'] == 'onnxruntime'
     assert [s.level for s in msg.status] == [b'\x00'] * 3

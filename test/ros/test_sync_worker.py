@@ -115,9 +115,9 @@ class FakeClock:
 def test_worker_keeps_only_the_newest_item_per_camera():
     done, gate = [], threading.Event()
 
-    def process(camera, item):
+    def process(camera, item, skipped):
         gate.wait(5)
-        done.append((camera, item))
+        done.append((camera, item, skipped))
 
     worker = InferenceWorker(process, lambda c, e: None, max_rate_hz=0)
     worker.start()
@@ -136,15 +136,18 @@ def test_worker_keeps_only_the_newest_item_per_camera():
             time.sleep(0.01)
     finally:
         worker.stop()
-    assert done == [('a', 0), ('a', 49), ('b', 'x')]
-    assert worker.superseded == 48 and worker.processed == 3
+    # The count of superseded items travels with the item that replaced them (-> the
+    # pipeline's PipelineOutput.skipped_frames) and equals the worker's per-camera total.
+    assert done == [('a', 0, 0), ('a', 49, 48), ('b', 'x', 0)]
+    assert worker.superseded_by_camera() == {'a': 48, 'b': 0}
+    assert worker.processed == 3
 
 
 def test_worker_enforces_max_rate_and_reports_errors():
     clock = FakeClock()
     started, errors = [], []
 
-    def process(camera, item):
+    def process(camera, item, skipped):
         started.append(clock.t)
         if item == 'boom':
             raise RuntimeError('boom')
