@@ -141,9 +141,12 @@ def _torch_engine(checkpoint, device, precision, input_shape, kw):
     if not checkpoint:
         raise ConfigError('backend torch needs a checkpoint', name='checkpoint')
     from pointmap_ros.engines.torch_engine import TorchEngine
+    from pointmap_ros.model.checkpoint import read_checkpoint_meta
     device = device or ('cuda' if _cuda_available() else 'cpu')
-    return TorchEngine(checkpoint, device=device, precision=precision, input_shape=input_shape,
-                       **kw)
+    # Like the exported backends, run at the resolution the model was trained at unless told
+    # otherwise: a free-size engine would make the pipeline pick its own size.
+    shape = tuple(input_shape or read_checkpoint_meta(checkpoint)['config']['img_size'])
+    return TorchEngine(checkpoint, device=device, precision=precision, input_shape=shape, **kw)
 
 
 def _onnxruntime_engine(checkpoint, onnx_dir, cache_dir, device, precision, input_shape, kw):
