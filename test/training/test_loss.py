@@ -1,0 +1,136 @@
+"""Properties of the DPM objective (training/loss.py)."""
+
+import pytest
+import torch
+
+from pointmap_ros.errors import ConfigError, InputError
+from pointmap_ros.training.loss import DPMLoss, DPMLossConfig, shared_norm_factor
+from pointmap_ros.types import MAP_NAMES
+
+torch.set_num_threads(1)
+
+
+def _batch(B=2, H=6, W=8, seed=0):
+    """Random GT maps with a moving patch: cross-time maps differ on motion pixels only."""
+    g = torch.Generator().manual_seed(seed)
+    base_i = torch.randn(B, H, W, 3, generator=g) + torch.tensor([0.0, 0.0, 5.0])
+    base_j = torch.randn(B, H, W, 3, generator=g) + torch.tensor([0.0, 0.0, 5.0])
+    motion = torch.zeros(B, H, W, dtype=torch.bool)
+    motion[:, 2:4, 3:6] = True
+    flow = torch.where(motion[..., None], torch.tensor([0.3, 0.0, -0.2]), torch.zeros(3))
+    batch = {'pts_i_ti': base_i, 'pts_i_tj': base_i + flow,
+             'pts_j_ti': base_j - flow, 'pts_j_tj': base_j,
+             'valid_i': torch.ones(B, H, W, dtype=torch.bool),
+             'valid_j': torch.ones(B, H, W, dtype=torch.bool),
+             'motion_i': motion, 'motion_j': motion}
+    return batch
+
+
+def _pred_from(batch, scale=1.0, conf=1.0):
+    pred = {}
+    for m in MAP_NAMES:
+        pred[f'pts_{m}'] = scale * batch[f'pts_{m}'].clone()
+        pred[f'conf_{m}'] = torch.full(batch[f'pts_{m}'].shape[:-1], conf)
+    return pred
+
+
+def test_perfect_prediction_has_zero_regression_error():
+    batch = _batch()
+    loss, metrics = DPMLoss()(_pred_from(batch, scale=3.7), batch)
+    for m in MAP_NAMES:
+        assert metrics[f'reg_{m}'] == pytest.approx(0.0, abs=1e-6)
+    assert metrics['flow_err'] == pytest.approx(0.0, abs=1e-6)
+    assert float(loss) == pytest.approx(0.0, abs=1e-5)  # conf = 1: log term is 0 too
+
+
+def test_loss_is_invariant_to_prediction_and_gt_scale():
+    batch = _batch(seed=1)
+    pred = _pred_from(batch, conf=2.0)
+    pred['pts_i_tj'] = pred['pts_i_tj'] + 0.1 * torch.randn(pred['pts_i_tj'].shape)
+    ref, _ = DPMLoss()(pred, batch)
+    scaled_pred = {k: v * 5.0 if k.startswith('pts') else v for k, v in pred.items()}
+    scaled_gt = {k: v * 0.2 if k.startswith('pts') else v for k, v in batch.items()}
+    assert float(DPMLoss()(scaled_pred, batch)[0]) == pytest.approx(float(ref), rel=1e-5)
+    assert float(DPMLoss()(pred, scaled_gt)[0]) == pytest.approx(float(ref), rel=1e-5)
+
+
+def test_shared_normalisation_keeps_flow_differences():
+    # Predicting the cross-time map as a scaled copy of the same-time map is wrong (it invents
+    # flow everywhere); per-map normalisation would hide it, the shared factor must not.
+    batch = _batch(seed=2)
+    batch['pts_i_tj'] = batch['pts_i_ti'].clone()
+    pred = _pred_from(batch)
+    pred['pts_i_tj'] = 1.2 * pred['pts_i_ti']
+    _, metrics = DPMLoss()(pred, batch)
+    assert metrics['reg_i_tj'] > 0.05
+    assert metrics['flow_err'] > 0.05
+    assert metrics['reg_i_ti'] < metrics['reg_i_tj']
+
+
+def test_shared_norm_factor_is_mean_distance_over_valid_points_of_all_maps():
+    pts = {m: torch.zeros(1, 2, 2, 3) for m in MAP_NAMES}
+    pts['i_ti'][0, 0, 0, 2] = 2.0
+    pts['j_tj'][0, 1, 1, 2] = 4.0
+    pts['j_tj'][0, 0, 0, 2] = 1000.0  # invalid below: must not count
+    valid = {m: torch.zeros(1, 2, 2, dtype=torch.bool) for m in MAP_NAMES}
+    valid['i_ti'][0, 0, 0] = True
+    valid['j_tj'][0, 1, 1] = True
+    assert float(shared_norm_factor(pts, valid)[0]) == pytest.approx(3.0)
+
+
+def test_invalid_pixels_do_not_change_the_loss():
+    batch = _batch(seed=3)
+    batch['valid_i'][:, 0, :] = False
+    pred = _pred_from(batch, conf=1.5)
+    pred['pts_i_ti'] = pred['pts_i_ti'] + 0.05
+    ref, _ = DPMLoss()(pred, batch)
+    pred['pts_i_ti'][:, 0, :] = 1e4
+    batch['pts_i_tj'][:, 0, :] = float('nan')
+    assert float(DPMLoss()(pred, batch)[0]) == pytest.approx(float(ref), rel=1e-6)
+
+
+def test_confidence_term_and_alpha():
+    batch = _batch(seed=4)
+    pred = _pred_from(batch, conf=3.0)
+    loss, _ = DPMLoss(DPMLossConfig(alpha=0.2))(pred, batch)
+    assert float(loss) == pytest.approx(-4 * 0.2 * torch.log(torch.tensor(3.0)).item(), rel=1e-5)
+
+
+def test_dynamic_weight_fixes_the_weight_of_moving_pixels():
+    batch = _batch(seed=5)
+    pred = _pred_from(batch)
+    for m in MAP_NAMES:
+        pred[f'pts_{m}'] = pred[f'pts_{m}'] + 0.1
+        pred[f'conf_{m}'] = torch.full_like(pred[f'conf_{m}'], 2.0).requires_grad_(True)
+    loss, _ = DPMLoss(DPMLossConfig(dynamic_weight=5.0))(pred, batch)
+    loss.backward()
+    grad = pred['conf_i_tj'].grad
+    # Moving pixels: weight is fixed (no gradient to their confidence); static ones learn it.
+    assert torch.all(grad[batch['motion_i']] == 0)
+    assert torch.all(grad[~batch['motion_i']] != 0)
+    plain, _ = DPMLoss()(pred, batch)
+    assert float(loss.detach()) > float(plain.detach())
+
+
+def test_flow_weight_adds_the_flow_term():
+    batch = _batch(seed=6)
+    pred = _pred_from(batch)
+    pred['pts_i_tj'] = pred['pts_i_ti'].clone()  # zero predicted flow
+    plain, metrics = DPMLoss()(pred, batch)
+    with_flow, _ = DPMLoss(DPMLossConfig(flow_weight=2.0))(pred, batch)
+    assert metrics['flow_err'] > 0
+    assert float(with_flow) == pytest.approx(float(plain) + 2.0 * metrics['flow_err'], rel=1e-5)
+
+
+def test_shape_mismatch_and_bad_config_raise():
+    batch = _batch()
+    pred = _pred_from(batch)
+    pred['pts_j_ti'] = pred['pts_j_ti'][:, :-1]
+    with pytest.raises(InputError, match='pts_j_ti'):
+        DPMLoss()(pred, batch)
+    with pytest.raises(ConfigError, match='alpha'):
+        DPMLoss(DPMLossConfig(alpha=0.0))
+    with pytest.raises(ConfigError, match='map_weights'):
+        DPMLoss(DPMLossConfig(map_weights=(1.0, 1.0)))
+    with pytest.raises(ConfigError, match='flow_weight'):
+        DPMLoss(DPMLossConfig(flow_weight=-1.0))
