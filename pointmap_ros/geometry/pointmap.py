@@ -71,8 +71,24 @@ def confidence_threshold(conf: np.ndarray, threshold: float,
     sub = conf[::step, ::step]
     finite = sub[np.isfinite(sub)]
     if finite.size:
-        return min(threshold, float(np.quantile(finite, relative_quantile)))
+        return min(threshold, _quantile(finite, relative_quantile))
     return threshold
+
+
+def _quantile(values: np.ndarray, q: float) -> float:
+    """``float(np.quantile(values, q))`` (default 'linear' method) of a non-empty 1-D array
+    of finite values, bit for bit: the same partition and interpolation without NumPy's
+    generic machinery (~0.1 ms of Python per call, several calls per frame)."""
+    n = values.size
+    virtual = (n - 1) * float(q)
+    lo = int(np.floor(virtual))
+    hi = min(lo + 1, n - 1)
+    gamma = virtual - lo
+    part = np.partition(values, (lo, hi))
+    a, b = part[lo], part[hi]
+    diff = b - a
+    # NumPy's _lerp: from the nearer end, so q = 1 gives b exactly.
+    return float(b - diff * (1 - gamma) if gamma >= 0.5 else a + diff * gamma)
 
 
 def invalid_as_nan(valid: np.ndarray, dtype=np.float32) -> np.ndarray:

@@ -74,12 +74,16 @@ def relative_pose_pnp(pts_j_in_i: np.ndarray, K: np.ndarray, mask: np.ndarray | 
     if mask is not None and mask.shape != sub.shape[:2]:
         mask = mask[::stride, ::stride]
     z = sub[..., 2]
-    ok = (z > -np.inf) & (z < np.inf)  # finite z; x, y are checked on the sampled points
+    ok = np.isfinite(z)  # x, y are checked on the sampled points
     if mask is not None:
         ok &= mask
-    # Full-size flat indices of the usable grid pixels (no strided copies of the maps).
-    rows, cols = np.nonzero(ok)
-    idx = rows * (stride * W) + cols * stride
+    # Full-size flat indices of the usable grid pixels (no strided copies of the maps);
+    # at stride 1 they are the mask's own flat indices (one pass instead of three).
+    if stride == 1:
+        idx = np.flatnonzero(ok)
+    else:
+        rows, cols = np.nonzero(ok)
+        idx = rows * (stride * W) + cols * stride
     if len(idx) < 6:
         raise PoseError(f'PnP needs >= 6 usable pixels, got {len(idx)}', 'pnp_too_few_points')
     rng = np.random.default_rng(seed)

@@ -7,8 +7,8 @@ on at most ``max_fit_points`` of its pixels (the fit is a statistic of hundreds 
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
-from scipy import ndimage
 
 from pointmap_ros.geometry.transforms import se3_apply, se3_compose, se3_inverse
 from pointmap_ros.pipeline.config import PipelineConfig
@@ -47,11 +47,16 @@ def instance_labels(cfg: PipelineConfig, stride: int, motion: np.ndarray,
         return small, n
     if n == 0:
         return np.zeros((H, W), np.int32), 0
-    grown = ndimage.grey_dilation(small, size=(3, 3))
+    # OpenCV on float32 labels (exact below 2^24; the work grid has far fewer pixels): its
+    # 3x3 dilation and nearest-neighbour upscaling by the integer stride give the same
+    # labels as ndimage.grey_dilation and block replication, several times faster.
+    assert n < 2 ** 24
+    small = small.astype(np.float32)
+    grown = cv2.dilate(small, np.ones((3, 3), np.uint8))
     small = np.where(small > 0, small, grown)
     h, w = small.shape
-    full = np.broadcast_to(small[:, None, :, None], (h, st, w, st)).reshape(h * st, w * st)
-    full = full[:H, :W] * motion  # int32 * bool: labels on motion pixels only
+    full = cv2.resize(small, (w * st, h * st), interpolation=cv2.INTER_NEAREST)
+    full = full[:H, :W].astype(np.int32) * motion  # int32 * bool: labels on motion pixels only
     return full, n
 
 
@@ -76,9 +81,9 @@ def detect_objects(cfg: PipelineConfig, labels: np.ndarray, n_inst: int, pk: Pai
     T_kf_w = se3_inverse(T_w_kf)
     # Labelled pixels with valid flow (a small part of the image), then one comparison per
     # instance (a handful): cheaper than sorting them by label.
-    flat = (labels * pk.valid_flow).ravel()
-    nz = np.flatnonzero(flat)
-    nz_labels = flat[nz]
+    nz = np.flatnonzero(labels)
+    nz = nz[pk.valid_flow.ravel()[nz]]
+    nz_labels = labels.ravel()[nz]
     rng = np.random.default_rng(cfg.seed)
     src_all, dst_all = pk.j_ti.reshape(-1, 3), pk.j_tj.reshape(-1, 3)
     conf = pk.maps.conf_j_tj.ravel()

@@ -225,7 +225,10 @@ class DynamicReconPipeline:
         scene_depth = median_depth(pk.strided('i_ti', st), pk.gate('i_ti', st))
         if not math.isfinite(scene_depth):
             raise PoseError('keyframe pair has no valid points', 'no_points')
-        motion = self._motion(views, wf.stamp, scene_depth) & pk.valid_j
+        # Not yet restricted to valid pixels: ``static`` below excludes the invalid ones
+        # anyway, and ``motion &= valid`` (valid within pk.valid_j) does it once the pose is
+        # known.
+        motion = self._motion(views, wf.stamp, scene_depth)
         # Camera pose from the keyframe pair, static pixels only. PnP samples a few hundred
         # of them; candidates stay full-size (~0.3 ms more than the work grid at 512x288)
         # because with noisy maps the pose error is dominated by which slow movers the
@@ -288,7 +291,9 @@ class DynamicReconPipeline:
             lut[lab] = tid
             out_lut[lab] = tid if tid in published else 0
         wf.track_ids = np.take(lut, labels)  # np.take: several times faster than lut[labels]
-        instance_ids = np.take(out_lut, labels)
+        # Usually every track is published: then a copy is ~10x cheaper than a second take.
+        instance_ids = (wf.track_ids.copy() if np.array_equal(lut, out_lut)
+                        else np.take(out_lut, labels))
         kf_index = kf.index
         self._maybe_switch_keyframe(cs, wf, pk, valid)
         timings['tracking'] = _ms(t3)

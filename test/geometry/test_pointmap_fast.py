@@ -78,3 +78,14 @@ def test_ransac_reports_residuals_of_all_points():
     res = ransac_umeyama(src, dst, threshold=0.05)
     np.testing.assert_allclose(res.residuals, np.linalg.norm(dst - se3_apply(res.T, src), axis=1))
     assert res.inliers.sum() == 190 and res.residuals[10:].max() < 1e-9
+
+
+@pytest.mark.parametrize('dtype', [np.float32, np.float64])
+def test_private_quantile_equals_numpy_quantile(dtype):
+    """The confidence gate's fast quantile must be np.quantile ('linear') bit for bit."""
+    from pointmap_ros.geometry.pointmap import _quantile
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 3, 17, 1000, 4096):
+        values = (rng.standard_normal(n) * 3 + 2).astype(dtype)
+        for q in (0.0, 0.1, 0.25, 0.5, 0.77, 0.9, 1.0):
+            assert _quantile(values, q) == float(np.quantile(values, q)), (n, q)
