@@ -1,4 +1,4 @@
-"""``dynamic_recon_node``: the thin ROS 2 layer over the pipeline (``pipeline.py``).
+"""``dynamic_recon_node``: the thin ROS 2 layer over the pipeline (``pointmap_ros.pipeline``).
 
 Executor thread: subscriptions pair image/camera_info(/depth) by stamp, convert and validate
 them, and hand the newest set per camera to the inference worker; timers publish diagnostics
