@@ -11,9 +11,11 @@ from dataclasses import dataclass
 
 from pointmap_ros.errors import ConfigError
 
-__all__ = ['ModelConfig', 'PRESETS', 'HEAD_TYPES']
+__all__ = ['ModelConfig', 'PRESETS', 'HEAD_TYPES', 'CROSS_TIME_MODES']
 
 HEAD_TYPES = ('linear', 'dpt')
+#: How heads 3/4 predict the cross-time maps: directly, or as an offset from heads 1/2.
+CROSS_TIME_MODES = ('absolute', 'residual')
 
 
 @dataclass
@@ -34,6 +36,10 @@ class ModelConfig:
         num_maps: 4 for DPM (four heads), 2 for a plain DUSt3R/MonST3R pair model.
         img_size: native ``(H, W)`` input resolution (pixels), the default of engines and
             export; the network itself accepts any multiple of ``patch_size``.
+        cross_time: ``'absolute'`` (DPM: heads 3/4 regress P_i(t_j), P_j(t_i) like heads 1/2)
+            or ``'residual'`` (heads 3/4 regress offsets: ``P_i(t_j) = P_i(t_i) + Δ_i``,
+            ``P_j(t_i) = P_j(t_j) + Δ_j``; needs ``num_maps=4``). JSONs written before the
+            field existed load as ``'absolute'``.
     """
 
     patch_size: int = 16
@@ -52,6 +58,7 @@ class ModelConfig:
     rope_freq: float = 100.0
     num_maps: int = 4
     img_size: tuple[int, int] = (288, 512)
+    cross_time: str = 'absolute'
 
     def __post_init__(self):
         self.dpt_layer_dims = tuple(int(v) for v in self.dpt_layer_dims)
@@ -88,6 +95,10 @@ class ModelConfig:
             fail('head_type', f'expected one of {HEAD_TYPES}')
         if self.num_maps not in (2, 4):
             fail('num_maps', 'expected 2 (DUSt3R pair) or 4 (DPM)')
+        if self.cross_time not in CROSS_TIME_MODES:
+            fail('cross_time', f'expected one of {CROSS_TIME_MODES}')
+        if self.cross_time == 'residual' and self.num_maps != 4:
+            fail('cross_time', f'residual cross-time heads need num_maps=4, not {self.num_maps}')
         if len(self.dpt_layer_dims) != 4:
             fail('dpt_layer_dims', 'expected 4 widths')
         if self.head_type == 'dpt':

@@ -14,6 +14,12 @@ module                    tokens             output (all in camera i's frame)
 ========================  =================  ===============================================
 
 With ``num_maps=2`` only heads 1 and 2 exist and the model is a plain DUSt3R/MonST3R network.
+
+With ``config.cross_time == 'residual'`` heads 3/4 keep their classes and state-dict keys, but
+their point channels are an offset added to the same-time map of the same pixels:
+``P_i(t_j) = P_i(t_i) + Δ_i`` (head 3 onto head 1), ``P_j(t_i) = P_j(t_j) + Δ_j`` (head 4 onto
+head 2), so the flow ``P_i(t_j) - P_i(t_i)`` is Δ_i itself instead of the difference of two
+independently regressed maps.
 """
 
 from __future__ import annotations
@@ -24,19 +30,22 @@ import numpy as np
 import torch
 from torch import nn
 
-from pointmap_ros.errors import InputError
+from pointmap_ros.errors import ConfigError, InputError
 from pointmap_ros.model.config import ModelConfig
-from pointmap_ros.model.heads import DPTHead, LinearHead, postprocess
+from pointmap_ros.model.heads import DPTHead, LinearHead, postprocess, postprocess_offset
 from pointmap_ros.model.layers import Block, DecoderBlock, PatchEmbed, rope2d_table
 from pointmap_ros.model.layers.blocks import LN_EPS
 
-__all__ = ['DynamicPointMapNet', 'HEAD_MAPS', 'OUTPUT_NAMES', 'image_to_input']
+__all__ = ['DynamicPointMapNet', 'HEAD_MAPS', 'OUTPUT_NAMES', 'RESIDUAL_BASE', 'image_to_input',
+           'zero_init_cross_time_offsets']
 
 #: Head index -> DPM map it predicts (``<pixels of image>_<time>``).
 HEAD_MAPS = {1: 'i_ti', 2: 'j_tj', 3: 'i_tj', 4: 'j_ti'}
 #: Output names in the order of :data:`pointmap_ros.types.MAP_NAMES` (flat export order).
 OUTPUT_NAMES = tuple(f'{kind}_{name}' for name in ('i_ti', 'i_tj', 'j_ti', 'j_tj')
                      for kind in ('pts', 'conf'))
+#: Residual mode: cross-time head -> the same-time head whose points its offset is added to.
+RESIDUAL_BASE = {3: 1, 4: 2}
 
 
 def image_to_input(image: np.ndarray, device: torch.device | str = 'cpu') -> torch.Tensor:
@@ -79,6 +88,8 @@ class DynamicPointMapNet(nn.Module):
         for k in range(1, c.num_maps + 1):
             setattr(self, f'downstream_head{k}', self._make_head())
         self._init_weights()
+        if c.cross_time == 'residual':
+            zero_init_cross_time_offsets(self)
 
     # -- construction -----------------------------------------------------------------------
     def _make_head(self) -> nn.Module:
@@ -188,8 +199,12 @@ class DynamicPointMapNet(nn.Module):
 
     def _postprocess(self, raw: dict) -> dict:
         maps = {}
-        for k, out in raw.items():
-            pts, conf = postprocess(out)
+        for k, out in sorted(raw.items()):   # heads 1/2 first: residual heads add onto them
+            if self.config.cross_time == 'residual' and k in RESIDUAL_BASE:
+                offset, conf = postprocess_offset(out)
+                pts = maps[HEAD_MAPS[RESIDUAL_BASE[k]]][0] + offset
+            else:
+                pts, conf = postprocess(out)
             maps[HEAD_MAPS[k]] = (pts, conf)
         result = {}
         for name in OUTPUT_NAMES:
@@ -234,6 +249,26 @@ class DynamicPointMapNet(nn.Module):
         result.update({f'head{k}_raw': out for k, out in raw.items()})
         result.update(self._postprocess(raw))
         return result
+
+
+def zero_init_cross_time_offsets(model: DynamicPointMapNet) -> None:
+    """Zero the point channels of heads 3/4's last layer (residual mode): Δ_i = Δ_j = 0 for any
+    input, so the predicted flow is exactly 0 until training moves them.
+
+    The constructor does this for ``cross_time='residual'``; call it again after loading or
+    copying weights into heads 3/4 (e.g. converted DUSt3R/MonST3R heads, which start as copies
+    of heads 1/2: their confidence channel is kept, their point channels become zero offsets).
+
+    Raises:
+        ConfigError: when the model is not in residual mode (zeroing an absolute head would
+            put every cross-time point at the camera centre).
+    """
+    if model.config.cross_time != 'residual':
+        raise ConfigError(f"zero_init_cross_time_offsets needs cross_time='residual', model "
+                          f'has {model.config.cross_time!r}', name='cross_time',
+                          value=model.config.cross_time)
+    for k in RESIDUAL_BASE:
+        model.head(k).zero_point_channels()
 
 
 def _heads_in_own_precision(device: torch.device):

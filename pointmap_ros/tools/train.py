@@ -30,8 +30,8 @@ import torch
 from pointmap_ros.data.dataset import DPMPairDataset, DPMPairStream, PairDataConfig, split_seeds
 from pointmap_ros.errors import ConfigError, PointmapError
 from pointmap_ros.model.checkpoint import convert_checkpoint, load_checkpoint
-from pointmap_ros.model.config import ModelConfig
-from pointmap_ros.model.dpm import DynamicPointMapNet
+from pointmap_ros.model.config import CROSS_TIME_MODES, ModelConfig
+from pointmap_ros.model.dpm import DynamicPointMapNet, zero_init_cross_time_offsets
 from pointmap_ros.training.loss import DPMLoss, DPMLossConfig
 from pointmap_ros.training.trainer import Trainer, TrainConfig, seed_everything
 
@@ -68,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
                        '.pth (heads 3/4 start as copies of heads 1/2); default: from scratch')
     model.add_argument('--copy-cross-heads', action='store_true',
                        help='with --init: reset heads 3/4 to copies of heads 1/2 (zero flow)')
+    model.add_argument('--cross-time', choices=CROSS_TIME_MODES, default=None,
+                       help="cross-time heads 3/4: 'absolute' maps or 'residual' offsets from "
+                       'heads 1/2 (zero-initialised, so flow starts at exactly 0); default: '
+                       "the --init checkpoint's mode, else 'absolute'")
     model.add_argument('--train-only', nargs='+', metavar='PREFIX',
                        help='train only parameters whose names start with one of these '
                        'prefixes (e.g. downstream_head3 downstream_head4); freeze the rest')
@@ -117,6 +121,10 @@ def build_model(args, size: tuple[int, int]) -> DynamicPointMapNet:
 
     An official DUSt3R-family file is converted once into ``--out/init.*`` (its heads 3/4
     start as copies of heads 1/2); its architecture then comes from the file, not the preset.
+    ``--cross-time`` overrides the mode of the file / config. Switching an initial model to
+    'residual' zeroes the point channels of heads 3/4's last layer (flow exactly 0; the rest of
+    heads 3/4, copies of heads 1/2 for a converted file, is kept); switching it to 'absolute'
+    resets heads 3/4 to copies of heads 1/2 (offset channels are no point maps).
     """
     if args.init:
         init = args.init
@@ -125,14 +133,24 @@ def build_model(args, size: tuple[int, int]) -> DynamicPointMapNet:
                                       img_size=size)
         model = load_checkpoint(init)
         model.config.img_size = size
+        if args.cross_time not in (None, model.config.cross_time):
+            model.config = ModelConfig.from_dict({**model.config.to_dict(),
+                                                  'cross_time': args.cross_time})
+            if args.cross_time == 'residual':
+                zero_init_cross_time_offsets(model)
+            else:
+                _copy_cross_heads(model)
         if args.copy_cross_heads:
             _copy_cross_heads(model)
         return model
+    overrides = {'img_size': list(size)}
+    if args.cross_time:
+        overrides['cross_time'] = args.cross_time
     if args.config:
         with open(args.config) as f:
-            config = ModelConfig.from_dict({**json.load(f), 'img_size': list(size)})
+            config = ModelConfig.from_dict({**json.load(f), **overrides})
     else:
-        config = ModelConfig.preset(args.preset, img_size=size)
+        config = ModelConfig.preset(args.preset, **overrides)
     model = DynamicPointMapNet(config)
     _copy_cross_heads(model)
     return model
@@ -140,10 +158,13 @@ def build_model(args, size: tuple[int, int]) -> DynamicPointMapNet:
 
 def _copy_cross_heads(model: DynamicPointMapNet) -> None:
     """Heads 3/4 := heads 1/2, as when converting a DUSt3R checkpoint: the predicted flow is
-    then exactly zero (the zero-flow baseline) and training departs from it."""
+    then exactly zero (the zero-flow baseline) and training departs from it. In residual mode
+    the copied point channels are then zeroed (zero offsets; the confidences stay copies)."""
     if model.config.num_maps == 4:
         model.downstream_head3.load_state_dict(model.downstream_head1.state_dict())
         model.downstream_head4.load_state_dict(model.downstream_head2.state_dict())
+        if model.config.cross_time == 'residual':
+            zero_init_cross_time_offsets(model)
 
 
 def freeze_except(model: torch.nn.Module, prefixes: list[str]) -> int:

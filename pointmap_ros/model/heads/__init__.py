@@ -2,6 +2,6 @@
 
 from pointmap_ros.model.heads.dpt import DPTHead
 from pointmap_ros.model.heads.linear import LinearHead
-from pointmap_ros.model.heads.postprocess import postprocess
+from pointmap_ros.model.heads.postprocess import postprocess, postprocess_offset
 
-__all__ = ['DPTHead', 'LinearHead', 'postprocess']
+__all__ = ['DPTHead', 'LinearHead', 'postprocess', 'postprocess_offset']

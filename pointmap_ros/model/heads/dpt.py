@@ -131,3 +131,11 @@ class DPTHead(nn.Module):
         path = dpt.scratch.refinenet2(path, l2)
         path = dpt.scratch.refinenet1(path, l1)
         return dpt.head(path)
+
+    @torch.no_grad()
+    def zero_point_channels(self) -> None:
+        """Zero the last 1x1 conv's weights and biases of channels 0..2 (points), so they are
+        exactly 0 for any input; the confidence channel is untouched."""
+        last = self.dpt.head[-1]
+        last.weight[:3].zero_()
+        last.bias[:3].zero_()

@@ -35,3 +35,11 @@ class LinearHead(nn.Module):
         x = tokens[-1]
         feat = self.proj(x).transpose(-1, -2).reshape(x.shape[0], -1, h // p, w // p)
         return F.pixel_shuffle(feat, p)
+
+    @torch.no_grad()
+    def zero_point_channels(self) -> None:
+        """Zero the weights and biases of output channels 0..2 (points), so they are exactly 0
+        for any input; the confidence channel is untouched."""
+        rows = 3 * self.patch_size ** 2   # channel c owns rows c*p*p .. (c+1)*p*p - 1
+        self.proj.weight[:rows].zero_()
+        self.proj.bias[:rows].zero_()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ['postprocess', 'is_exporting']
+__all__ = ['postprocess', 'postprocess_offset', 'is_exporting']
 
 
 def is_exporting() -> bool:
@@ -37,3 +37,22 @@ def postprocess(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     pts = xyz / dist.clamp(min=1e-8) * grow
     conf = 1.0 + fmap[..., 3].exp()
     return pts, conf
+
+
+def postprocess_offset(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Map a raw residual cross-time head output to a point offset and confidence.
+
+    The 3 point channels are the offset itself, with no ``exp`` depth mapping: an offset is
+    small and signed (static pixels: 0), and ``v / |v| * (e^|v| - 1)`` would be ill-defined in
+    direction at 0 and only approximately 0 nearby (the ``1e-8`` clamp), whereas the identity
+    gives exactly 0 flow whenever the raw output is 0 (a zero-initialised head). Confidence is
+    ``1 + e^c`` as in :func:`postprocess`.
+
+    Args:
+        raw: ``[B, 4, H, W]`` head output (channels dx, dy, dz, confidence).
+
+    Returns:
+        ``offset [B, H, W, 3]`` (model units, camera-i optical frame) and ``conf [B, H, W]``.
+    """
+    fmap = raw.permute(0, 2, 3, 1)
+    return fmap[..., 0:3], 1.0 + fmap[..., 3].exp()
