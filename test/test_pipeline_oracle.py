@@ -15,6 +15,7 @@ from pointmap_ros.errors import CalibrationError, EngineError, InputError
 from pointmap_ros.geometry.transforms import pose_error, se3_compose, se3_inverse
 from pointmap_ros.pipeline import DynamicReconPipeline, FrameInput, PipelineConfig
 from pointmap_ros.tools.noise_study import EXACT_CONFIG, evaluate_oracle, id_switches, summarize
+from pointmap_ros.tracking.tracker import TrackerConfig
 
 H, W, N = 120, 160, 24
 
@@ -60,10 +61,12 @@ def test_exact_track_ids_stable_through_crossing_and_occlusion(exact_run):
     events = gen.events
     track_of = exact_run.track_of
     assert len(track_of) >= 3
-    # Every object is tracked from frame 2 on (birth needs two hits), with one id each...
+    # Every object is tracked once its track is confirmed (min_hits detections: outputs
+    # min_hits - 1 on), with one id each...
     ids = {}
+    confirmed = TrackerConfig().min_hits - 1
     for gid, per_frame in track_of.items():
-        seen = {i for i in per_frame[1:] if i >= 0}
+        seen = {i for i in per_frame[confirmed:] if i >= 0}
         assert 0 not in seen, (gid, per_frame)
         assert len(seen) == 1, (gid, per_frame)
         ids[gid] = seen.pop()

@@ -35,6 +35,12 @@ class Engine(abc.ABC):
     backend: str = 'abstract'
     #: Why this backend was chosen (set by :func:`pointmap_ros.engines.factory.create_engine`).
     selection: str | None = None
+    #: What the cross-time maps P_i(t_j), P_j(t_i) are: ``'trained'`` (DPM heads),
+    #: ``'initialised'`` (copies of the same-time heads, as in a converted DUSt3R / MonST3R
+    #: checkpoint: zero flow by construction), ``'exact'`` (ground truth) or ``'withheld'``
+    #: (an oracle serving the same-time maps in their place). The pipeline's
+    #: ``cross_time_source: auto`` reads it.
+    cross_time_heads: str = 'trained'
 
     def __init__(self, cache_size: int = 16):
         self._cache: collections.OrderedDict[str, Any] = collections.OrderedDict()
@@ -60,7 +66,7 @@ class Engine(abc.ABC):
     def info(self) -> EngineInfo:
         """Backend description for logs and diagnostics."""
         return EngineInfo(backend=self.backend, input_shape=self.input_shape,
-                          selection=self.selection)
+                          selection=self.selection, cross_time_heads=self.cross_time_heads)
 
     def close(self) -> None:
         """Release backend resources (GPU memory, sessions). Idempotent."""

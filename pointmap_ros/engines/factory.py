@@ -134,6 +134,9 @@ def create_engine(backend: str = 'auto', *, checkpoint=None, onnx_dir=None, engi
         engine = _tensorrt_engine(checkpoint, onnx_dir, engine_path, cache_dir, device,
                                   precision, input_shape, kw)
     engine.selection = reason
+    if checkpoint:
+        from pointmap_ros.model.checkpoint import cross_time_heads, read_checkpoint_meta
+        engine.cross_time_heads = cross_time_heads(read_checkpoint_meta(checkpoint))
     return engine
 
 

@@ -107,7 +107,8 @@ class OnnxRuntimeEngine(Engine):
                                           key_j=frame_j.key)
 
     def info(self) -> EngineInfo:
-        return EngineInfo(backend=self.backend, input_shape=self.input_shape,
+        return EngineInfo(backend=self.backend,
+                          cross_time_heads=self.cross_time_heads, input_shape=self.input_shape,
                           precision='fp32', providers=list(self.providers),
                           model=self.export.model_name,
                           weights_sha256=self.export.weights_sha256,

@@ -50,14 +50,20 @@ class OracleEngine(Engine):
         by_frame: call ``source(frame_i, frame_j)`` instead of ``source(key_i, key_j)``.
         memoize: keep every pair served, so a second pass over the same frames is a lookup
             (benchmarks: the ground truth's own computation stays out of the timed pass).
+        two_map: withhold the cross-time maps as a converted DUSt3R checkpoint would: serve
+            ``P_i(t_i)`` as ``P_i(t_j)`` and ``P_j(t_j)`` as ``P_j(t_i)`` (zero flow), and
+            report ``cross_time_heads = 'withheld'``. Exact same-time maps with no motion
+            information: what the correspondence stage has to recover.
     """
 
     backend = 'oracle'
 
     def __init__(self, source: Callable[..., DynamicPointMaps],
                  input_shape: tuple[int, int], noise_std: float = 0.0, noise_seed: int = 0,
-                 by_frame: bool = False, memoize: bool = False):
+                 by_frame: bool = False, memoize: bool = False, two_map: bool = False):
         super().__init__(cache_size=0)
+        self.two_map = bool(two_map)
+        self.cross_time_heads = 'withheld' if two_map else 'exact'
         self._source = source
         self._served: dict | None = {} if memoize else None
         self._by_frame = by_frame
@@ -84,18 +90,24 @@ class OracleEngine(Engine):
             seed = [self.noise_seed] + [ord(ch) for ch in f'{enc_i}|{enc_j}']
             maps = add_map_noise(maps, self.noise_std, int(np.random.SeedSequence(seed)
                                                            .generate_state(1)[0]))
+        if self.two_map:
+            maps = dataclasses.replace(
+                maps, pts_i_tj=maps.pts_i_ti.copy(), conf_i_tj=maps.conf_i_ti.copy(),
+                pts_j_ti=maps.pts_j_tj.copy(), conf_j_ti=maps.conf_j_tj.copy())
         maps = dataclasses.replace(maps, key_i=frame_i.key, key_j=frame_j.key)
         if self._served is not None:
             self._served[(enc_i, enc_j)] = maps
         return maps
 
     def info(self) -> EngineInfo:
-        return EngineInfo(backend=self.backend, input_shape=self._shape,
-                          noise_std=self.noise_std)
+        return EngineInfo(backend=self.backend,
+                          cross_time_heads=self.cross_time_heads, input_shape=self._shape,
+                          noise_std=self.noise_std, two_map=self.two_map)
 
     @classmethod
     def from_scene(cls, scene_config, seed: int = 0, noise_std: float = 0.0,
-                   noise_seed: int = 0, memoize: bool = False) -> 'OracleEngine':
+                   noise_seed: int = 0, memoize: bool = False,
+                   two_map: bool = False) -> 'OracleEngine':
         """Oracle over :class:`pointmap_ros.data.scenes.SceneGenerator` ground truth.
 
         The generator object is available as ``engine.scene`` (to render the images).
@@ -117,6 +129,6 @@ class OracleEngine(Engine):
             return gen.pair_ground_truth(index(frame_i), index(frame_j)).maps
 
         engine = cls(source, (scene_config.height, scene_config.width), noise_std, noise_seed,
-                     by_frame=True, memoize=memoize)
+                     by_frame=True, memoize=memoize, two_map=two_map)
         engine.scene = gen
         return engine

@@ -285,7 +285,8 @@ class TensorRTEngine(Engine):
 
     def info(self) -> EngineInfo:
         gpu_name, capability, version = self._gpu
-        return EngineInfo(backend=self.backend, input_shape=self.input_shape,
+        return EngineInfo(backend=self.backend,
+                          cross_time_heads=self.cross_time_heads, input_shape=self.input_shape,
                           precision=self.precision, device=str(self._device), gpu=gpu_name,
                           compute_capability='%d.%d' % capability, tensorrt=version,
                           model=self.export.model_name, weights_sha256=self.export.weights_sha256,

@@ -123,7 +123,8 @@ class TorchEngine(Engine):
         if self._model_hash is None:
             self._model_hash = state_dict_sha256(self.model)
         cfg = self.model.config
-        return EngineInfo(backend=self.backend, device=str(self.device),
+        return EngineInfo(backend=self.backend,
+                          cross_time_heads=self.cross_time_heads, device=str(self.device),
                           precision=self.precision, input_shape=self.input_shape,
                           native_shape=tuple(cfg.img_size), model_hash=self._model_hash,
                           checkpoint=self.checkpoint, head_type=cfg.head_type,

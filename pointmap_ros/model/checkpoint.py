@@ -37,7 +37,8 @@ from pointmap_ros.model.official_config import (config_from_official_kwargs, det
 
 __all__ = ['FORMAT', 'FORMAT_VERSION', 'OfficialCheckpoint', 'checkpoint_paths',
            'save_checkpoint', 'load_checkpoint', 'read_checkpoint_meta', 'load_state_dict_checked',
-           'state_dict_sha256', 'read_official_checkpoint', 'convert_checkpoint']
+           'state_dict_sha256', 'read_official_checkpoint', 'convert_checkpoint',
+           'cross_time_heads']
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +134,16 @@ def read_checkpoint_meta(path) -> dict:
     except (ConfigError, TypeError) as exc:
         raise CheckpointError(f'{json_path} holds an invalid model config: {exc}') from exc
     return meta
+
+
+def cross_time_heads(meta: dict) -> str:
+    """``'initialised'`` when a checkpoint's cross-time heads (3 and 4) are only copies of
+    its same-time heads -- the converter records ``'init from source head<k>'`` for a
+    DUSt3R / MonST3R file, whose P_i(t_j) therefore equals P_i(t_i) -- else ``'trained'``."""
+    provenance = (meta.get('source') or {}).get('heads') or {}
+    copied = [str(provenance.get(f'downstream_head{k}', '')).startswith('init')
+              for k in (3, 4)]
+    return 'initialised' if any(copied) else 'trained'
 
 
 def load_checkpoint(path, map_location='cpu', *, verify_hash: bool = True) -> DynamicPointMapNet:

@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass, field
 
 from pointmap_ros.errors import ConfigError
+from pointmap_ros.pipeline.correspondence import CROSS_TIME_SOURCES, FLOW_PRESETS
 from pointmap_ros.tracking.tracker import TrackerConfig
 
 __all__ = ['PipelineConfig']
@@ -57,6 +58,25 @@ class PipelineConfig:
         keyframe_tracks: also output ``keyframe_points_world`` (one more full-size transform).
         fixed_scale: metres per model unit when known a priori (None = not given).
         seed: seed of every random choice (results are deterministic).
+        cross_time_source: where P_i(t_j) and P_j(t_i) come from: ``'network'`` (the
+            engine's cross-time heads), ``'correspondence'`` (dense optical flow + same-time
+            maps, pipeline/correspondence.py), ``'fused'`` (correspondences where observed,
+            the network elsewhere) or ``'auto'`` (correspondences when the engine's
+            cross-time heads are untrained copies, e.g. a converted DUSt3R checkpoint).
+            With correspondences, motion is decided in the image (pipeline/motion.py).
+        flow_preset: DIS optical-flow preset (``'ultrafast'``, ``'fast'``, ``'medium'``).
+        flow_width: optical flow runs on the model crop at this many pixels across (at most
+            the camera's width), then is resampled to the model resolution: the knob
+            between flow accuracy and its cost (~25 ms per pair at 256 on one core).
+        flow_min_px: a pixel moves when its flow misses the camera-induced position by
+            more than this many model pixels...
+        flow_noise_mult: ...and by more than this multiple of the pair's median miss.
+        flow_reliable_px: the maps are trusted for the induced flow when the pixels the
+            epipolar fit calls static miss it by at most this (median, model pixels); else
+            the epipolar residual decides.
+        flow_inlier_px: RANSAC threshold of the epipolar / homography fit (model pixels).
+        camera_still_px: the camera did not move when the static pixels' median flow is
+            below this (model pixels); its pose is then kept exactly.
     """
 
     input_size: tuple = (224, 224)
@@ -74,7 +94,7 @@ class PipelineConfig:
     min_region_frac: float = 5e-4
     cluster_jump_rel: float = 0.05
     cluster_flow_jump_rel: float = 0.5
-    min_instance_frac: float = 1e-3
+    min_instance_frac: float = 4e-3
     ransac_threshold_rel: float = 0.01
     ransac_iterations: int = 64
     max_fit_points: int = 500
@@ -90,6 +110,14 @@ class PipelineConfig:
     keyframe_tracks: bool = False
     fixed_scale: float | None = None
     seed: int = 0
+    cross_time_source: str = 'auto'
+    flow_preset: str = 'fast'
+    flow_width: int = 256
+    flow_min_px: float = 1.0
+    flow_noise_mult: float = 3.0
+    flow_reliable_px: float = 1.5
+    flow_inlier_px: float = 1.0
+    camera_still_px: float = 0.25
 
     @property
     def prior_focal_rel(self) -> float:
@@ -147,6 +175,16 @@ class PipelineConfig:
         if self.fixed_scale is not None and not (math.isfinite(self.fixed_scale)
                                                  and self.fixed_scale > 0):
             bad('fixed_scale', 'expected None or a finite value > 0')
+        if self.cross_time_source not in CROSS_TIME_SOURCES:
+            bad('cross_time_source', f'expected one of {CROSS_TIME_SOURCES}')
+        if self.flow_preset not in FLOW_PRESETS:
+            bad('flow_preset', f'expected one of {FLOW_PRESETS}')
+        if not isinstance(self.flow_width, int) or self.flow_width < 16:
+            bad('flow_width', 'expected an integer >= 16')
+        for name in ('flow_min_px', 'flow_reliable_px', 'flow_inlier_px', 'flow_noise_mult',
+                     'camera_still_px'):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                bad(name, 'expected a finite value >= 0')
         t = self.tracker
         if t.min_hits < 1 or t.max_misses < 0 or not 0 < t.velocity_alpha <= 1 or t.gate_rel <= 0:
             bad('tracker', 'need min_hits >= 1, max_misses >= 0, 0 < velocity_alpha <= 1, '

@@ -18,7 +18,7 @@ from pointmap_ros.tracking.segmentation import segment_instances
 from pointmap_ros.tracking.tracker import Detection, warped_overlap
 from pointmap_ros.tracking.window import WindowFrame
 
-__all__ = ['instance_labels', 'detect_objects']
+__all__ = ['instance_labels', 'detect_objects', 'rigid_flow']
 
 
 def instance_labels(cfg: PipelineConfig, stride: int, motion: np.ndarray,
@@ -116,3 +116,43 @@ def detect_objects(cfg: PipelineConfig, labels: np.ndarray, n_inst: int, pk: Pai
             residual_rel=fit.residual_rel, overlap=overlap, pixel_count=n_pix))
         det_labels.append(lab)
     return dets, det_labels
+
+
+def rigid_flow(cfg: PipelineConfig, labels: np.ndarray, n_inst: int, view: PairView,
+               scene_depth: float) -> np.ndarray:
+    """``view``'s scene flow ``[H, W, 3]`` (its reference camera's frame) with every
+    instance's pixels replaced by the instance's rigid motion.
+
+    Correspondence flow is a difference of two points read at two pixels, so each pixel
+    carries the optical flow's error times the depth, worst at the object's borders. A rigid
+    object moves as one: RANSAC + Umeyama over hundreds of its pixels (the same fit as the
+    object stage) averages those errors out, and the fitted motion gives every pixel of the
+    instance its flow ``x - T^-1 x`` (``x`` = its point now). Instances with fewer than 3
+    pixels of known flow, or whose fit is not rigid (a deforming object), keep their
+    per-pixel flow.
+    """
+    flow = view.flow_j.copy()
+    if n_inst == 0:
+        return flow
+    flat_labels = labels.ravel()
+    known = view.valid_flow.ravel()
+    rng = np.random.default_rng(cfg.seed)
+    source, target = view.j_ti.reshape(-1, 3), view.j_tj.reshape(-1, 3)
+    flat_flow = flow.reshape(-1, 3)
+    for label in range(1, n_inst + 1):
+        members = np.flatnonzero(flat_labels == label)
+        fit_pixels = members[known[members]]
+        if len(fit_pixels) < 3:
+            continue
+        if len(fit_pixels) > cfg.max_fit_points:
+            fit_pixels = np.sort(rng.choice(fit_pixels, cfg.max_fit_points, replace=False))
+        fit = fit_rigid_motion(source[fit_pixels].astype(np.float64),
+                               target[fit_pixels].astype(np.float64), None,
+                               max(cfg.ransac_threshold_rel * scene_depth, 2.5 * view.noise),
+                               cfg.rigid_residual_rel, cfg.ransac_iterations, cfg.seed + label,
+                               noise_rms=1.13 * view.noise)
+        if not fit.is_rigid:
+            continue
+        now = target[members].astype(np.float64)
+        flat_flow[members] = (now - se3_apply(se3_inverse(fit.T), now)).astype(np.float32)
+    return flow

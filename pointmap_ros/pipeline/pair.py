@@ -13,6 +13,7 @@ import numpy as np
 
 from pointmap_ros.geometry.pointmap import (
     confidence_threshold, depth_ratio, squared_norm, valid_mask)
+from pointmap_ros.pipeline.correspondence import PixelFlow
 from pointmap_ros.tracking.window import WindowFrame
 from pointmap_ros.types import DynamicPointMaps
 
@@ -45,14 +46,18 @@ class PairView:
         scale: window units per pair unit (:func:`window_scale`; 1 for metric engines).
         conf_threshold, conf_keep_quantile: the confidence gate
             (:func:`~pointmap_ros.geometry.pointmap.confidence_mask`).
+        pixel_flow: the pair's dense 2D correspondences when the correspondence stage ran
+            (its cross-time maps are then already in ``maps``), else None.
 
     Attributes set by the motion stage: ``dt`` (s), ``noise`` and ``threshold`` (flow
     units) and ``flow_seg`` (``[H, W, 3]``, the flow the motion decision used).
     """
 
     def __init__(self, role: str, ref: WindowFrame, maps: DynamicPointMaps, scale: float,
-                 conf_threshold: float, conf_keep_quantile: float | None):
+                 conf_threshold: float, conf_keep_quantile: float | None,
+                 pixel_flow: PixelFlow | None = None):
         self.role, self.ref, self.maps, self.scale = role, ref, maps, float(scale)
+        self.pixel_flow = pixel_flow
         self._gate_args = (conf_threshold, conf_keep_quantile)
         self._thresholds: dict[str, float] = {}
         self.dt = self.noise = self.threshold = 0.0

@@ -38,13 +38,19 @@ from pointmap_ros.geometry.pointmap import depth_ratio, median_depth, set_invali
 from pointmap_ros.geometry.pose import relative_pose_pnp
 from pointmap_ros.geometry.transforms import se3_apply, se3_compose, se3_inverse
 from pointmap_ros.pipeline.config import PipelineConfig
-from pointmap_ros.pipeline.objects import detect_objects, instance_labels
+from pointmap_ros.pipeline.correspondence import (
+    DenseFlow, PixelFlow, correspondence_cross_time, fuse_cross_time,
+    resolve_cross_time_source)
+from pointmap_ros.pipeline.motion import (
+    camera_flow_model, camera_still, epipolar_residual, flow_motion, pose_residual)
+from pointmap_ros.pipeline.objects import detect_objects, instance_labels, rigid_flow
 from pointmap_ros.pipeline.outputs import (
     FrameInput, PipelineOutput, scaled, scaled_object, scaled_pose)
 from pointmap_ros.pipeline.pair import PairView, window_scale
 from pointmap_ros.tracking.segmentation import pair_motion, remove_small_regions
 from pointmap_ros.tracking.tracker import ObjectTracker
 from pointmap_ros.tracking.window import LatestFrameSlot, SlidingWindow, WindowFrame, view_overlap
+from pointmap_ros.types import DynamicPointMaps
 
 __all__ = ['DynamicReconPipeline']
 
@@ -89,6 +95,7 @@ class DynamicReconPipeline:
                                                  / self.config.work_pixels))))
         self._slots: dict[str, LatestFrameSlot] = {}
         self._slots_lock = threading.Lock()
+        self._dense_flow = DenseFlow(self.config.flow_preset)
         self._cams: dict[str, _CameraState] = {}
         self._events: collections.Counter = collections.Counter()
         self._events_lock = threading.Lock()
@@ -135,6 +142,43 @@ class DynamicReconPipeline:
         self._cams.clear()
         self.engine.clear_cache()
 
+    @property
+    def cross_time_source(self) -> str:
+        """Where the cross-time maps come from now: ``'network'``, ``'correspondence'`` or
+        ``'fused'`` (the config's choice, ``'auto'`` resolved by the engine)."""
+        return resolve_cross_time_source(self.config.cross_time_source, self.engine)[0]
+
+    def _flow_image(self, raw: np.ndarray, model_image: np.ndarray) -> np.ndarray | None:
+        """Grey input of the correspondence stage for one frame (None when it is off): the
+        model crop at ``flow_width`` pixels across (at most the camera's own width), which
+        bounds the cost of full-resolution patch matching; the flow is resampled to the
+        model resolution afterwards."""
+        if self.cross_time_source == 'network':
+            return None
+        H, W = self.size
+        width = min(self.config.flow_width, raw.shape[1])
+        if width == W:
+            return DenseFlow.grey(model_image)
+        height = int(round(H * width / W))
+        return DenseFlow.grey(resize_crop(raw, (height, width))[0])
+
+    def _cross_time(self, ref: WindowFrame, wf: WindowFrame, maps: DynamicPointMaps
+                    ) -> tuple[DynamicPointMaps, PixelFlow | None]:
+        """The pair's maps with cross-time maps from the configured source, and its pixel
+        flow (None with network cross-time maps)."""
+        source = self.cross_time_source
+        if source == 'network':
+            return maps, None
+        grey_ref, grey_cur = ref.flow_image, wf.flow_image
+        if grey_ref is None or grey_cur is None or grey_ref.shape != grey_cur.shape:
+            # The source changed at run time: fall back to the model images of both.
+            grey_ref, grey_cur = DenseFlow.grey(ref.frame.image), DenseFlow.grey(wf.frame.image)
+        flow = self._dense_flow.estimate(grey_ref, grey_cur, self.size)
+        corresponded = correspondence_cross_time(maps, flow)
+        if source == 'fused':
+            corresponded = fuse_cross_time(maps, corresponded)
+        return corresponded, flow
+
     # -- main entry ---------------------------------------------------------------------
     def process(self, inp: FrameInput, skipped: int = 0) -> PipelineOutput | None:
         """Process one frame; None while no output is possible yet (first frame).
@@ -171,7 +215,8 @@ class DynamicReconPipeline:
         if inp.K is not None:
             K_raw = intrinsics_from_camera_info(inp.K, inp.image.shape[1], inp.image.shape[0])
         image, K, depth = resize_crop(inp.image, self.size, K_raw, inp.depth)
-        wf = WindowFrame(make_frame(image, inp.stamp, inp.camera_id), cs.count, K, depth)
+        wf = WindowFrame(make_frame(image, inp.stamp, inp.camera_id), cs.count, K, depth,
+                         flow_image=self._flow_image(inp.image, image))
         if K is not None:
             cs.K_info = K
         timings['preprocess'] = _ms(tick)
@@ -184,6 +229,9 @@ class DynamicReconPipeline:
             pairs = [(role, ref, self.engine.infer(ref.frame, wf.frame))
                      for role, ref in cs.window.schedule()]
             timings['inference'] = _ms(tock)
+            tock = time.perf_counter()
+            pairs = [(role, ref, *self._cross_time(ref, wf, maps)) for role, ref, maps in pairs]
+            timings['correspondence'] = _ms(tock)
             cpu_inf = time.thread_time() - cpu_inf
             try:
                 out = self._geometry(cs, wf, pairs, timings)
@@ -207,12 +255,12 @@ class DynamicReconPipeline:
         kf = cs.window.keyframe
         H, W = self.size
         st = self.stride
-        m_kf = pairs[0][2]
+        m_kf = pairs[0][2]  # (role, reference frame, maps, pixel flow or None)
         metric = m_kf.metric
         gate = (cfg.conf_threshold, cfg.conf_keep_quantile)
         # Scale-align every pair to the window (non-metric maps have a per-pair scale).
         views = [PairView(role, ref, m, 1.0 if metric else window_scale(ref, m, st, *gate),
-                          *gate) for role, ref, m in pairs]
+                          *gate, pixel_flow=flow) for role, ref, m, flow in pairs]
         pk = views[0]
         # Intrinsics: CameraInfo (this frame's or the last one seen), else a robust focal fit
         # on the keyframe's own points, accumulated over frames (plausible fits only).
@@ -225,20 +273,7 @@ class DynamicReconPipeline:
         scene_depth = median_depth(pk.strided('i_ti', st), pk.gate('i_ti', st))
         if not math.isfinite(scene_depth):
             raise PoseError('keyframe pair has no valid points', 'no_points')
-        # Not yet restricted to valid pixels: ``static`` below excludes the invalid ones
-        # anyway, and ``motion &= valid`` (valid within pk.valid_j) does it once the pose is
-        # known.
-        motion = self._motion(views, wf.stamp, scene_depth)
-        # Camera pose from the keyframe pair, static pixels only. PnP samples a few hundred
-        # of them; candidates stay full-size (~0.3 ms more than the work grid at 512x288)
-        # because with noisy maps the pose error is dominated by which slow movers the
-        # sample happens to contain, and the full-size draw keeps results identical to the
-        # measured noise study.
-        static = pk.valid_j & ~motion
-        if np.count_nonzero(static) < 50:
-            static = pk.valid_j
-        T_kf_cam, _ = relative_pose_pnp(pk.j_tj, K, static, cfg.pnp_reprojection_px,
-                                        seed=cfg.seed)
+        motion, T_kf_cam = self._motion_and_pose(views, wf, K, scene_depth)
         # The frame has a pose: from here on nothing raises, so the state may change.
         if f_fit is not None:
             cs.focals.append(f_fit)
@@ -265,15 +300,13 @@ class DynamicReconPipeline:
         pf = min(views, key=lambda v: v.dt)
         R_cam_ref = se3_compose(se3_inverse(wf.T_world_cam), pf.ref.T_world_cam)[:3, :3]
         R = R_cam_ref.T / (pf.dt if cfg.flow_per_second else 1.0)
-        # Flow is known where the pixel is valid and its pair gated it at both times.
-        flow_valid = valid & pf.valid_flow
-        flow = set_invalid_nan(pf.flow_j @ np.ascontiguousarray(R, dtype=np.float32),
-                               flow_valid)
         timings['geometry'] = _ms(t0)
 
         t1 = time.perf_counter()
         labels, n_inst = instance_labels(cfg, st, motion, points_cam, pf.flow_seg,
                                          pf.threshold)
+        flow, flow_valid = self._published_flow(pf, R, valid, motion, labels, n_inst,
+                                                scene_depth)
         timings['segmentation'] = _ms(t1)
 
         t2 = time.perf_counter()
@@ -311,6 +344,111 @@ class DynamicReconPipeline:
             metric_scale=is_metric, scale=scale, timings_ms=timings,
             skipped_frames=cs.skipped,
             keyframe_points_world=None if kf_world is None else scaled(kf_world, scale))
+
+    def _published_flow(self, pf: PairView, R: np.ndarray, valid: np.ndarray,
+                        motion: np.ndarray, labels: np.ndarray, n_inst: int,
+                        scene_depth: float) -> tuple[np.ndarray, np.ndarray]:
+        """(flow ``[H, W, 3]`` in the current camera, NaN where unknown; ``flow_valid``).
+
+        ``R`` rotates the pair's reference frame into the current camera (and divides by the
+        gap when publishing per second). Flow is known where the pixel is valid and its pair
+        gated it at both times. With correspondences, static pixels (the camera explains
+        their image motion) have exactly zero flow -- known, not missing -- and moving
+        instances move rigidly (:func:`rigid_flow`).
+        """
+        flow_valid = valid & pf.valid_flow
+        flow_ref = pf.flow_j
+        if pf.pixel_flow is not None:
+            flow_ref = np.where(motion[..., None],
+                                rigid_flow(self.config, labels, n_inst, pf, scene_depth),
+                                np.float32(0))
+            flow_valid = valid & (pf.valid_flow | ~motion)
+        flow = flow_ref @ np.ascontiguousarray(R, dtype=np.float32)
+        return set_invalid_nan(flow, flow_valid), flow_valid
+
+    def _motion_and_pose(self, views: list[PairView], wf: WindowFrame, K: np.ndarray,
+                         scene_depth: float) -> tuple[np.ndarray, np.ndarray]:
+        """(``[H, W]`` motion mask of the current pixels, ``T_kf_cam``).
+
+        Network cross-time maps: motion from the 3D flow (:meth:`_motion`), then the pose by
+        PnP on the remaining pixels. Correspondences: MonST3R-style, iterated online --
+        static candidates from the epipolar fit of the keyframe pair's flow (pose-free), a
+        pose from them, motion from the pose residual of every pair
+        (:mod:`~pointmap_ros.pipeline.motion`), then the pose again from the pixels judged
+        static and the motion once more under it. A camera whose static pixels do not move
+        in the image keeps its keyframe pose exactly (no drift from noisy maps).
+
+        Not yet restricted to valid pixels under the final pose (the caller does that).
+        """
+        cfg = self.config
+        pk = views[0]
+        motion_3d = self._motion(views, wf.stamp, scene_depth)
+        if pk.pixel_flow is None:
+            # PnP samples a few hundred static pixels; candidates stay full-size (~0.3 ms
+            # more than the work grid at 512x288) because with noisy maps the pose error is
+            # dominated by which slow movers the sample happens to contain, and the
+            # full-size draw keeps results identical to the measured noise study.
+            return motion_3d, self._pnp(pk, K, pk.valid_j & ~motion_3d)
+        backward = pk.pixel_flow.backward
+        observed = pk.valid_j & pk.pixel_flow.backward_valid
+        model = camera_flow_model(backward, observed, self.stride, cfg.flow_inlier_px,
+                                  cfg.seed)
+        epipolar = None if model is None else epipolar_residual(model, backward)
+        static = observed if epipolar is None else observed & (epipolar < cfg.flow_inlier_px)
+        if camera_still(backward, static, self.stride, cfg.camera_still_px):
+            still = np.eye(4)
+            return self._flow_motion(views, K, still, scene_depth, motion_3d, epipolar), still
+        T_kf_cam = self._pnp(pk, K, static)
+        motion = self._flow_motion(views, K, T_kf_cam, scene_depth, motion_3d, epipolar)
+        T_kf_cam = self._pnp(pk, K, pk.valid_j & ~motion)
+        motion = self._flow_motion(views, K, T_kf_cam, scene_depth, motion_3d, epipolar)
+        return motion, T_kf_cam
+
+    def _pnp(self, pk: PairView, K: np.ndarray, static: np.ndarray) -> np.ndarray:
+        """``T_kf_cam`` by PnP on ``static`` pixels (all valid ones when too few remain)."""
+        if np.count_nonzero(static) < 50:
+            static = pk.valid_j
+        T_kf_cam, _ = relative_pose_pnp(pk.j_tj, K, static, self.config.pnp_reprojection_px,
+                                        seed=self.config.seed)
+        return T_kf_cam
+
+    def _flow_motion(self, views: list[PairView], K: np.ndarray, T_kf_cam: np.ndarray,
+                     scene_depth: float, motion_3d: np.ndarray,
+                     keyframe_epipolar: np.ndarray | None) -> np.ndarray:
+        """Union over pairs of the correspondence motion test, cleaned up.
+
+        Pixels without a consistent correspondence (occluded, out of view) keep the 3D-flow
+        decision of the network's cross-time maps in ``'fused'`` mode, and are static in
+        ``'correspondence'`` mode (their cross-time points are unknown). A pixel must also
+        be displaced by more than ``motion_min_rel`` of the scene depth in 3D.
+        """
+        cfg = self.config
+        H, W = self.size
+        pk = views[0]
+        points_cam = se3_apply(se3_inverse(T_kf_cam), pk.j_tj)
+        T_world_cam = se3_compose(pk.ref.T_world_cam, T_kf_cam)
+        raw = np.zeros((H, W), bool)
+        unobserved = np.ones((H, W), bool)
+        min_sq = (cfg.motion_min_rel * scene_depth) ** 2
+        for view in views:
+            backward = view.pixel_flow.backward
+            observed = view.valid_j & view.pixel_flow.backward_valid
+            T_ref_cam = se3_compose(se3_inverse(view.ref.T_world_cam), T_world_cam)
+            epipolar = keyframe_epipolar if view is pk else None
+            if epipolar is None and view is not pk:
+                model = camera_flow_model(backward, observed, self.stride,
+                                          cfg.flow_inlier_px, cfg.seed)
+                epipolar = None if model is None else epipolar_residual(model, backward)
+            decision = flow_motion(
+                pose_residual(points_cam, T_ref_cam, K, backward), epipolar, observed,
+                stride=self.stride, reliable_px=cfg.flow_reliable_px,
+                inlier_px=cfg.flow_inlier_px, noise_mult=cfg.flow_noise_mult,
+                min_px=cfg.flow_min_px)
+            raw |= decision.moving & (view.flow_sq > min_sq)
+            unobserved &= ~decision.observed
+        if self.cross_time_source == 'fused':
+            raw |= motion_3d & unobserved
+        return remove_small_regions(raw, max(1, int(cfg.min_region_frac * H * W)))
 
     def _focal(self, cs: _CameraState, pk: PairView) -> tuple[float | None, float]:
         """(plausible fit to record once the pose succeeds or None, focal to use) in px.

@@ -134,7 +134,7 @@ class TrackerConfig:
 
     gate_rel: float = 0.15
     overlap_weight: float = 1.0
-    min_hits: int = 2
+    min_hits: int = 3
     max_misses: int = 10
     velocity_alpha: float = 0.5
     extent_decay: float = 0.9

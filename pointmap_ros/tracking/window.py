@@ -33,6 +33,8 @@ class WindowFrame:
         T_world_cam: ``[4, 4]`` float64 pose once processed (window units).
         points_cam: ``[H, W, 3]`` own-frame points in window units (scale reference).
         track_ids: ``[H, W]`` int32 track id per pixel (0 = none), for overlap association.
+        flow_image: ``[h, w]`` uint8 grey image for optical flow (model crop, possibly
+            sharper than the model resolution), or None when no correspondences are used.
     """
 
     frame: Frame
@@ -42,6 +44,7 @@ class WindowFrame:
     T_world_cam: np.ndarray | None = None
     points_cam: np.ndarray | None = None
     track_ids: np.ndarray | None = None
+    flow_image: np.ndarray | None = None
 
     @property
     def stamp(self) -> float:

@@ -1,0 +1,232 @@
+"""The whole streaming pipeline against exact ground truth, on held-out generated sequences.
+
+Unlike ``pointmap-eval`` (one network pair at a time), this runs
+:class:`~pointmap_ros.pipeline.DynamicReconPipeline` frame by frame -- window, correspondences,
+pose, masks, tracker -- and scores what the node would publish.
+
+Metrics (per sequence, then pooled over sequences; lengths relative to the sequence's median
+ground-truth depth so scenes of any size weigh the same):
+
+- ``motion_iou``: pooled intersection over union of the published motion mask with the
+  ground-truth moving pixels (moved since the previous or the keyframe's time).
+- ``flow_epe``: mean end-point error of the published scene flow of the current pixels over
+  the shortest pair, ``|s * flow * dt - flow_gt|`` / depth, on every pixel with a published
+  point (an unpublished flow counts as zero flow); ``s`` is the frame's median depth ratio
+  (ground truth / published), the usual alignment of an up-to-scale reconstruction.
+  ``flow_epe_zero``: the same for predicting zero flow. ``*_moving``: on ground-truth moving
+  pixels only.
+- ``camera_ate_rel``: RMS camera-position error after one similarity (Umeyama with scale)
+  alignment of the whole published trajectory to the true one, over depth. Sequences with a
+  static camera report ``static_camera_drift_rel`` instead: the largest distance of the
+  published camera from its start, scaled by the median depth ratio, over depth.
+- Objects: a published track is *on* ground-truth object g in a frame when most of its
+  pixels lie on g; a track on no object in most of its frames is ``objects_spurious``; a
+  ground-truth object (visible with >= ``min_pixels`` in >= 3 output frames) is
+  ``objects_matched`` when some track is on it in at least half of those frames;
+  ``id_switches`` counts changes of the majority track id over each object's pixels.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pointmap_ros.data.scenes import SceneConfig, SceneGenerator
+from pointmap_ros.geometry.alignment import umeyama
+from pointmap_ros.geometry.transforms import se3_compose, se3_inverse
+from pointmap_ros.pipeline import DynamicReconPipeline, FrameInput, PipelineConfig
+
+__all__ = ['SequenceScore', 'evaluate_sequence', 'pool_scores', 'eval_scene']
+
+
+def eval_scene(height: int, width: int, static_camera: bool = False,
+               num_frames: int = 24) -> SceneConfig:
+    """The held-out scene family: 'random' preset (box/sphere/cylinder + a deformable
+    object), 10 fps; a static camera when asked."""
+    return SceneConfig(height=height, width=width, num_frames=num_frames, fps=10.0,
+                       preset='random', num_objects=3, include_deformable=True,
+                       camera_amplitude=0.0 if static_camera else 0.3)
+
+
+@dataclass
+class SequenceScore:
+    """Sums and lists of one sequence (pooled by :func:`pool_scores`)."""
+
+    static_camera: bool
+    inter: int = 0
+    union: int = 0
+    flow_err: float = 0.0
+    flow_zero: float = 0.0
+    flow_n: int = 0
+    moving_err: float = 0.0
+    moving_zero: float = 0.0
+    moving_n: int = 0
+    ate_rel: float = float('nan')
+    drift_rel: float = float('nan')
+    objects_gt: int = 0
+    objects_matched: int = 0
+    objects_spurious: int = 0
+    id_switches: int = 0
+    frames: int = 0
+    dropped: int = 0
+    scales: list = field(default_factory=list)
+
+
+def _track_ownership(instance_ids: np.ndarray, gt_instances: np.ndarray,
+                     gt_moving: np.ndarray) -> dict[int, int]:
+    """Published track id -> ground-truth object id it lies on (0 = static / nothing)."""
+    owners = {}
+    for tid in np.unique(instance_ids):
+        if tid <= 0:
+            continue
+        sel = instance_ids == tid
+        labels = np.where(gt_moving[sel], gt_instances[sel], 0)
+        ids, counts = np.unique(labels, return_counts=True)
+        owners[int(tid)] = int(ids[np.argmax(counts)])
+    return owners
+
+
+def evaluate_sequence(engine_factory, scene: SceneConfig, seed: int,
+                      config: PipelineConfig, min_pixels: int = 30) -> SequenceScore:
+    """Run the pipeline over one generated sequence and score it.
+
+    Args:
+        engine_factory: ``(scene_config, seed) -> Engine`` (a fresh engine per sequence, so
+            an oracle serves this sequence's ground truth).
+        scene, seed: the sequence.
+        config: pipeline parameters.
+        min_pixels: an object counts as visible in a frame with at least this many pixels.
+    """
+    gen = SceneGenerator(scene, seed=seed)
+    engine = engine_factory(scene, seed)
+    pipe = DynamicReconPipeline(engine, config)
+    score = SequenceScore(static_camera=scene.camera_amplitude == 0)
+    T_world0 = se3_inverse(gen.camera_pose(0))
+    positions, positions_gt, depth_scales = [], [], []
+    owners_per_track = collections.defaultdict(list)
+    seen_frames = collections.defaultdict(int)
+    on_frames = collections.defaultdict(lambda: collections.defaultdict(int))
+    majority = collections.defaultdict(list)
+    prev = None
+    first_depth = None
+    for t in range(gen.num_frames):
+        frame = gen.render(t)
+        try:
+            out = pipe.process(FrameInput(image=frame.rgb, stamp=frame.stamp, camera_id='cam0',
+                                          K=gen.K))
+        except Exception:  # noqa: BLE001 -- a dropped frame is scored as missing output
+            score.dropped += 1
+            continue
+        if out is None:
+            prev = t
+            continue
+        score.frames += 1
+        depth_gt = frame.depth
+        if first_depth is None:
+            valid_gt = np.isfinite(depth_gt) & (depth_gt > 0)
+            first_depth = float(np.median(depth_gt[valid_gt]))
+        # Up-to-scale output: align each frame by its median depth ratio.
+        ok = out.valid & np.isfinite(depth_gt) & (depth_gt > 0)
+        scale = float(np.median(depth_gt[ok] / out.points_cam[..., 2][ok])) if ok.any() else 1.0
+        depth_scales.append(scale)
+        # Motion mask against the pixels that moved since the previous or keyframe's time.
+        gt_prev = gen.pair_ground_truth(prev, t, dtype=np.float64)
+        t_kf = out.keyframe_index  # frames are never skipped here: index == frame number
+        gt_moving = gt_prev.motion_j | gen.pair_ground_truth(t_kf, t).motion_j
+        score.inter += int(np.count_nonzero(out.motion_mask & gt_moving))
+        score.union += int(np.count_nonzero(out.motion_mask | gt_moving))
+        # Scene flow of the current pixels over the shortest pair, in the current camera.
+        R_cam_prev = gt_prev.T_cami_camj[:3, :3].T
+        flow_gt = gt_prev.flow_j @ R_cam_prev.T
+        flow = np.where(out.flow_valid[..., None], out.flow * out.flow_dt, 0.0) * scale
+        err = np.linalg.norm(flow - flow_gt, axis=-1) / first_depth
+        zero = np.linalg.norm(flow_gt, axis=-1) / first_depth
+        sel = out.valid & gt_prev.valid_j
+        score.flow_err += float(err[sel].sum())
+        score.flow_zero += float(zero[sel].sum())
+        score.flow_n += int(sel.sum())
+        moving = sel & gt_prev.motion_j
+        score.moving_err += float(err[moving].sum())
+        score.moving_zero += float(zero[moving].sum())
+        score.moving_n += int(moving.sum())
+        # Trajectory (world = the first camera).
+        positions.append(out.T_world_cam[:3, 3].copy())
+        positions_gt.append(se3_compose(T_world0, frame.T_world_cam)[:3, 3])
+        # Objects.
+        owners = _track_ownership(out.instance_ids, frame.instance_ids, gt_moving)
+        for tid, gid in owners.items():
+            owners_per_track[tid].append(gid)
+        for gid in np.unique(frame.instance_ids[gt_moving]):
+            if gid <= 0 or np.count_nonzero((frame.instance_ids == gid) & gt_moving) < min_pixels:
+                continue
+            seen_frames[int(gid)] += 1
+            for tid, owner in owners.items():
+                if owner == gid:
+                    on_frames[int(gid)][tid] += 1
+            ids, counts = np.unique(out.instance_ids[frame.instance_ids == gid],
+                                    return_counts=True)
+            majority[int(gid)].append(int(ids[np.argmax(counts)]))
+        prev = t
+    score.scales = depth_scales
+    if positions:
+        est, gt = np.array(positions), np.array(positions_gt)
+        if score.static_camera:
+            scale = float(np.median(depth_scales))
+            score.drift_rel = float(np.max(np.linalg.norm(est - est[0], axis=1)) * scale
+                                    / first_depth)
+        elif len(est) >= 3:
+            R, t_align, s = umeyama(est, gt, with_scale=True)
+            aligned = s * est @ R.T + t_align
+            score.ate_rel = float(np.sqrt(np.mean(np.sum((aligned - gt) ** 2, axis=1)))
+                                  / first_depth)
+    for gid, n_seen in seen_frames.items():
+        if n_seen < 3:
+            continue
+        score.objects_gt += 1
+        if on_frames[gid] and max(on_frames[gid].values()) >= 0.5 * n_seen:
+            score.objects_matched += 1
+        seen = [tid for tid in majority[gid] if tid > 0]
+        score.id_switches += sum(a != b for a, b in zip(seen, seen[1:]))
+    for tid, gids in owners_per_track.items():
+        if sum(g == 0 for g in gids) > 0.5 * len(gids):
+            score.objects_spurious += 1
+    return score
+
+
+def pool_scores(scores: list[SequenceScore]) -> dict:
+    """The JSON summary of ``pointmap-eval-pipeline`` (module docstring)."""
+    moving = [s for s in scores if not s.static_camera]
+    static = [s for s in scores if s.static_camera]
+
+    def ratio(num, den):
+        n, d = sum(num), sum(den)
+        return n / d if d else float('nan')
+
+    def mean(values):
+        values = [v for v in values if np.isfinite(v)]
+        return float(np.mean(values)) if values else None
+
+    return {
+        'sequences': len(scores),
+        'static_camera_sequences': len(static),
+        'frames': sum(s.frames for s in scores),
+        'dropped_frames': sum(s.dropped for s in scores),
+        'motion_iou': ratio([s.inter for s in scores], [s.union for s in scores]),
+        'flow_epe': ratio([s.flow_err for s in scores], [s.flow_n for s in scores]),
+        'flow_epe_zero': ratio([s.flow_zero for s in scores], [s.flow_n for s in scores]),
+        'flow_epe_moving': ratio([s.moving_err for s in scores], [s.moving_n for s in scores]),
+        'flow_epe_moving_zero': ratio([s.moving_zero for s in scores],
+                                      [s.moving_n for s in scores]),
+        'camera_ate_rel': mean([s.ate_rel for s in moving]),
+        'static_camera_drift_rel': max((s.drift_rel for s in static), default=None),
+        'objects_gt': sum(s.objects_gt for s in scores),
+        'objects_matched': sum(s.objects_matched for s in scores),
+        'objects_spurious': sum(s.objects_spurious for s in scores),
+        'objects_spurious_max_per_sequence': max((s.objects_spurious for s in scores),
+                                                 default=0),
+        'id_switches': sum(s.id_switches for s in scores),
+        'scale_variation': mean([float(np.std(s.scales) / np.mean(s.scales))
+                                 for s in scores if len(s.scales) > 1]),
+    }

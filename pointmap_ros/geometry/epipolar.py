@@ -1,0 +1,93 @@
+"""The 2D motion a moving camera induces, fitted to point correspondences without depth.
+
+When the point maps are unreliable, the flow of static pixels is still constrained by the
+camera alone: a fundamental matrix (general motion, ``x'^T F x = 0``) or a homography
+(rotation only, a planar scene, or a camera that did not move, where F is degenerate). A
+pixel whose correspondence violates the fitted model moves (MonST3R's idea, without
+depth). Motion along an epipolar line is invisible to F: this is the fallback, the depth-
+and-pose test in :mod:`pointmap_ros.pipeline.motion` is the primary one.
+
+Conventions: pixel coordinates ``(u, v)`` of pixel centres, ``src`` in one image, ``dst``
+the matching positions in the other; residuals in pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+__all__ = ['CameraFlowModel', 'fit_camera_flow']
+
+
+@dataclass(frozen=True)
+class CameraFlowModel:
+    """A fitted camera-induced 2D motion.
+
+    Attributes:
+        kind: ``'homography'`` or ``'fundamental'``.
+        matrix: ``[3, 3]`` float64, mapping ``src`` to ``dst`` (homography) or with
+            ``dst^T F src = 0`` (fundamental).
+        inlier_ratio: fraction of the fitted correspondences within the threshold.
+    """
+
+    kind: str
+    matrix: np.ndarray
+    inlier_ratio: float
+
+    def residual(self, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+        """``[N]`` pixels: transfer error (homography) or Sampson distance (fundamental)."""
+        src = np.asarray(src, np.float64).reshape(-1, 2)
+        dst = np.asarray(dst, np.float64).reshape(-1, 2)
+        ones = np.ones((len(src), 1))
+        x = np.hstack([src, ones])
+        x2 = np.hstack([dst, ones])
+        M = self.matrix
+        if self.kind == 'homography':
+            mapped = x @ M.T
+            with np.errstate(divide='ignore', invalid='ignore'):
+                mapped = mapped[:, :2] / mapped[:, 2:]
+            return np.linalg.norm(mapped - dst, axis=1)
+        Fx = x @ M.T          # epipolar lines in the dst image
+        Ftx2 = x2 @ M         # epipolar lines in the src image
+        algebraic = np.einsum('ij,ij->i', x2, Fx)
+        denominator = Fx[:, 0] ** 2 + Fx[:, 1] ** 2 + Ftx2[:, 0] ** 2 + Ftx2[:, 1] ** 2
+        with np.errstate(divide='ignore', invalid='ignore'):
+            return np.abs(algebraic) / np.sqrt(denominator)
+
+
+def fit_camera_flow(src: np.ndarray, dst: np.ndarray, threshold_px: float = 1.0,
+                    homography_preference: float = 0.95,
+                    max_points: int = 2000, seed: int = 0) -> CameraFlowModel | None:
+    """Fit the camera's 2D motion to correspondences with RANSAC (mostly static pixels).
+
+    Both a homography and a fundamental matrix are fitted; the homography wins when it
+    explains at least ``homography_preference`` of what F explains (it is the simpler model,
+    and F is ill-posed for a pure rotation or a still camera). Returns None with fewer than
+    16 correspondences or when neither fit succeeds.
+
+    Args:
+        src, dst: ``[N, 2]`` pixel positions.
+        threshold_px: RANSAC inlier threshold.
+        max_points: random subset used for the fit (the model has 8 degrees of freedom).
+        seed: subset seed (OpenCV's RANSAC has its own fixed RNG).
+    """
+    src = np.asarray(src, np.float64).reshape(-1, 2)
+    dst = np.asarray(dst, np.float64).reshape(-1, 2)
+    if len(src) > max_points:
+        pick = np.random.default_rng(seed).choice(len(src), max_points, replace=False)
+        src, dst = src[pick], dst[pick]
+    if len(src) < 16:
+        return None
+    H, h_inliers = cv2.findHomography(src, dst, cv2.RANSAC, threshold_px, maxIters=500)
+    F, f_inliers = cv2.findFundamentalMat(src, dst, cv2.FM_RANSAC, threshold_px, 0.999,
+                                          500)
+    n_h = int(h_inliers.sum()) if H is not None and h_inliers is not None else 0
+    n_f = int(f_inliers.sum()) if F is not None and F.shape == (3, 3) and \
+        f_inliers is not None else 0
+    if n_h == 0 and n_f == 0:
+        return None
+    if n_h >= homography_preference * n_f:
+        return CameraFlowModel('homography', H, n_h / len(src))
+    return CameraFlowModel('fundamental', F, n_f / len(src))

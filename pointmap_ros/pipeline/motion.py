@@ -1,0 +1,133 @@
+"""Motion from correspondences: a pixel moves when its observed 2D motion disagrees with the
+motion the camera induces (MonST3R's test, online and per pair).
+
+For the current frame's pixel ``v`` and a reference frame, the optical flow says where ``v``
+was in the reference image: ``v + F(v)``. Were the point static, it would have been at
+``pi(K T_ref_cam X(v))``, with ``X(v)`` the current frame's own-frame point (its depth) and
+``T_ref_cam`` the camera motion estimated from static pixels only. The distance between the
+two, in pixels, is the *pose residual*: 0 for static points whatever the camera did, the
+2D projection of the object's own motion otherwise. Depth errors along the viewing ray move
+the induced position only by ``baseline / depth`` of them, so the test is far less
+sensitive to poor maps than a 3D flow threshold.
+
+Where the maps are unreliable even for that, the test falls back to the epipolar residual
+of a RANSAC homography / fundamental-matrix fit of the flow itself
+(:mod:`pointmap_ros.geometry.epipolar`), which needs no depth at all. The choice is made
+per pair: the maps are trusted when the pose residual of the pixels the epipolar fit calls
+static is small (``reliable_px``).
+
+Thresholds adapt to the pair: ``max(min_px, noise_mult * median residual)`` over observed
+pixels (most pixels are static, so the median is the noise level).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from pointmap_ros.geometry.camera import project
+from pointmap_ros.geometry.epipolar import CameraFlowModel, fit_camera_flow
+from pointmap_ros.geometry.transforms import se3_apply
+
+__all__ = ['FlowMotion', 'camera_flow_model', 'epipolar_residual', 'pose_residual',
+           'flow_motion', 'camera_still']
+
+
+@dataclass(frozen=True)
+class FlowMotion:
+    """The correspondence-based motion decision of one pair (current frame's pixels).
+
+    Attributes:
+        moving: ``[H, W]`` bool, within ``observed``.
+        observed: ``[H, W]`` bool, pixels the test could judge (valid point, consistent flow).
+        residual: ``[H, W]`` float32 pixels, the residual the decision used (NaN elsewhere).
+        threshold: pixels.
+        test: ``'pose'`` (depth + estimated camera motion) or ``'epipolar'``.
+    """
+
+    moving: np.ndarray
+    observed: np.ndarray
+    residual: np.ndarray
+    threshold: float
+    test: str
+
+
+def _pixel_grid(height: int, width: int) -> np.ndarray:
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    return np.stack([x, y], axis=-1)
+
+
+def camera_flow_model(flow: np.ndarray, observed: np.ndarray, stride: int,
+                      threshold_px: float, seed: int) -> CameraFlowModel | None:
+    """RANSAC camera model of ``flow`` ``[H, W, 2]`` on the observed pixels of the work grid."""
+    rows, cols = np.nonzero(observed[::stride, ::stride])
+    rows, cols = rows * stride, cols * stride
+    src = np.stack([cols, rows], axis=-1).astype(np.float64)
+    dst = src + flow[rows, cols].astype(np.float64)
+    return fit_camera_flow(src, dst, threshold_px, seed=seed)
+
+
+def epipolar_residual(model: CameraFlowModel, flow: np.ndarray) -> np.ndarray:
+    """``[H, W]`` float32 residual (pixels) of every pixel's flow under ``model``."""
+    H, W = flow.shape[:2]
+    src = _pixel_grid(H, W).reshape(-1, 2)
+    return model.residual(src, src + flow.reshape(-1, 2)).reshape(H, W).astype(np.float32)
+
+
+def pose_residual(points_cam: np.ndarray, T_ref_cam: np.ndarray, K: np.ndarray,
+                  flow_to_ref: np.ndarray) -> np.ndarray:
+    """``[H, W]`` float32 pixels between where the flow puts each current pixel in the
+    reference image and where a static point at ``points_cam`` would be (NaN where the point
+    is invalid or behind the reference camera)."""
+    H, W = flow_to_ref.shape[:2]
+    induced = project(se3_apply(T_ref_cam, points_cam.astype(np.float64)), K)
+    observed = _pixel_grid(H, W) + flow_to_ref
+    return np.sqrt(np.square(induced - observed).sum(-1)).astype(np.float32)
+
+
+def camera_still(flow: np.ndarray, static: np.ndarray, stride: int, still_px: float) -> bool:
+    """True when the static pixels' flow is below ``still_px`` (median magnitude): the
+    camera did not move between the two frames, whatever a noisy pose estimate says."""
+    sub = flow[::stride, ::stride][static[::stride, ::stride]]
+    if sub.size < 32:
+        return False
+    return float(np.median(np.sqrt(np.square(sub).sum(-1)))) < still_px
+
+
+def flow_motion(pose_res: np.ndarray | None, epipolar_res: np.ndarray | None,
+                observed: np.ndarray, *, stride: int, reliable_px: float,
+                inlier_px: float, noise_mult: float, min_px: float,
+                filter_size: int = 5) -> FlowMotion:
+    """Decide motion from the two residuals (either may be None when unavailable).
+
+    The pose residual is used when the maps are reliable: its median over the pixels the
+    epipolar fit calls static (``epipolar_res < inlier_px``) is at most ``reliable_px``; else
+    the epipolar residual. Threshold ``max(min_px, noise_mult * median)`` over ``observed``.
+    """
+    test, residual = 'pose', pose_res
+    if epipolar_res is not None:
+        if pose_res is None:
+            test, residual = 'epipolar', epipolar_res
+        else:
+            sub = observed[::stride, ::stride] & (epipolar_res[::stride, ::stride] < inlier_px)
+            pose_sub = pose_res[::stride, ::stride][sub]
+            pose_sub = pose_sub[np.isfinite(pose_sub)]
+            if pose_sub.size < 32 or float(np.median(pose_sub)) > reliable_px:
+                test, residual = 'epipolar', epipolar_res
+    if residual is None:
+        return FlowMotion(np.zeros_like(observed), np.zeros_like(observed),
+                          np.full(observed.shape, np.nan, np.float32), float('inf'), 'none')
+    judged = observed & np.isfinite(residual)
+    if filter_size > 1:
+        # Optical flow errors are heavy-tailed speckle; real motion covers whole surfaces.
+        # A median over a small window keeps object borders and drops isolated misses.
+        residual = cv2.medianBlur(np.where(judged, residual, np.float32(0)).astype(np.float32),
+                                  filter_size)
+    sub = residual[::stride, ::stride][judged[::stride, ::stride]]
+    noise = float(np.median(sub)) if sub.size else 0.0
+    threshold = max(min_px, noise_mult * noise)
+    moving = judged & (residual > threshold)
+    return FlowMotion(moving, judged, np.where(judged, residual, np.float32(np.nan)),
+                      threshold, test)
