@@ -42,6 +42,10 @@ def generate_launch_description():
             'model', default_value='',
             description="Checkpoint (.safetensors); '' = the shipped dpm_small model."),
         DeclareLaunchArgument(
+            'cross_time_source', default_value='auto',
+            description='Cross-time maps: network | correspondence | fused | auto (auto = '
+                        'optical-flow correspondences for DUSt3R/MonST3R checkpoints).'),
+        DeclareLaunchArgument(
             'engine_cache_dir', default_value='',
             description="Persistent folder for built engines; '' = ~/.cache/pointmap_ros."),
         DeclareLaunchArgument(
@@ -71,6 +75,7 @@ def generate_launch_description():
             {'cameras': ParameterValue(LaunchConfiguration('cameras'), value_type=List[str]),
              'backend': LaunchConfiguration('backend'),
              'model': LaunchConfiguration('model'),
+             'cross_time_source': LaunchConfiguration('cross_time_source'),
              'engine_cache_dir': LaunchConfiguration('engine_cache_dir'),
              'use_sim_time': use_sim_time}])
 

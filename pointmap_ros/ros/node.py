@@ -139,11 +139,16 @@ class ReconCore:
     def _load_engine(self) -> None:
         from pointmap_ros.pipeline import DynamicReconPipeline
         self._engine = create_engine_from_params(self._values)
+        from pointmap_ros.pipeline.correspondence import resolve_cross_time_source
         info = dict(self._engine.info())
+        config = P.pipeline_config(self._values)
         for cam in self._cameras.values():
-            cam.pipeline = DynamicReconPipeline(self._engine, P.pipeline_config(self._values))
+            cam.pipeline = DynamicReconPipeline(self._engine, config)
+        source, reason = resolve_cross_time_source(config.cross_time_source, self._engine)
+        info['cross_time_source'] = source
         self.stats.set_engine('ready', info)
         self.get_logger().info(f'engine ready: {info}')
+        self.get_logger().info(f'cross-time maps: {source} ({reason})')
 
     def _release_engine(self) -> None:
         """Free the engine (GPU memory, sessions); windows and tracks start over after."""

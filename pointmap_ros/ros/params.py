@@ -17,6 +17,7 @@ from typing import Any
 
 from pointmap_ros.errors import ConfigError
 from pointmap_ros.pipeline import PipelineConfig
+from pointmap_ros.pipeline.correspondence import CROSS_TIME_SOURCES
 from pointmap_ros.ros.qos import QOS_CHOICES
 
 __all__ = ['ParamSpec', 'PARAMS', 'PARAMS_BY_NAME', 'ros_value', 'defaults', 'check_value',
@@ -176,6 +177,20 @@ _PIPELINE_PARAMS = [
           'are up to scale unless depth is used).', codec='none_if_zero', range=(0.0, 1e6)),
     _pipe('seed', 'Seed of the random choices (RANSAC); results are deterministic.',
           range=(0, 2**31 - 1)),
+    _pipe('cross_time_source', "Where P_i(t_j), P_j(t_i) come from: 'network' (the model's "
+          "cross-time heads), 'correspondence' (dense optical flow + same-time maps), "
+          "'fused' (correspondences where observed, network elsewhere) or 'auto' "
+          '(correspondences when the checkpoint\'s cross-time heads are untrained copies, '
+          'e.g. a converted DUSt3R/MonST3R file). Logged and in /diagnostics.',
+          choices=CROSS_TIME_SOURCES),
+    _pipe('flow_width', 'Optical flow runs on the model crop at this many pixels across '
+          '(at most the camera width): flow accuracy against its cost (px).',
+          range=(16, 4096)),
+    _pipe('flow_min_px', 'With correspondences, a pixel moves when its image motion misses '
+          'the camera-induced one by more than this (model px)...', range=(0.0, 100.0),
+          dynamic=True),
+    _pipe('flow_noise_mult', '...and by more than this multiple of the median miss.',
+          range=(0.0, 100.0), dynamic=True),
 ]
 
 PARAMS: list[ParamSpec] = _NODE_PARAMS + _PIPELINE_PARAMS

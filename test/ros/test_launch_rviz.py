@@ -22,7 +22,7 @@ LAUNCH_FILE = ROOT / 'launch' / 'dynamic_recon.launch.py'
 RVIZ_FILE = ROOT / 'config' / 'dynamic_recon.rviz'
 OUTPUTS = {'points', 'scene_flow', 'dynamic_points', 'motion_mask', 'instance_ids', 'objects',
            'markers'}
-ARGUMENTS = {'cameras', 'params_file', 'backend', 'model', 'engine_cache_dir', 'rviz',
+ARGUMENTS = {'cameras', 'params_file', 'backend', 'model', 'cross_time_source', 'engine_cache_dir', 'rviz',
              'rviz_config', 'use_sim_time', 'demo', 'log_level'}
 
 
