@@ -29,11 +29,13 @@ ground-truth depth so scenes of any size weigh the same):
 from __future__ import annotations
 
 import collections
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from pointmap_ros.data.scenes import SceneConfig, SceneGenerator
+from pointmap_ros.errors import PointmapError
 from pointmap_ros.geometry.alignment import umeyama
 from pointmap_ros.geometry.transforms import se3_compose, se3_inverse
 from pointmap_ros.pipeline import DynamicReconPipeline, FrameInput, PipelineConfig
@@ -89,17 +91,24 @@ def _track_ownership(instance_ids: np.ndarray, gt_instances: np.ndarray,
 
 
 def evaluate_sequence(engine_factory, scene: SceneConfig, seed: int,
-                      config: PipelineConfig, min_pixels: int = 30) -> SequenceScore:
+                      config: PipelineConfig, min_pixels: int = 30,
+                      camera_scale: int = 1) -> SequenceScore:
     """Run the pipeline over one generated sequence and score it.
 
     Args:
         engine_factory: ``(scene_config, seed) -> Engine`` (a fresh engine per sequence, so
             an oracle serves this sequence's ground truth).
-        scene, seed: the sequence.
+        scene, seed: the sequence at the model's resolution (ground truth is scored there).
         config: pipeline parameters.
         min_pixels: an object counts as visible in a frame with at least this many pixels.
+        camera_scale: the camera's images (and CameraInfo) have this many times the model's
+            rows and columns, as real cameras do; the same scene is ray-cast at both sizes
+            (layout, motion and field of view depend on the seed only).
     """
     gen = SceneGenerator(scene, seed=seed)
+    camera = gen if camera_scale == 1 else SceneGenerator(
+        dataclasses.replace(scene, height=scene.height * camera_scale,
+                            width=scene.width * camera_scale), seed=seed)
     engine = engine_factory(scene, seed)
     pipe = DynamicReconPipeline(engine, config)
     score = SequenceScore(static_camera=scene.camera_amplitude == 0)
@@ -114,9 +123,9 @@ def evaluate_sequence(engine_factory, scene: SceneConfig, seed: int,
     for t in range(gen.num_frames):
         frame = gen.render(t)
         try:
-            out = pipe.process(FrameInput(image=frame.rgb, stamp=frame.stamp, camera_id='cam0',
-                                          K=gen.K))
-        except Exception:  # noqa: BLE001 -- a dropped frame is scored as missing output
+            out = pipe.process(FrameInput(image=camera.render(t).rgb, stamp=frame.stamp,
+                                          camera_id='cam0', K=camera.K))
+        except PointmapError:  # a documented drop (e.g. no pose): scored as missing output
             score.dropped += 1
             continue
         if out is None:

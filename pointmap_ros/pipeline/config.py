@@ -69,14 +69,15 @@ class PipelineConfig:
             the camera's width), then is resampled to the model resolution: the knob
             between flow accuracy and its cost (~25 ms per pair at 256 on one core).
         flow_min_px: a pixel moves when its flow misses the camera-induced position by
-            more than this many model pixels...
+            more than this many pixels (of the flow's images, see ``flow_width``; all
+            ``flow_*_px`` and ``camera_still_px`` are in those pixels)...
         flow_noise_mult: ...and by more than this multiple of the pair's median miss.
         flow_reliable_px: the maps are trusted for the induced flow when the pixels the
-            epipolar fit calls static miss it by at most this (median, model pixels); else
-            the epipolar residual decides.
-        flow_inlier_px: RANSAC threshold of the epipolar / homography fit (model pixels).
+            epipolar fit calls static miss it by at most this (median); else the epipolar
+            residual decides.
+        flow_inlier_px: RANSAC threshold of the epipolar / homography fit.
         camera_still_px: the camera did not move when the static pixels' median flow is
-            below this (model pixels); its pose is then kept exactly.
+            below this; its pose is then kept exactly.
     """
 
     input_size: tuple = (224, 224)

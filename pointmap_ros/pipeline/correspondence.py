@@ -81,12 +81,16 @@ class PixelFlow:
         forward_valid: ``[H, W]`` bool, the target is inside image j and the flow is
             forward-backward consistent (not occluded).
         backward_valid: ``[H, W]`` bool, the same for image j's pixels.
+        pixel_scale: model pixels per pixel of the images the flow was measured on (< 1 when
+            they were sharper): pixel thresholds are stated in measured pixels, since that
+            is where the flow's precision lives.
     """
 
     forward: np.ndarray
     backward: np.ndarray
     forward_valid: np.ndarray
     backward_valid: np.ndarray
+    pixel_scale: float = 1.0
 
 
 def _grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -122,8 +126,8 @@ class DenseFlow:
     Args:
         preset: ``'ultrafast'``, ``'fast'`` (default: DIS's fast preset matched down to full
             resolution, ~12 ms per direction at 256x144 on one core) or ``'medium'``.
-        abs_tol_px, rel_tol: forward-backward tolerances (:func:`consistent_flow`), in
-            model pixels.
+        abs_tol_px, rel_tol: forward-backward tolerances (:func:`consistent_flow`); the
+            absolute one in pixels of the flow's images.
 
     Not thread-safe (one DIS instance): one per pipeline, used by its worker thread.
     """
@@ -148,9 +152,12 @@ class DenseFlow:
         forward = self._dis.calc(grey_i, grey_j, None)
         backward = self._dis.calc(grey_j, grey_i, None)
         forward, backward = (_to_size(f, size) for f in (forward, backward))
+        pixel_scale = size[1] / grey_i.shape[1]
+        tolerance = self.abs_tol_px * pixel_scale
         return PixelFlow(forward, backward,
-                         consistent_flow(forward, backward, self.abs_tol_px, self.rel_tol),
-                         consistent_flow(backward, forward, self.abs_tol_px, self.rel_tol))
+                         consistent_flow(forward, backward, tolerance, self.rel_tol),
+                         consistent_flow(backward, forward, tolerance, self.rel_tol),
+                         pixel_scale)
 
 
 def _to_size(flow: np.ndarray, size: tuple[int, int]) -> np.ndarray:

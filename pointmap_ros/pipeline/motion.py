@@ -18,6 +18,14 @@ static is small (``reliable_px``).
 
 Thresholds adapt to the pair: ``max(min_px, noise_mult * median residual)`` over observed
 pixels (most pixels are static, so the median is the noise level).
+
+The aperture problem: optical flow is only measured across the image gradient. Along a
+stripe (a floor pattern, a striped ball) the flow's component parallel to the stripe is a
+guess, and a residual in that direction is no evidence of motion. The pose residual
+vector ``r`` is therefore measured in the metric of the local structure tensor ``J``
+(gradients summed over a small window), ``|r|_J = sqrt(r^T J r / lambda_max(J))``: the full
+length on isotropic texture, only the component across the stripes on a 1D pattern, and
+no evidence at all (unobserved) where the image is flat.
 """
 
 from __future__ import annotations
@@ -31,8 +39,8 @@ from pointmap_ros.geometry.camera import project
 from pointmap_ros.geometry.epipolar import CameraFlowModel, fit_camera_flow
 from pointmap_ros.geometry.transforms import se3_apply
 
-__all__ = ['FlowMotion', 'camera_flow_model', 'epipolar_residual', 'pose_residual',
-           'flow_motion', 'camera_still']
+__all__ = ['FlowMotion', 'ApertureMetric', 'aperture_metric', 'camera_flow_model',
+           'epipolar_residual', 'pose_residual', 'flow_motion', 'camera_still']
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,48 @@ class FlowMotion:
     residual: np.ndarray
     threshold: float
     test: str
+
+
+@dataclass(frozen=True)
+class ApertureMetric:
+    """The structure tensor of an image, normalised by its largest eigenvalue.
+
+    Attributes:
+        xx, xy, yy: ``[H, W]`` float32 components of ``J / lambda_max(J)``.
+        textured: ``[H, W]`` bool, the window has a gradient at all (else flow is a guess).
+    """
+
+    xx: np.ndarray
+    xy: np.ndarray
+    yy: np.ndarray
+    textured: np.ndarray
+
+    def length(self, vectors: np.ndarray) -> np.ndarray:
+        """``[H, W]`` float32 ``|r|_J`` of ``[H, W, 2]`` vectors (module docstring)."""
+        x, y = vectors[..., 0], vectors[..., 1]
+        squared = self.xx * x * x + 2 * self.xy * x * y + self.yy * y * y
+        return np.sqrt(np.maximum(squared, 0)).astype(np.float32)
+
+
+def aperture_metric(grey: np.ndarray, window: int = 7,
+                    min_gradient: float = 2.0) -> ApertureMetric:
+    """:class:`ApertureMetric` of a uint8 grey image at the resolution of the flow decisions.
+
+    ``min_gradient``: RMS intensity gradient (grey levels per pixel) over the window below
+    which the window counts as flat.
+    """
+    image = grey.astype(np.float32)
+    gx = cv2.Sobel(image, cv2.CV_32F, 1, 0, ksize=3) / 8
+    gy = cv2.Sobel(image, cv2.CV_32F, 0, 1, ksize=3) / 8
+    size = (window, window)
+    jxx = cv2.boxFilter(gx * gx, -1, size)
+    jxy = cv2.boxFilter(gx * gy, -1, size)
+    jyy = cv2.boxFilter(gy * gy, -1, size)
+    trace = jxx + jyy
+    largest = 0.5 * (trace + np.sqrt(np.square(jxx - jyy) + 4 * np.square(jxy)))
+    textured = largest > min_gradient ** 2
+    scale = np.where(textured, 1.0 / np.maximum(largest, 1e-12), 0.0).astype(np.float32)
+    return ApertureMetric(jxx * scale, jxy * scale, jyy * scale, textured)
 
 
 def _pixel_grid(height: int, width: int) -> np.ndarray:
@@ -77,14 +127,15 @@ def epipolar_residual(model: CameraFlowModel, flow: np.ndarray) -> np.ndarray:
 
 
 def pose_residual(points_cam: np.ndarray, T_ref_cam: np.ndarray, K: np.ndarray,
-                  flow_to_ref: np.ndarray) -> np.ndarray:
+                  flow_to_ref: np.ndarray, aperture: ApertureMetric) -> np.ndarray:
     """``[H, W]`` float32 pixels between where the flow puts each current pixel in the
-    reference image and where a static point at ``points_cam`` would be (NaN where the point
-    is invalid or behind the reference camera)."""
+    reference image and where a static point at ``points_cam`` would be, measured across the
+    image structure (``aperture``); NaN where the point is invalid or behind the reference
+    camera."""
     H, W = flow_to_ref.shape[:2]
     induced = project(se3_apply(T_ref_cam, points_cam.astype(np.float64)), K)
     observed = _pixel_grid(H, W) + flow_to_ref
-    return np.sqrt(np.square(induced - observed).sum(-1)).astype(np.float32)
+    return aperture.length((induced - observed).astype(np.float32))
 
 
 def camera_still(flow: np.ndarray, static: np.ndarray, stride: int, still_px: float) -> bool:

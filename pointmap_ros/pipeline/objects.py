@@ -10,15 +10,21 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from pointmap_ros.geometry.camera import project
 from pointmap_ros.geometry.transforms import se3_apply, se3_compose, se3_inverse
 from pointmap_ros.pipeline.config import PipelineConfig
+from pointmap_ros.pipeline.motion import ApertureMetric
 from pointmap_ros.pipeline.pair import PairView
-from pointmap_ros.tracking.objects import fit_rigid_motion
+from pointmap_ros.tracking.objects import RigidMotion, fit_rigid_motion
 from pointmap_ros.tracking.segmentation import segment_instances
 from pointmap_ros.tracking.tracker import Detection, warped_overlap
 from pointmap_ros.tracking.window import WindowFrame
 
-__all__ = ['instance_labels', 'detect_objects', 'rigid_flow']
+__all__ = ['instance_labels', 'detect_objects', 'fit_instances', 'grow_instances',
+           'rigid_flow']
+
+_CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+_SQUARE = np.ones((3, 3), np.uint8)
 
 
 def instance_labels(cfg: PipelineConfig, stride: int, motion: np.ndarray,
@@ -118,41 +124,112 @@ def detect_objects(cfg: PipelineConfig, labels: np.ndarray, n_inst: int, pk: Pai
     return dets, det_labels
 
 
-def rigid_flow(cfg: PipelineConfig, labels: np.ndarray, n_inst: int, view: PairView,
-               scene_depth: float) -> np.ndarray:
-    """``view``'s scene flow ``[H, W, 3]`` (its reference camera's frame) with every
-    instance's pixels replaced by the instance's rigid motion.
 
-    Correspondence flow is a difference of two points read at two pixels, so each pixel
-    carries the optical flow's error times the depth, worst at the object's borders. A rigid
-    object moves as one: RANSAC + Umeyama over hundreds of its pixels (the same fit as the
-    object stage) averages those errors out, and the fitted motion gives every pixel of the
-    instance its flow ``x - T^-1 x`` (``x`` = its point now). Instances with fewer than 3
-    pixels of known flow, or whose fit is not rigid (a deforming object), keep their
-    per-pixel flow.
+def fit_instances(cfg: PipelineConfig, labels: np.ndarray, n_inst: int, view: PairView,
+                  scene_depth: float) -> dict[int, RigidMotion]:
+    """Rigid motion of each instance over ``view``'s pair (reference frame, t_ref -> t).
+
+    RANSAC + Umeyama on at most ``max_fit_points`` of the instance's pixels with known flow
+    (the same fit as the object stage); instances with fewer than 3 such pixels are left out.
     """
-    flow = view.flow_j.copy()
-    if n_inst == 0:
-        return flow
+    fits = {}
     flat_labels = labels.ravel()
     known = view.valid_flow.ravel()
     rng = np.random.default_rng(cfg.seed)
     source, target = view.j_ti.reshape(-1, 3), view.j_tj.reshape(-1, 3)
-    flat_flow = flow.reshape(-1, 3)
     for label in range(1, n_inst + 1):
-        members = np.flatnonzero(flat_labels == label)
-        fit_pixels = members[known[members]]
+        fit_pixels = np.flatnonzero((flat_labels == label) & known)
         if len(fit_pixels) < 3:
             continue
         if len(fit_pixels) > cfg.max_fit_points:
             fit_pixels = np.sort(rng.choice(fit_pixels, cfg.max_fit_points, replace=False))
-        fit = fit_rigid_motion(source[fit_pixels].astype(np.float64),
-                               target[fit_pixels].astype(np.float64), None,
-                               max(cfg.ransac_threshold_rel * scene_depth, 2.5 * view.noise),
-                               cfg.rigid_residual_rel, cfg.ransac_iterations, cfg.seed + label,
-                               noise_rms=1.13 * view.noise)
+        fits[label] = fit_rigid_motion(
+            source[fit_pixels].astype(np.float64), target[fit_pixels].astype(np.float64), None,
+            max(cfg.ransac_threshold_rel * scene_depth, 2.5 * view.noise),
+            cfg.rigid_residual_rel, cfg.ransac_iterations, cfg.seed + label,
+            noise_rms=1.13 * view.noise)
+    return fits
+
+
+def grow_instances(labels: np.ndarray, fits: dict[int, RigidMotion], view: PairView,
+                   K: np.ndarray, camera_residual: np.ndarray, aperture: ApertureMetric,
+                   threshold_px: float, jump_rel: float, max_steps: int) -> np.ndarray:
+    """Instance labels extended over the parts of each rigid object the camera test missed.
+
+    The camera test cannot see motion along image stripes (aperture) or on flat texture.
+    A rigid object's pixels share one motion, so a pixel next to instance k joins it when
+    its image motion does not contradict k's rigid motion -- the position it had in the
+    reference image if it moved with k, ``pi(K T_k^-1 P_j(t_j))``, is within
+    ``max(threshold_px, camera residual)`` of where the flow says it was, measured across the
+    image structure, or the flow is unknown there -- and it lies on the same surface (growth
+    never crosses a depth jump of more than ``jump_rel`` between neighbours) within the
+    object's extent (twice its RMS radius from its centroid: a floor under a ball whose
+    stripes hide the ball's motion is not the ball). At most ``max_steps`` one-pixel rings
+    are added.
+
+    Args:
+        labels: ``[H, W]`` int32 instances (0 = static).
+        fits: rigid motions of the instances (:func:`fit_instances`); non-rigid ones are
+            not grown.
+        view: the pair the fits belong to (with its pixel flow).
+        K: intrinsics.
+        camera_residual: ``[H, W]`` the camera test's residual for this pair (NaN where it
+            could not judge).
+        aperture: the current image's structure metric.
+    """
+    rigid = {label: fit for label, fit in fits.items() if fit.is_rigid}
+    if not rigid:
+        return labels
+    H, W = labels.shape
+    depth = np.where(np.isfinite(view.j_tj[..., 2]), view.j_tj[..., 2], np.float32(0))
+    # A pixel on a depth edge (a 4-neighbour more than jump_rel nearer or farther) stops
+    # growth: object outlines against the background are such edges.
+    spread = (cv2.dilate(depth, _CROSS) - cv2.erode(depth, _CROSS))
+    smooth = view.valid_j & (spread <= jump_rel * np.maximum(depth, 1e-9))
+    grid = np.stack(np.meshgrid(np.arange(W, dtype=np.float32),
+                                np.arange(H, dtype=np.float32)), axis=-1)
+    observed_position = grid + view.pixel_flow.backward
+    judged = view.pixel_flow.backward_valid & aperture.textured
+    allowed_camera = np.where(np.isfinite(camera_residual), camera_residual, np.float32(0))
+    grown = labels.copy()
+    points = view.j_tj.astype(np.float64)
+    for label, fit in rigid.items():
+        members = labels == label
+        centroid = np.nanmean(points[members], axis=0)
+        near = np.sum(np.square(points - centroid), axis=-1) <= (2.0 * fit.size) ** 2
+        earlier = project(se3_apply(se3_inverse(fit.T), points), K)
+        object_residual = aperture.length((earlier - observed_position).astype(np.float32))
+        consistent = ~judged | (object_residual <= np.maximum(threshold_px, allowed_camera))
+        candidates = smooth & near & consistent & (grown == 0)
+        region = (grown == label).view(np.uint8)
+        for _ in range(max_steps):
+            ring = (cv2.dilate(region, _SQUARE) > 0) & candidates
+            if not ring.any():
+                break
+            candidates &= ~ring
+            region = (region.view(bool) | ring).view(np.uint8)
+        grown[region.view(bool) & (grown == 0)] = label
+    return grown
+
+
+def rigid_flow(labels: np.ndarray, fits: dict[int, RigidMotion],
+               view: PairView) -> np.ndarray:
+    """``view``'s scene flow ``[H, W, 3]`` (its reference camera's frame) with every rigid
+    instance's pixels moved by the instance's rigid motion.
+
+    Correspondence flow is a difference of two points read at two pixels, so each pixel
+    carries the optical flow's error times the depth, worst at the object's borders. A rigid
+    object moves as one: its fit (:func:`fit_instances`) averages those errors over hundreds
+    of pixels, and gives every pixel of the instance the flow ``x - T^-1 x`` (``x`` = its
+    point now). Non-rigid instances keep their per-pixel flow.
+    """
+    flow = view.flow_j.copy()
+    flat_flow, flat_labels = flow.reshape(-1, 3), labels.ravel()
+    target = view.j_tj.reshape(-1, 3)
+    for label, fit in fits.items():
         if not fit.is_rigid:
             continue
+        members = np.flatnonzero(flat_labels == label)
         now = target[members].astype(np.float64)
         flat_flow[members] = (now - se3_apply(se3_inverse(fit.T), now)).astype(np.float32)
     return flow

@@ -42,8 +42,10 @@ from pointmap_ros.pipeline.correspondence import (
     DenseFlow, PixelFlow, correspondence_cross_time, fuse_cross_time,
     resolve_cross_time_source)
 from pointmap_ros.pipeline.motion import (
-    camera_flow_model, camera_still, epipolar_residual, flow_motion, pose_residual)
-from pointmap_ros.pipeline.objects import detect_objects, instance_labels, rigid_flow
+    ApertureMetric, aperture_metric, camera_flow_model, camera_still, epipolar_residual, flow_motion,
+    pose_residual)
+from pointmap_ros.pipeline.objects import (
+    detect_objects, fit_instances, grow_instances, instance_labels, rigid_flow)
 from pointmap_ros.pipeline.outputs import (
     FrameInput, PipelineOutput, scaled, scaled_object, scaled_pose)
 from pointmap_ros.pipeline.pair import PairView, window_scale
@@ -273,7 +275,9 @@ class DynamicReconPipeline:
         scene_depth = median_depth(pk.strided('i_ti', st), pk.gate('i_ti', st))
         if not math.isfinite(scene_depth):
             raise PoseError('keyframe pair has no valid points', 'no_points')
-        motion, T_kf_cam = self._motion_and_pose(views, wf, K, scene_depth)
+        aperture = (aperture_metric(DenseFlow.grey(wf.frame.image))
+                    if pk.pixel_flow is not None else None)
+        motion, T_kf_cam = self._motion_and_pose(views, wf, K, scene_depth, aperture)
         # The frame has a pose: from here on nothing raises, so the state may change.
         if f_fit is not None:
             cs.focals.append(f_fit)
@@ -305,8 +309,12 @@ class DynamicReconPipeline:
         t1 = time.perf_counter()
         labels, n_inst = instance_labels(cfg, st, motion, points_cam, pf.flow_seg,
                                          pf.threshold)
-        flow, flow_valid = self._published_flow(pf, R, valid, motion, labels, n_inst,
-                                                scene_depth)
+        fits = {}
+        if pf.pixel_flow is not None:
+            fits = fit_instances(cfg, labels, n_inst, pf, scene_depth)
+            labels = self._grow_objects(pf, wf, K, points_cam, labels, fits, aperture)
+            motion = valid & (motion | (labels > 0))
+        flow, flow_valid = self._published_flow(pf, R, valid, motion, labels, fits)
         timings['segmentation'] = _ms(t1)
 
         t2 = time.perf_counter()
@@ -345,29 +353,43 @@ class DynamicReconPipeline:
             skipped_frames=cs.skipped,
             keyframe_points_world=None if kf_world is None else scaled(kf_world, scale))
 
+    def _grow_objects(self, pf: PairView, wf: WindowFrame, K: np.ndarray,
+                      points_cam: np.ndarray, labels: np.ndarray, fits: dict,
+                      aperture: ApertureMetric) -> np.ndarray:
+        """Instances completed over the pixels the camera test could not judge
+        (:func:`grow_instances`), on the published-flow pair."""
+        cfg = self.config
+        T_ref_cam = se3_compose(se3_inverse(pf.ref.T_world_cam), wf.T_world_cam)
+        camera_residual = pose_residual(points_cam, T_ref_cam, K, pf.pixel_flow.backward,
+                                        aperture)
+        return grow_instances(labels, fits, pf, K, camera_residual, aperture,
+                              cfg.flow_min_px * pf.pixel_flow.pixel_scale,
+                              cfg.cluster_jump_rel, max(self.size) // 8)
+
     def _published_flow(self, pf: PairView, R: np.ndarray, valid: np.ndarray,
-                        motion: np.ndarray, labels: np.ndarray, n_inst: int,
-                        scene_depth: float) -> tuple[np.ndarray, np.ndarray]:
+                        motion: np.ndarray, labels: np.ndarray,
+                        fits: dict) -> tuple[np.ndarray, np.ndarray]:
         """(flow ``[H, W, 3]`` in the current camera, NaN where unknown; ``flow_valid``).
 
         ``R`` rotates the pair's reference frame into the current camera (and divides by the
         gap when publishing per second). Flow is known where the pixel is valid and its pair
         gated it at both times. With correspondences, static pixels (the camera explains
-        their image motion) have exactly zero flow -- known, not missing -- and moving
-        instances move rigidly (:func:`rigid_flow`).
+        their image motion) have exactly zero flow -- known, not missing -- and rigid
+        instances move with their fitted motion (:func:`rigid_flow`), which also gives a
+        flow to their pixels without a correspondence.
         """
         flow_valid = valid & pf.valid_flow
         flow_ref = pf.flow_j
         if pf.pixel_flow is not None:
-            flow_ref = np.where(motion[..., None],
-                                rigid_flow(self.config, labels, n_inst, pf, scene_depth),
-                                np.float32(0))
-            flow_valid = valid & (pf.valid_flow | ~motion)
+            flow_ref = np.where(motion[..., None], rigid_flow(labels, fits, pf), np.float32(0))
+            rigid_members = np.isin(labels, [k for k, fit in fits.items() if fit.is_rigid])
+            flow_valid = valid & (pf.valid_flow | ~motion | rigid_members)
         flow = flow_ref @ np.ascontiguousarray(R, dtype=np.float32)
         return set_invalid_nan(flow, flow_valid), flow_valid
 
     def _motion_and_pose(self, views: list[PairView], wf: WindowFrame, K: np.ndarray,
-                         scene_depth: float) -> tuple[np.ndarray, np.ndarray]:
+                         scene_depth: float, aperture: ApertureMetric | None
+                         ) -> tuple[np.ndarray, np.ndarray]:
         """(``[H, W]`` motion mask of the current pixels, ``T_kf_cam``).
 
         Network cross-time maps: motion from the 3D flow (:meth:`_motion`), then the pose by
@@ -390,19 +412,21 @@ class DynamicReconPipeline:
             # full-size draw keeps results identical to the measured noise study.
             return motion_3d, self._pnp(pk, K, pk.valid_j & ~motion_3d)
         backward = pk.pixel_flow.backward
+        px = pk.pixel_flow.pixel_scale  # thresholds are in pixels of the flow's images
         observed = pk.valid_j & pk.pixel_flow.backward_valid
-        model = camera_flow_model(backward, observed, self.stride, cfg.flow_inlier_px,
+        model = camera_flow_model(backward, observed, self.stride, cfg.flow_inlier_px * px,
                                   cfg.seed)
         epipolar = None if model is None else epipolar_residual(model, backward)
-        static = observed if epipolar is None else observed & (epipolar < cfg.flow_inlier_px)
-        if camera_still(backward, static, self.stride, cfg.camera_still_px):
+        static = (observed if epipolar is None
+                  else observed & (epipolar < cfg.flow_inlier_px * px))
+        evidence = (scene_depth, motion_3d, epipolar, aperture)
+        if camera_still(backward, static, self.stride, cfg.camera_still_px * px):
             still = np.eye(4)
-            return self._flow_motion(views, K, still, scene_depth, motion_3d, epipolar), still
+            return self._flow_motion(views, K, still, *evidence), still
         T_kf_cam = self._pnp(pk, K, static)
-        motion = self._flow_motion(views, K, T_kf_cam, scene_depth, motion_3d, epipolar)
+        motion = self._flow_motion(views, K, T_kf_cam, *evidence)
         T_kf_cam = self._pnp(pk, K, pk.valid_j & ~motion)
-        motion = self._flow_motion(views, K, T_kf_cam, scene_depth, motion_3d, epipolar)
-        return motion, T_kf_cam
+        return self._flow_motion(views, K, T_kf_cam, *evidence), T_kf_cam
 
     def _pnp(self, pk: PairView, K: np.ndarray, static: np.ndarray) -> np.ndarray:
         """``T_kf_cam`` by PnP on ``static`` pixels (all valid ones when too few remain)."""
@@ -414,7 +438,8 @@ class DynamicReconPipeline:
 
     def _flow_motion(self, views: list[PairView], K: np.ndarray, T_kf_cam: np.ndarray,
                      scene_depth: float, motion_3d: np.ndarray,
-                     keyframe_epipolar: np.ndarray | None) -> np.ndarray:
+                     keyframe_epipolar: np.ndarray | None,
+                     aperture: ApertureMetric) -> np.ndarray:
         """Union over pairs of the correspondence motion test, cleaned up.
 
         Pixels without a consistent correspondence (occluded, out of view) keep the 3D-flow
@@ -432,18 +457,19 @@ class DynamicReconPipeline:
         min_sq = (cfg.motion_min_rel * scene_depth) ** 2
         for view in views:
             backward = view.pixel_flow.backward
-            observed = view.valid_j & view.pixel_flow.backward_valid
+            observed = view.valid_j & view.pixel_flow.backward_valid & aperture.textured
             T_ref_cam = se3_compose(se3_inverse(view.ref.T_world_cam), T_world_cam)
+            px = view.pixel_flow.pixel_scale
             epipolar = keyframe_epipolar if view is pk else None
             if epipolar is None and view is not pk:
                 model = camera_flow_model(backward, observed, self.stride,
-                                          cfg.flow_inlier_px, cfg.seed)
+                                          cfg.flow_inlier_px * px, cfg.seed)
                 epipolar = None if model is None else epipolar_residual(model, backward)
             decision = flow_motion(
-                pose_residual(points_cam, T_ref_cam, K, backward), epipolar, observed,
-                stride=self.stride, reliable_px=cfg.flow_reliable_px,
-                inlier_px=cfg.flow_inlier_px, noise_mult=cfg.flow_noise_mult,
-                min_px=cfg.flow_min_px)
+                pose_residual(points_cam, T_ref_cam, K, backward, aperture), epipolar, observed,
+                stride=self.stride, reliable_px=cfg.flow_reliable_px * px,
+                inlier_px=cfg.flow_inlier_px * px, noise_mult=cfg.flow_noise_mult,
+                min_px=cfg.flow_min_px * px)
             raw |= decision.moving & (view.flow_sq > min_sq)
             unobserved &= ~decision.observed
         if self.cross_time_source == 'fused':

@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--size', default=None,
                         help='HxW of the oracle scenes (default 192x256; checkpoints use '
                              'their native resolution)')
+    parser.add_argument('--camera-scale', type=int, default=2,
+                        help='camera images have this many times the model resolution '
+                             '(rows and columns), like real cameras')
     parser.add_argument('--json', type=Path, help='write the metrics here')
     parser.add_argument('--no-progress', action='store_true')
     return parser
@@ -91,9 +94,11 @@ def main(argv=None) -> int:
     scores = []
     for seed, still in tqdm(jobs, desc='sequences', disable=args.no_progress, file=sys.stderr):
         scene = eval_scene(height, width, static_camera=still, num_frames=args.frames)
-        scores.append(evaluate_sequence(factory, scene, seed, config))
+        scores.append(evaluate_sequence(factory, scene, seed, config,
+                                        camera_scale=args.camera_scale))
     result = {'engine': args.engine, 'checkpoint': args.checkpoint,
               'cross_time_source': args.cross_time_source, 'size': [height, width],
+              'camera_scale': args.camera_scale,
               'seeds': [seed for seed, _ in jobs], **pool_scores(scores),
               'wall_s': round(time.perf_counter() - tick, 1)}
     text = json.dumps(result, indent=1)
