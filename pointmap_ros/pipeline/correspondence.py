@@ -24,13 +24,15 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Protocol
 
 import cv2
 import numpy as np
 
+from pointmap_ros.tracking.window import WindowFrame
 from pointmap_ros.types import DynamicPointMaps
 
-__all__ = ['PixelFlow', 'DenseFlow', 'consistent_flow', 'sample_map',
+__all__ = ['PixelFlow', 'FlowSource', 'DenseFlow', 'consistent_flow', 'sample_map',
            'correspondence_cross_time', 'fuse_cross_time', 'resolve_cross_time_source',
            'CROSS_TIME_SOURCES', 'FLOW_PRESETS']
 
@@ -120,6 +122,15 @@ def consistent_flow(flow: np.ndarray, reverse: np.ndarray, abs_tol_px: float = 0
     return inside & (miss <= tol)
 
 
+class FlowSource(Protocol):
+    """What the pipeline asks for the correspondences of a pair."""
+
+    def pair_flow(self, ref: WindowFrame, current: WindowFrame,
+                  size: tuple[int, int]) -> PixelFlow:
+        """Flow between the reference frame (image i) and the current one (image j) at
+        model resolution ``size = (H, W)``."""
+
+
 class DenseFlow:
     """Forward and backward DIS optical flow of a pair, resampled to model resolution.
 
@@ -145,10 +156,20 @@ class DenseFlow:
         """The flow's input for an RGB uint8 image: its grey level, contiguous uint8."""
         return np.ascontiguousarray(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY))
 
+    def pair_flow(self, ref: WindowFrame, current: WindowFrame,
+                  size: tuple[int, int]) -> PixelFlow:
+        """:class:`FlowSource`: flow of the frames' grey flow images (``flow_image``)."""
+        grey_ref, grey_cur = ref.flow_image, current.flow_image
+        if grey_ref is None or grey_cur is None or grey_ref.shape != grey_cur.shape:
+            # The source was switched on at run time: the model images of both instead.
+            grey_ref, grey_cur = self.grey(ref.frame.image), self.grey(current.frame.image)
+        return self.estimate(grey_ref, grey_cur, size)
+
     def estimate(self, grey_i: np.ndarray, grey_j: np.ndarray,
                  size: tuple[int, int]) -> PixelFlow:
         """Flows of a pair of grey images (equal shapes, the model crop at any scale >= 1),
         resampled to ``size = (H, W)`` model pixels, with their consistency masks."""
+        grey_i, grey_j = np.ascontiguousarray(grey_i), np.ascontiguousarray(grey_j)
         forward = self._dis.calc(grey_i, grey_j, None)
         backward = self._dis.calc(grey_j, grey_i, None)
         forward, backward = (_to_size(f, size) for f in (forward, backward))
@@ -186,11 +207,10 @@ def sample_map(values: np.ndarray, flow: np.ndarray, jump_rel: float = 0.05) -> 
     x, y = _grid(H, W)
     tx, ty = x + flow[..., 0], y + flow[..., 1]
     src = np.ascontiguousarray(values, np.float32)
-    nan = (np.nan,) * 4
-    bilinear = cv2.remap(src, tx, ty, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                         borderValue=nan)
-    nearest = cv2.remap(src, tx, ty, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
-                        borderValue=nan)
+    # Replicated borders, so a read exactly on the last row/column is not a blend with the
+    # outside; targets beyond the image are set to NaN explicitly below.
+    bilinear = cv2.remap(src, tx, ty, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    nearest = cv2.remap(src, tx, ty, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
     z = src[..., 2]
     # Spread of the 2x2 neighbourhood whose top-left corner is (floor x, floor y).
     kernel = np.ones((2, 2), np.uint8)
@@ -202,7 +222,9 @@ def sample_map(values: np.ndarray, flow: np.ndarray, jump_rel: float = 0.05) -> 
                        np.floor(tx), np.floor(ty), cv2.INTER_NEAREST,
                        borderMode=cv2.BORDER_REPLICATE)
     jump = ~(spread <= jump_rel) | ~np.isfinite(bilinear[..., 2])
-    return np.where(jump[..., None], nearest, bilinear)
+    inside = (tx >= -0.5) & (tx <= W - 0.5) & (ty >= -0.5) & (ty <= H - 0.5)
+    sampled = np.where(jump[..., None], nearest, bilinear)
+    return np.where(inside[..., None], sampled, np.float32(np.nan))
 
 
 def _warp_with_confidence(points: np.ndarray, conf: np.ndarray, flow: np.ndarray,

@@ -39,7 +39,7 @@ from pointmap_ros.geometry.pose import relative_pose_pnp
 from pointmap_ros.geometry.transforms import se3_apply, se3_compose, se3_inverse
 from pointmap_ros.pipeline.config import PipelineConfig
 from pointmap_ros.pipeline.correspondence import (
-    DenseFlow, PixelFlow, correspondence_cross_time, fuse_cross_time,
+    DenseFlow, FlowSource, PixelFlow, correspondence_cross_time, fuse_cross_time,
     resolve_cross_time_source)
 from pointmap_ros.pipeline.motion import (
     ApertureMetric, aperture_metric, camera_flow_model, camera_still, epipolar_residual, flow_motion,
@@ -79,6 +79,8 @@ class DynamicReconPipeline:
         engine: pair-inference backend (its ``input_shape`` wins over ``config.input_size``).
         config: validated here; may be replaced by another validated config between frames
             (the node does so for dynamic parameters).
+        flow_source: the correspondence stage's optical flow (default :class:`DenseFlow`
+            with ``config.flow_preset``); tests pass the generator's exact flow.
 
     Thread model: one worker calls :meth:`process` (or :meth:`process_pending`); camera
     callbacks may call :meth:`submit` concurrently. A caller with its own scheduling (the ROS
@@ -86,7 +88,8 @@ class DynamicReconPipeline:
     its ``take()`` returned to :meth:`process` as ``skipped``.
     """
 
-    def __init__(self, engine: Engine, config: PipelineConfig | None = None):
+    def __init__(self, engine: Engine, config: PipelineConfig | None = None,
+                 flow_source: FlowSource | None = None):
         self.engine = engine
         # A free-size engine runs at config.input_size: it must fit the patch grid.
         self.config = (config or PipelineConfig()).validate(
@@ -97,7 +100,7 @@ class DynamicReconPipeline:
                                                  / self.config.work_pixels))))
         self._slots: dict[str, LatestFrameSlot] = {}
         self._slots_lock = threading.Lock()
-        self._dense_flow = DenseFlow(self.config.flow_preset)
+        self.flow_source = flow_source or DenseFlow(self.config.flow_preset)
         self._cams: dict[str, _CameraState] = {}
         self._events: collections.Counter = collections.Counter()
         self._events_lock = threading.Lock()
@@ -171,11 +174,7 @@ class DynamicReconPipeline:
         source = self.cross_time_source
         if source == 'network':
             return maps, None
-        grey_ref, grey_cur = ref.flow_image, wf.flow_image
-        if grey_ref is None or grey_cur is None or grey_ref.shape != grey_cur.shape:
-            # The source changed at run time: fall back to the model images of both.
-            grey_ref, grey_cur = DenseFlow.grey(ref.frame.image), DenseFlow.grey(wf.frame.image)
-        flow = self._dense_flow.estimate(grey_ref, grey_cur, self.size)
+        flow = self.flow_source.pair_flow(ref, wf, self.size)
         corresponded = correspondence_cross_time(maps, flow)
         if source == 'fused':
             corresponded = fuse_cross_time(maps, corresponded)

@@ -1,0 +1,187 @@
+"""The correspondence stage: forward-backward occlusion handling, cross-time maps from flow,
+the fused rule, and the choice of ``cross_time_source: auto``.
+
+Property tests use flows whose correct answer is known analytically (a square translating
+over a static background: the pixels it covers and uncovers have no correspondence).
+"""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from pointmap_ros.engines.oracle_engine import OracleEngine
+from pointmap_ros.model.checkpoint import cross_time_heads
+from pointmap_ros.pipeline.correspondence import (
+    DenseFlow, PixelFlow, consistent_flow, correspondence_cross_time, fuse_cross_time,
+    resolve_cross_time_source, sample_map)
+from pointmap_ros.types import DynamicPointMaps
+
+H, W = 40, 60
+SQUARE = (slice(10, 22), slice(15, 27))  # rows, cols of the moving square in image i
+SHIFT = (5, 3)  # (dx, dy) pixels from image i to image j
+
+
+def square_flows():
+    """(forward i->j, backward j->i) of a square moving by SHIFT over a still background."""
+    dx, dy = SHIFT
+    forward = np.zeros((H, W, 2), np.float32)
+    forward[SQUARE] = (dx, dy)
+    backward = np.zeros((H, W, 2), np.float32)
+    rows, cols = SQUARE
+    backward[rows.start + dy:rows.stop + dy, cols.start + dx:cols.stop + dx] = (-dx, -dy)
+    return forward, backward
+
+
+def square_masks():
+    """(square in image i, square in image j) bool masks."""
+    dx, dy = SHIFT
+    rows, cols = SQUARE
+    in_i = np.zeros((H, W), bool)
+    in_i[SQUARE] = True
+    in_j = np.zeros((H, W), bool)
+    in_j[rows.start + dy:rows.stop + dy, cols.start + dx:cols.stop + dx] = True
+    return in_i, in_j
+
+
+def test_forward_backward_marks_exactly_the_occluded_background():
+    forward, backward = square_flows()
+    in_i, in_j = square_masks()
+    valid_forward = consistent_flow(forward, backward)
+    # Background pixels of image i covered by the square in image j have no partner.
+    occluded = in_j & ~in_i
+    assert not valid_forward[occluded].any()
+    assert valid_forward[~occluded].all()
+    valid_backward = consistent_flow(backward, forward)
+    uncovered = in_i & ~in_j  # background of image j that the square hid in image i
+    assert not valid_backward[uncovered].any()
+    assert valid_backward[~uncovered].all()
+
+
+def test_targets_outside_the_image_are_invalid():
+    flow = np.zeros((H, W, 2), np.float32)
+    flow[..., 0] = 10.0  # everything moves 10 px right: the last 10 columns leave
+    reverse = -flow
+    valid = consistent_flow(flow, reverse)
+    assert not valid[:, W - 10 + 1:].any()
+    assert valid[:, :W - 10].all()
+
+
+@pytest.mark.parametrize('seed', [0, 1, 2])
+def test_random_flows_are_valid_only_where_the_round_trip_closes(seed):
+    rng = np.random.default_rng(seed)
+    forward = rng.normal(0, 3, (H, W, 2)).astype(np.float32)
+    valid = consistent_flow(forward, -forward)  # reverse = minus: closes only where smooth
+    x = np.arange(W)[None, :] + forward[..., 0]
+    y = np.arange(H)[:, None] + forward[..., 1]
+    inside = (x >= -0.5) & (x <= W - 0.5) & (y >= -0.5) & (y <= H - 0.5)
+    assert not valid[~inside].any()
+
+
+def _maps(depth_i: np.ndarray, depth_j: np.ndarray) -> DynamicPointMaps:
+    """Same-time maps from depth images (unit focal, so x = u z, y = v z), cross-time copies."""
+    v, u = np.mgrid[0:H, 0:W].astype(np.float32)
+
+    def points(z):
+        return np.stack([u * z, v * z, z], axis=-1).astype(np.float32)
+
+    ones = np.ones((H, W), np.float32)
+    p_i, p_j = points(depth_i), points(depth_j)
+    return DynamicPointMaps(p_i, p_i.copy(), p_j.copy(), p_j, 5 * ones, 5 * ones,
+                            5 * ones, 5 * ones)
+
+
+def test_cross_time_maps_read_the_other_image_and_leave_occlusions_nan():
+    forward, backward = square_flows()
+    in_i, in_j = square_masks()
+    depth_i = np.where(in_i, 2.0, 5.0).astype(np.float32)
+    depth_j = np.where(in_j, 2.0, 5.0).astype(np.float32)
+    flow = PixelFlow(forward, backward, consistent_flow(forward, backward),
+                     consistent_flow(backward, forward))
+    maps = correspondence_cross_time(_maps(depth_i, depth_j), flow)
+    # Integer shifts: P_i(t_j)(u) is exactly P_j(t_j)(u + F), wherever it is defined.
+    dx, dy = SHIFT
+    rows, cols = SQUARE
+    np.testing.assert_array_equal(
+        maps.pts_i_tj[SQUARE],
+        maps.pts_j_tj[rows.start + dy:rows.stop + dy, cols.start + dx:cols.stop + dx])
+    background = ~in_i & flow.forward_valid
+    np.testing.assert_array_equal(maps.pts_i_tj[background], maps.pts_j_tj[background])
+    # Occluded: NaN point, floor confidence; the same-time maps are untouched.
+    assert np.isnan(maps.pts_i_tj[~flow.forward_valid]).all()
+    assert (maps.conf_i_tj[~flow.forward_valid] == 1.0).all()
+    assert np.isnan(maps.pts_j_ti[~flow.backward_valid]).all()
+    assert np.isfinite(maps.pts_j_ti[flow.backward_valid]).all()
+    assert maps.pts_i_ti is not None and np.isfinite(maps.pts_i_ti).all()
+    # Scene flow of the square's pixels in image j: zero depth change, the shift in x/y.
+    flow_j = maps.pts_j_tj - maps.pts_j_ti
+    assert np.allclose(flow_j[in_j][:, 2], 0)
+    assert np.allclose(flow_j[~in_j & flow.backward_valid], 0)
+
+
+def test_sampling_never_blends_across_a_depth_edge():
+    depth = np.where(np.arange(W)[None, :] < 30, 1.0, 10.0) * np.ones((H, 1))
+    points = _maps(depth.astype(np.float32), depth.astype(np.float32)).pts_i_ti
+    flow = np.zeros((H, W, 2), np.float32)
+    flow[..., 0] = 0.5  # every read falls half-way between two pixels
+    sampled = sample_map(points, flow)
+    z = sampled[..., 2]
+    # Next to the edge: one of the two depths, never a point floating between them.
+    assert np.isin(np.round(z[:, 28:31], 5), [1.0, 10.0]).all()
+    # Inside a surface: bilinear (x half-way between two pixels).
+    np.testing.assert_allclose(sampled[:, 5, 0], (5.5 * 1.0), rtol=1e-6)
+
+
+def test_fused_prefers_observed_correspondences():
+    forward, backward = square_flows()
+    in_i, in_j = square_masks()
+    depth = np.full((H, W), 4.0, np.float32)
+    network = _maps(depth, depth)
+    network = dataclasses.replace(network, pts_i_tj=network.pts_i_tj + 1.0)
+    flow = PixelFlow(forward, backward, consistent_flow(forward, backward),
+                     consistent_flow(backward, forward))
+    corr = correspondence_cross_time(network, flow)
+    fused = fuse_cross_time(network, corr)
+    observed = flow.forward_valid
+    np.testing.assert_array_equal(fused.pts_i_tj[observed], corr.pts_i_tj[observed])
+    np.testing.assert_array_equal(fused.pts_i_tj[~observed], network.pts_i_tj[~observed])
+    np.testing.assert_array_equal(fused.conf_i_tj[~observed], network.conf_i_tj[~observed])
+
+
+def test_dis_flow_recovers_a_textured_translation():
+    rng = np.random.default_rng(0)
+    import cv2
+    texture = cv2.GaussianBlur(rng.random((H * 4, W * 4)).astype(np.float32), (0, 0), 2)
+    texture = ((texture - texture.min()) / np.ptp(texture) * 255).astype(np.uint8)
+    image_i = texture[20:20 + H * 2, 20:20 + W * 2]
+    image_j = texture[20:20 + H * 2, 17:17 + W * 2]  # content moves 3 px right
+    flow = DenseFlow('fast').estimate(image_i, image_j, (H, W))
+    inner = (slice(5, -5), slice(5, -5))
+    # Measured at twice the model resolution: 3 px there are 1.5 model pixels.
+    assert abs(np.median(flow.forward[inner][..., 0]) - 1.5) < 0.1
+    assert abs(np.median(flow.backward[inner][..., 0]) + 1.5) < 0.1
+    assert flow.pixel_scale == 0.5
+    assert flow.forward_valid[inner].mean() > 0.95
+
+
+class _Engine:
+    def __init__(self, heads):
+        self.cross_time_heads = heads
+
+
+@pytest.mark.parametrize('heads, expected', [('trained', 'network'), ('exact', 'network'),
+                                              ('initialised', 'correspondence'),
+                                              ('withheld', 'correspondence')])
+def test_auto_uses_correspondences_only_for_untrained_cross_time_heads(heads, expected):
+    assert resolve_cross_time_source('auto', _Engine(heads))[0] == expected
+    assert resolve_cross_time_source('fused', _Engine(heads))[0] == 'fused'
+
+
+def test_checkpoint_provenance_marks_converted_heads():
+    converted = {'source': {'heads': {'downstream_head1': 'trained from source head1',
+                                      'downstream_head3': 'init from source head1',
+                                      'downstream_head4': 'init from source head2'}}}
+    assert cross_time_heads(converted) == 'initialised'
+    assert cross_time_heads({'source': {'kind': 'trained'}}) == 'trained'
+    assert OracleEngine(lambda a, b: None, (8, 8), two_map=True).cross_time_heads == 'withheld'
+    assert OracleEngine(lambda a, b: None, (8, 8)).cross_time_heads == 'exact'
