@@ -19,9 +19,13 @@ def squared_norm(v: np.ndarray) -> np.ndarray:
 
     Squares element-wise, then a matrix-vector product sums the triples: numpy reductions
     and element-wise ops over a last axis of length 3 are several times slower at 512x288.
+    A network can emit points beyond sqrt(float32 max) ~ 1.8e19 on pixels it has given up
+    on; their squared norm is +inf, which every threshold treats as "too large", so the
+    overflow is the intended result and not worth a RuntimeWarning per frame.
     """
-    sq = np.square(v)
-    return (sq.reshape(-1, 3) @ np.ones(3, sq.dtype)).reshape(v.shape[:-1])
+    with np.errstate(over='ignore', invalid='ignore'):
+        sq = np.square(v)
+        return (sq.reshape(-1, 3) @ np.ones(3, sq.dtype)).reshape(v.shape[:-1])
 
 
 def vector_norm(v: np.ndarray) -> np.ndarray:

@@ -114,7 +114,7 @@ def build_outputs(out, image_header: Header, values: dict, state: OutputState):
     messages = {
         'points': conv.points_to_cloud(points, out.image, out.confidence, out.valid,
                                        cloud_header, stride),
-        'scene_flow': conv.flow_to_cloud(points, flow, out.valid, cloud_header, stride),
+        'scene_flow': conv.flow_to_cloud(points, flow, out.flow_valid, cloud_header, stride),
         # Unorganized 1 x N cloud of the moving pixels only.
         'dynamic_points': conv.points_to_cloud(
             points[dynamic][None], out.image[dynamic][None], out.confidence[dynamic][None],
