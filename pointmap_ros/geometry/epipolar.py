@@ -37,24 +37,29 @@ class CameraFlowModel:
     inlier_ratio: float
 
     def residual(self, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-        """``[N]`` pixels: transfer error (homography) or Sampson distance (fundamental)."""
-        src = np.asarray(src, np.float64).reshape(-1, 2)
-        dst = np.asarray(dst, np.float64).reshape(-1, 2)
-        ones = np.ones((len(src), 1))
-        x = np.hstack([src, ones])
-        x2 = np.hstack([dst, ones])
-        M = self.matrix
-        if self.kind == 'homography':
-            mapped = x @ M.T
-            with np.errstate(divide='ignore', invalid='ignore'):
-                mapped = mapped[:, :2] / mapped[:, 2:]
-            return np.linalg.norm(mapped - dst, axis=1)
-        Fx = x @ M.T          # epipolar lines in the dst image
-        Ftx2 = x2 @ M         # epipolar lines in the src image
-        algebraic = np.einsum('ij,ij->i', x2, Fx)
-        denominator = Fx[:, 0] ** 2 + Fx[:, 1] ** 2 + Ftx2[:, 0] ** 2 + Ftx2[:, 1] ** 2
+        """Pixels, same shape as the points' leading axes: transfer error (homography) or
+        Sampson distance (fundamental) of ``dst`` given ``src`` (``[..., 2]`` each).
+
+        Written out per component in the points' own dtype (float32 for a whole image):
+        stacking homogeneous coordinates and matrix products cost ~30x more at 512x288.
+        """
+        x, y = src[..., 0], src[..., 1]
+        x2, y2 = dst[..., 0], dst[..., 1]
+        M = self.matrix.astype(np.result_type(src.dtype, np.float32))
         with np.errstate(divide='ignore', invalid='ignore'):
-            return np.abs(algebraic) / np.sqrt(denominator)
+            if self.kind == 'homography':
+                w = M[2, 0] * x + M[2, 1] * y + M[2, 2]
+                u = (M[0, 0] * x + M[0, 1] * y + M[0, 2]) / w
+                v = (M[1, 0] * x + M[1, 1] * y + M[1, 2]) / w
+                return np.hypot(u - x2, v - y2)
+            line_x = M[0, 0] * x + M[0, 1] * y + M[0, 2]  # epipolar line of src in dst
+            line_y = M[1, 0] * x + M[1, 1] * y + M[1, 2]
+            line_w = M[2, 0] * x + M[2, 1] * y + M[2, 2]
+            back_x = M[0, 0] * x2 + M[1, 0] * y2 + M[2, 0]  # line of dst in the src image
+            back_y = M[0, 1] * x2 + M[1, 1] * y2 + M[2, 1]
+            algebraic = x2 * line_x + y2 * line_y + line_w
+            return np.abs(algebraic) / np.sqrt(line_x ** 2 + line_y ** 2 + back_x ** 2
+                                               + back_y ** 2)
 
 
 def fit_camera_flow(src: np.ndarray, dst: np.ndarray, threshold_px: float = 1.0,

@@ -113,7 +113,7 @@ class PipelineConfig:
     seed: int = 0
     cross_time_source: str = 'auto'
     flow_preset: str = 'fast'
-    flow_width: int = 256
+    flow_width: int = 224
     flow_min_px: float = 1.0
     flow_noise_mult: float = 3.0
     flow_reliable_px: float = 1.5

@@ -121,9 +121,8 @@ def camera_flow_model(flow: np.ndarray, observed: np.ndarray, stride: int,
 
 def epipolar_residual(model: CameraFlowModel, flow: np.ndarray) -> np.ndarray:
     """``[H, W]`` float32 residual (pixels) of every pixel's flow under ``model``."""
-    H, W = flow.shape[:2]
-    src = _pixel_grid(H, W).reshape(-1, 2)
-    return model.residual(src, src + flow.reshape(-1, 2)).reshape(H, W).astype(np.float32)
+    src = _pixel_grid(*flow.shape[:2])
+    return model.residual(src, src + flow).astype(np.float32)
 
 
 def pose_residual(points_cam: np.ndarray, T_ref_cam: np.ndarray, K: np.ndarray,
