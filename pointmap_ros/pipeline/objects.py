@@ -221,7 +221,7 @@ def rigid_flow(labels: np.ndarray, fits: dict[int, RigidMotion],
     carries the optical flow's error times the depth, worst at the object's borders. A rigid
     object moves as one: its fit (:func:`fit_instances`) averages those errors over hundreds
     of pixels, and gives every pixel of the instance the flow ``x - T^-1 x`` (``x`` = its
-    point now). Non-rigid instances keep their per-pixel flow.
+    point now). Instances flagged non-rigid keep their per-pixel flow.
     """
     flow = view.flow_j.copy()
     flat_flow, flat_labels = flow.reshape(-1, 3), labels.ravel()
