@@ -385,7 +385,10 @@ class DynamicReconPipeline:
             # A moving pixel outside every fitted instance (a blob too small to be an object,
             # mostly at occlusion borders) has only its own correspondence, whose 3D error was
             # 7x its true flow on the held-out scenes: unknown is more honest than that.
-            flow_valid = valid & (~motion | np.isin(labels, list(fits)))
+            rigid = np.isin(labels, [label for label, fit in fits.items() if fit.is_rigid])
+            deforming = np.isin(labels, [label for label, fit in fits.items()
+                                         if not fit.is_rigid])
+            flow_valid = valid & (~motion | rigid | (deforming & pf.valid_flow))
         flow = flow_ref @ np.ascontiguousarray(R, dtype=np.float32)
         return set_invalid_nan(flow, flow_valid), flow_valid
 
