@@ -72,6 +72,8 @@ class PipelineConfig:
             more than this many pixels (of the flow's images, see ``flow_width``; all
             ``flow_*_px`` and ``camera_still_px`` are in those pixels)...
         flow_noise_mult: ...and by more than this multiple of the pair's median miss.
+        flow_hysteresis: pixels that moved in the reference frame keep moving down to this
+            fraction of the threshold (an object slowing at a turning point stays moving).
         flow_reliable_px: the maps are trusted for the induced flow when the pixels the
             epipolar fit calls static miss it by at most this (median); else the epipolar
             residual decides.
@@ -116,6 +118,7 @@ class PipelineConfig:
     flow_width: int = 224
     flow_min_px: float = 1.0
     flow_noise_mult: float = 3.0
+    flow_hysteresis: float = 0.5
     flow_reliable_px: float = 1.5
     flow_inlier_px: float = 1.0
     camera_still_px: float = 0.25
@@ -182,6 +185,8 @@ class PipelineConfig:
             bad('flow_preset', f'expected one of {FLOW_PRESETS}')
         if not isinstance(self.flow_width, int) or self.flow_width < 16:
             bad('flow_width', 'expected an integer >= 16')
+        if not 0.0 < self.flow_hysteresis <= 1.0:
+            bad('flow_hysteresis', 'expected a value in (0, 1]')
         for name in ('flow_min_px', 'flow_reliable_px', 'flow_inlier_px', 'flow_noise_mult',
                      'camera_still_px'):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):

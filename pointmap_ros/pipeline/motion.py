@@ -149,7 +149,8 @@ def camera_still(flow: np.ndarray, static: np.ndarray, stride: int, still_px: fl
 def flow_motion(pose_res: np.ndarray | None, epipolar_res: np.ndarray | None,
                 observed: np.ndarray, *, stride: int, reliable_px: float,
                 inlier_px: float, noise_mult: float, min_px: float,
-                filter_size: int = 5) -> FlowMotion:
+                filter_size: int = 5, was_moving: np.ndarray | None = None,
+                hysteresis: float = 1.0) -> FlowMotion:
     """Decide motion from the two residuals (either may be None when unavailable).
 
     The pose residual is used when the maps are reliable: its median over the pixels the
@@ -179,5 +180,7 @@ def flow_motion(pose_res: np.ndarray | None, epipolar_res: np.ndarray | None,
     noise = float(np.median(sub)) if sub.size else 0.0
     threshold = max(min_px, noise_mult * noise)
     moving = judged & (residual > threshold)
+    if was_moving is not None and hysteresis < 1.0:
+        moving |= judged & was_moving & (residual > hysteresis * threshold)
     return FlowMotion(moving, judged, np.where(judged, residual, np.float32(np.nan)),
                       threshold, test)

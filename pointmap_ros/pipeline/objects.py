@@ -153,7 +153,8 @@ def fit_instances(cfg: PipelineConfig, labels: np.ndarray, n_inst: int, view: Pa
 
 def grow_instances(labels: np.ndarray, fits: dict[int, RigidMotion], view: PairView,
                    K: np.ndarray, camera_residual: np.ndarray, aperture: ApertureMetric,
-                   threshold_px: float, jump_rel: float, max_steps: int) -> np.ndarray:
+                   threshold_px: float, jump_rel: float, max_steps: int,
+                   border_steps: int) -> np.ndarray:
     """Instance labels extended over the parts of each rigid object the camera test missed.
 
     The camera test cannot see motion along image stripes (aperture) or on flat texture.
@@ -161,11 +162,11 @@ def grow_instances(labels: np.ndarray, fits: dict[int, RigidMotion], view: PairV
     its image motion does not contradict k's rigid motion -- the position it had in the
     reference image if it moved with k, ``pi(K T_k^-1 P_j(t_j))``, is within
     ``max(threshold_px, camera residual)`` of where the flow says it was, measured across the
-    image structure, or the flow is unknown there -- and it lies on the same surface (growth
-    never crosses a depth jump of more than ``jump_rel`` between neighbours) within the
-    object's extent (twice its RMS radius from its centroid: a floor under a ball whose
-    stripes hide the ball's motion is not the ball). At most ``max_steps`` one-pixel rings
-    are added.
+    image structure; where the flow is unknown (flat texture, occlusion) only within
+    ``border_steps`` rings -- and it lies on the same surface (growth never crosses a depth
+    jump of more than ``jump_rel`` between neighbours) within the object's extent (twice its
+    RMS radius from its centroid: a floor under a ball whose stripes hide the ball's motion
+    is not the ball). At most ``max_steps`` one-pixel rings are added.
 
     Args:
         labels: ``[H, W]`` int32 instances (0 = static).
@@ -199,11 +200,14 @@ def grow_instances(labels: np.ndarray, fits: dict[int, RigidMotion], view: PairV
         near = np.sum(np.square(points - centroid), axis=-1) <= (2.0 * fit.size) ** 2
         earlier = project(se3_apply(se3_inverse(fit.T), points), K)
         object_residual = aperture.length((earlier - observed_position).astype(np.float32))
-        consistent = ~judged | (object_residual <= np.maximum(threshold_px, allowed_camera))
-        candidates = smooth & near & consistent & (grown == 0)
+        consistent = judged & (object_residual <= np.maximum(threshold_px, allowed_camera))
+        candidates = smooth & near & (grown == 0)
         region = (grown == label).view(np.uint8)
-        for _ in range(max_steps):
-            ring = (cv2.dilate(region, _SQUARE) > 0) & candidates
+        for step in range(max_steps):
+            # Pixels the flow cannot judge (flat texture, occlusion) only close the object's
+            # border; deeper growth needs flow that agrees with the object's motion.
+            allowed = candidates if step < border_steps else candidates & consistent
+            ring = (cv2.dilate(region, _SQUARE) > 0) & allowed
             if not ring.any():
                 break
             candidates &= ~ring

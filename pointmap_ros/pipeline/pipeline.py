@@ -295,6 +295,7 @@ class DynamicReconPipeline:
         points_cam = set_invalid_nan(points_cam, valid)
         motion &= valid
         wf.points_cam = points_cam
+        wf.motion_mask = motion
         points_world = set_invalid_nan(se3_apply(kf.T_world_cam, pk.j_tj), valid)
         kf_world = None
         if cfg.keyframe_tracks:
@@ -361,9 +362,12 @@ class DynamicReconPipeline:
         T_ref_cam = se3_compose(se3_inverse(pf.ref.T_world_cam), wf.T_world_cam)
         camera_residual = pose_residual(points_cam, T_ref_cam, K, pf.pixel_flow.backward,
                                         aperture)
+        # Rings in model pixels: an eighth of the image at most, a third of that through
+        # pixels the flow cannot judge.
+        max_steps = max(self.size) // 8
         return grow_instances(labels, fits, pf, K, camera_residual, aperture,
                               cfg.flow_min_px * pf.pixel_flow.pixel_scale,
-                              cfg.cluster_jump_rel, max(self.size) // 8)
+                              cfg.cluster_jump_rel, max_steps, max(2, max_steps // 3))
 
     def _published_flow(self, pf: PairView, R: np.ndarray, valid: np.ndarray,
                         motion: np.ndarray, labels: np.ndarray,
@@ -474,7 +478,8 @@ class DynamicReconPipeline:
                 pose_residual(points_cam, T_ref_cam, K, backward, aperture), epipolar, observed,
                 stride=self.stride, reliable_px=cfg.flow_reliable_px * px,
                 inlier_px=cfg.flow_inlier_px * px, noise_mult=cfg.flow_noise_mult,
-                min_px=cfg.flow_min_px * px)
+                min_px=cfg.flow_min_px * px, was_moving=_warped_motion(view),
+                hysteresis=cfg.flow_hysteresis)
             raw |= decision.moving & (view.flow_sq > min_sq)
             unobserved &= ~decision.observed
         if self.cross_time_source == 'fused':
@@ -579,6 +584,20 @@ class DynamicReconPipeline:
         if cs.scales:
             return float(np.median(cs.scales)), True
         return 1.0, False
+
+
+def _warped_motion(view: PairView) -> np.ndarray | None:
+    """``[H, W]`` bool: the reference frame's motion mask read at each current pixel's
+    correspondence (None when the reference has no mask or the pair no flow)."""
+    previous = view.ref.motion_mask
+    if previous is None or view.pixel_flow is None:
+        return None
+    H, W = previous.shape
+    rows, cols = np.mgrid[0:H, 0:W]
+    flow = view.pixel_flow.backward
+    target_cols = np.clip(np.rint(cols + flow[..., 0]), 0, W - 1).astype(np.intp)
+    target_rows = np.clip(np.rint(rows + flow[..., 1]), 0, H - 1).astype(np.intp)
+    return previous[target_rows, target_cols] & view.pixel_flow.backward_valid
 
 
 def _patch_size(engine: Engine) -> int | None:

@@ -35,6 +35,8 @@ class WindowFrame:
         track_ids: ``[H, W]`` int32 track id per pixel (0 = none), for overlap association.
         flow_image: ``[h, w]`` uint8 grey image for optical flow (model crop, possibly
             sharper than the model resolution), or None when no correspondences are used.
+        motion_mask: ``[H, W]`` bool motion mask once processed (temporal hysteresis of the
+            next frames' motion test).
     """
 
     frame: Frame
@@ -45,6 +47,7 @@ class WindowFrame:
     points_cam: np.ndarray | None = None
     track_ids: np.ndarray | None = None
     flow_image: np.ndarray | None = None
+    motion_mask: np.ndarray | None = None
 
     @property
     def stamp(self) -> float:
