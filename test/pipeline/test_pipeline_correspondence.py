@@ -24,10 +24,10 @@ from pointmap_ros.tools import eval_pipeline
 from pointmap_ros.tools.noise_study import EXACT_CONFIG, demo_scene
 from pointmap_ros.tracking.tracker import TrackerConfig
 
-# Exact inputs: any residual is real motion (thresholds only beat float rounding), and no
-# camera motion is "below the noise floor".
+# Exact inputs: any residual is real motion (thresholds only beat float rounding), no camera
+# motion is "below the noise floor", and no hysteresis (the four-map rule has none).
 EXACT_CORRESPONDENCE = dict(EXACT_CONFIG, flow_min_px=0.01, flow_noise_mult=0.0,
-                            camera_still_px=0.0)
+                            camera_still_px=0.0, flow_hysteresis=1.0)
 
 
 @pytest.fixture(scope='module')
