@@ -26,6 +26,7 @@ from pointmap_ros.assets import SHIPPED_MODEL
 from pointmap_ros.data.video import VideoInfo, iter_video, probe_video
 from pointmap_ros.errors import PointmapError
 from pointmap_ros.pipeline import DynamicReconPipeline, FrameInput, PipelineConfig
+from pointmap_ros.pipeline.correspondence import CROSS_TIME_SOURCES
 
 __all__ = ['main', 'run_clip', 'plot_clip', 'summarise']
 
@@ -180,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--device', help="'cpu', 'cuda', ...; default: the backend decides")
     p.add_argument('--size', type=int, nargs=2, metavar=('H', 'W'),
                    help="model resolution; default the checkpoint's native img_size")
+    p.add_argument('--cross-time-source', choices=CROSS_TIME_SOURCES, default='auto',
+                   help='cross-time maps: the network, optical-flow correspondences, both')
     p.add_argument('--out', type=Path, default=Path('run_video_out'))
     p.add_argument('--max-frames', type=int, help='per clip')
     p.add_argument('--stride', type=int, default=1)
@@ -218,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     status = 0
     for video in args.videos:
         # A fresh pipeline per clip: its own window, keyframes, focal estimate and tracks.
-        config = PipelineConfig(input_size=size) if size else PipelineConfig()
+        config = PipelineConfig(cross_time_source=args.cross_time_source,
+                                **({'input_size': size} if size else {}))
         pipe = DynamicReconPipeline(engine, config)
         try:
             info, outputs, stats = run_clip(pipe, video, fps=args.fps, stride=args.stride,
@@ -228,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f'pointmap-run-video: {video}: {exc}', file=sys.stderr)
             status = 1
             continue
-        summary = summarise(info, outputs, stats, engine_info)
+        summary = summarise(info, outputs, stats,
+                            {**engine_info, 'cross_time_source': pipe.cross_time_source})
         (args.out / f'{video.stem}.json').write_text(json.dumps(summary, indent=1) + '\n')
         if outputs:
             plot_clip(outputs, args.out / f'{video.stem}.png',
