@@ -21,6 +21,7 @@ CONSOLE_SCRIPTS = [
     'pointmap-bench-pipeline=pointmap_ros.tools.bench_pipeline:main',
     'pointmap-train=pointmap_ros.tools.train:main',
     'pointmap-eval=pointmap_ros.tools.evaluate:main',
+    'pointmap-eval-pipeline=pointmap_ros.tools.eval_pipeline:main',
     'pointmap-replay=pointmap_ros.tools.replay:main',
     'pointmap-generate=pointmap_ros.tools.generate:main',
     'pointmap-convert-checkpoint=pointmap_ros.tools.convert_checkpoint:main',
