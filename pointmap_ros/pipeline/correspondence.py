@@ -23,12 +23,14 @@ down, which sharpens it on real images without changing the maps' resolution.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Protocol
 
 import cv2
 import numpy as np
 
+from pointmap_ros.geometry.pointmap import set_invalid_nan
 from pointmap_ros.tracking.window import WindowFrame
 from pointmap_ros.types import DynamicPointMaps
 
@@ -95,10 +97,18 @@ class PixelFlow:
     pixel_scale: float = 1.0
 
 
+@functools.lru_cache(maxsize=8)
 def _grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel-centre coordinate maps ``(x, y)``, ``[H, W]`` float32 each."""
+    """Pixel-centre coordinate maps ``(x, y)``, ``[H, W]`` float32 each (cached, read-only)."""
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    x.flags.writeable = y.flags.writeable = False
     return x, y
+
+
+def _squared_length(vectors: np.ndarray) -> np.ndarray:
+    """``[H, W]`` squared length of ``[H, W, 2]`` vectors (per component: a NumPy sum over a
+    last axis of length 2 is several times slower)."""
+    return vectors[..., 0] * vectors[..., 0] + vectors[..., 1] * vectors[..., 1]
 
 
 def consistent_flow(flow: np.ndarray, reverse: np.ndarray, abs_tol_px: float = 0.75,
@@ -117,8 +127,8 @@ def consistent_flow(flow: np.ndarray, reverse: np.ndarray, abs_tol_px: float = 0
     inside = (tx >= -0.5) & (tx <= W - 0.5) & (ty >= -0.5) & (ty <= H - 0.5)
     back = cv2.remap(np.ascontiguousarray(reverse, np.float32), tx, ty, cv2.INTER_LINEAR,
                      borderMode=cv2.BORDER_REPLICATE)
-    miss = np.square(flow + back).sum(-1)
-    tol = abs_tol_px ** 2 + rel_tol ** 2 * (np.square(flow).sum(-1) + np.square(back).sum(-1))
+    miss = _squared_length(flow + back)
+    tol = abs_tol_px ** 2 + rel_tol ** 2 * (_squared_length(flow) + _squared_length(back))
     return inside & (miss <= tol)
 
 
@@ -137,8 +147,8 @@ class DenseFlow:
     Args:
         preset: ``'ultrafast'``, ``'fast'`` (default: DIS's fast preset matched down to full
             resolution, ~12 ms per direction at 256x144 on one core) or ``'medium'``.
-        abs_tol_px, rel_tol: forward-backward tolerances (:func:`consistent_flow`); the
-            absolute one in pixels of the flow's images.
+        abs_tol_px, rel_tol: forward-backward tolerances (:func:`consistent_flow`), checked
+            on the measured flow (absolute one in pixels of the flow's images).
 
     Not thread-safe (one DIS instance): one per pipeline, used by its worker thread.
     """
@@ -172,13 +182,13 @@ class DenseFlow:
         grey_i, grey_j = np.ascontiguousarray(grey_i), np.ascontiguousarray(grey_j)
         forward = self._dis.calc(grey_i, grey_j, None)
         backward = self._dis.calc(grey_j, grey_i, None)
-        forward, backward = (_to_size(f, size) for f in (forward, backward))
-        pixel_scale = size[1] / grey_i.shape[1]
-        tolerance = self.abs_tol_px * pixel_scale
-        return PixelFlow(forward, backward,
-                         consistent_flow(forward, backward, tolerance, self.rel_tol),
-                         consistent_flow(backward, forward, tolerance, self.rel_tol),
-                         pixel_scale)
+        # Consistency where the flow was measured (its own pixels, and fewer of them when
+        # the model is larger), then every field resampled to the model grid.
+        forward_valid = consistent_flow(forward, backward, self.abs_tol_px, self.rel_tol)
+        backward_valid = consistent_flow(backward, forward, self.abs_tol_px, self.rel_tol)
+        return PixelFlow(_to_size(forward, size), _to_size(backward, size),
+                         _mask_to_size(forward_valid, size), _mask_to_size(backward_valid, size),
+                         size[1] / grey_i.shape[1])
 
 
 def _to_size(flow: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -193,6 +203,18 @@ def _to_size(flow: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     out[..., 0] *= W / w
     out[..., 1] *= H / h
     return out
+
+
+def _mask_to_size(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bool mask resampled to ``size = (H, W)``: nearest when enlarging; when shrinking, a
+    model pixel is valid only if all the measured pixels it covers are."""
+    H, W = size
+    if mask.shape == (H, W):
+        return mask
+    if W > mask.shape[1]:
+        return cv2.resize(mask.view(np.uint8), (W, H), interpolation=cv2.INTER_NEAREST).view(bool)
+    covered = cv2.resize(mask.astype(np.float32), (W, H), interpolation=cv2.INTER_AREA)
+    return covered >= 0.999
 
 
 def sample_map(values: np.ndarray, flow: np.ndarray, jump_rel: float = 0.05) -> np.ndarray:
@@ -212,16 +234,15 @@ def sample_map(values: np.ndarray, flow: np.ndarray, jump_rel: float = 0.05) -> 
     bilinear = cv2.remap(src, tx, ty, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     nearest = cv2.remap(src, tx, ty, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
     z = src[..., 2]
-    # Spread of the 2x2 neighbourhood whose top-left corner is (floor x, floor y).
+    # Is the 2x2 neighbourhood whose top-left corner is (floor x, floor y) one surface?
     kernel = np.ones((2, 2), np.uint8)
     z_filled = np.where(np.isfinite(z), z, np.float32(0))
     z_max = cv2.dilate(z_filled, kernel, anchor=(0, 0), borderType=cv2.BORDER_REPLICATE)
     z_min = cv2.erode(z_filled, kernel, anchor=(0, 0), borderType=cv2.BORDER_REPLICATE)
-    spread = cv2.remap(np.where(z_min > 0, (z_max - z_min) / np.maximum(z_min, 1e-12),
-                                np.float32(np.inf)).astype(np.float32),
-                       np.floor(tx), np.floor(ty), cv2.INTER_NEAREST,
-                       borderMode=cv2.BORDER_REPLICATE)
-    jump = ~(spread <= jump_rel) | ~np.isfinite(bilinear[..., 2])
+    one_surface = ((z_max - z_min) <= jump_rel * z_min).view(np.uint8)
+    smooth = cv2.remap(one_surface, np.floor(tx), np.floor(ty), cv2.INTER_NEAREST,
+                       borderMode=cv2.BORDER_REPLICATE).view(bool)
+    jump = ~smooth | ~np.isfinite(bilinear[..., 2])
     inside = (tx >= -0.5) & (tx <= W - 0.5) & (ty >= -0.5) & (ty <= H - 0.5)
     sampled = np.where(jump[..., None], nearest, bilinear)
     return np.where(inside[..., None], sampled, np.float32(np.nan))
@@ -233,11 +254,12 @@ def _warp_with_confidence(points: np.ndarray, conf: np.ndarray, flow: np.ndarray
     """Points and confidence of the other image read through ``flow``; invalid -> NaN / 1."""
     sampled = sample_map(np.concatenate([points, conf[..., None]], axis=-1), flow)
     ok = valid & np.isfinite(sampled[..., 2])
-    pts = np.where(ok[..., None], sampled[..., :3], np.float32(np.nan)).astype(np.float32)
+    pts = set_invalid_nan(np.ascontiguousarray(sampled[..., :3]), ok)
     # A correspondence is as trustworthy as the less confident of its two ends; 1 is the
     # floor of DUSt3R confidences (1 + exp(x)), i.e. "no confidence".
-    out_conf = np.where(ok, np.minimum(sampled[..., 3], own_conf), np.float32(1.0))
-    return pts, out_conf.astype(np.float32)
+    out_conf = np.minimum(sampled[..., 3], own_conf)
+    out_conf[~ok] = 1.0
+    return pts, out_conf
 
 
 def correspondence_cross_time(maps: DynamicPointMaps, flow: PixelFlow) -> DynamicPointMaps:
