@@ -64,10 +64,11 @@ class PipelineConfig:
             the network elsewhere) or ``'auto'`` (correspondences when the engine's
             cross-time heads are untrained copies, e.g. a converted DUSt3R checkpoint).
             With correspondences, motion is decided in the image (pipeline/motion.py).
-        flow_preset: DIS optical-flow preset (``'ultrafast'``, ``'fast'``, ``'medium'``).
+        flow_preset: optical-flow preset, ``'fast'``, ``'balanced'`` or ``'accurate'``
+            (pipeline/correspondence.py has the measured accuracy and cost of each).
         flow_width: optical flow runs on the model crop at this many pixels across (at most
-            the camera's width), then is resampled to the model resolution: the knob
-            between flow accuracy and its cost (~25 ms per pair at 256 on one core).
+            the camera's width), then is resampled to the model resolution: with
+            ``flow_preset``, the knob between flow accuracy and its cost.
         flow_min_px: a pixel moves when its flow misses the camera-induced position by
             more than this many pixels (of the flow's images, see ``flow_width``; all
             ``flow_*_px`` and ``camera_still_px`` are in those pixels)...
@@ -115,7 +116,7 @@ class PipelineConfig:
     seed: int = 0
     cross_time_source: str = 'auto'
     flow_preset: str = 'fast'
-    flow_width: int = 224
+    flow_width: int = 512
     flow_min_px: float = 1.0
     flow_noise_mult: float = 3.0
     flow_hysteresis: float = 0.5
