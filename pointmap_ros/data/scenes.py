@@ -52,6 +52,8 @@ class SceneConfig:
         fps: frame rate; frame t is at ``t / fps`` seconds.
         num_objects: moving objects, the deformable one included (>= 3 for 'demo').
         include_deformable: make one object non-rigid (a waving sheet or pulsing ellipsoid).
+        num_articulated: articulated objects added by the 'random' preset (a base box with a
+            two-link arm; three rigid parts, three ids, chained hinge poses).
         camera_amplitude: camera translation amplitude in metres (0 = static camera).
         object_speed: multiplies the objects' angular frequencies ('random' preset and the
             extra floor objects of 'demo'; the demo's crossing is tied to the sequence length).
@@ -73,6 +75,7 @@ class SceneConfig:
     fps: float = 10.0
     num_objects: int = 4
     include_deformable: bool = True
+    num_articulated: int = 0
     camera_amplitude: float = 0.3
     object_speed: float = 1.0
     fov_deg: float = 70.0
@@ -94,6 +97,7 @@ class SceneConfig:
             ('num_frames', self.num_frames >= 1, '>= 1'),
             ('fps', self.fps > 0, '> 0'),
             ('num_objects', self.num_objects >= 0, '>= 0'),
+            ('num_articulated', self.num_articulated >= 0, '>= 0'),
             ('camera_amplitude', 0 <= self.camera_amplitude <= 1.0, 'in [0, 1] metres'),
             ('object_speed', self.object_speed >= 0, '>= 0'),
             ('fov_deg', 10.0 <= self.fov_deg <= 150.0, 'in [10, 150] degrees'),
