@@ -212,6 +212,7 @@ class SceneGenerator:
         # Rays with unit z: the ray parameter of a hit is its depth.
         self._rays = np.stack([(u - cx) / fx, (v - cy) / fx, np.ones_like(u)], axis=-1)
         self._cache: collections.OrderedDict[int, CastResult] = collections.OrderedDict()
+        self._poses: dict[tuple[int, float], np.ndarray] = {}
 
     @property
     def num_frames(self) -> int:
@@ -248,7 +249,7 @@ class SceneGenerator:
         for obj in self._objects:
             sel = ids == obj.id
             if sel.any():
-                pose = obj.pose(time_s)
+                pose = self._pose(obj, time_s)
                 out[sel] = obj.deform(canonical[sel], time_s) @ pose[:3, :3].T + pose[:3, 3]
         return out
 
@@ -295,6 +296,18 @@ class SceneGenerator:
             instance_i=np.where(hi.valid, hi.ids, 0), instance_j=np.where(hj.valid, hj.ids, 0))
 
     # -- internals -----------------------------------------------------------------------
+
+    def _pose(self, obj, time_s: float) -> np.ndarray:
+        """``obj.pose(time_s)``, memoised: training draws many pairs from one sequence and
+        re-evaluating the (chained) trajectories was a third of a pair's cost. The matrices
+        are the same arrays the trajectory returns, so the ground truth is bit-identical."""
+        key = (obj.id, float(time_s))
+        pose = self._poses.get(key)
+        if pose is None:
+            if len(self._poses) > 64 * max(len(self._objects), 1):
+                self._poses.clear()
+            pose = self._poses[key] = obj.pose(time_s)
+        return pose
 
     def _object(self, obj_id: int):
         for obj in self._objects:
