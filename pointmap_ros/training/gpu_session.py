@@ -44,7 +44,8 @@ from pointmap_ros.model.dpm import DynamicPointMapNet, zero_init_cross_time_offs
 from pointmap_ros.training.loss import DPMLoss, DPMLossConfig
 from pointmap_ros.training.trainer import Trainer, TrainConfig, make_loader, seed_everything
 
-__all__ = ['main', 'VARIANTS', 'ablation_score']
+__all__ = ['main', 'VARIANTS', 'ablation_score', 'export_fp16', 'export_fp32_shards',
+           'merge_fp32_shards']
 
 logger = logging.getLogger('gpu_session')
 
@@ -125,7 +126,39 @@ class _ExportingTrainer(Trainer):
         path = super().save(name)
         if self.export:
             export_fp16(self.model, self.export, {**(self.source or {}), 'step': self.step})
+            export_fp32_shards(self.model, os.path.dirname(self.export))
         return path
+
+
+def export_fp32_shards(model: torch.nn.Module, folder: str, shards: int = 2) -> list[str]:
+    """The exact float32 weights in ``shards`` safetensors files (each under the 16 MiB a
+    returned file may have); :func:`merge_fp32_shards` puts them back together."""
+    from safetensors.torch import save_file
+
+    from pointmap_ros.model.key_mapping import drop_dpt_aliases
+    state = {k: v.detach().to('cpu').float().contiguous()
+             for k, v in drop_dpt_aliases(model.state_dict()).items()}
+    total = sum(v.numel() for v in state.values())
+    parts: list[dict] = [{} for _ in range(shards)]
+    done = 0
+    for key, value in state.items():
+        parts[min(shards - 1, done * shards // max(total, 1))][key] = value
+        done += value.numel()
+    paths = []
+    for k, part in enumerate(parts):
+        path = os.path.join(folder, f'weights_fp32_part{k}.safetensors')
+        save_file(part, path)
+        paths.append(path)
+    return paths
+
+
+def merge_fp32_shards(paths: list[str]) -> dict[str, torch.Tensor]:
+    """The state dict of :func:`export_fp32_shards`' files."""
+    from safetensors.torch import load_file
+    state: dict[str, torch.Tensor] = {}
+    for path in paths:
+        state.update(load_file(path))
+    return state
 
 
 def export_fp16(model: torch.nn.Module, path: str, source: dict) -> str:
@@ -289,8 +322,10 @@ def main(argv=None) -> int:
     os.makedirs(args.work, exist_ok=True)
     if args.device.startswith('cuda'):
         torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+        # No TF32: the heavy work runs under bf16 autocast anyway, and the float32 parts (the
+        # heads' last projection, the evaluation) must stay float32 for the small offsets.
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
     results: dict = {'started_utc': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
                      'torch': torch.__version__, 'python': platform.python_version(),
                      'cpu_count': os.cpu_count(), 'args': {k: v for k, v in vars(args).items()}}
@@ -371,6 +406,7 @@ def main(argv=None) -> int:
         info['gpu_util_samples'] = len(sampler.samples)
         export_fp16(trainer.model, export, {**trainer.source, 'step': trainer.step,
                                             'wall_s': info['wall_s']})
+        export_fp32_shards(trainer.model, args.out)
         return trainer, info
 
     final_out = stage('final', run_final)
