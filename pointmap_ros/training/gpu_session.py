@@ -206,8 +206,14 @@ def _evaluate(model, pairs, device) -> tuple[dict, dict]:
 
 
 def _train(args, name, cross_time, loss_over, data_over, steps, seconds, out_dir, export=None,
-           val_every=0):
-    model = _new_model(args.preset, args.size, cross_time, args.seed)
+           val_every=0, init=None):
+    if init:
+        # Continue from a checkpoint (a second, shorter session): its weights, a new schedule.
+        from pointmap_ros.model.checkpoint import load_checkpoint
+        model = load_checkpoint(init).float()
+        model.config.img_size = args.size
+    else:
+        model = _new_model(args.preset, args.size, cross_time, args.seed)
     loss = DPMLoss(DPMLossConfig(**loss_over))
     data = _data_config(args, data_over)
     cfg = TrainConfig(steps=steps, batch_size=args.batch_size, lr=args.lr, min_lr=1e-6,
@@ -220,6 +226,7 @@ def _train(args, name, cross_time, loss_over, data_over, steps, seconds, out_dir
                                 out_dir, args.device)
     trainer.export = export
     trainer.source = {'kind': 'trained', 'recipe': 'docs/model_card.md', 'variant': name,
+                      'init': os.path.basename(init) if init else None,
                       'loss': loss_over, 'data': data.__dict__, 'seed': args.seed,
                       'batch_size': args.batch_size, 'lr': args.lr}
     start = time.time()
@@ -309,6 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--eval-pairs', type=int, default=8)
     p.add_argument('--final-variant', default='auto', help="'auto' (best score) or a letter")
     p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--init', help='final run: continue from this checkpoint (new schedule)')
+    p.add_argument('--rate', type=float, default=None,
+                   help='pairs/s to size the step budgets with; skips the throughput stage')
+    p.add_argument('--skip-final-eval', action='store_true')
     p.add_argument('--smoke', action='store_true', help='toy sizes for a CPU check')
     return p
 
@@ -352,16 +363,21 @@ def main(argv=None) -> int:
             return None
 
     bench_s = 3.0 if args.smoke else 12.0
-    results['throughput_data'] = stage('bench_data', lambda: _bench_data(args, bench_s))
-    results['throughput_step'] = stage('bench_step',
-                                       lambda: _bench_step(args, 3 if args.smoke else 40))
-    rate = min(r['pairs_per_s'] for r in (results['throughput_data'],
-                                          results['throughput_step']) if r) \
-        if (results['throughput_data'] or results['throughput_step']) else 100.0
-    logger.info('throughput: %s / %s', results['throughput_data'], results['throughput_step'])
+    if args.rate:
+        rate = args.rate
+    else:
+        results['throughput_data'] = stage('bench_data', lambda: _bench_data(args, bench_s))
+        results['throughput_step'] = stage('bench_step',
+                                           lambda: _bench_step(args, 3 if args.smoke else 40))
+        rate = min(r['pairs_per_s'] for r in (results['throughput_data'],
+                                              results['throughput_step']) if r) \
+            if (results['throughput_data'] or results['throughput_step']) else 100.0
+    logger.info('throughput: %s / %s', results.get('throughput_data'), results.get('throughput_step'))
 
-    ab_seeds_pairs = stage('ablation_pairs', lambda: _eval_pairs(
-        'val', ABLATION_SEED_OFFSET, args.eval_sequences, args.eval_pairs, args.size))
+    ab_seeds_pairs = None
+    if args.ablation_variants:
+        ab_seeds_pairs = stage('ablation_pairs', lambda: _eval_pairs(
+            'val', ABLATION_SEED_OFFSET, args.eval_sequences, args.eval_pairs, args.size))
     # Equal step budget: what the slower of data and step sustains in ablation_seconds, less
     # a margin for the workers' start-up.
     ab_steps = max(2, int(0.8 * args.ablation_seconds * rate / args.batch_size))
@@ -401,7 +417,7 @@ def main(argv=None) -> int:
         with _GpuSampler() as sampler:
             trainer, info = _train(args, name, cross_time, loss_over, data_over, final_steps,
                                    args.final_seconds, os.path.join(args.work, 'final'),
-                                   export=export)
+                                   export=export, init=args.init)
         info['gpu_util_mean'] = sampler.mean()
         info['gpu_util_samples'] = len(sampler.samples)
         export_fp16(trainer.model, export, {**trainer.source, 'step': trainer.step,
@@ -425,7 +441,8 @@ def main(argv=None) -> int:
                                        args.size)
             metrics, base = _evaluate(trainer.model, pairs, args.device)
             return {'seeds': [seeds[0], seeds[-1]], 'metrics': metrics, 'zero_flow': base}
-        results['final_eval_test'] = stage('final_eval', final_eval)
+        if not args.skip_final_eval:
+            results['final_eval_test'] = stage('final_eval', final_eval)
     dump()
     _print_table(results)
     return 0
