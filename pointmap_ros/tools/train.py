@@ -112,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument('--flow-moving-share', type=float, default=0.5,
                      help='share of the flow term on moving pixels (rest: static); negative: '
                      'plain mean over valid pixels')
+    opt.add_argument('--flow-charbonnier', type=float, default=0.0,
+                     help='Charbonnier width c of the scaled flow error (0: plain L21)')
     opt.add_argument('--dynamic-weight', type=float, default=0.0,
                      help='St4RTrack fixed weight of moving pixels (x max static conf; 0: off)')
     run = p.add_argument_group('run')
@@ -202,7 +204,8 @@ def loss_config(args) -> DPMLossConfig:
     share = args.flow_moving_share if args.flow_moving_share >= 0 else None
     return DPMLossConfig(map_weights=tuple(args.map_weights), flow_weight=args.flow_weight,
                          flow_scale=args.flow_scale, flow_scale_floor=args.flow_scale_floor,
-                         flow_moving_share=share, dynamic_weight=args.dynamic_weight)
+                         flow_moving_share=share, dynamic_weight=args.dynamic_weight,
+                         flow_charbonnier=args.flow_charbonnier)
 
 
 def _hardware(device: torch.device) -> str:

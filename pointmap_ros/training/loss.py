@@ -74,6 +74,11 @@ class DPMLossConfig:
             normalisation (mean distance to camera i): 0.005 = 5 mm at 1 m.
         flow_moving_share: share of the flow term given to the mean over moving pixels
             (the rest: static pixels); None = plain mean over all valid pixels.
+        flow_charbonnier: c > 0 replaces the per-pixel scaled error e by
+            ``sqrt(e^2 + c^2) - c`` (quadratic below c, L1 above). With a pure L1 error and
+            a balanced term, zero offsets are a stationary point as long as the features do
+            not yet tell moving from static pixels (the static half's pull equals the moving
+            half's); the quadratic zone lets small offsets grow. 0: plain L21.
     """
 
     alpha: float = 0.2
@@ -83,6 +88,7 @@ class DPMLossConfig:
     flow_scale: str = 'flow'
     flow_scale_floor: float = 0.005
     flow_moving_share: float | None = 0.5
+    flow_charbonnier: float = 0.0
 
     def validate(self) -> None:
         if self.alpha <= 0:
@@ -100,6 +106,9 @@ class DPMLossConfig:
         if not self.flow_scale_floor > 0:
             raise ConfigError(f'flow_scale_floor must be > 0, got {self.flow_scale_floor}',
                               name='flow_scale_floor', value=self.flow_scale_floor)
+        if self.flow_charbonnier < 0:
+            raise ConfigError(f'flow_charbonnier must be >= 0, got {self.flow_charbonnier}',
+                              name='flow_charbonnier', value=self.flow_charbonnier)
         if self.flow_moving_share is not None and not 0.0 <= self.flow_moving_share <= 1.0:
             raise ConfigError(f'flow_moving_share must be None or in [0, 1], got '
                               f'{self.flow_moving_share}', name='flow_moving_share',
@@ -274,6 +283,11 @@ class DPMLoss(torch.nn.Module):
             scale = mean_flow.clamp(min=cfg.flow_scale_floor)
         else:
             scale = torch.ones_like(errs[0][:, 0, 0])
+        # Per-pixel error in units of the flow scale (then robustified if asked).
+        errs = [e / scale[:, None, None] for e in errs]
+        if cfg.flow_charbonnier > 0:
+            c = cfg.flow_charbonnier
+            errs = [torch.sqrt(e * e + c * c) - c for e in errs]
         if cfg.flow_moving_share is None:
             per_sample = 0.5 * sum(_masked_mean(e, v) for e, v in zip(errs, valids))
         else:
@@ -287,4 +301,4 @@ class DPMLoss(torch.nn.Module):
             w_mov = torch.where(mov_count > 0, torch.full_like(mov_mean, share),
                                 torch.zeros_like(mov_mean))
             per_sample = w_mov * mov_mean + (1.0 - w_mov) * sta_mean
-        return (per_sample / scale).mean(), flow_err, flow_err_dyn
+        return per_sample.mean(), flow_err, flow_err_dyn
