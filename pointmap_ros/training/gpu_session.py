@@ -372,7 +372,8 @@ def main(argv=None) -> int:
         rate = min(r['pairs_per_s'] for r in (results['throughput_data'],
                                               results['throughput_step']) if r) \
             if (results['throughput_data'] or results['throughput_step']) else 100.0
-    logger.info('throughput: %s / %s', results.get('throughput_data'), results.get('throughput_step'))
+    logger.info('throughput: %s / %s', results.get('throughput_data'),
+                results.get('throughput_step'))
 
     ab_seeds_pairs = None
     if args.ablation_variants:
