@@ -64,6 +64,10 @@ class PairDataConfig:
         pairs_per_sequence: pairs drawn from a sequence (dataset: exactly; stream: on average)
             before it is replaced.
         scene: extra :class:`SceneConfig` keyword arguments.
+        vary_scenes: probability that a sequence gets randomised motion settings (drawn from
+            its seed, see :meth:`scene_config`): faster or slower objects, a static camera,
+            more objects, an articulated object. 0 (evaluation) keeps every sequence at
+            ``scene``'s settings.
     """
 
     height: int = 96
@@ -75,6 +79,7 @@ class PairDataConfig:
     cache_size: int = 8
     pairs_per_sequence: int = 16
     scene: dict = field(default_factory=dict)
+    vary_scenes: float = 0.0
 
     def validate(self) -> None:
         if not 1 <= self.gap_min <= self.gap_max < self.num_frames:
@@ -87,10 +92,31 @@ class PairDataConfig:
         if self.cache_size < 1 or self.pairs_per_sequence < 1:
             raise ConfigError('cache_size and pairs_per_sequence must be >= 1, got '
                               f'{self.cache_size} and {self.pairs_per_sequence}')
+        if not 0.0 <= self.vary_scenes <= 1.0:
+            raise ConfigError(f'vary_scenes must be a probability, got {self.vary_scenes}',
+                              name='vary_scenes', value=self.vary_scenes)
 
-    def scene_config(self) -> SceneConfig:
+    def scene_config(self, seed: int | None = None) -> SceneConfig:
+        """The :class:`SceneConfig` of sequence ``seed``.
+
+        Without a seed, or when the seed's draw (probability ``1 - vary_scenes``) keeps it,
+        this is ``scene``'s settings. Otherwise the motion is re-drawn from the seed
+        (deterministic): object speed log-uniform in [0.5, 2.5] x (fast objects cover several
+        times the default displacement at the same gap), a static camera with probability
+        0.3 (static robots are common) else a camera amplitude in [0.1, 0.5] m, 3..6 objects,
+        and an articulated object (base + two-link arm) with probability 0.5.
+        """
+        kwargs = dict(self.scene)
+        if seed is not None and self.vary_scenes > 0:
+            rng = np.random.default_rng([int(seed), 0x5CE4E])
+            if rng.random() < self.vary_scenes:
+                kwargs.update(
+                    object_speed=float(np.exp(rng.uniform(np.log(0.5), np.log(2.5)))),
+                    camera_amplitude=0.0 if rng.random() < 0.3 else float(rng.uniform(0.1, 0.5)),
+                    num_objects=int(rng.integers(3, 7)),
+                    num_articulated=int(rng.random() < 0.5))
         return SceneConfig(height=self.height, width=self.width, num_frames=self.num_frames,
-                           **self.scene)
+                           **kwargs)
 
 
 def normalize_image(rgb: np.ndarray) -> np.ndarray:
@@ -159,7 +185,7 @@ class _SequenceCache:
         if seed in self._gens:
             self._gens.move_to_end(seed)
         else:
-            self._gens[seed] = SceneGenerator(self.config.scene_config(), seed=seed)
+            self._gens[seed] = SceneGenerator(self.config.scene_config(seed), seed=seed)
             while len(self._gens) > self.config.cache_size:
                 self._gens.popitem(last=False)
         sample = make_sample(self._gens[seed], i, j)

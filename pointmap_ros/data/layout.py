@@ -21,7 +21,8 @@ import numpy as np
 from pointmap_ros.data.objects import (Box, Cylinder, PulsingEllipsoid, Room, SceneObject,
                                        Sphere, WavingSheet)
 from pointmap_ros.data.textures import TextureBank
-from pointmap_ros.data.trajectories import LookAtTrajectory, OscillatingTrajectory
+from pointmap_ros.data.trajectories import (HingeTrajectory, LookAtTrajectory,
+                                           OscillatingTrajectory)
 from pointmap_ros.geometry.transforms import rotvec_to_rotmat
 
 __all__ = ['Layout', 'SceneEvents', 'build_layout', 'ROOM_LO', 'ROOM_HI']
@@ -103,11 +104,12 @@ def _rigid(obj_id, kind, trajectory, bank, rng) -> SceneObject:
                     texture_scale=1.5)
 
 
-def _keep_inside(obj: SceneObject, camera: LookAtTrajectory) -> None:
+def _keep_inside(obj: SceneObject, camera: LookAtTrajectory, extra_reach: float = 0.0) -> None:
     """Shift the trajectory's centre so the bounding sphere never leaves the room or reaches
-    the camera (rotation can swing an off-centre bound around the origin, hence the norm)."""
+    the camera (rotation can swing an off-centre bound around the origin, hence the norm).
+    ``extra_reach`` widens the sphere, for links hinged onto the object."""
     traj = obj.trajectory
-    reach = obj.bound_radius + float(np.linalg.norm(obj.bound_centre)) + _MARGIN
+    reach = obj.bound_radius + float(np.linalg.norm(obj.bound_centre)) + _MARGIN + extra_reach
     lo = ROOM_LO + np.abs(traj.amplitude) + reach
     hi = ROOM_HI - np.abs(traj.amplitude) - reach
     lo[2] = max(lo[2], camera.max_offset() + traj.max_offset() + reach + 0.5)
@@ -145,7 +147,51 @@ def _random_objects(config, rng, bank, camera, tan_half_fov) -> list:
             obj = _rigid(obj_id, kind, trajectory, bank, rng)
         _keep_inside(obj, camera)
         objects.append(obj)
+    for _ in range(config.num_articulated):
+        objects.extend(_articulated(len(objects) + 1, config, rng, bank, camera, tan_half_fov))
     return objects
+
+
+def _articulated(first_id, config, rng, bank, camera, tan_half_fov) -> list:
+    """An articulated object: a base box moving about the floor half of the room with an upper
+    arm and a forearm hinged on it (two revolute joints about the base's local z axis, so the
+    arm swings in the base's x-y plane and never folds down through the base).
+
+    Each link is a rigid :class:`Box` with its own id; the links' poses chain through
+    :class:`HingeTrajectory`, so the three parts move differently but stay attached.
+    """
+    speed = config.object_speed
+    half = rng.uniform([0.2, 0.15, 0.2], [0.35, 0.25, 0.35])
+    depth = rng.uniform(2.5, 5.5)
+    upper, fore = rng.uniform(0.35, 0.6), rng.uniform(0.25, 0.45)
+    thick = rng.uniform(0.05, 0.09)
+    base_traj = OscillatingTrajectory(
+        centre=np.array([rng.uniform(-0.6, 0.6) * depth * tan_half_fov, rng.uniform(0.2, 0.8),
+                         depth]),
+        amplitude=rng.uniform(0.2, 0.8, 3) * np.array([1.0, 0.1, 0.2]),
+        omega=speed * rng.uniform(0.3, 0.9, 3), phase=rng.uniform(0, 2 * np.pi, 3),
+        rotation0=rotvec_to_rotmat([0.0, rng.uniform(0, 2 * np.pi), 0.0]),
+        spin=np.array([0.0, speed * rng.uniform(-0.6, 0.6), 0.0]))
+    base = Box(first_id, base_traj, bank.procedural_texture(int(rng.integers(8))), half,
+               texture_scale=1.5)
+    # World y points down: the base's top face is at local y = -half[1].
+    _keep_inside(base, camera, extra_reach=upper + fore)
+    z_axis = np.array([0.0, 0.0, 1.0])
+    arm_traj = HingeTrajectory(base.trajectory, joint=np.array([0.0, -half[1], 0.0]),
+                               axis=z_axis, offset=np.array([0.0, -upper / 2, 0.0]),
+                               angle0=rng.uniform(-0.3, 0.3), amplitude=rng.uniform(0.4, 1.0),
+                               omega=speed * rng.uniform(1.5, 3.0),
+                               phase=rng.uniform(0, 2 * np.pi))
+    arm = Box(first_id + 1, arm_traj, bank.procedural_texture(int(rng.integers(8))),
+              (thick, upper / 2, thick), texture_scale=1.5)
+    fore_traj = HingeTrajectory(arm_traj, joint=np.array([0.0, -upper / 2, 0.0]), axis=z_axis,
+                                offset=np.array([0.0, -fore / 2, 0.0]),
+                                angle0=rng.uniform(-0.5, 0.5), amplitude=rng.uniform(0.5, 1.2),
+                                omega=speed * rng.uniform(2.0, 4.0),
+                                phase=rng.uniform(0, 2 * np.pi))
+    forearm = Box(first_id + 2, fore_traj, bank.procedural_texture(int(rng.integers(8))),
+                  (0.8 * thick, fore / 2, 0.8 * thick), texture_scale=1.5)
+    return [base, arm, forearm]
 
 
 def _demo_objects(config, rng, bank, camera) -> tuple[list, SceneEvents]:

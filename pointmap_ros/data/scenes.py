@@ -52,6 +52,8 @@ class SceneConfig:
         fps: frame rate; frame t is at ``t / fps`` seconds.
         num_objects: moving objects, the deformable one included (>= 3 for 'demo').
         include_deformable: make one object non-rigid (a waving sheet or pulsing ellipsoid).
+        num_articulated: articulated objects added by the 'random' preset (a base box with a
+            two-link arm; three rigid parts, three ids, chained hinge poses).
         camera_amplitude: camera translation amplitude in metres (0 = static camera).
         object_speed: multiplies the objects' angular frequencies ('random' preset and the
             extra floor objects of 'demo'; the demo's crossing is tied to the sequence length).
@@ -73,6 +75,7 @@ class SceneConfig:
     fps: float = 10.0
     num_objects: int = 4
     include_deformable: bool = True
+    num_articulated: int = 0
     camera_amplitude: float = 0.3
     object_speed: float = 1.0
     fov_deg: float = 70.0
@@ -94,6 +97,7 @@ class SceneConfig:
             ('num_frames', self.num_frames >= 1, '>= 1'),
             ('fps', self.fps > 0, '> 0'),
             ('num_objects', self.num_objects >= 0, '>= 0'),
+            ('num_articulated', self.num_articulated >= 0, '>= 0'),
             ('camera_amplitude', 0 <= self.camera_amplitude <= 1.0, 'in [0, 1] metres'),
             ('object_speed', self.object_speed >= 0, '>= 0'),
             ('fov_deg', 10.0 <= self.fov_deg <= 150.0, 'in [10, 150] degrees'),
@@ -208,6 +212,7 @@ class SceneGenerator:
         # Rays with unit z: the ray parameter of a hit is its depth.
         self._rays = np.stack([(u - cx) / fx, (v - cy) / fx, np.ones_like(u)], axis=-1)
         self._cache: collections.OrderedDict[int, CastResult] = collections.OrderedDict()
+        self._poses: dict[tuple[int, float], np.ndarray] = {}
 
     @property
     def num_frames(self) -> int:
@@ -244,7 +249,7 @@ class SceneGenerator:
         for obj in self._objects:
             sel = ids == obj.id
             if sel.any():
-                pose = obj.pose(time_s)
+                pose = self._pose(obj, time_s)
                 out[sel] = obj.deform(canonical[sel], time_s) @ pose[:3, :3].T + pose[:3, 3]
         return out
 
@@ -291,6 +296,18 @@ class SceneGenerator:
             instance_i=np.where(hi.valid, hi.ids, 0), instance_j=np.where(hj.valid, hj.ids, 0))
 
     # -- internals -----------------------------------------------------------------------
+
+    def _pose(self, obj, time_s: float) -> np.ndarray:
+        """``obj.pose(time_s)``, memoised: training draws many pairs from one sequence and
+        re-evaluating the (chained) trajectories was a third of a pair's cost. The matrices
+        are the same arrays the trajectory returns, so the ground truth is bit-identical."""
+        key = (obj.id, float(time_s))
+        pose = self._poses.get(key)
+        if pose is None:
+            if len(self._poses) > 64 * max(len(self._objects), 1):
+                self._poses.clear()
+            pose = self._poses[key] = obj.pose(time_s)
+        return pose
 
     def _object(self, obj_id: int):
         for obj in self._objects:

@@ -16,7 +16,7 @@ import numpy as np
 
 from pointmap_ros.geometry.transforms import rotvec_to_rotmat, se3_from_rt
 
-__all__ = ['look_at', 'OscillatingTrajectory', 'LookAtTrajectory']
+__all__ = ['look_at', 'OscillatingTrajectory', 'LookAtTrajectory', 'HingeTrajectory']
 
 # World "down" is +y in an optical world frame (camera 0 looks along +z with y down).
 _DOWN = np.array([0.0, 1.0, 0.0])
@@ -91,3 +91,41 @@ class LookAtTrajectory:
     def max_offset(self) -> float:
         """Largest distance of the camera centre from the world origin, metres."""
         return float(np.linalg.norm(self.amplitude))
+
+
+@dataclass(frozen=True)
+class HingeTrajectory:
+    """A link of an articulated object: rigidly attached to a parent through a revolute joint.
+
+    ``T_world_link(t) = T_world_parent(t) @ [I | joint] @ [Exp(axis * angle(t)) | 0]
+    @ [I | offset]`` with ``angle(t) = angle0 + amplitude * sin(omega t + phase)``. The parent
+    is any trajectory (an :class:`OscillatingTrajectory` or another hinge: chains work), so
+    every pose is still an analytic function of time and the ground truth stays exact.
+
+    Attributes:
+        parent: trajectory of the parent link.
+        joint: ``[3]`` joint position in the parent's frame, metres.
+        axis: ``[3]`` unit rotation axis in the parent's frame.
+        offset: ``[3]`` position of this link's origin relative to the joint (link frame).
+        angle0, amplitude, omega, phase: joint angle law (radians, rad/s).
+    """
+
+    parent: object
+    joint: np.ndarray
+    axis: np.ndarray
+    offset: np.ndarray
+    angle0: float
+    amplitude: float
+    omega: float
+    phase: float
+
+    def angle(self, t: float) -> float:
+        """Joint angle at ``t`` seconds (radians)."""
+        return self.angle0 + self.amplitude * np.sin(self.omega * t + self.phase)
+
+    def pose(self, t: float) -> np.ndarray:
+        """``T_world_link`` ``[4, 4]`` float64 at time ``t`` seconds."""
+        hinge = se3_from_rt(rotvec_to_rotmat(np.asarray(self.axis) * self.angle(t)),
+                            np.asarray(self.joint, dtype=np.float64))
+        return self.parent.pose(t) @ hinge @ se3_from_rt(np.eye(3), np.asarray(self.offset,
+                                                                                dtype=np.float64))

@@ -199,13 +199,16 @@ class DynamicPointMapNet(nn.Module):
 
     def _postprocess(self, raw: dict) -> dict:
         maps = {}
-        for k, out in sorted(raw.items()):   # heads 1/2 first: residual heads add onto them
-            if self.config.cross_time == 'residual' and k in RESIDUAL_BASE:
-                offset, conf = postprocess_offset(out)
-                pts = maps[HEAD_MAPS[RESIDUAL_BASE[k]]][0] + offset
-            else:
-                pts, conf = postprocess(out)
-            maps[HEAD_MAPS[k]] = (pts, conf)
+        device = next(iter(raw.values())).device
+        with float32_region(device):
+            for k, out in sorted(raw.items()):  # heads 1/2 first: residual heads add onto them
+                out = out.float()
+                if self.config.cross_time == 'residual' and k in RESIDUAL_BASE:
+                    offset, conf = postprocess_offset(out)
+                    pts = maps[HEAD_MAPS[RESIDUAL_BASE[k]]][0] + offset
+                else:
+                    pts, conf = postprocess(out)
+                maps[HEAD_MAPS[k]] = (pts, conf)
         result = {}
         for name in OUTPUT_NAMES:
             kind, m = name.split('_', 1)
@@ -272,7 +275,21 @@ def zero_init_cross_time_offsets(model: DynamicPointMapNet) -> None:
 
 
 def _heads_in_own_precision(device: torch.device):
-    """Disable autocast around the heads: exp post-processing overflows fp16 (|x| > 11)."""
+    """Autocast policy of the heads.
+
+    fp16 autocast is disabled around the whole heads (the inference engines' fp16 path): fp16
+    overflows at 65504 and the exp post-processing at |x| > 11. bf16 has float32's range, so
+    under bf16 autocast (GPU training) the heads' convolutions run in bf16 and only their last
+    1x1 projection and the exp post-processing run in float32 (:func:`float32_region`).
+    """
+    if torch.is_autocast_enabled(device.type) \
+            and torch.get_autocast_dtype(device.type) == torch.float16:
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def float32_region(device: torch.device):
+    """A region computed in float32 even under autocast (the raw outputs and the exp)."""
     if torch.is_autocast_enabled(device.type):
         return torch.autocast(device.type, enabled=False)
     return contextlib.nullcontext()

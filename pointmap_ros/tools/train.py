@@ -32,10 +32,11 @@ from pointmap_ros.errors import ConfigError, PointmapError
 from pointmap_ros.model.checkpoint import convert_checkpoint, load_checkpoint
 from pointmap_ros.model.config import CROSS_TIME_MODES, ModelConfig
 from pointmap_ros.model.dpm import DynamicPointMapNet, zero_init_cross_time_offsets
-from pointmap_ros.training.loss import DPMLoss, DPMLossConfig
+from pointmap_ros.training.loss import FLOW_SCALES, DPMLoss, DPMLossConfig
 from pointmap_ros.training.trainer import Trainer, TrainConfig, seed_everything
 
-__all__ = ['main', 'build_parser', 'parse_resolution', 'build_model', 'freeze_except']
+__all__ = ['main', 'build_parser', 'parse_resolution', 'build_model', 'freeze_except',
+           'loss_config']
 
 logger = logging.getLogger(__name__)
 
@@ -71,21 +72,27 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument('--cross-time', choices=CROSS_TIME_MODES, default=None,
                        help="cross-time heads 3/4: 'absolute' maps or 'residual' offsets from "
                        'heads 1/2 (zero-initialised, so flow starts at exactly 0); default: '
-                       "the --init checkpoint's mode, else 'absolute'")
+                       "the --init checkpoint's mode, else 'residual'")
     model.add_argument('--train-only', nargs='+', metavar='PREFIX',
                        help='train only parameters whose names start with one of these '
                        'prefixes (e.g. downstream_head3 downstream_head4); freeze the rest')
     data = p.add_argument_group('data')
     data.add_argument('--num-frames', type=int, default=24, help='frames per generated sequence')
     data.add_argument('--gap-min', type=int, default=1, help='smallest frame gap of a pair')
-    data.add_argument('--gap-max', type=int, default=4, help='largest frame gap of a pair')
+    data.add_argument('--gap-max', type=int, default=8, help='largest frame gap of a pair')
     data.add_argument('--symmetrize', type=float, default=0.5, nargs='?', const=0.5,
                       help='probability of swapping i and j (0 disables)')
     data.add_argument('--cache-size', type=int, default=8, help='sequences kept in memory')
     data.add_argument('--pairs-per-sequence', type=int, default=32,
                       help='mean pairs drawn from a sequence before it is replaced')
     data.add_argument('--val-sequences', type=int, default=4, help='validation sequences')
+    data.add_argument('--vary-scenes', type=float, default=0.5,
+                      help='probability that a training sequence gets randomised motion '
+                      '(speed x0.5..2.5, static camera, 3..6 objects, articulated arm); '
+                      'validation never varies')
     data.add_argument('--workers', type=int, default=0, help='DataLoader worker processes')
+    data.add_argument('--prefetch', type=int, default=4,
+                      help='batches each worker prepares ahead (with --workers > 0)')
     opt = p.add_argument_group('optimisation')
     opt.add_argument('--steps', type=int, default=1000)
     opt.add_argument('--batch-size', type=int, default=8)
@@ -95,8 +102,18 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument('--grad-clip', type=float, default=1.0)
     opt.add_argument('--map-weights', type=float, nargs=4, default=(1.0, 1.0, 1.0, 1.0),
                      metavar=('I_TI', 'I_TJ', 'J_TI', 'J_TJ'), help='loss weight per map')
-    opt.add_argument('--flow-weight', type=float, default=0.0,
-                     help='weight of the extra normalised scene-flow term (0: plain DPM loss)')
+    opt.add_argument('--flow-weight', type=float, default=1.0,
+                     help='weight of the scene-flow term (0: plain DPM map loss)')
+    opt.add_argument('--flow-scale', choices=FLOW_SCALES, default='flow',
+                     help="divide the flow error by the flow's own scale ('flow') or only by "
+                     "the geometry's normalisation ('geometry', the pre-issue-11 term)")
+    opt.add_argument('--flow-scale-floor', type=float, default=0.005,
+                     help='lower bound of the flow scale (normalised units)')
+    opt.add_argument('--flow-moving-share', type=float, default=0.5,
+                     help='share of the flow term on moving pixels (rest: static); negative: '
+                     'plain mean over valid pixels')
+    opt.add_argument('--flow-charbonnier', type=float, default=0.0,
+                     help='Charbonnier width c of the scaled flow error (0: plain L21)')
     opt.add_argument('--dynamic-weight', type=float, default=0.0,
                      help='St4RTrack fixed weight of moving pixels (x max static conf; 0: off)')
     run = p.add_argument_group('run')
@@ -143,9 +160,7 @@ def build_model(args, size: tuple[int, int]) -> DynamicPointMapNet:
         if args.copy_cross_heads:
             _copy_cross_heads(model)
         return model
-    overrides = {'img_size': list(size)}
-    if args.cross_time:
-        overrides['cross_time'] = args.cross_time
+    overrides = {'img_size': list(size), 'cross_time': args.cross_time or 'residual'}
     if args.config:
         with open(args.config) as f:
             config = ModelConfig.from_dict({**json.load(f), **overrides})
@@ -182,6 +197,15 @@ def freeze_except(model: torch.nn.Module, prefixes: list[str]) -> int:
         raise ConfigError(f'--train-only {prefixes}: no parameter name starts with these',
                           name='train_only', value=prefixes)
     return trainable
+
+
+def loss_config(args) -> DPMLossConfig:
+    """The :class:`DPMLossConfig` of the parsed command line."""
+    share = args.flow_moving_share if args.flow_moving_share >= 0 else None
+    return DPMLossConfig(map_weights=tuple(args.map_weights), flow_weight=args.flow_weight,
+                         flow_scale=args.flow_scale, flow_scale_floor=args.flow_scale_floor,
+                         flow_moving_share=share, dynamic_weight=args.dynamic_weight,
+                         flow_charbonnier=args.flow_charbonnier)
 
 
 def _hardware(device: torch.device) -> str:
@@ -221,13 +245,14 @@ def _run(args, argv) -> int:
     data_cfg = PairDataConfig(height=size[0], width=size[1], num_frames=args.num_frames,
                               gap_min=args.gap_min, gap_max=args.gap_max,
                               symmetrize=args.symmetrize, cache_size=args.cache_size,
-                              pairs_per_sequence=args.pairs_per_sequence)
+                              pairs_per_sequence=args.pairs_per_sequence,
+                              vary_scenes=args.vary_scenes)
     train_cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                             min_lr=min(args.min_lr, args.lr), warmup_steps=args.warmup,
                             grad_clip=args.grad_clip, amp=amp, val_every=args.val_every,
                             log_every=args.log_every, ckpt_minutes=args.ckpt_minutes,
                             max_minutes=args.max_minutes, seed=args.seed,
-                            num_workers=args.workers)
+                            num_workers=args.workers, prefetch_factor=args.prefetch)
     last = os.path.join(args.out, 'last.safetensors')
     if args.resume:
         if not os.path.isfile(last):
@@ -238,10 +263,10 @@ def _run(args, argv) -> int:
     if args.train_only:
         logger.info('training %d parameters under %s', freeze_except(model, args.train_only),
                     args.train_only)
-    loss = DPMLoss(DPMLossConfig(map_weights=tuple(args.map_weights),
-                                 flow_weight=args.flow_weight,
-                                 dynamic_weight=args.dynamic_weight))
-    val = DPMPairDataset(split_seeds('val', args.val_sequences), data_cfg) \
+    loss = DPMLoss(loss_config(args))
+    # Validation pairs come from the val split at the unvaried settings (like evaluation).
+    val_cfg = PairDataConfig(**{**data_cfg.__dict__, 'vary_scenes': 0.0})
+    val = DPMPairDataset(split_seeds('val', args.val_sequences), val_cfg) \
         if args.val_sequences > 0 else None
     trainer = Trainer(model, loss, DPMPairStream(data_cfg, seed=args.seed), val, train_cfg,
                       args.out, device)

@@ -29,16 +29,19 @@ from torch.utils.data import DataLoader
 
 from pointmap_ros.errors import CheckpointError, ConfigError
 from pointmap_ros.model.checkpoint import save_checkpoint
-from pointmap_ros.training.loss import DPMLoss
+from pointmap_ros.training.loss import DPMLoss, metrics_to_floats
 from pointmap_ros.types import MAP_NAMES
 
-__all__ = ['TrainConfig', 'Trainer', 'seed_everything', 'lr_at', 'plot_log', 'LOG_FIELDS']
+__all__ = ['TrainConfig', 'Trainer', 'seed_everything', 'lr_at', 'plot_log', 'LOG_FIELDS',
+           'make_loader']
 
 logger = logging.getLogger(__name__)
 
 #: Columns of ``log.csv``; ``phase`` is 'train' (mean over the logging interval) or 'val'.
 LOG_FIELDS = (['step', 'phase', 'lr', 'loss'] + [f'reg_{m}' for m in MAP_NAMES]
-              + [f'conf_{m}' for m in MAP_NAMES] + ['flow_err', 'samples_per_s', 'elapsed_s'])
+              + [f'conf_{m}' for m in MAP_NAMES]
+              + ['flow_err', 'flow_err_dyn', 'flow_loss', 'samples_per_s', 'data_wait_frac',
+                 'elapsed_s'])
 
 AMP_MODES = ('none', 'bf16', 'fp16')
 
@@ -65,6 +68,7 @@ class TrainConfig:
             either is used up.
         seed: seeds python, numpy, torch and the data stream.
         num_workers: DataLoader worker processes.
+        prefetch_factor: batches each worker prepares ahead (with ``num_workers`` > 0).
     """
 
     steps: int = 1000
@@ -82,6 +86,7 @@ class TrainConfig:
     max_minutes: float | None = None
     seed: int = 0
     num_workers: int = 0
+    prefetch_factor: int = 4
 
     def validate(self, device: torch.device) -> None:
         if self.steps < 1 or self.batch_size < 1:
@@ -152,11 +157,15 @@ class Trainer:
         self.val_data = val_data
         self.out_dir = out_dir
         os.makedirs(out_dir, exist_ok=True)
+        # Fused AdamW on CUDA: one kernel per step instead of a launch per tensor (the small
+        # model's step is bound by launches, not arithmetic).
         self.optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay),
-                                           lr=config.lr, betas=tuple(config.betas))
+                                           lr=config.lr, betas=tuple(config.betas),
+                                           fused=self.device.type == 'cuda' or None)
         self.scaler = torch.amp.GradScaler('cuda', enabled=config.amp == 'fp16')
         self.step = 0
         self.elapsed_s = 0.0  # training wall time, carried over on resume
+        self._nonfinite: torch.Tensor | None = None  # count of non-finite losses (CUDA)
         self.log_path = os.path.join(out_dir, 'log.csv')
 
     # -- state --------------------------------------------------------------------------------
@@ -207,15 +216,29 @@ class Trainer:
             return 0.0
         return self.elapsed_s / (60.0 * self.config.max_minutes)
 
-    def train_step(self, batch: dict) -> dict[str, float]:
-        """One optimizer step on ``batch``; returns the loss metrics."""
+    def train_step(self, batch: dict) -> dict[str, torch.Tensor | float]:
+        """One optimizer step on ``batch``; returns the loss metrics.
+
+        The metrics are detached tensors on the training device: reading them (``float``)
+        would wait for the GPU, so :meth:`fit` adds them up on the device and converts them
+        once per logging interval. On the CPU a non-finite loss raises here, before the step;
+        on CUDA the check is deferred to :meth:`check_finite` (called by :meth:`fit` at every
+        log row), because testing it here would stall the GPU every step.
+
+        Raises:
+            FloatingPointError: non-finite loss (at once on the CPU).
+        """
         self.model.train()
         for group in self.optimizer.param_groups:
             group['lr'] = lr_at(self.step, self.config, self._time_fraction())
         loss, metrics = self._forward(batch)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f'non-finite loss {float(loss.detach())} at step '
-                                     f'{self.step}')
+        if self.device.type != 'cuda':
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f'non-finite loss {float(loss.detach())} at step '
+                                         f'{self.step}')
+        else:
+            bad = (~torch.isfinite(loss.detach())).to(torch.int32)
+            self._nonfinite = bad if self._nonfinite is None else self._nonfinite + bad
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.config.grad_clip > 0:
@@ -227,6 +250,19 @@ class Trainer:
         metrics['lr'] = self.optimizer.param_groups[0]['lr']
         return metrics
 
+    def check_finite(self) -> None:
+        """Raise if any loss since the last check was non-finite (one host sync on CUDA).
+
+        Raises:
+            FloatingPointError: naming the step range.
+        """
+        if self._nonfinite is not None and int(self._nonfinite) > 0:
+            count = int(self._nonfinite)
+            self._nonfinite = None
+            raise FloatingPointError(f'non-finite loss in {count} step(s) up to step '
+                                     f'{self.step}')
+        self._nonfinite = None
+
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
         """Mean loss metrics over the whole validation set (deterministic pairs)."""
@@ -235,7 +271,7 @@ class Trainer:
         sums: dict[str, float] = {}
         count = 0
         for batch in loader:
-            _, metrics = self._forward(batch)
+            metrics = metrics_to_floats(self._forward(batch)[1])
             n = len(batch['img_i'])
             for key, value in metrics.items():
                 sums[key] = sums.get(key, 0.0) + value * n
@@ -263,8 +299,7 @@ class Trainer:
         # Offset the stream seed by the start step so a resumed run sees new pairs.
         if hasattr(self.train_data, 'seed'):
             self.train_data.seed = cfg.seed + self.step
-        loader = DataLoader(self.train_data, batch_size=cfg.batch_size,
-                            num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0)
+        loader = make_loader(self.train_data, cfg, self.device)
         last_ckpt = last_log = time.monotonic()
         window: dict[str, float] = {}
         window_steps = 0
@@ -272,21 +307,29 @@ class Trainer:
         val_metrics: dict[str, float] = {}
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not progress, dynamic_ncols=True)
         batches = iter(loader)
+        data_wait = 0.0
         while self.step < cfg.steps and self._time_fraction() < 1.0:
             tick = time.monotonic()
-            metrics = self.train_step(next(batches))
+            batch = next(batches)
+            got = time.monotonic()
+            data_wait += got - tick
+            metrics = self.train_step(batch)
             now = time.monotonic()
             self.elapsed_s += now - tick
             bar.update(1)
-            for key, value in metrics.items():
+            for key, value in metrics.items():  # device tensors: no host sync per step
                 window[key] = window.get(key, 0.0) + value
             window_steps += 1
             last_step = self.step >= cfg.steps or self._time_fraction() >= 1.0
             if self.step % cfg.log_every == 0 or last_step:
-                row = {k: v / window_steps for k, v in window.items()}
+                self.check_finite()
+                row = {k: v / window_steps for k, v in metrics_to_floats(window).items()}
+                now = time.monotonic()  # after the sync: the interval covers the GPU's work
                 row.update(step=self.step, phase='train', elapsed_s=round(self.elapsed_s, 1),
                            samples_per_s=window_steps * cfg.batch_size / max(now - last_log,
-                                                                             1e-9))
+                                                                             1e-9),
+                           data_wait_frac=data_wait / max(now - last_log, 1e-9))
+                data_wait = 0.0
                 self._log(row)
                 bar.set_postfix(loss=f'{row["loss"]:.4f}', lr=f'{row["lr"]:.2e}')
                 window, window_steps, last_log = {}, 0, now
@@ -316,6 +359,17 @@ class Trainer:
         logger.info('step %d validation: loss %.4f flow_err %.4f', self.step, metrics['loss'],
                     metrics['flow_err'])
         return metrics
+
+
+def make_loader(dataset, config: TrainConfig, device: torch.device) -> DataLoader:
+    """The training DataLoader: worker processes (persistent, prefetching) and, for CUDA,
+    pinned host memory so the ``non_blocking`` copies in :meth:`Trainer._forward` overlap
+    the GPU's work."""
+    workers = config.num_workers
+    extra = {'persistent_workers': True, 'prefetch_factor': config.prefetch_factor} \
+        if workers > 0 else {}
+    return DataLoader(dataset, batch_size=config.batch_size, num_workers=workers,
+                      pin_memory=device.type == 'cuda', **extra)
 
 
 def plot_log(csv_path: str, png_path: str) -> bool:

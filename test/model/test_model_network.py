@@ -174,8 +174,9 @@ def test_two_map_model_outputs_only_same_time_maps():
     assert tuple(out) == ('pts_i_ti', 'conf_i_ti', 'pts_j_tj', 'conf_j_tj')
 
 
-def test_heads_stay_fp32_under_autocast(tiny):
-    """With bf16 autocast (CPU) the backbone runs in bf16 and the heads/outputs in fp32."""
+def test_outputs_stay_fp32_under_autocast(tiny):
+    """With bf16 autocast (CPU) the backbone and the heads' inner convolutions run in bf16;
+    the heads' last projection, the exp post-processing and the outputs are float32."""
     img = torch.rand(1, 3, 64, 96) * 2 - 1
     with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
         tok = tiny.encode(img)
@@ -199,3 +200,30 @@ def test_decode_rejects_tokens_of_another_size(tiny):
     tok = tiny.encode(torch.zeros(1, 3, 64, 96))
     with pytest.raises(InputError, match=r'tok_j has shape \(1, 24, 96\), expected \[B, 20, 96\]'):
         tiny.decode(tok, (64, 96), tok, (64, 80))
+
+
+def test_fp16_autocast_keeps_whole_heads_fp32_and_bf16_only_inner_layers(tiny):
+    """fp16 (inference engines) must not run any head layer in fp16 (overflow); bf16
+    (training) runs the inner head convolutions in bf16 but the last projection in fp32."""
+    from pointmap_ros.model.dpm import _heads_in_own_precision
+    seen = {}
+
+    def record(name):
+        def hook(module, inputs, output):
+            seen[name] = output.dtype
+        return hook
+    head = tiny.downstream_head1
+    handles = [head.dpt.head[0].register_forward_hook(record('inner')),
+               head.dpt.head[-1].register_forward_hook(record('last'))]
+    img = torch.rand(1, 3, 64, 96) * 2 - 1
+    try:
+        with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+            tiny(img, img)
+        assert seen == {'inner': torch.bfloat16, 'last': torch.float32}
+        with torch.autocast('cpu', dtype=torch.float16):
+            # The policy itself (fp16 convolutions are not implemented on every CPU build).
+            assert not torch.is_autocast_enabled('cpu') or isinstance(
+                _heads_in_own_precision(torch.device('cpu')), torch.autocast)
+    finally:
+        for h in handles:
+            h.remove()

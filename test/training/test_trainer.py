@@ -93,9 +93,20 @@ def test_cli_train_and_resume(tmp_path, capsys):
     record = json.loads((out / 'run.json').read_text())
     assert record['final_step'] == 3 and record['model']['img_size'] == [48, 64]
     assert record['command'].startswith('pointmap-train --preset tiny')
-    # Heads 3/4 start as copies of heads 1/2 (zero predicted flow at step 0).
+    # Fresh models are residual by default and predict exactly zero flow at step 0 (heads 3/4
+    # copy heads 1/2's confidence and start with zero offsets).
     fresh = train_tool.build_model(train_tool.build_parser().parse_args(args), (48, 64))
-    for a, b in zip(fresh.downstream_head1.parameters(), fresh.downstream_head3.parameters()):
+    assert fresh.config.cross_time == 'residual'
+    with torch.no_grad():
+        img = torch.rand(1, 3, 48, 64) * 2 - 1
+        maps = fresh.eval()(img, -img)
+    assert torch.equal(maps['pts_i_tj'], maps['pts_i_ti'])
+    assert torch.equal(maps['pts_j_ti'], maps['pts_j_tj'])
+    assert torch.equal(maps['conf_i_tj'], maps['conf_i_ti'])
+    absolute = train_tool.build_model(train_tool.build_parser().parse_args(
+        [*args, '--cross-time', 'absolute']), (48, 64))
+    for a, b in zip(absolute.downstream_head1.parameters(),
+                    absolute.downstream_head3.parameters()):
         assert torch.equal(a, b)
     assert train_tool.main([*args[:5], '5', *args[6:], '--resume']) == 0
     record = json.loads((out / 'run.json').read_text())

@@ -130,7 +130,15 @@ class DPTHead(nn.Module):
         path = dpt.scratch.refinenet3(path, l3)
         path = dpt.scratch.refinenet2(path, l2)
         path = dpt.scratch.refinenet1(path, l1)
-        return dpt.head(path)
+        for layer in dpt.head[:-1]:
+            path = layer(path)
+        # The last 1x1 projection gives the raw point/confidence channels that the exp
+        # post-processing amplifies: float32 even when the rest runs under bf16 autocast.
+        last = dpt.head[-1]
+        if torch.is_autocast_enabled(path.device.type):
+            with torch.autocast(path.device.type, enabled=False):
+                return last(path.float())
+        return last(path)
 
     @torch.no_grad()
     def zero_point_channels(self) -> None:

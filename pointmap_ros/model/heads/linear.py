@@ -33,7 +33,13 @@ class LinearHead(nn.Module):
         h, w = image_size
         p = self.patch_size
         x = tokens[-1]
-        feat = self.proj(x).transpose(-1, -2).reshape(x.shape[0], -1, h // p, w // p)
+        if torch.is_autocast_enabled(x.device.type):
+            # The raw point/confidence channels feed the exp post-processing: float32.
+            with torch.autocast(x.device.type, enabled=False):
+                raw = self.proj(x.float())
+        else:
+            raw = self.proj(x)
+        feat = raw.transpose(-1, -2).reshape(x.shape[0], -1, h // p, w // p)
         return F.pixel_shuffle(feat, p)
 
     @torch.no_grad()
