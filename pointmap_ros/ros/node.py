@@ -243,7 +243,8 @@ class ReconCore:
         self._ready_pub.publish(Bool(data=True))
 
     def _deactivate(self) -> None:
-        if self._subscriptions or self._worker is not None:
+        # Not while shutting down: the context is gone and subscribers see the node vanish.
+        if (self._subscriptions or self._worker is not None) and self.context.ok():
             self._ready_pub.publish(Bool(data=False))
         for sub in self._subscriptions:
             self.destroy_subscription(sub)

@@ -186,13 +186,13 @@ class SyntheticCameraNode(Node):
             self.get_logger().info(f"{self._v['wait_for_ready']}: {bool(msg.data)}")
         self._consumer_ready = bool(msg.data)
 
-    def _publishers(self) -> list:
+    def _camera_publishers(self) -> list:
         return [p for p in (self._pub_image, self._pub_info, self._pub_depth) if p is not None]
 
     def _check_start(self) -> None:
         """Gate timer: start playing once the consumer is ready and matched, plus the delay."""
         matched = (not self._v['wait_for_subscribers']
-                   or all(p.get_subscription_count() > 0 for p in self._publishers()))
+                   or all(p.get_subscription_count() > 0 for p in self._camera_publishers()))
         now_s = self._steady.now().nanoseconds * 1e-9
         if not (self._consumer_ready and matched):
             self._conditions_met_s = None
