@@ -375,11 +375,12 @@ class ReconCore:
         # The very counts /diagnostics publishes (sync, conversion, pipeline, superseded).
         dropped = {k: v for k, v in self._snapshot(now)['dropped'].items() if v}
         silent_s = self._watchdog.silent_for(now)
+        topics = [t for cam in self._cameras.values() for t in cam.topics]
         if self._watchdog.usable_count:
             self.get_logger().info(stream_ended_message(
-                silent_s, self._watchdog.usable_count, received, dropped))
+                silent_s, self._watchdog.usable_count, topics, self._in_qos_text, received,
+                dropped))
             return
-        topics = [t for cam in self._cameras.values() for t in cam.topics]
         self.get_logger().warning(no_input_warning(
             silent_s, topics, self._in_qos_text, self._values['sync_slop_s'],
             self._values['exact_sync'], received, dropped))

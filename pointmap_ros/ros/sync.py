@@ -167,14 +167,15 @@ class InputWatchdog:
         return now_s - self._last_usable_s
 
 
-def stream_ended_message(silent_s: float, usable: int, received: dict, dropped: dict) -> str:
+def stream_ended_message(silent_s: float, usable: int, topics: list[str], qos_text: str,
+                         received: dict, dropped: dict) -> str:
     """Logged once when input stops after usable sets arrived (a camera or bag finished).
 
     ``dropped`` must be the counts /diagnostics reports (``dropped <reason>``)."""
-    return (f'Input stopped: no usable input for {silent_s:.1f} s after {usable} usable input '
-            f'sets (stream ended?). Received: {dict(received)}; dropped (as on /diagnostics): '
-            f'{dict(dropped)}. This is logged once; it is logged again only after input '
-            f'resumes and stops again.')
+    return (f'Input stopped: no usable input for {silent_s:.1f} s on {", ".join(topics)} '
+            f'(QoS {qos_text}) after {usable} usable input sets (stream ended?). Received: '
+            f'{dict(received)}; dropped (as on /diagnostics): {dict(dropped)}. Logged once; '
+            f'again only after input resumes and stops again.')
 
 
 def no_input_warning(silent_s: float, topics: list[str], qos_text: str, slop_s: float,

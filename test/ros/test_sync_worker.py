@@ -109,9 +109,10 @@ def test_watchdog_warns_once_per_silence_and_names_topics():
 
 
 def test_stream_ended_message_carries_the_diagnostics_counts():
-    text = stream_ended_message(5.2, 30, {'camera/image': 30}, {'superseded_before_inference': 4})
+    text = stream_ended_message(5.2, 30, ['/cam/image_raw'], 'best_effort', {'camera/image': 30},
+                                {'superseded_before_inference': 4})
     assert "'superseded_before_inference': 4" in text and '30 usable' in text
-    assert 'once' in text
+    assert '/cam/image_raw' in text and 'once' in text
 
 
 class FakeClock:
