@@ -427,6 +427,8 @@ class ReconCore:
         self.stats.on_processed()
         if out is None:  # the camera's first frame only opens its window
             return
+        if not self.context.ok():  # shutting down: the publishers are unusable
+            return
         t0 = time.perf_counter()
         self._publish(cam, item['header'], out)
         publish_ms = (time.perf_counter() - t0) * 1e3
@@ -436,6 +438,10 @@ class ReconCore:
                              units=flow_units(out.metric_scale, self._values['flow_per_second']))
 
     def _on_worker_error(self, camera: str, exc: BaseException) -> None:
+        if not self.context.ok():
+            # Shutting down (SIGINT): rclpy invalidated the context while this frame was in
+            # flight, so its publish failed. Not a bug, and nothing can be published now.
+            return
         text = ''.join(traceback.format_exception(exc))
         self.stats.on_drop('internal_error')
         self.stats.set_engine('error', error=f'{type(exc).__name__}: {exc}')

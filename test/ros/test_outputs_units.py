@@ -126,3 +126,26 @@ def test_world_conventions_rep103_and_optical():
     np.testing.assert_array_equal(world_rotation('optical'), np.eye(3))
     with pytest.raises(ValueError, match='world_frame_convention'):
         world_rotation('enu')
+
+
+def test_engine_cache_use_reports_hit_miss_and_key(tmp_path):
+    import os
+    import time
+
+    from pointmap_ros.ros.node import engine_cache_use
+    values = {'onnx_dir': '', 'engine_path': '', 'engine_cache_dir': str(tmp_path)}
+    sidecar = tmp_path / 'onnx' / 'dpm_small-96x128-8d622916.json'
+    sidecar.parent.mkdir()
+    sidecar.write_text('{}')
+    old = time.time() - 3600
+    os.utime(sidecar, (old, old))
+    info = {'backend': 'onnxruntime', 'onnx': str(sidecar)}
+    assert engine_cache_use(info, values, started_s=time.time()) == \
+        f'hit (key dpm_small-96x128-8d622916; {sidecar})'
+    assert engine_cache_use(info, values, started_s=old - 1).startswith(
+        'miss (key dpm_small-96x128-8d622916;')  # written after the engine was requested
+    # No cache involved: a given export, or a backend without files.
+    assert engine_cache_use(info, {**values, 'onnx_dir': str(tmp_path)}, time.time()) is None
+    assert engine_cache_use({'backend': 'torch'}, values, time.time()) is None
+    elsewhere = {'backend': 'onnxruntime', 'onnx': __file__}  # not inside the cache folder
+    assert engine_cache_use(elsewhere, values, time.time()) is None
