@@ -6,8 +6,16 @@
     ros2 launch pointmap_ros dynamic_recon.launch.py use_sim_time:=true   # + ros2 bag play --clock
 
 Node parameters come from ``params_file`` (default config/dynamic_recon.yaml); the few
-arguments below override single entries. ``ros2 launch pointmap_ros dynamic_recon.launch.py
---show-args`` lists them with their descriptions. See docs/ros_interface.md.
+arguments below override single entries (``world_frame_convention`` only when given).
+``ros2 launch pointmap_ros dynamic_recon.launch.py --show-args`` lists them with their
+descriptions. See docs/ros_interface.md.
+
+``demo:=true`` also starts ``synthetic_camera_node``. It plays only once the reconstruction
+node says it is ready (latched ``/dynamic_recon_node/ready``: engine loaded, subscribed) and
+its own publishers are matched, so no frame is lost while the model loads; it loops the scene
+and stamps frames with its ROS clock (simulated time under ``use_sim_time``). With
+``backend:=oracle`` it plays the scene once instead, stamped ``t / fps``: the oracle serves
+the ground truth of the frame its stamp names, and only the scene's frames exist.
 """
 
 import os
@@ -15,13 +23,50 @@ from typing import List
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 
 PACKAGE = 'pointmap_ros'
+NODE_NAME = 'dynamic_recon_node'
+
+
+def _nodes(context):
+    """The node and the demo camera, built once the arguments are known (the camera's stamps
+    and looping depend on the backend)."""
+    use_sim_time = ParameterValue(LaunchConfiguration('use_sim_time'), value_type=bool)
+    # --log-level is a ROS argument: ros_arguments puts it after --ros-args for us.
+    log_level = ['--log-level', LaunchConfiguration('log_level')]
+    overrides = {
+        'cameras': ParameterValue(LaunchConfiguration('cameras'), value_type=List[str]),
+        'backend': LaunchConfiguration('backend'),
+        'model': LaunchConfiguration('model'),
+        'cross_time_source': LaunchConfiguration('cross_time_source'),
+        'engine_cache_dir': LaunchConfiguration('engine_cache_dir'),
+        'use_sim_time': use_sim_time}
+    convention = LaunchConfiguration('world_frame_convention').perform(context)
+    if convention:  # '' keeps the params_file value
+        overrides['world_frame_convention'] = convention
+    # No emulate_tty: logs redirected to files or CI stay free of ANSI colour codes.
+    recon = Node(
+        package=PACKAGE, executable='dynamic_recon_node', name=NODE_NAME, output='screen',
+        ros_arguments=log_level, parameters=[LaunchConfiguration('params_file'), overrides])
+
+    oracle = LaunchConfiguration('backend').perform(context) == 'oracle'
+    camera_params = {
+        'namespace': '/camera', 'use_sim_time': use_sim_time,
+        'wait_for_ready': f'/{NODE_NAME}/ready', 'wait_for_subscribers': True,
+        'start_delay_s': 0.5, 'loop': not oracle,
+        'stamp_source': 'scene' if oracle else 'clock'}
+    if convention:
+        camera_params['world_frame_convention'] = convention
+    camera = Node(
+        package=PACKAGE, executable='synthetic_camera_node', name='synthetic_camera_node',
+        output='screen', ros_arguments=log_level, parameters=[camera_params],
+        condition=IfCondition(LaunchConfiguration('demo')))
+    return [recon, camera]
 
 
 def generate_launch_description():
@@ -36,6 +81,7 @@ def generate_launch_description():
             description='YAML file with the node parameters (/**: ros__parameters).'),
         DeclareLaunchArgument(
             'backend', default_value='auto',
+            choices=['auto', 'torch', 'onnxruntime', 'tensorrt', 'oracle'],
             description='Inference backend: auto | torch | onnxruntime | tensorrt | oracle '
                         '(oracle = exact ground truth of the demo scene, demo only).'),
         DeclareLaunchArgument(
@@ -43,51 +89,40 @@ def generate_launch_description():
             description="Checkpoint (.safetensors); '' = the shipped dpm_small model."),
         DeclareLaunchArgument(
             'cross_time_source', default_value='auto',
+            choices=['auto', 'network', 'correspondence', 'fused'],
             description='Cross-time maps: network | correspondence | fused | auto (auto = '
                         'optical-flow correspondences for DUSt3R/MonST3R checkpoints).'),
         DeclareLaunchArgument(
             'engine_cache_dir', default_value='',
             description="Persistent folder for built engines; '' = ~/.cache/pointmap_ros."),
         DeclareLaunchArgument(
-            'rviz', default_value='true',
+            'world_frame_convention', default_value='', choices=['', 'rep103', 'optical'],
+            description="Axes of the world frame: rep103 (x forward, y left, z up) or optical "
+                        "(x right, y down, z forward); '' = the params_file value (rep103)."),
+        DeclareLaunchArgument(
+            'rviz', default_value='true', choices=['true', 'false'],
             description='Start RViz with rviz_config (default config/dynamic_recon.rviz).'),
         DeclareLaunchArgument(
             'rviz_config', default_value=os.path.join(share, 'config', 'dynamic_recon.rviz'),
             description='RViz configuration file.'),
         DeclareLaunchArgument(
-            'use_sim_time', default_value='false',
+            'use_sim_time', default_value='false', choices=['true', 'false'],
             description='Use /clock (set true when playing a bag with `ros2 bag play --clock`).'),
         DeclareLaunchArgument(
-            'demo', default_value='false',
+            'demo', default_value='false', choices=['true', 'false'],
             description='Also start synthetic_camera_node publishing the bundled demo scene '
-                        'on /camera (image_raw, camera_info, ground-truth /tf).'),
+                        'on /camera (image_raw, camera_info, ground-truth /tf); it waits for '
+                        'the node to be ready and loops.'),
         DeclareLaunchArgument(
-            'log_level', default_value='info', description='Log level of the nodes.'),
+            'log_level', default_value='info',
+            choices=['debug', 'info', 'warn', 'error', 'fatal'],
+            description='Log level of the nodes.'),
     ]
     use_sim_time = ParameterValue(LaunchConfiguration('use_sim_time'), value_type=bool)
-    log_args = ['--ros-args', '--log-level', LaunchConfiguration('log_level')]
-
-    recon = Node(
-        package=PACKAGE, executable='dynamic_recon_node', name='dynamic_recon_node',
-        output='screen', emulate_tty=True, arguments=log_args,
-        parameters=[
-            LaunchConfiguration('params_file'),
-            {'cameras': ParameterValue(LaunchConfiguration('cameras'), value_type=List[str]),
-             'backend': LaunchConfiguration('backend'),
-             'model': LaunchConfiguration('model'),
-             'cross_time_source': LaunchConfiguration('cross_time_source'),
-             'engine_cache_dir': LaunchConfiguration('engine_cache_dir'),
-             'use_sim_time': use_sim_time}])
-
-    camera = Node(
-        package=PACKAGE, executable='synthetic_camera_node', name='synthetic_camera_node',
-        output='screen', arguments=log_args, condition=IfCondition(LaunchConfiguration('demo')),
-        parameters=[{'namespace': '/camera', 'use_sim_time': use_sim_time}])
-
     rviz = Node(
         package='rviz2', executable='rviz2', name='rviz2', output='screen',
         arguments=['-d', LaunchConfiguration('rviz_config')],
         parameters=[{'use_sim_time': use_sim_time}],
         condition=IfCondition(LaunchConfiguration('rviz')))
 
-    return LaunchDescription(args + [recon, camera, rviz])
+    return LaunchDescription(args + [OpaqueFunction(function=_nodes), rviz])

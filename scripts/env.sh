@@ -3,10 +3,11 @@
 #
 # Order matters. PYTHONPATH holds the source tree first (so edits take effect without a
 # rebuild), then the colcon overlay's site-packages (the generated pointmap_ros.msg, which
-# pointmap_ros/__init__.py finds through pkgutil.extend_path, and tf2_msgs where the overlay
-# generated it), then whatever was set before (a sourced ROS distribution keeps its place
-# behind us, and its own tf2_msgs is never shadowed because setup.sh only generates tf2_msgs
-# when none is importable). Re-sourcing does not duplicate entries.
+# pointmap_ros/__init__.py finds through pkgutil.extend_path, and tf2_msgs /
+# composition_interfaces where the overlay generated them), then whatever was set before (a
+# sourced ROS distribution keeps its place behind us, and its own tf2_msgs and
+# composition_interfaces are never shadowed because setup.sh only generates them when none is
+# importable). Re-sourcing does not duplicate entries.
 #
 # Variables honoured: POINTMAP_VENV (default <repo>/.venv), POINTMAP_INSTALL (default
 # <repo>/install), RMW_IMPLEMENTATION (default rmw_fastrtps_cpp).
@@ -36,7 +37,7 @@ _pm_prepend() {
 _pm_prefixes=()
 _pm_sites=()
 _pm_libs=()
-for _pm_pkg in pointmap_ros tf2_msgs; do
+for _pm_pkg in pointmap_ros tf2_msgs composition_interfaces; do
   if [ -d "${_pm_install}/${_pm_pkg}" ]; then
     _pm_prefixes+=("${_pm_install}/${_pm_pkg}")
     _pm_libs+=("${_pm_install}/${_pm_pkg}/lib")

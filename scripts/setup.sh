@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Prepare everything pointmap_ros needs on a plain Linux machine with Python 3.11, from nothing:
-#   1. a virtual environment (.venv, or $POINTMAP_VENV) with the pinned requirements*.txt
-#      (torch CPU, numpy, onnx, ROS 2 Kilted wheels, colcon + rosidl generators) and this
-#      package installed editable (`pip install --no-deps -e .`);
+#   1. a virtual environment (.venv, or $POINTMAP_VENV) with requirements.txt,
+#      requirements-dev.txt and requirements-ros.txt at the exact versions of constraints.txt /
+#      requirements-ros.txt (torch CPU, numpy, onnx, ROS 2 Kilted wheels, colcon + rosidl
+#      generators) and this package installed editable (`pip install --no-deps -e .`);
 #   2. the /opt/python/cp311-cp311 include paths that the ROS wheels' CMake files point at;
-#   3. a colcon overlay in install/ with our interfaces (msg/) and, where no tf2_msgs is
-#      importable, a stand-in tf2_msgs generated from its standard TFMessage definition.
+#   3. a colcon overlay in install/ with our interfaces (msg/) and, where none is importable,
+#      a stand-in tf2_msgs generated from its standard TFMessage definition and the standard
+#      composition_interfaces from ../shared/vendor/interfaces (launch_ros imports it; the
+#      launch tests run the vendored launch_ros).
 # Idempotent: stamps record what was installed/built, so a second run skips pip and colcon
 # (a few seconds) unless requirements, setup.py, msg/, CMakeLists.txt, package.xml or the
 # package's file list changed. Concurrent runs in one checkout are serialised with flock.
@@ -20,6 +23,8 @@ INSTALL="${ROOT}/install"
 COLCON_DIR="${ROOT}/build/colcon"
 STAMPS="${ROOT}/build/stamps"
 TF2_TEMPLATE="${ROOT}/scripts/ros_overlay/tf2_msgs"
+SHARED="${POINTMAP_SHARED:-${ROOT}/../shared}"
+COMPOSITION_SRC="${SHARED}/vendor/interfaces/composition_interfaces"
 OPT_PYTHON=/opt/python/cp311-cp311
 
 log() { printf '[setup] %s\n' "$*"; }
@@ -87,7 +92,8 @@ fi
 step_done 'venv'
 
 # ---- 2. pinned dependencies ---------------------------------------------------------------
-PIP_HASH=$(cat requirements.txt requirements-ros.txt setup.py | sha256sum | cut -d' ' -f1)
+PIP_HASH=$(cat requirements.txt requirements-dev.txt requirements-ros.txt constraints.txt \
+  setup.py | sha256sum | cut -d' ' -f1)
 PIP_STAMP="${VENV}/.pointmap-pip.sha256"
 if [ "${POINTMAP_FORCE:-0}" != 1 ] \
    && [ "$(cat "${PIP_STAMP}" 2> /dev/null)" = "${PIP_HASH}" ]; then
@@ -95,10 +101,11 @@ if [ "${POINTMAP_FORCE:-0}" != 1 ] \
 else
   rm -f "${PIP_STAMP}"
   PIP_LOG="${ROOT}/build/pip.log"
-  log "pip: installing requirements.txt + requirements-ros.txt (log: build/pip.log)"
+  log "pip: installing requirements*.txt pinned by constraints.txt (log: build/pip.log)"
+  # requirements.txt holds ranges (the ROS-native path); constraints.txt pins them exactly.
   # --no-deps -e . afterwards: the core's own requirements are exactly the pinned ones above.
-  if ! { "${VENV}/bin/python" -m pip install --progress-bar off \
-           -r requirements.txt -r requirements-ros.txt \
+  if ! { "${VENV}/bin/python" -m pip install --progress-bar off -c constraints.txt \
+           -r requirements.txt -r requirements-dev.txt -r requirements-ros.txt \
          && "${VENV}/bin/python" -m pip install --progress-bar off --no-deps \
            --no-build-isolation -e .; } > "${PIP_LOG}" 2>&1; then
     show_log_tail "${PIP_LOG}"
@@ -140,17 +147,39 @@ if "${VENV}/bin/python" -c 'import tf2_msgs.msg' 2> /dev/null; then
 else
   BUILD_TF2=1
 fi
+# composition_interfaces: the same rule, from the standard definitions in ../shared (the
+# vendored launch_ros imports it). Without ../shared there is nothing to build: the launch
+# tests skip (or fail in CI).
+if "${VENV}/bin/python" -c 'import composition_interfaces.srv' 2> /dev/null; then
+  BUILD_COMPOSITION=0
+  log 'composition_interfaces: provided by the environment, not building it'
+elif [ -f "${COMPOSITION_SRC}/package.xml" ]; then
+  BUILD_COMPOSITION=1
+else
+  BUILD_COMPOSITION=0
+  log "composition_interfaces: ${COMPOSITION_SRC} not found, not building it (launch tests" \
+    'will skip)'
+fi
+if [ "${BUILD_COMPOSITION}" = 0 ]; then
+  rm -rf "${INSTALL}/composition_interfaces" "${COLCON_DIR}/build/composition_interfaces"
+fi
 PATHS=("${ROOT}")
 if [ "${BUILD_TF2}" = 1 ]; then
   PATHS+=("${TF2_TEMPLATE}")
+fi
+if [ "${BUILD_COMPOSITION}" = 1 ]; then
+  PATHS+=("${COMPOSITION_SRC}")
 fi
 
 # What the overlay depends on: the build inputs and the *list* of files installed from the
 # source tree (the overlay links to them, so content edits need no rebuild; new files do).
 COLCON_HASH=$({
-  echo "venv=${VENV} tf2=${BUILD_TF2}"
+  echo "venv=${VENV} tf2=${BUILD_TF2} composition=${BUILD_COMPOSITION}"
   cat CMakeLists.txt package.xml msg/*.msg scripts/nodes/*
   find "${TF2_TEMPLATE}" -type f -print0 | sort -z | xargs -0 cat
+  if [ "${BUILD_COMPOSITION}" = 1 ]; then
+    find "${COMPOSITION_SRC}" -type f -print0 | sort -z | xargs -0 cat
+  fi
   find pointmap_ros launch config -type f ! -path '*/__pycache__/*' ! -name '*.pyc' | sort
 } | sha256sum | cut -d' ' -f1)
 COLCON_STAMP="${STAMPS}/colcon.sha256"
@@ -163,7 +192,8 @@ if [ "${POINTMAP_FORCE:-0}" != 1 ] && [ -f "${GENERATED}" ] \
 else
   rm -f "${COLCON_STAMP}"
   COLCON_LOG="${COLCON_DIR}/colcon.log"
-  log "colcon: building pointmap_ros$([ "${BUILD_TF2}" = 1 ] && echo ' + tf2_msgs stand-in')" \
+  log "colcon: building pointmap_ros$([ "${BUILD_TF2}" = 1 ] && echo ' + tf2_msgs stand-in')$(
+    [ "${BUILD_COMPOSITION}" = 1 ] && echo ' + composition_interfaces')" \
     'into install/ (log: build/colcon/colcon.log)'
   # The venv is the underlay: ament and CMake find the wheels' packages under its prefix.
   # Python3_NumPy_INCLUDE_DIR names the /opt/python link rather than the venv's real path,

@@ -19,8 +19,9 @@ import time
 from pathlib import Path
 from typing import Callable, Mapping, Optional, Sequence, TypeVar, Union
 
-__all__ = ['FIXTURES', 'REPO_ROOT', 'PythonProcess', 'load_launch_module',
-           'publish_until_received', 'ros_launch_available', 'shared_path', 'wait_for']
+__all__ = ['FIXTURES', 'REPO_ROOT', 'PythonProcess', 'ci_strict', 'load_launch_module',
+           'publish_until_received', 'ros_launch_available', 'shared_path', 'skip_or_fail',
+           'use_vendored_ros', 'wait_for']
 
 FIXTURES = Path(__file__).resolve().parent / 'fixtures'
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -36,6 +37,38 @@ def shared_path() -> Path:
     """
     env = os.environ.get('POINTMAP_SHARED')
     return Path(env) if env else REPO_ROOT.parent / 'shared'
+
+
+def ci_strict() -> bool:
+    """True in CI: ``.ci/run`` exports ``POINTMAP_CI=1``, and CI services set ``CI=true``.
+
+    There, a prerequisite CI must have (``../shared``, the vendored ROS libraries, the
+    package registry) failing is an error, not a reason to skip: a skipped golden or launch
+    test would let CI pass without running it.
+    """
+    flags = (os.environ.get('POINTMAP_CI', ''), os.environ.get('CI', ''))
+    return any(flag.strip().lower() in ('1', 'true', 'yes') for flag in flags)
+
+
+def skip_or_fail(reason: str):
+    """``pytest.skip(reason)`` on a developer machine, ``pytest.fail`` in CI (:func:`ci_strict`)."""
+    import pytest
+    if ci_strict():
+        pytest.fail(f'{reason} [CI: POINTMAP_CI/CI is set, so this fails instead of skipping]')
+    pytest.skip(reason)
+
+
+def use_vendored_ros() -> Optional[Path]:
+    """Put ``<shared>/vendor/python`` (unmodified ROS 2 launch, launch_ros, launch_testing,
+    sensor_msgs_py, message_filters; see its README) on ``sys.path`` when it exists, *after*
+    the entries already there, so a real ROS 2 installation keeps precedence. Returns the
+    folder, or None when absent. The project itself never imports from it."""
+    vendor = shared_path() / 'vendor' / 'python'
+    if not vendor.is_dir():
+        return None
+    if str(vendor) not in sys.path:
+        sys.path.append(str(vendor))
+    return vendor
 
 
 def ros_launch_available() -> bool:

@@ -53,6 +53,7 @@ class NodeStats:
         self.output_rate = RateMeter()
         self.received: collections.Counter = collections.Counter()
         self.published = 0
+        self.processed = 0  # frames through the pipeline, window openers included
         self.dropped: collections.Counter = collections.Counter()
         self.stage_ms: dict[str, collections.deque] = {}
         self.latency_ms: collections.deque = collections.deque(maxlen=window)
@@ -70,6 +71,11 @@ class NodeStats:
         if count:
             with self._lock:
                 self.dropped[reason] += count
+
+    def on_processed(self) -> None:
+        """A frame went through the pipeline (with or without outputs)."""
+        with self._lock:
+            self.processed += 1
 
     def on_output(self, now_s: float, latency_ms: float, timings_ms: dict[str, float],
                   units: str | None = None) -> None:
@@ -101,6 +107,7 @@ class NodeStats:
                 'received': dict(self.received),
                 'output_hz': self.output_rate.rate(now_s),
                 'published': self.published,
+                'processed': self.processed,
                 'dropped': dict(self.dropped + collections.Counter(extra_drops or {})),
                 'stage_ms': {stage: mean(v) for stage, v in self.stage_ms.items()},
                 'latency_ms': mean(self.latency_ms),
@@ -129,6 +136,7 @@ def build_diagnostics(node_name: str, snap: dict, stamp, hardware_id: str = '') 
         message='no input' if no_input else 'receiving', values=_kv(inputs))
 
     processing = {'output rate (Hz)': snap['output_hz'], 'published': snap['published'],
+                  'processed frames': snap.get('processed', 0),
                   'latency from stamp (ms)': snap['latency_ms'],
                   'latency max (ms)': snap['latency_max_ms'],
                   'units (lengths; flow and velocities)': snap['units'],

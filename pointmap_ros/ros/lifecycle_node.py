@@ -2,11 +2,13 @@
 
 Transitions (``ros2 lifecycle set /dynamic_recon_node <transition>``):
 
-- configure: load the engine (GPU memory, sessions), build the pipelines, create publishers;
-- activate: subscribe to the cameras and start inference (reloads the engine if released);
-- deactivate: unsubscribe, stop inference and **release the engine** (memory is freed while
-  inactive; windows and tracks start over on the next activation);
-- cleanup: destroy the publishers; shutdown: everything.
+- configure: load the engine (GPU memory, sessions), build the pipelines, create the output
+  publishers (lifecycle publishers: they publish only while active);
+- activate: subscribe to the cameras and start inference (windows and tracks start over);
+- deactivate: unsubscribe and stop inference; the engine **stays loaded**, so re-activation
+  is immediate (no model reload);
+- cleanup: destroy the publishers and **release the engine** (memory is freed);
+  shutdown: everything.
 
 Parameters, topics and diagnostics are those of ``dynamic_recon_node``
 (docs/ros_interface.md). With ``autostart`` (a command-line flag of this entry point, on by
@@ -21,6 +23,7 @@ from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 
 from pointmap_ros.errors import PointmapError
 from pointmap_ros.ros.node import NODE_NAME, ReconCore
+from pointmap_ros.ros.qos import overriding_options
 from pointmap_ros.ros.runner import node_arg_parser, run_node
 
 __all__ = ['DynamicReconLifecycleNode', 'main']
@@ -43,21 +46,30 @@ class DynamicReconLifecycleNode(ReconCore, LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state) -> TransitionCallbackReturn:
+        # Enable the lifecycle publishers first: the worker may publish as soon as it runs.
+        result = super().on_activate(state)
         try:
             self._activate()
         except PointmapError as exc:
             self.get_logger().error(f'activate failed: {exc}')
+            super().on_deactivate(state)
             return TransitionCallbackReturn.FAILURE
-        return super().on_activate(state)
+        return result
 
     def on_deactivate(self, state) -> TransitionCallbackReturn:
         self._deactivate()
-        self._release_engine()
         return super().on_deactivate(state)
 
     def on_cleanup(self, state) -> TransitionCallbackReturn:
         self._release()
         return TransitionCallbackReturn.SUCCESS
+
+    def _create_output_publisher(self, msg_type, topic: str):
+        return self.create_lifecycle_publisher(msg_type, topic, self._out_qos,
+                                               qos_overriding_options=overriding_options())
+
+    def _destroy_output_publisher(self, publisher) -> None:
+        self.destroy_lifecycle_publisher(publisher)
 
     def on_shutdown(self, state) -> TransitionCallbackReturn:
         self._deactivate()

@@ -27,8 +27,8 @@ def track_color(track_id: int, alpha: float = 1.0) -> ColorRGBA:
     return ColorRGBA(r=r, g=g, b=b, a=float(alpha))
 
 
-def objects_to_markers(objects, header, previous_ids: set[int],
-                       arrow_seconds: float = 1.0) -> tuple[MarkerArray, set[int]]:
+def objects_to_markers(objects, header, previous_ids: set[int], arrow_seconds: float = 1.0,
+                       up=(0.0, 0.0, 1.0)) -> tuple[MarkerArray, set[int]]:
     """Markers for ``objects`` plus DELETEs for ids in ``previous_ids`` that are gone.
 
     Args:
@@ -38,11 +38,14 @@ def objects_to_markers(objects, header, previous_ids: set[int],
         previous_ids: track ids drawn by the previous call.
         arrow_seconds: arrow length = velocity * this (an arrow shows where the object will
             be after that long).
+        up: the world frame's "up" direction (REP-103: +z; optical world: -y), where the id
+            labels are placed above the boxes.
 
     Returns:
         The MarkerArray and the set of ids now drawn (pass it to the next call).
     """
     markers = []
+    up = np.asarray(up, dtype=np.float64)
     current = {int(obj.track_id) for obj in objects}
     for obj in objects:
         tid = int(obj.track_id)
@@ -56,8 +59,9 @@ def objects_to_markers(objects, header, previous_ids: set[int],
                        action=Marker.ADD, color=track_color(tid), text=f'#{tid}')
         # A new Point: assigning pose.position would share it with the box, and the offset
         # below would move the box too.
-        label.pose.position = Point(x=pose.position.x, y=pose.position.y,
-                                    z=pose.position.z - 0.5 * float(np.max(obj.extent)) - 0.05)
+        above = np.array([pose.position.x, pose.position.y, pose.position.z]) + up * (
+            0.5 * float(np.max(obj.extent)) + 0.05)
+        label.pose.position = Point(x=float(above[0]), y=float(above[1]), z=float(above[2]))
         label.pose.orientation.w = 1.0
         label.scale.z = 0.1
         markers.append(label)

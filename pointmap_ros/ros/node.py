@@ -3,13 +3,15 @@
 Executor thread: subscriptions pair image/camera_info(/depth) by stamp, convert and validate
 them, and hand the newest set per camera to the inference worker; timers publish diagnostics
 and the no-input warning. Worker thread: runs the pipeline and publishes every output with
-the *source image's* header stamp. The full interface (topics, frames, QoS, parameters) is
-documented in docs/ros_interface.md.
+the *source image's* header stamp. ``~/ready`` (``std_msgs/Bool``, latched) says when the
+node is listening with its engine loaded. The full interface (topics, frames, QoS,
+parameters) is documented in docs/ros_interface.md.
 """
 
 from __future__ import annotations
 
 import collections
+import logging
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -21,7 +23,7 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
-from std_msgs.msg import Header
+from std_msgs.msg import Bool, Header
 
 from pointmap_ros.assets import SHIPPED_MODEL
 from pointmap_ros.errors import ConfigError, EngineError, PointmapError
@@ -30,16 +32,61 @@ from pointmap_ros.ros import params as P
 from pointmap_ros.ros.diagnostics import NodeStats, build_diagnostics
 from pointmap_ros.ros.outputs import (OutputState, build_outputs, camera_name, camera_prefix,
                                       convert_synced, flow_units, output_types)
-from pointmap_ros.ros.qos import describe_qos, make_qos, overriding_options
+from pointmap_ros.ros.qos import describe_qos, latched_qos, make_qos, overriding_options
 from pointmap_ros.ros.runner import node_arg_parser, run_node
-from pointmap_ros.ros.sync import InputWatchdog, StampSynchronizer, no_input_warning
+from pointmap_ros.ros.sync import (InputWatchdog, StampSynchronizer, no_input_warning,
+                                   stream_ended_message)
 from pointmap_ros.ros.tf import TfPublisher
 from pointmap_ros.ros.worker import InferenceWorker
 
-__all__ = ['ReconCore', 'DynamicReconNode', 'create_engine_from_params', 'main', 'NODE_NAME']
+__all__ = ['ReconCore', 'DynamicReconNode', 'create_engine_from_params', 'engine_cache_use',
+           'main', 'NODE_NAME', 'READY_TOPIC']
 
 NODE_NAME = 'dynamic_recon_node'
+#: Latched std_msgs/Bool: true while the node listens with its engine loaded (relative name).
+READY_TOPIC = '~/ready'
 _LOG_EVERY_S = 5.0
+
+
+def engine_cache_use(info: dict, values: dict[str, Any], started_s: float) -> str | None:
+    """'hit (key K, path P)' / 'miss (key K, path P)' for an engine built from the persistent
+    cache, or None when the backend uses no cache file (torch, oracle, a given onnx_dir or
+    engine_path).
+
+    The key is the cached file's stem (``<model>-<H>x<W>-<weights hash>`` for ONNX exports,
+    the build-key hash for TensorRT engines). A file written after ``started_s`` (wall-clock
+    seconds, taken just before the engine was created) was made now: a miss.
+    """
+    from pointmap_ros.engines.engine_cache import default_cache_root
+    if values['onnx_dir'] or values['engine_path']:
+        return None
+    root = Path(values['engine_cache_dir'] or default_cache_root()).resolve()
+    files = [Path(info['onnx'])] if info.get('onnx') else []
+    files += [Path(f) for f in dict(info.get('engines') or {}).values()]
+    files = [f for f in files if f.is_file() and root in f.resolve().parents]
+    if not files:
+        return None
+    made_now = any(f.stat().st_mtime >= started_s for f in files)
+    key = ', '.join(f.stem for f in files)
+    return f"{'miss' if made_now else 'hit'} (key {key}; {', '.join(map(str, files))})"
+
+
+class _RosLogHandler(logging.Handler):
+    """Forwards Python ``logging`` records of pointmap_ros (e.g. the engine factory's ONNX
+    export and TensorRT engine-cache messages) to the node's ROS logger, where users look."""
+
+    def __init__(self, ros_logger):
+        super().__init__(level=logging.INFO)
+        self._ros_logger = ros_logger
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = f'[{record.name}] {record.getMessage()}'
+        if record.levelno >= logging.ERROR:
+            self._ros_logger.error(text)
+        elif record.levelno >= logging.WARNING:
+            self._ros_logger.warning(text)
+        else:
+            self._ros_logger.info(text)
 
 
 def create_engine_from_params(values: dict[str, Any]):
@@ -104,6 +151,7 @@ class ReconCore:
         self._steady = Clock(clock_type=ClockType.STEADY_TIME)
         self._engine = None
         self._worker: InferenceWorker | None = None
+        self._worker_ran = False  # an activation happened before (lifecycle re-activation)
         # Frames superseded before inference per camera, by workers already stopped.
         self._superseded: collections.Counter = collections.Counter()
         self._subscriptions: list = []
@@ -123,6 +171,9 @@ class ReconCore:
                                        use_info=values['use_camera_info'],
                                        use_depth=values['use_depth']))
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        # Latched (transient local): a camera or test that starts later still gets the state.
+        self._ready_pub = self.create_publisher(Bool, READY_TOPIC, latched_qos())
+        self._ready_pub.publish(Bool(data=False))
         self._tf = TfPublisher(self)
         self._watchdog = InputWatchdog(values['no_input_warn_s'], self._now_steady())
         # Steady-clock timers: they must run while a bag is paused or /clock is absent.
@@ -137,18 +188,35 @@ class ReconCore:
             self._advertise(cam)
 
     def _load_engine(self) -> None:
-        from pointmap_ros.pipeline import DynamicReconPipeline
-        self._engine = create_engine_from_params(self._values)
-        from pointmap_ros.pipeline.correspondence import resolve_cross_time_source
+        package_logger = logging.getLogger('pointmap_ros')
+        handler = _RosLogHandler(self.get_logger())
+        package_logger.addHandler(handler)
+        level = package_logger.level
+        package_logger.setLevel(logging.INFO)
+        started_s = time.time()
+        try:
+            self._engine = create_engine_from_params(self._values)
+        finally:
+            package_logger.removeHandler(handler)
+            package_logger.setLevel(level)
         info = dict(self._engine.info())
-        config = P.pipeline_config(self._values)
-        for cam in self._cameras.values():
-            cam.pipeline = DynamicReconPipeline(self._engine, config)
-        source, reason = resolve_cross_time_source(config.cross_time_source, self._engine)
+        if (cache := engine_cache_use(info, self._values, started_s)) is not None:
+            info['cache'] = cache
+            self.get_logger().info(f'engine cache {cache}')
+        self._make_pipelines()
+        from pointmap_ros.pipeline.correspondence import resolve_cross_time_source
+        source, reason = resolve_cross_time_source(
+            P.pipeline_config(self._values).cross_time_source, self._engine)
         info['cross_time_source'] = source
         self.stats.set_engine('ready', info)
         self.get_logger().info(f'engine ready: {info}')
         self.get_logger().info(f'cross-time maps: {source} ({reason})')
+
+    def _make_pipelines(self) -> None:
+        """Fresh pipelines (empty windows, no tracks) over the loaded engine."""
+        from pointmap_ros.pipeline import DynamicReconPipeline
+        for cam in self._cameras.values():
+            cam.pipeline = DynamicReconPipeline(self._engine, P.pipeline_config(self._values))
 
     def _release_engine(self) -> None:
         """Free the engine (GPU memory, sessions); windows and tracks start over after."""
@@ -162,18 +230,27 @@ class ReconCore:
     def _activate(self) -> None:
         if self._engine is None:
             self._load_engine()
+        elif self._worker_ran:
+            # Re-activation: windows and tracks start over (the engine stays loaded).
+            self._make_pipelines()
         for cam in self._cameras.values():
             self._subscribe(cam)
         self._worker = InferenceWorker(self._process, self._on_worker_error,
                                        max_rate_hz=self._values['max_rate_hz'])
         self._worker.start()
-        self._watchdog.note_usable(self._now_steady())
+        self._worker_ran = True
+        self._watchdog.note_usable(self._now_steady(), count=False)
         self.get_logger().info(
             f"listening to {[t for c in self._cameras.values() for t in c.topics]} "
             f"(QoS {self._in_qos_text}); publishing with QoS {describe_qos(self._out_qos)}; "
-            f"TF via {self._tf.kind}")
+            f"TF via {self._tf.kind}; world frame convention "
+            f"{self._values['world_frame_convention']}")
+        self._ready_pub.publish(Bool(data=True))
 
     def _deactivate(self) -> None:
+        # Not while shutting down: the context is gone and subscribers see the node vanish.
+        if (self._subscriptions or self._worker is not None) and self.context.ok():
+            self._ready_pub.publish(Bool(data=False))
         for sub in self._subscriptions:
             self.destroy_subscription(sub)
         self._subscriptions.clear()
@@ -188,9 +265,18 @@ class ReconCore:
         """Undo :meth:`_allocate`: publishers and engine."""
         for cam in self._cameras.values():
             for pub in cam.publishers.values():
-                self.destroy_publisher(pub)
+                self._destroy_output_publisher(pub)
             cam.publishers.clear()
         self._release_engine()
+
+    # Plain node: ordinary publishers. The lifecycle node overrides both with lifecycle
+    # publishers, which publish only while the node is active.
+    def _create_output_publisher(self, msg_type, topic: str):
+        return self.create_publisher(msg_type, topic, self._out_qos,
+                                     qos_overriding_options=overriding_options())
+
+    def _destroy_output_publisher(self, publisher) -> None:
+        self.destroy_publisher(publisher)
 
     def destroy_node(self):
         """Stop the worker and free the engine before the node itself goes."""
@@ -250,9 +336,8 @@ class ReconCore:
 
     def _advertise(self, cam: _Camera) -> None:
         for key, msg_type in output_types().items():
-            cam.publishers[key] = self.create_publisher(
-                msg_type, f'~/{cam.state.prefix}{key}', self._out_qos,
-                qos_overriding_options=overriding_options())
+            cam.publishers[key] = self._create_output_publisher(
+                msg_type, f'~/{cam.state.prefix}{key}')
 
     # -- executor thread ----------------------------------------------------------------
     def _on_message(self, cam: _Camera, kind: str, msg) -> None:
@@ -290,17 +375,23 @@ class ReconCore:
         if not self._subscriptions or not self._watchdog.should_warn(now):
             return
         received = collections.Counter()
-        dropped = collections.Counter()
         for cam in self._cameras.values():
             received.update({f'{cam.name}/{k}': n for k, n in cam.sync.received.items()})
-            dropped.update(cam.sync.dropped)
-        dropped.update(self.stats.snapshot(now)['dropped'])
+        # The very counts /diagnostics publishes (sync, conversion, pipeline, superseded).
+        dropped = {k: v for k, v in self._snapshot(now)['dropped'].items() if v}
+        silent_s = self._watchdog.silent_for(now)
         topics = [t for cam in self._cameras.values() for t in cam.topics]
+        if self._watchdog.usable_count:
+            self.get_logger().info(stream_ended_message(
+                silent_s, self._watchdog.usable_count, topics, self._in_qos_text, received,
+                dropped))
+            return
         self.get_logger().warning(no_input_warning(
-            self._watchdog.silent_for(now), topics, self._in_qos_text,
-            self._values['sync_slop_s'], self._values['exact_sync'], received, dropped))
+            silent_s, topics, self._in_qos_text, self._values['sync_slop_s'],
+            self._values['exact_sync'], received, dropped))
 
-    def _publish_diagnostics(self) -> None:
+    def _snapshot(self, now_s: float) -> dict:
+        """Statistics as /diagnostics reports them (drops of every source included)."""
         superseded = self._superseded.copy()
         if self._worker is not None:
             superseded.update(self._worker.superseded_by_camera())
@@ -310,9 +401,13 @@ class ReconCore:
             extra.update(cam.sync.dropped)
             if (pipeline := cam.pipeline) is not None:
                 events.update(pipeline.event_counts())
-        snap = self.stats.snapshot(self._now_steady(), extra)
+        snap = self.stats.snapshot(now_s, extra)
         snap['pipeline_events'] = dict(events)
         snap['superseded'] = {name: superseded[name] for name in self._cameras}
+        return snap
+
+    def _publish_diagnostics(self) -> None:
+        snap = self._snapshot(self._now_steady())
         self._diag_pub.publish(build_diagnostics(
             self.get_name(), snap, self.get_clock().now().to_msg(),
             hardware_id=str(snap['engine'].get('device', ''))))
@@ -334,7 +429,10 @@ class ReconCore:
         except PointmapError as exc:
             self._count_drop(camera, exc)
             return
-        if out is None:
+        self.stats.on_processed()
+        if out is None:  # the camera's first frame only opens its window
+            return
+        if not self.context.ok():  # shutting down: the publishers are unusable
             return
         t0 = time.perf_counter()
         self._publish(cam, item['header'], out)
@@ -345,6 +443,10 @@ class ReconCore:
                              units=flow_units(out.metric_scale, self._values['flow_per_second']))
 
     def _on_worker_error(self, camera: str, exc: BaseException) -> None:
+        if not self.context.ok():
+            # Shutting down (SIGINT): rclpy invalidated the context while this frame was in
+            # flight, so its publish failed. Not a bug, and nothing can be published now.
+            return
         text = ''.join(traceback.format_exception(exc))
         self.stats.on_drop('internal_error')
         self.stats.set_engine('error', error=f'{type(exc).__name__}: {exc}')

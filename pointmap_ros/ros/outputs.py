@@ -11,6 +11,7 @@ Also here: :func:`convert_synced`, the decode/validate step of a synchronized in
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,7 +26,47 @@ from pointmap_ros.ros.sync import SyncedInput
 from pointmap_ros.ros.tf import output_transforms
 
 __all__ = ['OutputState', 'output_types', 'output_topic', 'camera_name',
-           'camera_prefix', 'flow_units', 'convert_synced', 'build_outputs']
+           'camera_prefix', 'flow_units', 'convert_synced', 'build_outputs',
+           'WORLD_CONVENTIONS', 'world_rotation', 'world_up']
+
+#: Axes of the published world frame (parameter ``world_frame_convention``). Both put the
+#: origin at the first processed frame's camera. ``rep103``: x forward, y left, z up (REP-103
+#: body axes of that camera, so RViz's grid is the floor for a level camera); ``optical``:
+#: the camera's optical axes (x right, y down, z forward), the pipeline's own world frame.
+WORLD_CONVENTIONS = ('rep103', 'optical')
+# Optical (x right, y down, z forward) -> REP-103 (x forward, y left, z up).
+_R_REP103_OPTICAL = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
+
+
+def world_rotation(convention: str) -> np.ndarray:
+    """``[3, 3]`` rotation from the pipeline's (optical) world axes to the published ones."""
+    if convention not in WORLD_CONVENTIONS:
+        raise ValueError(f'world_frame_convention must be one of {WORLD_CONVENTIONS}, '
+                         f'got {convention!r}')
+    return _R_REP103_OPTICAL.copy() if convention == 'rep103' else np.eye(3)
+
+
+def world_up(convention: str) -> tuple[float, float, float]:
+    """The published world frame's "up" direction (where marker labels go)."""
+    return (0.0, 0.0, 1.0) if convention == 'rep103' else (0.0, -1.0, 0.0)
+
+
+def _rotate_world(out, R: np.ndarray):
+    """Copy of a PipelineOutput with every world-frame quantity rotated by ``R``: camera
+    pose, world points, object poses and velocities (camera-frame data are unchanged)."""
+    if np.array_equal(R, np.eye(3)):
+        return out
+    T = np.eye(4)
+    T[:3, :3] = R
+    Rf = R.astype(np.float32)
+    objects = [dataclasses.replace(
+        obj, T_world_obj=T @ np.asarray(obj.T_world_obj, dtype=np.float64),
+        linear_velocity=R @ np.asarray(obj.linear_velocity, dtype=np.float64),
+        angular_velocity=R @ np.asarray(obj.angular_velocity, dtype=np.float64))
+        for obj in out.objects]
+    return dataclasses.replace(
+        out, T_world_cam=T @ np.asarray(out.T_world_cam, dtype=np.float64),
+        points_world=np.asarray(out.points_world, dtype=np.float32) @ Rf.T, objects=objects)
 
 
 def output_types() -> dict[str, type]:
@@ -93,13 +134,15 @@ def build_outputs(out, image_header: Header, values: dict, state: OutputState):
     Args:
         out: the pipeline output.
         image_header: header of the source image (stamp and optical frame_id are copied).
-        values: node parameter values (points_frame, cloud_stride, frame names, TF toggles).
+        values: node parameter values (points_frame, cloud_stride, frame names, TF toggles,
+            world_frame_convention).
         state: per-camera state; its ``marker_ids`` is updated.
 
     Returns:
         ``(messages, transforms)``: ``{output name: message}`` in :func:`output_types` order
         and the list of TransformStamped for ``/tf``.
     """
+    out = _rotate_world(out, world_rotation(values['world_frame_convention']))
     stamp = image_header.stamp
     world = Header(stamp=stamp, frame_id=f"{state.prefix}{values['world_frame']}")
     camera = Header(stamp=stamp, frame_id=image_header.frame_id)
@@ -110,7 +153,8 @@ def build_outputs(out, image_header: Header, values: dict, state: OutputState):
         cloud_header, points, flow = camera, out.points_cam, out.flow
     stride = values['cloud_stride']
     dynamic = out.valid & out.motion_mask
-    markers, state.marker_ids = objects_to_markers(out.objects, world, state.marker_ids)
+    markers, state.marker_ids = objects_to_markers(
+        out.objects, world, state.marker_ids, up=world_up(values['world_frame_convention']))
     messages = {
         'points': conv.points_to_cloud(points, out.image, out.confidence, out.valid,
                                        cloud_header, stride),

@@ -92,6 +92,10 @@ _NODE_PARAMS = [
     ParamSpec('cloud_stride', 1, 'Keep every n-th row and column in the clouds (1 = full '
               'resolution); clouds stay organized.', range=(1, 64), dynamic=True),
     ParamSpec('world_frame', 'world', 'Fixed frame of the trajectory, objects and world clouds.'),
+    ParamSpec('world_frame_convention', 'rep103', "Axes of world_frame, origin at the first "
+              "processed camera pose: 'rep103' (x forward, y left, z up; REP-103) or 'optical' "
+              "(x right, y down, z forward, the camera's optical axes).",
+              choices=('rep103', 'optical')),
     ParamSpec('camera_frame', '', "Child frame of the estimated camera pose; '' = "
               "'<image frame_id>_estimated' (never the driver's own frame)."),
     ParamSpec('object_frame_prefix', 'object_', 'TF child frame of object k is <prefix><k>.'),

@@ -23,7 +23,8 @@ from rclpy.qos_overriding_options import QoSOverridingOptions
 
 from pointmap_ros.errors import ConfigError
 
-__all__ = ['QOS_CHOICES', 'make_qos', 'tf_qos', 'overriding_options', 'describe_qos']
+__all__ = ['QOS_CHOICES', 'make_qos', 'tf_qos', 'latched_qos', 'overriding_options',
+           'describe_qos']
 
 #: Allowed values of the ``input_qos`` / ``output_qos`` parameters.
 QOS_CHOICES = ('sensor_data', 'best_effort', 'reliable', 'system_default')
@@ -60,6 +61,16 @@ def tf_qos() -> QoSProfile:
     return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
                       reliability=ReliabilityPolicy.RELIABLE,
                       durability=DurabilityPolicy.VOLATILE)
+
+
+def latched_qos() -> QoSProfile:
+    """Reliable, transient local, keep-last 1: the "latched" profile of state topics
+    (``~/ready``, like ``/robot_description``): a subscriber that joins later still receives
+    the last value. Subscribers must use the same profile (a volatile one also works but
+    misses the past value)."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                      reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 def overriding_options() -> QoSOverridingOptions:

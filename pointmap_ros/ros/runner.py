@@ -68,6 +68,12 @@ def run_node(name: str, make_node: Callable[[], object], args: list[str] | None 
             executor.add_node(node)
             try:
                 executor.spin()
+            except RuntimeError:
+                # A SIGINT that lands while rclpy converts a received message surfaces as
+                # pybind11's RuntimeError ("Unable to convert call argument") instead of
+                # KeyboardInterrupt. Once shutdown has begun that is the interrupt, not a bug.
+                if node.context.ok():
+                    raise
             finally:
                 node.destroy_node()
     except (KeyboardInterrupt, ExternalShutdownException):

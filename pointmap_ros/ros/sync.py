@@ -17,7 +17,8 @@ import collections
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ['SyncedInput', 'StampSynchronizer', 'InputWatchdog', 'no_input_warning']
+__all__ = ['SyncedInput', 'StampSynchronizer', 'InputWatchdog', 'no_input_warning',
+           'stream_ended_message']
 
 KINDS = ('image', 'info', 'depth')
 
@@ -130,31 +131,51 @@ class StampSynchronizer:
 
 
 class InputWatchdog:
-    """Remembers when usable input last arrived and says when to warn (once per period).
+    """Remembers when usable input last arrived and says when to warn: **once** per silence.
 
-    Times are monotonic seconds supplied by the caller (wall clock, not ROS time: a paused bag
-    must still trigger the warning).
+    A silence is the time after the last usable input (or after start-up); the warning comes
+    when it has lasted ``timeout_s`` and is not repeated until usable input arrives again, so
+    a stream that simply ended is reported once, not every few seconds forever. Times are
+    monotonic seconds supplied by the caller (wall clock, not ROS time: a paused bag must
+    still trigger the warning).
     """
 
     def __init__(self, timeout_s: float, start_s: float):
         self.timeout_s = float(timeout_s)
         self._last_usable_s = start_s
-        self._last_warn_s = start_s
+        self._warned = False
+        #: Usable input sets seen since construction (tells "stream ended" from "never came").
+        self.usable_count = 0
 
-    def note_usable(self, now_s: float) -> None:
+    def note_usable(self, now_s: float, count: bool = True) -> None:
+        """Usable input arrived (``count=False``: only restart the silence, e.g. on
+        activation)."""
         self._last_usable_s = now_s
+        self._warned = False
+        self.usable_count += int(count)
 
     def should_warn(self, now_s: float) -> bool:
-        """True when nothing usable came for ``timeout_s`` and we did not warn for as long."""
-        if self.timeout_s <= 0:
+        """True once per silence, when nothing usable came for ``timeout_s``."""
+        if self.timeout_s <= 0 or self._warned:
             return False
-        if now_s - max(self._last_usable_s, self._last_warn_s) < self.timeout_s:
+        if now_s - self._last_usable_s < self.timeout_s:
             return False
-        self._last_warn_s = now_s
+        self._warned = True
         return True
 
     def silent_for(self, now_s: float) -> float:
         return now_s - self._last_usable_s
+
+
+def stream_ended_message(silent_s: float, usable: int, topics: list[str], qos_text: str,
+                         received: dict, dropped: dict) -> str:
+    """Logged once when input stops after usable sets arrived (a camera or bag finished).
+
+    ``dropped`` must be the counts /diagnostics reports (``dropped <reason>``)."""
+    return (f'Input stopped: no usable input for {silent_s:.1f} s on {", ".join(topics)} '
+            f'(QoS {qos_text}) after {usable} usable input sets (stream ended?). Received: '
+            f'{dict(received)}; dropped (as on /diagnostics): {dict(dropped)}. Logged once; '
+            f'again only after input resumes and stops again.')
 
 
 def no_input_warning(silent_s: float, topics: list[str], qos_text: str, slop_s: float,

@@ -8,6 +8,12 @@ count goes to ``process`` with the frame that replaced them. The worker thread s
 round-robin and starts at most ``max_rate_hz`` inferences per second in total, so latency
 stays bounded by one inference instead of growing with a deep queue (opendr#275,
 darknet_ros#299).
+
+One exception to keep-latest: a camera's *first* item (the frame that opens its sliding
+window, which gives no output by itself) is never superseded. Without it, a frame arriving
+right after the first one would replace it before the worker takes it, become the window's
+first frame, and a two-frame stream would produce nothing. The first item waits in its own
+place, ahead of the camera's slot; from the second item on, the slot keeps the newest only.
 """
 
 from __future__ import annotations
@@ -42,7 +48,9 @@ class InferenceWorker:
         self._clock = clock
         self._cond = threading.Condition()
         self._slots: dict[str, LatestFrameSlot] = {}
-        # Cameras whose slot holds an item, in arrival order (round-robin fairness).
+        # First item of a camera, kept until taken (never superseded, see the module doc).
+        self._first_items: dict[str, Any] = {}
+        # Cameras with a pending item, once per item, in arrival order (round-robin fairness).
         self._turns: collections.deque[str] = collections.deque()
         self._stopping = False
         self._busy = False
@@ -80,16 +88,20 @@ class InferenceWorker:
             self._thread.join(timeout_s)
 
     def submit(self, camera: str, item: Any) -> None:
-        """Offer the newest item of ``camera``; replaces (and counts) any pending one."""
+        """Offer the newest item of ``camera``; replaces (and counts) any pending one, except
+        the camera's first item, which is always processed."""
         with self._cond:
-            slot = self._slots.setdefault(camera, LatestFrameSlot())
-            if not slot.put(item):  # the slot was empty: the camera queues for a turn
+            if camera not in self._slots:  # first item ever: it opens the camera's window
+                self._slots[camera] = LatestFrameSlot()
+                self._first_items[camera] = item
+                self._turns.append(camera)
+            elif not self._slots[camera].put(item):  # slot was empty: queue for a turn
                 self._turns.append(camera)
             self._cond.notify_all()
 
     @property
     def pending(self) -> int:
-        """Cameras with an item waiting (at most one item each)."""
+        """Items waiting: at most one per camera (two while a camera's first item waits)."""
         with self._cond:
             return len(self._turns)
 
@@ -108,6 +120,8 @@ class InferenceWorker:
                     camera = self._turns.popleft()
                     self._last_start = self._clock()
                     self._busy = True
+                    if camera in self._first_items:
+                        return camera, self._first_items.pop(camera), 0
                     return camera, *self._slots[camera].take()
                 # Waiting here (not sleeping) lets newer frames replace the pending one.
                 self._cond.wait(timeout=wait if self._turns else None)

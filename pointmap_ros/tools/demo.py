@@ -129,7 +129,10 @@ class _Session:
 
 
 def _node_args(args, params_file: Path) -> list[str]:
+    # world_frame_convention optical: the ground truth /tf above and demo_render's top view
+    # (x right, z forward) use the scene's optical world.
     params = {'backend': args.backend, 'points_frame': 'world', 'max_rate_hz': 0.0,
+              'world_frame_convention': 'optical',
               'oracle_height': args.size[0], 'oracle_width': args.size[1],
               'oracle_frames': args.frames, 'oracle_fps': args.fps}
     if args.model:

@@ -103,15 +103,15 @@ def readme_pip_dependencies() -> set:
     return set(re.findall(r'^\|\s*`([A-Za-z0-9_.-]+)`', match.group(1), re.M))
 
 
-def pinned_requirements() -> dict:
-    """{lower-case name: specifier} of requirements*.txt."""
+def read_requirements(*names: str) -> dict:
+    """{lower-case name: specifier} of the given requirement files."""
     pins = {}
-    for path in sorted(ROOT.glob('requirements*.txt')):
-        for line in path.read_text().splitlines():
+    for name in names:
+        for line in (ROOT / name).read_text().splitlines():
             line = line.split('#')[0].strip()
             if line:
-                name, spec = re.match(r'([A-Za-z0-9_.-]+)\s*(.*)', line).groups()
-                pins[name.lower()] = spec
+                package, spec = re.match(r'([A-Za-z0-9_.-]+)\s*(.*)', line).groups()
+                pins[package.lower()] = spec
     return pins
 
 
@@ -209,14 +209,26 @@ def test_python_dependencies_have_rosdep_keys_or_are_documented_pip_deps(manifes
     assert not problems, '\n'.join(problems)
 
 
-def test_pip_dependencies_are_pinned():
-    pins = pinned_requirements()
+def test_pip_dependencies_have_ranges_and_pins():
+    """requirements.txt (the ROS-native path) holds compatible ranges; constraints.txt pins
+    each of them, and of requirements-dev.txt, with == to a version inside its range (the
+    wheel-based set-up installs exactly those); requirements-ros.txt pins the ROS wheels."""
+    from packaging.specifiers import SpecifierSet
+    ranges = read_requirements('requirements.txt', 'requirements-dev.txt')
+    pins = read_requirements('constraints.txt')
+    ros = read_requirements('requirements-ros.txt')
     for name in readme_pip_dependencies() - OPTIONAL_PIP:
-        assert pins.get(name.lower(), '').startswith('=='), f'{name} not pinned with =='
-    unpinned = {n: s for n, s in pins.items() if not s.startswith('==')}
-    assert not unpinned, f'every requirement must be pinned with ==: {unpinned}'
+        assert name.lower() in ranges, f'{name} (README) missing from requirements.txt'
+    assert not [n for n, s in ranges.items() if not s or s.startswith('==')], \
+        f'requirements.txt / requirements-dev.txt need ranges, not exact pins: {ranges}'
+    for name, spec in ranges.items():
+        assert pins.get(name, '').startswith('=='), f'{name} not pinned in constraints.txt'
+        assert pins[name][2:] in SpecifierSet(spec), \
+            f'{name}: pin {pins[name]} outside the range {spec}'
+    unpinned = {n: s for n, s in {**pins, **ros}.items() if not s.startswith('==')}
+    assert not unpinned, f'constraints.txt / requirements-ros.txt pin with ==: {unpinned}'
     assert pins['torch'] == '==2.13.0'
-    major = int(pins['setuptools'].lstrip('=').split('.')[0])
+    major = int(ros['setuptools'].lstrip('=').split('.')[0])
     assert major < 80, 'colcon-core needs setuptools<80'
 
 

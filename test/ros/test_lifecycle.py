@@ -1,5 +1,7 @@
-"""The lifecycle variant: configure loads the engine, activate subscribes, deactivate
-releases the engine and stops output, activate again resumes (over real services/DDS)."""
+"""The lifecycle variant: configure loads the engine, activate subscribes, deactivate stops
+output but keeps the engine, activate again resumes, cleanup releases the engine (over real
+services/DDS). Outputs are lifecycle publishers: inactive, they are not even advertised as
+publishing anything."""
 
 import time
 
@@ -61,10 +63,12 @@ def test_configure_activate_deactivate_reactivate(ros_node):
 
         assert transition(ros_node, change, Transition.TRANSITION_DEACTIVATE)
         assert state_of(ros_node, get) == 'inactive'
-        spin_until(ros_node, lambda: collector.diagnostics().get('engine/state') == 'released',
-                   15, 'engine released on deactivate', proc)
         spin_until(ros_node, lambda: publisher.image.get_subscription_count() == 0, 15,
                    'inputs unsubscribed', proc)
+        diagnostics_seen = len(collector.msgs['diagnostics'])
+        spin_until(ros_node, lambda: len(collector.msgs['diagnostics']) > diagnostics_seen + 1,
+                   15, 'diagnostics while inactive', proc)
+        assert collector.diagnostics().get('engine/state') == 'ready'  # kept: no reload
         published = len(collector.msgs['points'])
         publisher.publish_frame(3)
         idle_until = time.monotonic() + 1.0  # give an inactive node the chance to misbehave
@@ -78,6 +82,14 @@ def test_configure_activate_deactivate_reactivate(ros_node):
         spin_until(ros_node, lambda: stamp in collector.stamps('points'), 30,
                    'output after reactivation', proc)
         assert collector.diagnostics().get('engine/state') == 'ready'
+
+        assert transition(ros_node, change, Transition.TRANSITION_DEACTIVATE)
+        assert transition(ros_node, change, Transition.TRANSITION_CLEANUP)
+        assert state_of(ros_node, get) == 'unconfigured'
+        spin_until(ros_node, lambda: collector.diagnostics().get('engine/state') == 'released',
+                   15, 'engine released on cleanup', proc)
+        spin_until(ros_node, lambda: ros_node.count_publishers(f'{NODE}/points') == 0, 15,
+                   'output publishers destroyed on cleanup', proc)
         assert proc.stop() == 0, proc.output()
 
 

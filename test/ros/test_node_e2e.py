@@ -2,8 +2,11 @@
 exact ground truth (oracle engine), with stamps equal to the input stamps.
 
 One node process (backend oracle, 96x128 scene) for the whole module; the sequence is played
-once, frame by frame (the next frame is sent when the previous one's cloud arrived, so with
-``max_rate_hz: 0`` every frame after the first produces outputs).
+once, frame by frame: frame 1 is sent once the node has taken frame 0 (it opens the window;
+/diagnostics ``processed frames``), every later frame once the previous one's cloud arrived,
+so with ``max_rate_hz: 0`` every frame after the first produces outputs. The world frame is
+REP-103 (the default ``world_frame_convention``): ground truth, given in the scene's optical
+world, is rotated into it.
 """
 
 import numpy as np
@@ -12,6 +15,7 @@ from ros_harness import (NODE, OUTPUTS, Collector, ScenePublisher, decode_points
                       recon_process, spin_until, wait_for_node)
 
 from pointmap_ros.geometry.transforms import rotation_angle, se3_inverse
+from pointmap_ros.ros.outputs import world_rotation
 from pointmap_ros.ros.conversions import (cloud_to_array, image_to_array, stamp_to_ns,
                                           transform_to_matrix)
 
@@ -19,6 +23,9 @@ pytestmark = pytest.mark.ros  # needs rclpy and DDS
 
 FRAMES = 10
 TOL_M = 1e-4  # oracle: exact up to float32 rounding of metre-scale points
+# Scene (optical) world -> the published REP-103 world.
+R_WORLD = np.eye(4)
+R_WORLD[:3, :3] = world_rotation('rep103')
 
 
 @pytest.fixture(scope='module')
@@ -26,12 +33,15 @@ def run(ros_node):
     """Play FRAMES frames through the node; return (collector, scene publisher, stamps)."""
     collector = Collector(ros_node)
     publisher = ScenePublisher(ros_node)
-    with recon_process(oracle_args()) as proc:
+    with recon_process(oracle_args(diagnostics_period_s=0.2)) as proc:
         wait_for_node(ros_node, proc, publisher)
         stamps = []
         for t in range(FRAMES):
             stamps.append(publisher.publish_frame(t))
-            if t > 0:
+            if t == 0:  # the node must have taken frame 0 before frame 1 could replace it
+                spin_until(ros_node, lambda: collector.diagnostics().get(
+                    'processing/processed frames') == '1', 30, 'frame 0 taken', proc)
+            else:
                 spin_until(ros_node, lambda: stamps[-1] in collector.stamps('points'), 30,
                            f'points of frame {t}', proc)
         spin_until(ros_node, lambda: all(
@@ -130,8 +140,8 @@ def test_object_tf_frames_follow_ground_truth_trajectories(run):
         # A rigid object's frame is its ground-truth frame times a constant offset.
         matches = []
         for child, seq in tracks.items():
-            offsets = [se3_inverse(scene.object_pose(obj.id, round(ns * 1e-9 * fps))) @ T
-                       for ns, T in seq]
+            offsets = [se3_inverse(R_WORLD @ scene.object_pose(obj.id, round(ns * 1e-9 * fps)))
+                       @ T for ns, T in seq]
             drift = max(np.abs(C[:3, 3] - offsets[0][:3, 3]).max() for C in offsets)
             turn = max(rotation_angle(C[:3, :3] @ offsets[0][:3, :3].T) for C in offsets)
             if len(seq) >= 3 and drift < TOL_M and turn < 1e-3:
@@ -145,7 +155,7 @@ def test_camera_tf_is_the_estimated_trajectory(run):
     assert len(seq) == FRAMES - 1
     for ns, T in seq:
         t = round(ns * 1e-9 * publisher.scene.config.fps)
-        np.testing.assert_allclose(T, publisher.scene.camera_pose(t), atol=TOL_M)
+        np.testing.assert_allclose(T, R_WORLD @ publisher.scene.camera_pose(t), atol=TOL_M)
 
 
 def test_objects_message_matches_tf_and_markers(run):

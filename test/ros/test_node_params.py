@@ -155,13 +155,19 @@ def test_runtime_change_is_applied(live):
     assert 'parameters changed' in proc.output()
 
 
-def test_no_input_warning_names_topics_and_qos(live):
-    node, proc = live[0], live[5]
+def test_stream_end_is_logged_with_topics_qos_and_diagnostics_drops(live):
+    """After test_runtime_change_is_applied's frames, the input stops: one line says so, with
+    the topics, QoS and the drop counts /diagnostics publishes."""
+    node, collector, proc = live[0], live[3], live[5]
     assert set_param(live, 'no_input_warn_s', 1.0).successful
-    spin_until(node, lambda: 'No usable input' in proc.output(), 15, 'watchdog warning', proc)
-    line = next(x for x in proc.output().splitlines() if 'No usable input' in x)
-    for part in ('/camera/image_raw', '/camera/camera_info', 'best_effort', '0.020 s'):
+    spin_until(node, lambda: 'Input stopped' in proc.output(), 15, 'stream-end log', proc)
+    line = next(x for x in proc.output().splitlines() if 'Input stopped' in x)
+    for part in ('/camera/image_raw', '/camera/camera_info', 'best_effort', 'usable input'):
         assert part in line, line
+    drops = {k.split('dropped ', 1)[1]: int(v) for k, v in collector.diagnostics().items()
+             if k.startswith('processing/dropped ') and k != 'processing/dropped total'
+             and int(v)}
+    assert f'dropped (as on /diagnostics): {drops}' in line, (drops, line)
 
 
 def test_spec_defaults_are_immutable_and_declared_as_lists():

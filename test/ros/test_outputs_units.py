@@ -16,6 +16,7 @@ from pointmap_ros.geometry.transforms import se3_from_rt  # noqa: E402
 from pointmap_ros.ros.conversions import transform_to_matrix  # noqa: E402
 from pointmap_ros.ros.diagnostics import NodeStats, RateMeter, build_diagnostics  # noqa: E402
 from pointmap_ros.ros.markers import objects_to_markers  # noqa: E402
+from pointmap_ros.ros.outputs import world_rotation, world_up  # noqa: E402
 from pointmap_ros.ros.qos import describe_qos, make_qos, tf_qos  # noqa: E402
 from pointmap_ros.ros.tf import output_transforms  # noqa: E402
 
@@ -36,7 +37,11 @@ def test_markers_per_track_and_deletes_for_vanished_tracks():
     assert (box.type, box.pose.position.x, box.scale.y) == (Marker.CUBE, 1.0, 0.4)
     assert box.pose.position.z == 4.0  # the box stays on the object (label offset is its own)
     label = next(m for m in first.markers if m.ns == 'ids' and m.id == 2)
-    assert label.pose.position.x == 1.0 and label.pose.position.z == pytest.approx(4.0 - 0.25)
+    # REP-103 world (default): labels float above the box, along +z.
+    assert label.pose.position.x == 1.0 and label.pose.position.z == pytest.approx(4.0 + 0.25)
+    optical, _ = objects_to_markers([obj(2, 1.0)], header, set(), up=world_up('optical'))
+    label = next(m for m in optical.markers if m.ns == 'ids')
+    assert (label.pose.position.y, label.pose.position.z) == (pytest.approx(-0.25), 4.0)
     assert box.scale.z > 0  # degenerate extents still draw
     arrow = next(m for m in first.markers if m.ns == 'velocity' and m.id == 1)
     assert [(p.x, p.z) for p in arrow.points] == [(0.0, 4.0), (1.0, 4.0)]  # 1 s of motion
@@ -109,3 +114,38 @@ def test_qos_profiles():
         make_qos('fast', 1)
     with pytest.raises(ConfigError, match='depth'):
         make_qos('reliable', 0)
+
+
+def test_world_conventions_rep103_and_optical():
+    R = world_rotation('rep103')
+    # Optical forward (z) is REP-103 forward (x); right (x) is -left (-y); down (y) is -up.
+    np.testing.assert_array_equal(R @ [0, 0, 1], [1, 0, 0])
+    np.testing.assert_array_equal(R @ [1, 0, 0], [0, -1, 0])
+    np.testing.assert_array_equal(R @ [0, 1, 0], [0, 0, -1])
+    assert np.linalg.det(R) == pytest.approx(1.0)
+    np.testing.assert_array_equal(world_rotation('optical'), np.eye(3))
+    with pytest.raises(ValueError, match='world_frame_convention'):
+        world_rotation('enu')
+
+
+def test_engine_cache_use_reports_hit_miss_and_key(tmp_path):
+    import os
+    import time
+
+    from pointmap_ros.ros.node import engine_cache_use
+    values = {'onnx_dir': '', 'engine_path': '', 'engine_cache_dir': str(tmp_path)}
+    sidecar = tmp_path / 'onnx' / 'dpm_small-96x128-8d622916.json'
+    sidecar.parent.mkdir()
+    sidecar.write_text('{}')
+    old = time.time() - 3600
+    os.utime(sidecar, (old, old))
+    info = {'backend': 'onnxruntime', 'onnx': str(sidecar)}
+    assert engine_cache_use(info, values, started_s=time.time()) == \
+        f'hit (key dpm_small-96x128-8d622916; {sidecar})'
+    assert engine_cache_use(info, values, started_s=old - 1).startswith(
+        'miss (key dpm_small-96x128-8d622916;')  # written after the engine was requested
+    # No cache involved: a given export, or a backend without files.
+    assert engine_cache_use(info, {**values, 'onnx_dir': str(tmp_path)}, time.time()) is None
+    assert engine_cache_use({'backend': 'torch'}, values, time.time()) is None
+    elsewhere = {'backend': 'onnxruntime', 'onnx': __file__}  # not inside the cache folder
+    assert engine_cache_use(elsewhere, values, time.time()) is None

@@ -5,7 +5,8 @@ import time
 
 import pytest
 
-from pointmap_ros.ros.sync import InputWatchdog, StampSynchronizer, no_input_warning
+from pointmap_ros.ros.sync import (InputWatchdog, StampSynchronizer, no_input_warning,
+                                   stream_ended_message)
 from pointmap_ros.ros.worker import InferenceWorker
 
 MS = 1_000_000  # nanoseconds
@@ -86,20 +87,32 @@ def test_bad_arguments_raise():
         StampSynchronizer('cam', slop_s=0.0).add('imu', 1, None)
 
 
-def test_watchdog_warns_once_per_period_and_names_topics():
+def test_watchdog_warns_once_per_silence_and_names_topics():
     dog = InputWatchdog(5.0, start_s=0.0)
     assert not dog.should_warn(4.9)
     assert dog.should_warn(5.1)
-    assert not dog.should_warn(6.0)  # already warned for this period
-    assert dog.should_warn(10.2)
+    assert not dog.should_warn(6.0)  # already warned for this silence
+    assert not dog.should_warn(1e6)  # ... however long it lasts (a finished stream)
+    assert dog.usable_count == 0
     dog.note_usable(11.0)
+    assert dog.usable_count == 1
     assert not dog.should_warn(15.0)
+    assert dog.should_warn(16.1)  # input resumed and stopped again: a new silence
+    dog.note_usable(17.0, count=False)  # e.g. re-activation: restarts the silence only
+    assert dog.usable_count == 1 and not dog.should_warn(21.0)
     assert InputWatchdog(0.0, 0.0).should_warn(1e9) is False
     text = no_input_warning(7.0, ['/cam/image_raw', '/cam/camera_info'], 'best_effort', 0.02,
                             False, {'image': 3}, {'unmatched_image': 3})
     for part in ('/cam/image_raw', '/cam/camera_info', 'best_effort', '0.020 s',
                  'unmatched_image', 'ros2 topic info -v', 'use_sim_time'):
         assert part in text
+
+
+def test_stream_ended_message_carries_the_diagnostics_counts():
+    text = stream_ended_message(5.2, 30, ['/cam/image_raw'], 'best_effort', {'camera/image': 30},
+                                {'superseded_before_inference': 4})
+    assert "'superseded_before_inference': 4" in text and '30 usable' in text
+    assert '/cam/image_raw' in text and 'once' in text
 
 
 class FakeClock:
@@ -176,3 +189,49 @@ def test_worker_enforces_max_rate_and_reports_errors():
         worker.set_max_rate(-1)
     with pytest.raises(RuntimeError, match='already started'):
         worker.start()
+
+
+def wait_until(predicate, what):
+    import helpers
+    helpers.wait_for(predicate, timeout=5, interval=0.01, what=what)
+
+
+def test_worker_never_supersedes_a_cameras_first_item():
+    """Two frames sent back to back must both reach the pipeline: the first opens the window,
+    the second gives the first output (a newer frame only replaces the camera's *later*
+    items)."""
+    done, gate = [], threading.Event()
+
+    def process(camera, item, skipped):
+        gate.wait(5)
+        done.append((camera, item, skipped))
+
+    worker = InferenceWorker(process, lambda c, e: None, max_rate_hz=0)
+    # Not started yet: nothing is taken, as when frames arrive faster than the worker wakes.
+    worker.submit('a', 0)
+    worker.submit('a', 1)
+    assert worker.pending == 2
+    worker.submit('a', 2)  # supersedes 1, never 0
+    assert worker.pending == 2
+    worker.start()
+    try:
+        gate.set()
+        wait_until(worker.idle, 'worker idle')
+    finally:
+        worker.stop()
+    assert done == [('a', 0, 0), ('a', 2, 1)]
+    assert worker.superseded_by_camera() == {'a': 1}
+
+
+def test_worker_two_frame_stream_gives_both_frames():
+    done = []
+    worker = InferenceWorker(lambda c, i, s: done.append((c, i, s)), lambda c, e: None,
+                             max_rate_hz=0)
+    worker.submit('cam', 'first')
+    worker.submit('cam', 'second')
+    worker.start()
+    try:
+        wait_until(lambda: len(done) == 2, 'both frames processed')
+    finally:
+        worker.stop()
+    assert done == [('cam', 'first', 0), ('cam', 'second', 0)]

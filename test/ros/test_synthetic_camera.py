@@ -1,5 +1,6 @@
 """synthetic_camera_node plays the scene like a driver: image, camera_info, depth, ground-truth
-TF and /clock with stamps t / fps, then exits when asked to."""
+TF and /clock with stamps t / fps (``stamp_source: scene``), then exits when asked to; with
+``wait_for_ready`` it plays only after a latched ``true``, stamping with its clock."""
 
 import numpy as np
 import pytest
@@ -29,7 +30,7 @@ def test_plays_every_frame_with_exact_stamps(ros_node):
     params = {'namespace': '/sim', 'frames': FRAMES, 'height': SCENE['height'],
               'width': SCENE['width'], 'rate_hz': 20.0, 'publish_depth': True,
               'publish_clock': True, 'encoding': 'bgr8', 'shutdown_when_done': True,
-              'start_delay_s': 3.0}
+              'stamp_source': 'scene', 'wait_for_subscribers': True, 'start_delay_s': 0.5}
     args = ['--ros-args'] + [a for k, v in params.items() for a in ('-p', f'{k}:={v}')]
     with helpers.PythonProcess(script=REPO / 'scripts' / 'nodes' / 'synthetic_camera_node',
                                args=args, name='synthetic_camera') as proc:
@@ -48,3 +49,36 @@ def test_plays_every_frame_with_exact_stamps(ros_node):
     assert K[0, 0] > 0 and K[2, 2] == 1
     children = {tr.child_frame_id for tr in got['tf'][-1].transforms}
     assert 'camera_optical_frame' in children and 'gt_object_1' in children
+
+
+def test_waits_for_ready_then_stamps_with_its_clock(ros_node):
+    import time
+
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import Bool
+
+    from pointmap_ros.ros.conversions import stamp_to_ns
+    from pointmap_ros.ros.qos import latched_qos
+    images = []
+    ros_node.create_subscription(Image, '/ready_cam/image_raw', images.append, 10)
+    ready = ros_node.create_publisher(Bool, '/ready_cam_consumer/ready', latched_qos())
+    ready.publish(Bool(data=False))
+    params = {'namespace': '/ready_cam', 'frames': FRAMES, 'height': SCENE['height'],
+              'width': SCENE['width'], 'rate_hz': 20.0, 'loop': True, 'publish_tf': False,
+              'wait_for_ready': '/ready_cam_consumer/ready', 'start_delay_s': 0.0}
+    args = ['--ros-args'] + [a for k, v in params.items() for a in ('-p', f'{k}:={v}')]
+    with helpers.PythonProcess(script=REPO / 'scripts' / 'nodes' / 'synthetic_camera_node',
+                               args=args, name='synthetic_camera') as proc:
+        spin_until(ros_node, lambda: 'ready_cam_consumer/ready: ' in proc.output()
+                   or 'starting after' in proc.output(), 30, 'camera started', proc)
+        spin_until(ros_node, lambda: ros_node.count_subscribers('/ready_cam_consumer/ready'),
+                   30, 'camera subscribed to ready', proc)
+        assert not images  # false (latched): nothing is played
+        sent_after_ns = time.time_ns()
+        ready.publish(Bool(data=True))
+        # Looping: more frames than the scene has, stamps still increasing.
+        spin_until(ros_node, lambda: len(images) > FRAMES + 1, 30, 'looped frames', proc)
+        assert proc.stop() == 0, proc.output()
+    stamps = [stamp_to_ns(m.header.stamp) for m in images]
+    assert stamps == sorted(set(stamps))
+    assert stamps[0] >= sent_after_ns - 1_000_000_000  # the node's (wall) clock, not t / fps
