@@ -115,8 +115,8 @@ class PipelineConfig:
     fixed_scale: float | None = None
     seed: int = 0
     cross_time_source: str = 'auto'
-    flow_preset: str = 'fast'
-    flow_width: int = 512
+    flow_preset: str = 'accurate'
+    flow_width: int = 224
     flow_min_px: float = 1.0
     flow_noise_mult: float = 3.0
     flow_hysteresis: float = 0.5

