@@ -428,7 +428,10 @@ class DynamicReconPipeline:
         epipolar = None if model is None else epipolar_residual(model, backward)
         static = (observed if epipolar is None
                   else observed & (epipolar < cfg.flow_inlier_px * px))
-        evidence = (scene_depth, motion_3d, epipolar, aperture)
+        # Pose-independent evidence per pair, computed once for every round below.
+        epipolar_per_view = [epipolar] + [self._epipolar(view, aperture) for view in views[1:]]
+        was_moving = [_warped_motion(view) for view in views]
+        evidence = (scene_depth, motion_3d, epipolar_per_view, was_moving, aperture)
         if camera_still(backward, static, self.stride, cfg.camera_still_px * px):
             still = np.eye(4)
             return self._flow_motion(views, K, still, *evidence), still
@@ -445,9 +448,18 @@ class DynamicReconPipeline:
                                         seed=self.config.seed)
         return T_kf_cam
 
+    def _epipolar(self, view: PairView, aperture: ApertureMetric) -> np.ndarray | None:
+        """Epipolar residual of a pair's flow (None when no camera model fits)."""
+        cfg = self.config
+        backward = view.pixel_flow.backward
+        observed = view.valid_j & view.pixel_flow.backward_valid & aperture.textured
+        model = camera_flow_model(backward, observed, self.stride,
+                                  cfg.flow_inlier_px * view.pixel_flow.pixel_scale, cfg.seed)
+        return None if model is None else epipolar_residual(model, backward)
+
     def _flow_motion(self, views: list[PairView], K: np.ndarray, T_kf_cam: np.ndarray,
                      scene_depth: float, motion_3d: np.ndarray,
-                     keyframe_epipolar: np.ndarray | None,
+                     epipolar_per_view: list, was_moving: list,
                      aperture: ApertureMetric) -> np.ndarray:
         """Union over pairs of the correspondence motion test, cleaned up.
 
@@ -464,21 +476,16 @@ class DynamicReconPipeline:
         raw = np.zeros((H, W), bool)
         unobserved = np.ones((H, W), bool)
         min_sq = (cfg.motion_min_rel * scene_depth) ** 2
-        for view in views:
+        for view, epipolar, moved_before in zip(views, epipolar_per_view, was_moving):
             backward = view.pixel_flow.backward
             observed = view.valid_j & view.pixel_flow.backward_valid & aperture.textured
             T_ref_cam = se3_compose(se3_inverse(view.ref.T_world_cam), T_world_cam)
             px = view.pixel_flow.pixel_scale
-            epipolar = keyframe_epipolar if view is pk else None
-            if epipolar is None and view is not pk:
-                model = camera_flow_model(backward, observed, self.stride,
-                                          cfg.flow_inlier_px * px, cfg.seed)
-                epipolar = None if model is None else epipolar_residual(model, backward)
             decision = flow_motion(
                 pose_residual(points_cam, T_ref_cam, K, backward, aperture), epipolar, observed,
                 stride=self.stride, reliable_px=cfg.flow_reliable_px * px,
                 inlier_px=cfg.flow_inlier_px * px, noise_mult=cfg.flow_noise_mult,
-                min_px=cfg.flow_min_px * px, was_moving=_warped_motion(view),
+                min_px=cfg.flow_min_px * px, was_moving=moved_before,
                 hysteresis=cfg.flow_hysteresis)
             raw |= decision.moving & (view.flow_sq > min_sq)
             unobserved &= ~decision.observed
