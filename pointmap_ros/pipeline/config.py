@@ -41,7 +41,10 @@ class PipelineConfig:
         work_pixels: statistics and segmentation run on a grid strided to about this many
             pixels (1 = full resolution up to 256x256; 2 at 512x288).
         rigid_residual_rel: an instance whose residual exceeds this fraction of its size is
-            flagged non-rigid.
+            flagged non-rigid...
+        rigid_motion_residual_frac: ...or whose residual (above the map noise) exceeds this
+            fraction of how far it moved between the pair's frames (a waving sheet is close
+            to one rigid motion relative to its size, not relative to its displacement).
         pnp_reprojection_px: PnP-RANSAC inlier threshold in pixels.
         pose_reset_after: the frame that makes this many consecutive frames without a pose
             (:class:`~pointmap_ros.errors.PoseError`, e.g. PnP failed) becomes the keyframe
@@ -73,6 +76,16 @@ class PipelineConfig:
             more than this many pixels (of the flow's images, see ``flow_width``; all
             ``flow_*_px`` and ``camera_still_px`` are in those pixels)...
         flow_noise_mult: ...and by more than this multiple of the pair's median miss.
+        flow_depth_min_rel: ...or, where the maps are trusted, its depth in the reference
+            camera differs from the reference's depth at the corresponding pixel by more
+            than this fraction (and ``flow_noise_mult`` times the pair's median): motion
+            along the viewing ray, which barely moves a pixel.
+        flow_depth_min_isotropy: the depth test is only applied where the image texture fixes
+            both flow components (structure-tensor ``lambda_min / lambda_max`` at least this;
+            on a stripe the correspondence, hence the depth it reads, slides along it).
+        flow_halo_px: moving pixels within this distance of the motion mask's border that
+            lie behind a nearer moving pixel (by ``cluster_jump_rel``) are background the
+            flow dragged along; 0 keeps them.
         flow_hysteresis: pixels that moved in the reference frame keep moving down to this
             fraction of the threshold (an object slowing at a turning point stays moving).
         flow_reliable_px: the maps are trusted for the induced flow when the pixels the
@@ -97,13 +110,14 @@ class PipelineConfig:
     flow_smooth_radius: int = 2
     min_region_frac: float = 5e-4
     cluster_jump_rel: float = 0.05
-    cluster_flow_jump_rel: float = 0.5
+    cluster_flow_jump_rel: float = 2.0
     min_instance_frac: float = 4e-3
     ransac_threshold_rel: float = 0.01
     ransac_iterations: int = 64
     max_fit_points: int = 500
     work_pixels: int = 65536
     rigid_residual_rel: float = 0.05
+    rigid_motion_residual_frac: float = 0.2
     pnp_reprojection_px: float = 5.0
     pose_reset_after: int = 3
     focal_min_rel: float = 0.2
@@ -119,6 +133,9 @@ class PipelineConfig:
     flow_width: int = 224
     flow_min_px: float = 1.0
     flow_noise_mult: float = 3.0
+    flow_depth_min_rel: float = 0.02
+    flow_depth_min_isotropy: float = 0.2
+    flow_halo_px: int = 4
     flow_hysteresis: float = 0.5
     flow_reliable_px: float = 1.5
     flow_inlier_px: float = 1.0
@@ -184,12 +201,17 @@ class PipelineConfig:
             bad('cross_time_source', f'expected one of {CROSS_TIME_SOURCES}')
         if self.flow_preset not in FLOW_PRESETS:
             bad('flow_preset', f'expected one of {FLOW_PRESETS}')
+        if not isinstance(self.flow_halo_px, int) or self.flow_halo_px < 0:
+            bad('flow_halo_px', 'expected an integer >= 0')
         if not isinstance(self.flow_width, int) or self.flow_width < 16:
             bad('flow_width', 'expected an integer >= 16')
-        if not 0.0 < self.flow_hysteresis <= 1.0:
-            bad('flow_hysteresis', 'expected a value in (0, 1]')
+        for name in ('flow_hysteresis', 'rigid_motion_residual_frac'):
+            if not 0.0 < getattr(self, name) <= 1.0:
+                bad(name, 'expected a value in (0, 1]')
+        if not 0.0 <= self.flow_depth_min_isotropy <= 1.0:
+            bad('flow_depth_min_isotropy', 'expected a value in [0, 1]')
         for name in ('flow_min_px', 'flow_reliable_px', 'flow_inlier_px', 'flow_noise_mult',
-                     'camera_still_px'):
+                     'flow_depth_min_rel', 'camera_still_px'):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
                 bad(name, 'expected a finite value >= 0')
         t = self.tracker

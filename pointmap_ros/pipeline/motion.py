@@ -19,6 +19,15 @@ static is small (``reliable_px``).
 Thresholds adapt to the pair: ``max(min_px, noise_mult * median residual)`` over observed
 pixels (most pixels are static, so the median is the noise level).
 
+Motion along the viewing ray barely moves a point in the image (an object approaching the
+camera by 1 % of its depth shifts by 1 % of its distance from the principal point): on the
+held-out scenes two thirds of the moving pixels the 2D test missed moved mostly in depth.
+Where the maps are trusted, the *depth residual* catches it: the relative difference
+between the depth the pair's same-time map gives the current pixel in the reference camera
+and the reference's own depth at the corresponding pixel, ``|z_j(t_j) - z_j(t_i)| / z``,
+with its own noise-adaptive threshold. It is a statement about the maps, so it is not used
+when the test falls back to the epipolar fit.
+
 The aperture problem: optical flow is only measured across the image gradient. Along a
 stripe (a floor pattern, a striped ball) the flow's component parallel to the stripe is a
 guess, and a residual in that direction is no evidence of motion. The pose residual
@@ -40,7 +49,8 @@ from pointmap_ros.geometry.epipolar import CameraFlowModel, fit_camera_flow
 from pointmap_ros.geometry.transforms import se3_apply
 
 __all__ = ['FlowMotion', 'ApertureMetric', 'aperture_metric', 'camera_flow_model',
-           'epipolar_residual', 'pose_residual', 'flow_motion', 'camera_still']
+           'epipolar_residual', 'pose_residual', 'depth_residual', 'flow_motion',
+           'camera_still', 'trim_occlusion_halo', 'local_mean']
 
 
 @dataclass(frozen=True)
@@ -75,6 +85,12 @@ class ApertureMetric:
     xy: np.ndarray
     yy: np.ndarray
     textured: np.ndarray
+
+    @property
+    def isotropy(self) -> np.ndarray:
+        """``[H, W]`` ``lambda_min / lambda_max`` of ``J``: 0 on stripes and flat image, 1 on
+        texture that fixes both flow components."""
+        return np.clip(self.xx + self.yy - 1.0, 0.0, 1.0)
 
     def length(self, vectors: np.ndarray) -> np.ndarray:
         """``[H, W]`` float32 ``|r|_J`` of ``[H, W, 2]`` vectors (module docstring)."""
@@ -137,6 +153,17 @@ def pose_residual(points_cam: np.ndarray, T_ref_cam: np.ndarray, K: np.ndarray,
     return aperture.length((induced - observed).astype(np.float32))
 
 
+def depth_residual(points_now: np.ndarray, points_before: np.ndarray) -> np.ndarray:
+    """``[H, W]`` float32 relative depth change ``|z_now - z_before| / z_before`` of the
+    current pixels, both ``[H, W, 3]`` in the reference camera (NaN where either is invalid
+    or not in front of it)."""
+    depth_now = points_now[..., 2].astype(np.float32)
+    depth_before = points_before[..., 2].astype(np.float32)
+    with np.errstate(invalid='ignore', divide='ignore'):
+        relative = np.abs(depth_now - depth_before) / depth_before
+    return np.where((depth_before > 0) & (depth_now > 0), relative, np.float32(np.nan))
+
+
 def camera_still(flow: np.ndarray, static: np.ndarray, stride: int, still_px: float) -> bool:
     """True when the static pixels' flow is below ``still_px`` (median magnitude): the
     camera did not move between the two frames, whatever a noisy pose estimate says."""
@@ -150,12 +177,15 @@ def flow_motion(pose_res: np.ndarray | None, epipolar_res: np.ndarray | None,
                 observed: np.ndarray, *, stride: int, reliable_px: float,
                 inlier_px: float, noise_mult: float, min_px: float,
                 filter_size: int = 5, was_moving: np.ndarray | None = None,
-                hysteresis: float = 1.0) -> FlowMotion:
-    """Decide motion from the two residuals (either may be None when unavailable).
+                hysteresis: float = 1.0, depth_res: np.ndarray | None = None,
+                min_depth_rel: float = 0.01) -> FlowMotion:
+    """Decide motion from the residuals (any may be None when unavailable).
 
     The pose residual is used when the maps are reliable: its median over the pixels the
     epipolar fit calls static (``epipolar_res < inlier_px``) is at most ``reliable_px``; else
     the epipolar residual. Threshold ``max(min_px, noise_mult * median)`` over ``observed``.
+    With the pose test, a pixel also moves when its depth residual exceeds
+    ``max(min_depth_rel, noise_mult * median)``.
     """
     test, residual = 'pose', pose_res
     if epipolar_res is not None:
@@ -171,6 +201,22 @@ def flow_motion(pose_res: np.ndarray | None, epipolar_res: np.ndarray | None,
         return FlowMotion(np.zeros_like(observed), np.zeros_like(observed),
                           np.full(observed.shape, np.nan, np.float32), float('inf'), 'none')
     judged = observed & np.isfinite(residual)
+    residual, threshold = _filtered_threshold(residual, judged, stride, filter_size,
+                                              noise_mult, min_px)
+    moving = _exceeds(residual, judged, threshold, was_moving, hysteresis)
+    if test == 'pose' and depth_res is not None:
+        judged_depth = observed & np.isfinite(depth_res)
+        depth_res, depth_threshold = _filtered_threshold(depth_res, judged_depth, stride,
+                                                         filter_size, noise_mult, min_depth_rel)
+        moving |= _exceeds(depth_res, judged_depth, depth_threshold, was_moving, hysteresis)
+    return FlowMotion(moving, judged, np.where(judged, residual, np.float32(np.nan)),
+                      threshold, test)
+
+
+def _filtered_threshold(residual: np.ndarray, judged: np.ndarray, stride: int,
+                        filter_size: int, noise_mult: float, floor: float
+                        ) -> tuple[np.ndarray, float]:
+    """(median-filtered residual, ``max(floor, noise_mult * median)`` over ``judged``)."""
     if filter_size > 1:
         # Optical flow errors are heavy-tailed speckle; real motion covers whole surfaces.
         # A median over a small window keeps object borders and drops isolated misses.
@@ -178,9 +224,71 @@ def flow_motion(pose_res: np.ndarray | None, epipolar_res: np.ndarray | None,
                                   filter_size)
     sub = residual[::stride, ::stride][judged[::stride, ::stride]]
     noise = float(np.median(sub)) if sub.size else 0.0
-    threshold = max(min_px, noise_mult * noise)
+    return residual, max(floor, noise_mult * noise)
+
+
+def _exceeds(residual: np.ndarray, judged: np.ndarray, threshold: float,
+             was_moving: np.ndarray | None, hysteresis: float) -> np.ndarray:
+    """Judged pixels over the threshold, or over ``hysteresis`` of it where they moved
+    in the previous frame."""
     moving = judged & (residual > threshold)
     if was_moving is not None and hysteresis < 1.0:
         moving |= judged & was_moving & (residual > hysteresis * threshold)
-    return FlowMotion(moving, judged, np.where(judged, residual, np.float32(np.nan)),
-                      threshold, test)
+    return moving
+
+
+def trim_occlusion_halo(moving: np.ndarray, depth: np.ndarray, flow: np.ndarray,
+                        jump_rel: float, width: int, drag_ratio: float = 1.5) -> np.ndarray:
+    """``moving`` without the background ring optical flow drags along with a moving object.
+
+    Flow is smooth across an object's silhouette, so the background within a few pixels of
+    a moving object appears to move with it (on the held-out scenes 85 % of the false
+    positives lay within 4 px of an object). Those pixels are *behind* the object and their
+    flow is a blend of the object's and the background's: a mask pixel within ``width`` px
+    of the mask's border whose depth exceeds the nearest depth of the mask within ``width``
+    px by more than ``jump_rel`` of it, that lies as deep as the static pixels around (not
+    the far side of a curved object's own limb), and whose flow is no farther from the
+    nearer moving pixels' (mean within ``2 width``) than ``drag_ratio`` times their distance
+    from the static pixels' around, is removed (1.5: a blend lies within 1 of it). An object's own border pixels have no nearer moving neighbour, and a farther
+    object moving on its own (two objects crossing) has a flow of its own: both stay.
+
+    Args:
+        moving: ``[H, W]`` bool.
+        depth: ``[H, W]`` depth of the current pixels (NaN or <= 0 where unknown).
+        flow: ``[H, W, 2]`` the current pixels' optical flow (to any one reference frame).
+        jump_rel: relative depth jump of an occluding edge.
+        width: pixels; the halo's width.
+        drag_ratio: see above.
+    """
+    if not moving.any():
+        return moving
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * width + 1, 2 * width + 1))
+    known = np.isfinite(depth) & (depth > 0)
+    masked_depth = np.where(moving & known, depth, np.inf).astype(np.float32)
+    nearest = cv2.erode(masked_depth, kernel, borderValue=np.inf)  # min filter
+    interior = cv2.erode(moving.view(np.uint8), kernel, borderValue=1).view(bool)
+    behind = moving & known & ~interior & (depth > nearest * (1 + jump_rel))
+    if not behind.any():
+        return moving
+    window = 4 * width + 1
+    front_flow = local_mean(flow, moving & ~behind, window)
+    static_flow = local_mean(flow, ~moving, window)
+    static_depth = local_mean(depth[..., None], ~moving & known, window)[..., 0]
+    with np.errstate(invalid='ignore'):
+        dragged = (behind & (depth >= static_depth * (1 - jump_rel))
+                   & (np.linalg.norm(flow - front_flow, axis=-1)
+                      <= drag_ratio * np.linalg.norm(front_flow - static_flow, axis=-1)))
+    return moving & ~dragged
+
+
+def local_mean(values: np.ndarray, known: np.ndarray, window: int) -> np.ndarray:
+    """``[H, W, C]`` mean of ``values`` over the ``known`` pixels of each ``window``-square
+    (normalised box filter; NaN where the window holds no known pixel)."""
+    size = (window, window)
+    total = cv2.boxFilter(np.where(known[..., None], values, 0).astype(np.float32), -1, size,
+                          normalize=False, borderType=cv2.BORDER_CONSTANT)
+    total = total.reshape(values.shape)  # OpenCV drops a single channel
+    count = cv2.boxFilter(known.astype(np.float32), -1, size, normalize=False,
+                          borderType=cv2.BORDER_CONSTANT)[..., None]
+    with np.errstate(invalid='ignore', divide='ignore'):
+        return np.where(count > 0, total / count, np.float32(np.nan)).astype(np.float32)

@@ -13,7 +13,7 @@ import numpy as np
 from pointmap_ros.geometry.camera import project
 from pointmap_ros.geometry.transforms import se3_apply, se3_compose, se3_inverse
 from pointmap_ros.pipeline.config import PipelineConfig
-from pointmap_ros.pipeline.motion import ApertureMetric
+from pointmap_ros.pipeline.motion import ApertureMetric, local_mean
 from pointmap_ros.pipeline.pair import PairView
 from pointmap_ros.tracking.objects import RigidMotion, fit_rigid_motion
 from pointmap_ros.tracking.segmentation import segment_instances
@@ -147,7 +147,7 @@ def fit_instances(cfg: PipelineConfig, labels: np.ndarray, n_inst: int, view: Pa
             source[fit_pixels].astype(np.float64), target[fit_pixels].astype(np.float64), None,
             max(cfg.ransac_threshold_rel * scene_depth, 2.5 * view.noise),
             cfg.rigid_residual_rel, cfg.ransac_iterations, cfg.seed + label,
-            noise_rms=1.13 * view.noise)
+            noise_rms=1.13 * view.noise, motion_residual_frac=cfg.rigid_motion_residual_frac)
     return fits
 
 
@@ -170,16 +170,15 @@ def grow_instances(labels: np.ndarray, fits: dict[int, RigidMotion], view: PairV
 
     Args:
         labels: ``[H, W]`` int32 instances (0 = static).
-        fits: rigid motions of the instances (:func:`fit_instances`); non-rigid ones are
-            not grown.
+        fits: rigid motions of the instances (:func:`fit_instances`); non-rigid ones only
+            close their border (``border_steps``).
         view: the pair the fits belong to (with its pixel flow).
         K: intrinsics.
         camera_residual: ``[H, W]`` the camera test's residual for this pair (NaN where it
             could not judge).
         aperture: the current image's structure metric.
     """
-    rigid = {label: fit for label, fit in fits.items() if fit.is_rigid}
-    if not rigid:
+    if not fits:
         return labels
     H, W = labels.shape
     depth = np.where(np.isfinite(view.j_tj[..., 2]), view.j_tj[..., 2], np.float32(0))
@@ -194,13 +193,16 @@ def grow_instances(labels: np.ndarray, fits: dict[int, RigidMotion], view: PairV
     allowed_camera = np.where(np.isfinite(camera_residual), camera_residual, np.float32(0))
     grown = labels.copy()
     points = view.j_tj.astype(np.float64)
-    for label, fit in rigid.items():
+    for label, fit in fits.items():
         members = labels == label
         centroid = np.nanmean(points[members], axis=0)
         near = np.sum(np.square(points - centroid), axis=-1) <= (2.0 * fit.size) ** 2
-        earlier = project(se3_apply(se3_inverse(fit.T), points), K)
-        object_residual = aperture.length((earlier - observed_position).astype(np.float32))
-        consistent = judged & (object_residual <= np.maximum(threshold_px, allowed_camera))
+        if fit.is_rigid:
+            earlier = project(se3_apply(se3_inverse(fit.T), points), K)
+            object_residual = aperture.length((earlier - observed_position).astype(np.float32))
+            consistent = judged & (object_residual <= np.maximum(threshold_px, allowed_camera))
+        else:  # no motion model to check the flow against: border closing only
+            consistent = np.zeros_like(judged)
         candidates = smooth & near & (grown == 0)
         region = (grown == label).view(np.uint8)
         for step in range(max_steps):
@@ -217,7 +219,7 @@ def grow_instances(labels: np.ndarray, fits: dict[int, RigidMotion], view: PairV
 
 
 def rigid_flow(labels: np.ndarray, fits: dict[int, RigidMotion],
-               view: PairView) -> np.ndarray:
+               view: PairView, smooth_window: int = 7) -> np.ndarray:
     """``view``'s scene flow ``[H, W, 3]`` (its reference camera's frame) with every rigid
     instance's pixels moved by the instance's rigid motion.
 
@@ -225,15 +227,22 @@ def rigid_flow(labels: np.ndarray, fits: dict[int, RigidMotion],
     carries the optical flow's error times the depth, worst at the object's borders. A rigid
     object moves as one: its fit (:func:`fit_instances`) averages those errors over hundreds
     of pixels, and gives every pixel of the instance the flow ``x - T^-1 x`` (``x`` = its
-    point now). Instances flagged non-rigid keep their per-pixel flow.
+    point now). Instances flagged non-rigid (a waving sheet) are only locally rigid: each
+    pixel gets the mean correspondence flow of the instance's pixels within
+    ``smooth_window`` (which also fills pixels without a correspondence; NaN where none is
+    near).
     """
     flow = view.flow_j.copy()
     flat_flow, flat_labels = flow.reshape(-1, 3), labels.ravel()
     target = view.j_tj.reshape(-1, 3)
     for label, fit in fits.items():
         if not fit.is_rigid:
+            members = labels == label
+            flow[members] = local_mean(view.flow_j, members & view.valid_flow,
+                                       smooth_window)[members]
             continue
         members = np.flatnonzero(flat_labels == label)
         now = target[members].astype(np.float64)
         flat_flow[members] = (now - se3_apply(se3_inverse(fit.T), now)).astype(np.float32)
     return flow
+

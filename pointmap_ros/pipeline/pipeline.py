@@ -42,8 +42,8 @@ from pointmap_ros.pipeline.correspondence import (
     DenseFlow, FlowSource, PixelFlow, correspondence_cross_time, fuse_cross_time,
     resolve_cross_time_source)
 from pointmap_ros.pipeline.motion import (
-    ApertureMetric, aperture_metric, camera_flow_model, camera_still, epipolar_residual, flow_motion,
-    pose_residual)
+    ApertureMetric, aperture_metric, camera_flow_model, camera_still, depth_residual,
+    epipolar_residual, flow_motion, pose_residual, trim_occlusion_halo)
 from pointmap_ros.pipeline.objects import (
     detect_objects, fit_instances, grow_instances, instance_labels, rigid_flow)
 from pointmap_ros.pipeline.outputs import (
@@ -392,7 +392,7 @@ class DynamicReconPipeline:
             rigid = np.isin(labels, [label for label, fit in fits.items() if fit.is_rigid])
             deforming = np.isin(labels, [label for label, fit in fits.items()
                                          if not fit.is_rigid])
-            flow_valid = valid & (~motion | rigid | (deforming & pf.valid_flow))
+            flow_valid = valid & (~motion | rigid | (deforming & np.isfinite(flow_ref[..., 0])))
         flow = flow_ref @ np.ascontiguousarray(R, dtype=np.float32)
         return set_invalid_nan(flow, flow_valid), flow_valid
 
@@ -486,11 +486,19 @@ class DynamicReconPipeline:
                 stride=self.stride, reliable_px=cfg.flow_reliable_px * px,
                 inlier_px=cfg.flow_inlier_px * px, noise_mult=cfg.flow_noise_mult,
                 min_px=cfg.flow_min_px * px, was_moving=moved_before,
-                hysteresis=cfg.flow_hysteresis)
+                hysteresis=cfg.flow_hysteresis,
+                depth_res=np.where(aperture.isotropy >= cfg.flow_depth_min_isotropy,
+                                   depth_residual(view.j_tj, view.j_ti), np.float32(np.nan)),
+                min_depth_rel=cfg.flow_depth_min_rel)
             raw |= decision.moving & (view.flow_sq > min_sq)
             unobserved &= ~decision.observed
         if self.cross_time_source == 'fused':
             raw |= motion_3d & unobserved
+        if cfg.flow_halo_px:
+            halo_width = int(round(cfg.flow_halo_px * pk.pixel_flow.pixel_scale))
+            raw = trim_occlusion_halo(raw, points_cam[..., 2], pk.pixel_flow.backward,
+                                      cfg.cluster_jump_rel,
+                                      max(1, halo_width))
         return remove_small_regions(raw, max(1, int(cfg.min_region_frac * H * W)))
 
     def _focal(self, cs: _CameraState, pk: PairView) -> tuple[float | None, float]:

@@ -195,6 +195,12 @@ _PIPELINE_PARAMS = [
           dynamic=True),
     _pipe('flow_noise_mult', '...and by more than this multiple of the median miss.',
           range=(0.0, 100.0), dynamic=True),
+    _pipe('flow_depth_min_rel', '...or, where the maps are trusted, its depth changed by '
+          'more than this fraction (motion along the viewing ray).', range=(0.0, 10.0),
+          dynamic=True),
+    _pipe('flow_halo_px', 'Moving pixels within this distance of the mask border that lie '
+          'behind a nearer moving pixel are dropped (background dragged along by the flow; '
+          '0 = keep them) (model px).', range=(0, 64), dynamic=True),
 ]
 
 PARAMS: list[ParamSpec] = _NODE_PARAMS + _PIPELINE_PARAMS

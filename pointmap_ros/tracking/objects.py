@@ -47,7 +47,8 @@ def object_size(points: np.ndarray) -> float:
 
 def fit_rigid_motion(pts_a: np.ndarray, pts_b: np.ndarray, weights: np.ndarray | None,
                      threshold: float, rigid_residual_rel: float, iterations: int = 64,
-                     seed: int = 0, noise_rms: float = 0.0) -> RigidMotion:
+                     seed: int = 0, noise_rms: float = 0.0,
+                     motion_residual_frac: float | None = None) -> RigidMotion:
     """Fit ``pts_b ~ T pts_a`` for one instance; ``[N, 3]`` correspondences, N >= 3.
 
     Args:
@@ -58,6 +59,10 @@ def fit_rigid_motion(pts_a: np.ndarray, pts_b: np.ndarray, weights: np.ndarray |
         iterations, seed: RANSAC settings (deterministic).
         noise_rms: ...above the residual that map noise alone explains (RMS of the difference
             of two noisy points), which is allowed on top.
+        motion_residual_frac: when given, rigid also needs that residual (noise removed) to
+            be at most this fraction of the RMS displacement ``|pts_b - pts_a|``: a waving
+            sheet's deviation from one rigid motion is small next to its size but not next
+            to how far it moved between two frames.
 
     Raises:
         InputError: fewer than 3 points (from the alignment).
@@ -69,5 +74,9 @@ def fit_rigid_motion(pts_a: np.ndarray, pts_b: np.ndarray, weights: np.ndarray |
     size = object_size(pts_b)
     rel = max(rms - 1.5 * noise_rms, 0.0) / size if size > 0 else 0.0
     ratio = float(np.mean(res.inliers))
+    is_rigid = rel <= rigid_residual_rel and ratio >= 0.5
+    if motion_residual_frac is not None and is_rigid:
+        displacement = np.sqrt(np.mean(np.sum(np.square(pts_b - pts_a), axis=1)))
+        is_rigid = max(rms - 1.5 * noise_rms, 0.0) <= motion_residual_frac * displacement
     return RigidMotion(T=res.T, rms=rms, residual_rel=rel, inlier_ratio=ratio,
-                       is_rigid=bool(rel <= rigid_residual_rel and ratio >= 0.5), size=size)
+                       is_rigid=bool(is_rigid), size=size)

@@ -1,0 +1,147 @@
+"""The correspondence motion test's building blocks (pipeline/motion.py) on analytic inputs:
+depth residual, aperture isotropy, the decision with and without the depth test, the
+occlusion-halo trim, and the rigid/non-rigid decision of an instance's fit."""
+
+import cv2
+import numpy as np
+import pytest
+
+from pointmap_ros.geometry.camera import unproject
+from pointmap_ros.geometry.transforms import rotvec_to_rotmat, se3_apply, se3_from_rt
+from pointmap_ros.pipeline.motion import (
+    aperture_metric, depth_residual, flow_motion, local_mean, trim_occlusion_halo)
+from pointmap_ros.tracking.objects import fit_rigid_motion
+
+H, W = 48, 64
+K = np.array([[60.0, 0, 31.5], [0, 60.0, 23.5], [0, 0, 1]])
+INNER = (slice(8, -8), slice(8, -8))
+OBJECT = (slice(12, 30), slice(20, 40))
+
+
+def test_depth_residual_is_the_relative_depth_change_and_nan_where_unknown():
+    before = unproject(np.full((H, W), 2.0), K).astype(np.float32)
+    now = before.copy()
+    now[OBJECT] *= 1.05  # moved 5 % along the viewing ray
+    now[0, 0] = np.nan
+    before[1, 1, 2] = -1.0  # behind the camera
+    residual = depth_residual(now, before)
+    assert residual.dtype == np.float32
+    assert np.allclose(residual[OBJECT], 0.05, atol=1e-6)
+    assert np.isnan(residual[0, 0]) and np.isnan(residual[1, 1])
+    static = np.ones((H, W), bool)
+    static[OBJECT] = False
+    static[0, 0] = static[1, 1] = False
+    assert np.all(residual[static] == 0)
+
+
+def test_isotropy_is_zero_on_stripes_and_flat_image_and_high_on_texture():
+    stripes = np.tile((np.arange(W) % 8 < 4).astype(np.uint8) * 200, (H, 1))
+    assert np.allclose(aperture_metric(stripes).isotropy[INNER], 0, atol=1e-5)
+    assert not aperture_metric(np.full((H, W), 90, np.uint8)).isotropy.any()
+    rng = np.random.default_rng(0)
+    texture = cv2.GaussianBlur((rng.random((H, W)) * 255).astype(np.uint8), (0, 0), 1)
+    isotropy = aperture_metric(texture).isotropy[INNER]
+    assert isotropy.max() <= 1.0 and np.median(isotropy) > 0.3
+
+
+def _decision_inputs(seed: int = 0):
+    """A pair whose object moves along the viewing ray: no 2D evidence, 5 % depth change."""
+    rng = np.random.default_rng(seed)
+    pose_residual = np.abs(rng.normal(0.0, 0.2, (H, W))).astype(np.float32)
+    depth_res = np.abs(rng.normal(0.0, 0.002, (H, W))).astype(np.float32)
+    depth_res[OBJECT] = 0.05
+    return pose_residual, depth_res, np.ones((H, W), bool)
+
+
+def test_depth_test_catches_motion_along_the_ray_that_the_image_test_misses():
+    pose_res, depth_res, observed = _decision_inputs()
+    args = dict(stride=1, reliable_px=1.5, inlier_px=1.0, noise_mult=3.0, min_px=1.0)
+    image_only = flow_motion(pose_res, None, observed, **args)
+    assert image_only.test == 'pose' and not image_only.moving.any()
+    with_depth = flow_motion(pose_res, None, observed, depth_res=depth_res,
+                             min_depth_rel=0.02, **args)
+    truth = np.zeros((H, W), bool)
+    truth[OBJECT] = True
+    # Exactly the object, less the corners the 5x5 median filter rounds off.
+    assert not (with_depth.moving & ~truth).any()
+    assert with_depth.moving.sum() >= truth.sum() - 4 * 3
+    # A depth change below min_depth_rel is noise, whatever the pair's median says.
+    assert not flow_motion(pose_res, None, observed, depth_res=depth_res,
+                           min_depth_rel=0.06, **args).moving.any()
+
+
+def test_depth_test_is_not_used_when_the_maps_are_not_trusted():
+    pose_res, depth_res, observed = _decision_inputs()
+    pose_res = pose_res + 5.0  # the static pixels miss the induced flow: maps unreliable
+    epipolar_res = np.abs(np.random.default_rng(1).normal(0.0, 0.2, (H, W))).astype(np.float32)
+    decision = flow_motion(pose_res, epipolar_res, observed, stride=1, reliable_px=1.5,
+                           inlier_px=1.0, noise_mult=3.0, min_px=1.0, depth_res=depth_res,
+                           min_depth_rel=0.02)
+    assert decision.test == 'epipolar' and not decision.moving.any()
+
+
+def test_halo_trim_removes_the_dragged_background_and_keeps_the_object():
+    depth = np.full((H, W), 5.0, np.float32)
+    depth[OBJECT] = 2.0
+    obj = np.zeros((H, W), bool)
+    obj[OBJECT] = True
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))
+    with_halo = cv2.dilate(obj.view(np.uint8), kernel).view(bool)  # a 3 px ring at 5 m
+    halo = with_halo & ~obj
+    # Flow: the object moves 2 px, the background not; the ring carries a blend of both.
+    flow = np.zeros((H, W, 2), np.float32)
+    flow[obj] = (-2.0, 0.0)
+    flow[halo] = (-1.2, 0.1)
+    assert np.array_equal(trim_occlusion_halo(with_halo, depth, flow, 0.1, 4), obj)
+    # A farther object moving on its own (crossing the near one the other way) stays whole.
+    crossing = flow.copy()
+    crossing[halo] = (2.0, 0.0)
+    assert np.array_equal(trim_occlusion_halo(with_halo, depth, crossing, 0.1, 4), with_halo)
+    # The far side of a curved object's own limb (10 % deeper than its front, far in front
+    # of the background) moves with it and stays.
+    limb = depth.copy()
+    limb[halo] = 2.2
+    assert np.array_equal(trim_occlusion_halo(with_halo, limb, flow, 0.05, 4), with_halo)
+    # Nothing nearer: a moving wall is the moving thing itself, and stays whole.
+    wall = np.zeros((H, W), bool)
+    wall[5:40, 5:25] = True
+    assert np.array_equal(
+        trim_occlusion_halo(wall, np.full((H, W), 5.0, np.float32), flow, 0.1, 4), wall)
+    # Unknown depth is never removed.
+    unknown = np.where(halo, np.float32(np.nan), depth)
+    assert np.array_equal(trim_occlusion_halo(with_halo, unknown, flow, 0.1, 4), with_halo)
+    assert not trim_occlusion_halo(np.zeros((H, W), bool), depth, flow, 0.1, 4).any()
+
+
+def test_local_mean_averages_known_pixels_only():
+    values = np.zeros((H, W, 3), np.float32)
+    values[:, W // 2:] = 1.0
+    known = np.zeros((H, W), bool)
+    known[:, W // 2:] = True
+    mean = local_mean(values, known, 5)
+    assert np.allclose(mean[:, W // 2 - 2:], 1.0)  # unknown zeros never pull it down
+    assert np.isnan(mean[:, :W // 2 - 2]).all()
+
+
+def _sheet(n: int = 400, seed: int = 2) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(-0.3, 0.3, size=(n, 2))
+    return np.column_stack([xy, np.full(n, 3.0)])
+
+
+def test_waving_sheet_is_non_rigid_only_relative_to_its_displacement():
+    before = _sheet()
+    shift = np.array([0.02, 0.0, 0.0])
+    # A 1 cm wave across a 0.6 m sheet moving 2 cm: small next to its size (the size test
+    # calls it rigid), half its displacement (it is not one rigid motion).
+    now = before + shift
+    now[:, 2] += 0.01 * np.sin(before[:, 0] * 2 * np.pi / 0.3)
+    size_only = fit_rigid_motion(before, now, None, threshold=0.05, rigid_residual_rel=0.05)
+    assert size_only.is_rigid
+    assert not fit_rigid_motion(before, now, None, threshold=0.05, rigid_residual_rel=0.05,
+                                motion_residual_frac=0.2).is_rigid
+    # A truly rigid motion of the same size passes both tests.
+    T = se3_from_rt(rotvec_to_rotmat(np.array([0.0, 0.05, 0.0])), shift)
+    rigid = fit_rigid_motion(before, se3_apply(T, before), None, threshold=0.05,
+                             rigid_residual_rel=0.05, motion_residual_frac=0.2)
+    assert rigid.is_rigid and rigid.rms == pytest.approx(0.0, abs=1e-9)
