@@ -10,15 +10,31 @@ unknown global scale) unless a pipeline stage says it rescaled them to metres.
 from __future__ import annotations
 
 import dataclasses
+import enum
 from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ['Frame', 'DynamicPointMaps', 'MAP_NAMES']
+__all__ = ['Frame', 'DynamicPointMaps', 'MapName', 'MAP_NAMES']
 
 # Order in which the four DPM maps appear in flat model outputs (ONNX / TensorRT bindings):
 # pts_<pixels of image>_<time>, all expressed in camera i's frame.
-MAP_NAMES = ('i_ti', 'i_tj', 'j_ti', 'j_tj')
+
+
+class MapName(enum.StrEnum):
+    """The four maps of a pair: ``<image>_<time>``, e.g. ``I_TJ`` = image i's pixels at t_j.
+
+    A ``StrEnum``: its values are the suffixes of :class:`DynamicPointMaps`' fields
+    (``pts_i_tj``) and of flat output names, so ``f'pts_{name}'`` reads the field.
+    """
+
+    I_TI = 'i_ti'
+    I_TJ = 'i_tj'
+    J_TI = 'j_ti'
+    J_TJ = 'j_tj'
+
+
+MAP_NAMES = tuple(MapName)
 
 
 @dataclass(frozen=True)
@@ -72,12 +88,20 @@ class DynamicPointMaps:
     metric: bool = False
     extras: dict = field(default_factory=dict, compare=False)
 
-    def pts(self, name: str) -> np.ndarray:
-        """Point map by short name from :data:`MAP_NAMES` (e.g. ``'i_tj'``)."""
-        return getattr(self, f'pts_{name}')
+    def pts(self, name: MapName | str) -> np.ndarray:
+        """Point map ``[H, W, 3]`` by name (:class:`MapName` or its value, e.g. ``'i_tj'``)."""
+        return self._maps(0)[MapName(name)]
 
-    def conf(self, name: str) -> np.ndarray:
-        return getattr(self, f'conf_{name}')
+    def conf(self, name: MapName | str) -> np.ndarray:
+        """Confidence ``[H, W]`` of the map ``name``."""
+        return self._maps(1)[MapName(name)]
+
+    def _maps(self, column: int) -> dict[MapName, np.ndarray]:
+        table = {MapName.I_TI: (self.pts_i_ti, self.conf_i_ti),
+                 MapName.I_TJ: (self.pts_i_tj, self.conf_i_tj),
+                 MapName.J_TI: (self.pts_j_ti, self.conf_j_ti),
+                 MapName.J_TJ: (self.pts_j_tj, self.conf_j_tj)}
+        return {name: arrays[column] for name, arrays in table.items()}
 
     def flow_i(self) -> np.ndarray:
         """Scene flow of image i's pixels from t_i to t_j, ``[H_i, W_i, 3]``, camera-i frame."""

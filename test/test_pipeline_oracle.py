@@ -16,6 +16,7 @@ from pointmap_ros.geometry.transforms import pose_error, se3_compose, se3_invers
 from pointmap_ros.pipeline import DynamicReconPipeline, FrameInput, PipelineConfig
 from pointmap_ros.tools.noise_study import EXACT_CONFIG, evaluate_oracle, id_switches, summarize
 from pointmap_ros.tracking.tracker import TrackerConfig
+from pointmap_ros.tracking.window import LatestFrameSlot
 
 H, W, N = 120, 160, 24
 
@@ -211,24 +212,27 @@ def test_latency_policy_processes_newest_and_counts_skips():
     gen = engine.scene
     pipe = DynamicReconPipeline(engine, PipelineConfig(**EXACT_CONFIG))
     frames = [gen.render(t) for t in range(6)]
-    assert not pipe.submit(FrameInput(frames[0].rgb, frames[0].stamp, K=gen.K))
-    assert pipe.process_pending() is None  # first frame: keyframe only
-    assert pipe.process_pending() is None  # nothing pending
+    # The caller (the ROS worker) keeps one keep-latest slot per camera and hands the
+    # number of frames it superseded to process().
+    slot = LatestFrameSlot()
+    assert not slot.put(FrameInput(frames[0].rgb, frames[0].stamp, K=gen.K))
+    assert pipe.process(*slot.take()) is None  # first frame: keyframe only
     for f in frames[1:4]:  # inference "too slow": three frames arrive, two are skipped
-        pipe.submit(FrameInput(f.rgb, f.stamp, K=gen.K))
-    # One keep-latest slot per camera: another camera supersedes nothing of cam0's.
-    assert not pipe.submit(FrameInput(frames[0].rgb, frames[0].stamp, 'cam1', K=gen.K))
-    out = pipe.process_pending()
+        slot.put(FrameInput(f.rgb, f.stamp, K=gen.K))
+    out = pipe.process(*slot.take())
     assert out.stamp == frames[3].stamp and out.skipped_frames == 2
     T_gt = se3_compose(se3_inverse(frames[0].T_world_cam), frames[3].T_world_cam)
     assert pose_error(out.T_world_cam, T_gt)[0] < 1e-3
-    assert pipe.process_pending('cam1') is None and pipe.process_pending('cam2') is None
-    # A caller owning the slot (the ROS worker) hands the count over: it accumulates per
-    # camera, also across a frame dropped for bad input.
+    # The count accumulates per camera, also across a frame dropped for bad input.
     with pytest.raises(InputError):
         pipe.process(FrameInput(frames[4].rgb, float('nan'), K=gen.K), skipped=3)
     out = pipe.process(FrameInput(frames[5].rgb, frames[5].stamp, K=gen.K), skipped=1)
     assert out.skipped_frames == 2 + 3 + 1
+    # Another camera's count is its own.
+    assert pipe.process(FrameInput(frames[0].rgb, frames[0].stamp, 'cam1', K=gen.K),
+                        skipped=4) is None
+    out = pipe.process(FrameInput(frames[1].rgb, frames[1].stamp, 'cam1', K=gen.K))
+    assert out.skipped_frames == 4
 
 
 def test_oracle_engine_rejects_wrong_shape():

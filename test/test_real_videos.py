@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from pointmap_ros.assets import SHIPPED_MODEL
-from pointmap_ros.data.preprocess import resize_crop
+from pointmap_ros.pipeline.preprocess import resize_crop
 from pointmap_ros.data.video import VideoInfo, iter_video, probe_video, read_video, stamp_rate
 from pointmap_ros.errors import ConfigError, InputError
 from pointmap_ros.model.checkpoint import read_checkpoint_meta

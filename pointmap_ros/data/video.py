@@ -2,7 +2,7 @@
 
 Decoding goes through OpenCV's ``cv2.VideoCapture`` (the FFmpeg build shipped with
 opencv-python reads H.264 MP4). Frames come out as ``[h, w, 3]`` uint8 RGB at the file's own
-resolution: bringing them to the model resolution is :mod:`pointmap_ros.data.preprocess`'s job.
+resolution: bringing them to the model resolution is :mod:`pointmap_ros.pipeline.preprocess`'s job.
 
 Stamps are ``container_index / fps`` seconds from the first frame, so a stride keeps true
 times (the pipeline derives scene-flow rates and frame keys from them).

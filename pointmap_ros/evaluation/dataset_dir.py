@@ -28,7 +28,7 @@ import re
 import cv2
 import numpy as np
 
-from pointmap_ros.data.preprocess import resize_crop
+from pointmap_ros.pipeline.preprocess import resize_crop
 from pointmap_ros.errors import InputError
 from pointmap_ros.evaluation.metrics import PairTruth
 from pointmap_ros.geometry.camera import unproject

@@ -166,24 +166,30 @@ class PipelineConfig:
             bad('window_size', 'expected an integer >= 1')
         if any(not isinstance(g, int) or not 1 <= g <= self.window_size for g in self.pair_gaps):
             bad('pair_gaps', f'gaps must be integers in [1, window_size={self.window_size}]')
-        for name in ('keyframe_min_overlap', 'min_region_frac', 'min_instance_frac'):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                bad(name, 'expected a value in [0, 1)')
         if self.conf_keep_quantile is not None and not 0.0 <= self.conf_keep_quantile < 1.0:
             bad('conf_keep_quantile', 'expected None or a value in [0, 1)')
-        for name in ('keyframe_min_confidence', 'conf_threshold', 'motion_speed_rel',
-                     'motion_min_rel', 'motion_noise_mult'):
-            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
-                bad(name, 'expected a finite value >= 0')
-        for name in ('cluster_jump_rel', 'cluster_flow_jump_rel', 'ransac_threshold_rel',
-                     'rigid_residual_rel', 'pnp_reprojection_px'):
-            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
-                bad(name, 'expected a finite value > 0')
-        for name, lo in (('keyframe_max_age', 0), ('ransac_iterations', 1),
-                         ('flow_smooth_radius', 0), ('pose_reset_after', 1),
-                         ('max_fit_points', 3), ('work_pixels', 1)):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < lo:
-                bad(name, f'expected an integer >= {lo}')
+        for names, accepts, expected in _VALUE_RULES:
+            for name in names:
+                if not accepts(getattr(self, name)):
+                    bad(name, expected)
+        for name, lowest in _INTEGER_MINIMA:
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < lowest:
+                bad(name, f'expected an integer >= {lowest}')
+        self._check_focal(bad)
+        if self.fixed_scale is not None and not _positive(self.fixed_scale):
+            bad('fixed_scale', 'expected None or a finite value > 0')
+        if self.cross_time_source not in CROSS_TIME_SOURCES:
+            bad('cross_time_source', f'expected one of {CROSS_TIME_SOURCES}')
+        if self.flow_preset not in FLOW_PRESETS:
+            bad('flow_preset', f'expected one of {FLOW_PRESETS}')
+        t = self.tracker
+        if t.min_hits < 1 or t.max_misses < 0 or not 0 < t.velocity_alpha <= 1 or t.gate_rel <= 0:
+            bad('tracker', 'need min_hits >= 1, max_misses >= 0, 0 < velocity_alpha <= 1, '
+                'gate_rel > 0')
+        return self
+
+    def _check_focal(self, bad) -> None:
+        """The focal bounds and the prior between them."""
         if not (math.isfinite(self.focal_min_rel) and 0 < self.focal_min_rel
                 < self.focal_max_rel and math.isfinite(self.focal_max_rel)):
             bad('focal_min_rel', f'expected 0 < focal_min_rel < focal_max_rel = '
@@ -194,28 +200,33 @@ class PipelineConfig:
             bad('focal_prior_fov_deg', f'its focal {self.prior_focal_rel:.3g} max(H, W) is '
                 f'outside [focal_min_rel, focal_max_rel] = [{self.focal_min_rel}, '
                 f'{self.focal_max_rel}]')
-        if self.fixed_scale is not None and not (math.isfinite(self.fixed_scale)
-                                                 and self.fixed_scale > 0):
-            bad('fixed_scale', 'expected None or a finite value > 0')
-        if self.cross_time_source not in CROSS_TIME_SOURCES:
-            bad('cross_time_source', f'expected one of {CROSS_TIME_SOURCES}')
-        if self.flow_preset not in FLOW_PRESETS:
-            bad('flow_preset', f'expected one of {FLOW_PRESETS}')
-        if not isinstance(self.flow_halo_px, int) or self.flow_halo_px < 0:
-            bad('flow_halo_px', 'expected an integer >= 0')
-        if not isinstance(self.flow_width, int) or self.flow_width < 16:
-            bad('flow_width', 'expected an integer >= 16')
-        for name in ('flow_hysteresis', 'rigid_motion_residual_frac'):
-            if not 0.0 < getattr(self, name) <= 1.0:
-                bad(name, 'expected a value in (0, 1]')
-        if not 0.0 <= self.flow_depth_min_isotropy <= 1.0:
-            bad('flow_depth_min_isotropy', 'expected a value in [0, 1]')
-        for name in ('flow_min_px', 'flow_reliable_px', 'flow_inlier_px', 'flow_noise_mult',
-                     'flow_depth_min_rel', 'camera_still_px'):
-            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
-                bad(name, 'expected a finite value >= 0')
-        t = self.tracker
-        if t.min_hits < 1 or t.max_misses < 0 or not 0 < t.velocity_alpha <= 1 or t.gate_rel <= 0:
-            bad('tracker', 'need min_hits >= 1, max_misses >= 0, 0 < velocity_alpha <= 1, '
-                'gate_rel > 0')
-        return self
+
+
+def _non_negative(value) -> bool:
+    return math.isfinite(value) and value >= 0
+
+
+def _positive(value) -> bool:
+    return math.isfinite(value) and value > 0
+
+
+#: (fields, accepts(value), what is expected) for the scalar fields.
+_VALUE_RULES = (
+    (('keyframe_min_overlap', 'min_region_frac', 'min_instance_frac'),
+     lambda value: 0.0 <= value < 1.0, 'expected a value in [0, 1)'),
+    (('keyframe_min_confidence', 'conf_threshold', 'motion_speed_rel', 'motion_min_rel',
+      'motion_noise_mult', 'flow_min_px', 'flow_reliable_px', 'flow_inlier_px',
+      'flow_noise_mult', 'flow_depth_min_rel', 'camera_still_px'),
+     _non_negative, 'expected a finite value >= 0'),
+    (('cluster_jump_rel', 'cluster_flow_jump_rel', 'ransac_threshold_rel',
+      'rigid_residual_rel', 'pnp_reprojection_px'), _positive, 'expected a finite value > 0'),
+    (('flow_hysteresis', 'rigid_motion_residual_frac'),
+     lambda value: 0.0 < value <= 1.0, 'expected a value in (0, 1]'),
+    (('flow_depth_min_isotropy',), lambda value: 0.0 <= value <= 1.0,
+     'expected a value in [0, 1]'),
+)
+
+#: (integer field, smallest value).
+_INTEGER_MINIMA = (('keyframe_max_age', 0), ('ransac_iterations', 1), ('flow_smooth_radius', 0),
+                   ('pose_reset_after', 1), ('max_fit_points', 3), ('work_pixels', 1),
+                   ('flow_halo_px', 0), ('flow_width', 16))

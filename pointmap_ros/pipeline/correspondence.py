@@ -32,7 +32,7 @@ import numpy as np
 
 from pointmap_ros.geometry.pointmap import set_invalid_nan
 from pointmap_ros.tracking.window import WindowFrame
-from pointmap_ros.types import DynamicPointMaps
+from pointmap_ros.types import DynamicPointMaps, MapName
 
 __all__ = ['PixelFlow', 'FlowSource', 'DenseFlow', 'consistent_flow', 'sample_map',
            'correspondence_cross_time', 'fuse_cross_time', 'resolve_cross_time_source',
@@ -294,13 +294,13 @@ def fuse_cross_time(network: DynamicPointMaps, correspondence: DynamicPointMaps
     confidences of two different sources are not calibrated against each other, so
     averaging by confidence would weigh apples against oranges.
     """
-    def pick(name):
+    def pick(name: MapName) -> tuple[np.ndarray, np.ndarray]:
         measured = np.isfinite(correspondence.pts(name)[..., 2])
         pts = np.where(measured[..., None], correspondence.pts(name), network.pts(name))
         conf = np.where(measured, correspondence.conf(name), network.conf(name))
         return pts.astype(np.float32), conf.astype(np.float32)
 
-    i_tj, conf_i_tj = pick('i_tj')
-    j_ti, conf_j_ti = pick('j_ti')
+    i_tj, conf_i_tj = pick(MapName.I_TJ)
+    j_ti, conf_j_ti = pick(MapName.J_TI)
     return dataclasses.replace(network, pts_i_tj=i_tj, conf_i_tj=conf_i_tj,
                                pts_j_ti=j_ti, conf_j_ti=conf_j_ti)

@@ -8,6 +8,8 @@ published maps, strided for statistics).
 from __future__ import annotations
 
 import functools
+import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -15,9 +17,28 @@ from pointmap_ros.geometry.pointmap import (
     confidence_threshold, depth_ratio, squared_norm, valid_mask)
 from pointmap_ros.pipeline.correspondence import PixelFlow
 from pointmap_ros.tracking.window import WindowFrame
-from pointmap_ros.types import DynamicPointMaps
+from pointmap_ros.types import DynamicPointMaps, MapName
 
-__all__ = ['PairView', 'window_scale']
+__all__ = ['PairView', 'WorkGrid', 'window_scale']
+
+
+@dataclass(frozen=True)
+class WorkGrid:
+    """The model resolution and the stride of the work grid statistics run on.
+
+    Attributes:
+        size: ``(H, W)`` of the engine's maps.
+        stride: every ``stride``-th pixel in both directions (about ``work_pixels`` in all).
+    """
+
+    size: tuple[int, int]
+    stride: int
+
+    @classmethod
+    def for_size(cls, size: tuple[int, int], work_pixels: int) -> 'WorkGrid':
+        height, width = size
+        return cls((int(height), int(width)),
+                   max(1, int(round(math.sqrt(height * width / work_pixels)))))
 
 
 def window_scale(ref: WindowFrame, maps: DynamicPointMaps, stride: int,
@@ -39,9 +60,12 @@ def window_scale(ref: WindowFrame, maps: DynamicPointMaps, stride: int,
 class PairView:
     """Confidence-gated views of one pair's maps (float32), scaled to window units.
 
+    Read-only once built: the stages derive what they need from it and return it.
+
     Args:
         role: ``'keyframe'`` or ``'gap<g>'`` (see :meth:`SlidingWindow.schedule`).
         ref: the pair's older frame (image i; all maps are in its camera frame).
+        stamp: the current frame's stamp (image j), s.
         maps: the engine output.
         scale: window units per pair unit (:func:`window_scale`; 1 for metric engines).
         conf_threshold, conf_keep_quantile: the confidence gate
@@ -49,70 +73,69 @@ class PairView:
         pixel_flow: the pair's dense 2D correspondences when the correspondence stage ran
             (its cross-time maps are then already in ``maps``), else None.
 
-    Attributes set by the motion stage: ``dt`` (s), ``noise`` and ``threshold`` (flow
-    units) and ``flow_seg`` (``[H, W, 3]``, the flow the motion decision used).
+    Attributes:
+        dt: the pair's time gap ``stamp - ref.stamp``, s.
     """
 
-    def __init__(self, role: str, ref: WindowFrame, maps: DynamicPointMaps, scale: float,
-                 conf_threshold: float, conf_keep_quantile: float | None,
+    def __init__(self, role: str, ref: WindowFrame, stamp: float, maps: DynamicPointMaps,
+                 scale: float, conf_threshold: float, conf_keep_quantile: float | None,
                  pixel_flow: PixelFlow | None = None):
         self.role, self.ref, self.maps, self.scale = role, ref, maps, float(scale)
+        self.dt = stamp - ref.stamp
         self.pixel_flow = pixel_flow
         self._gate_args = (conf_threshold, conf_keep_quantile)
-        self._thresholds: dict[str, float] = {}
-        self.dt = self.noise = self.threshold = 0.0
-        self.flow_seg: np.ndarray | None = None
+        self._thresholds: dict[MapName, float] = {}
 
     # -- maps in window units --------------------------------------------------------------
-    def strided(self, name: str, stride: int = 1) -> np.ndarray:
-        """``[h, w, 3]`` map ``name`` (e.g. ``'i_ti'``) on the strided grid, window units."""
-        a = self.maps.pts(name)[::stride, ::stride]
-        return a if self.scale == 1.0 else a * np.float32(self.scale)
+    def strided(self, name: MapName, stride: int = 1) -> np.ndarray:
+        """``[h, w, 3]`` map ``name`` on the strided grid, window units."""
+        points = self.maps.pts(name)[::stride, ::stride]
+        return points if self.scale == 1.0 else points * np.float32(self.scale)
 
     @functools.cached_property
     def j_ti(self) -> np.ndarray:
-        return self.strided('j_ti')
+        return self.strided(MapName.J_TI)
 
     @functools.cached_property
     def j_tj(self) -> np.ndarray:
-        return self.strided('j_tj')
+        return self.strided(MapName.J_TJ)
 
     @functools.cached_property
     def i_ti(self) -> np.ndarray:
-        return self.strided('i_ti')
+        return self.strided(MapName.I_TI)
 
     @functools.cached_property
     def i_tj(self) -> np.ndarray:
-        return self.strided('i_tj')
+        return self.strided(MapName.I_TJ)
 
     # -- gates ---------------------------------------------------------------------------
-    def gate(self, name: str, stride: int = 1) -> np.ndarray:
+    def gate(self, name: MapName, stride: int = 1) -> np.ndarray:
         """``[h, w]`` confidence gate of map ``name``, strided (threshold of the full map)."""
-        conf = getattr(self.maps, f'conf_{name}')
-        if name not in self._thresholds:
-            self._thresholds[name] = confidence_threshold(conf, *self._gate_args)
-        conf = conf[::stride, ::stride]
-        ok = conf >= self._thresholds[name]
-        ok &= conf < np.inf
-        return ok
+        confidence = self.maps.conf(name)
+        if name not in self._thresholds:  # a cache of a pure function: no state change
+            self._thresholds[name] = confidence_threshold(confidence, *self._gate_args)
+        confidence = confidence[::stride, ::stride]
+        confident = confidence >= self._thresholds[name]
+        confident &= confidence < np.inf
+        return confident
 
     @functools.cached_property
     def valid_j(self) -> np.ndarray:
         """``[H, W]`` current pixels with a valid, confident ``P_j(t_j)``."""
-        return valid_mask(self.j_tj) & self.gate('j_tj')
+        return valid_mask(self.j_tj) & self.gate(MapName.J_TJ)
 
     @functools.cached_property
     def valid_flow(self) -> np.ndarray:
         """``[H, W]`` current pixels whose flow is defined (both maps valid and confident)."""
-        return self.valid_j & valid_mask(self.j_ti) & self.gate('j_ti')
+        return self.valid_j & valid_mask(self.j_ti) & self.gate(MapName.J_TI)
 
     @functools.cached_property
     def valid_i(self) -> np.ndarray:
-        return valid_mask(self.i_ti) & self.gate('i_ti')
+        return valid_mask(self.i_ti) & self.gate(MapName.I_TI)
 
     @functools.cached_property
     def valid_i_tj(self) -> np.ndarray:
-        return valid_mask(self.i_tj) & self.gate('i_tj')
+        return valid_mask(self.i_tj) & self.gate(MapName.I_TJ)
 
     # -- flow ----------------------------------------------------------------------------
     @functools.cached_property

@@ -10,7 +10,7 @@ from pointmap_ros.geometry.camera import unproject
 from pointmap_ros.geometry.transforms import rotvec_to_rotmat, se3_apply, se3_from_rt
 from pointmap_ros.pipeline.motion import (
     aperture_metric, depth_residual, flow_motion, local_mean, trim_occlusion_halo)
-from pointmap_ros.tracking.objects import fit_rigid_motion
+from pointmap_ros.tracking.rigid_motion import fit_rigid_motion
 
 H, W = 48, 64
 K = np.array([[60.0, 0, 31.5], [0, 60.0, 23.5], [0, 0, 1]])

@@ -6,7 +6,7 @@ import pytest
 from pointmap_ros.errors import InputError
 from pointmap_ros.geometry.camera import unproject
 from pointmap_ros.geometry.transforms import pose_error, rotvec_to_rotmat, se3_apply, se3_from_rt
-from pointmap_ros.tracking.objects import fit_rigid_motion, object_size
+from pointmap_ros.tracking.rigid_motion import fit_rigid_motion, object_size
 from pointmap_ros.tracking.segmentation import (
     flow_noise, motion_threshold, pair_motion, remove_small_regions, segment_instances,
     smooth_flow)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pointmap_ros.data.preprocess import frame_key, make_frame, resize_crop
+from pointmap_ros.pipeline.preprocess import frame_key, make_frame, resize_crop
 from pointmap_ros.errors import ConfigError, InputError
 from pointmap_ros.geometry.camera import project, unproject
 from pointmap_ros.pipeline import PipelineConfig

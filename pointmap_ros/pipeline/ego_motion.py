@@ -1,0 +1,219 @@
+"""Motion stage: which of the current pixels move, and how the camera moved.
+
+The two questions are answered together, because each needs the other: the camera pose is
+estimated from static pixels only, and a pixel is static when the camera explains its motion.
+
+- Network cross-time maps: a pixel moves when its 3D scene flow beats the pair's
+  noise-adaptive threshold (:func:`~pointmap_ros.tracking.segmentation.pair_motion`); the
+  pose is PnP on the remaining pixels of the keyframe pair.
+- Correspondences (MonST3R's test, run online inside the window): static candidates from
+  the epipolar fit of the keyframe pair's flow (no pose needed), a pose from them, motion
+  from the pose residual of every pair (:mod:`~pointmap_ros.pipeline.motion`), then the pose
+  again from the pixels judged static and the motion once more under it. A camera whose
+  static pixels do not move in the image keeps its keyframe pose exactly (no drift of a
+  still camera from noisy maps).
+
+docs/pipeline.md gives the measured reasons for each step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pointmap_ros.geometry.pose import relative_pose_pnp
+from pointmap_ros.geometry.transforms import se3_apply, se3_compose, se3_inverse
+from pointmap_ros.pipeline.config import PipelineConfig
+from pointmap_ros.pipeline.motion import (
+    ApertureMetric, camera_flow_model, camera_still, depth_residual, epipolar_residual,
+    flow_motion, pose_residual, trim_occlusion_halo)
+from pointmap_ros.pipeline.pair import PairView, WorkGrid
+from pointmap_ros.tracking.segmentation import PairMotion, pair_motion, remove_small_regions
+
+__all__ = ['MotionResult', 'estimate_motion_and_pose']
+
+
+@dataclass(frozen=True)
+class MotionResult:
+    """What the motion stage found for the current frame.
+
+    Attributes:
+        mask: ``[H, W]`` bool, the current pixels judged moving (not yet restricted to the
+            pixels valid under the final pose; the caller does that).
+        T_kf_cam: ``[4, 4]`` the current camera's pose in the keyframe's camera frame.
+        pair_motions: the 3D-flow decision of each pair, in the order of the views (its
+            noise and threshold scale the rigid fits and the instance split).
+    """
+
+    mask: np.ndarray
+    T_kf_cam: np.ndarray
+    pair_motions: tuple[PairMotion, ...]
+
+
+@dataclass(frozen=True)
+class _Evidence:
+    """Pose-independent motion evidence of one frame, computed once for every pose round."""
+
+    scene_depth: float
+    motion_3d: np.ndarray
+    epipolar: list[np.ndarray | None]  # per view
+    was_moving: list[np.ndarray | None]  # per view
+    aperture: ApertureMetric
+
+
+def estimate_motion_and_pose(views: list[PairView], K: np.ndarray, scene_depth: float,
+                             aperture: ApertureMetric | None, config: PipelineConfig,
+                             grid: WorkGrid, fused: bool) -> MotionResult:
+    """Motion mask and ``T_kf_cam`` of the current frame (module docstring).
+
+    Args:
+        views: the frame's pairs, the keyframe pair first.
+        K: intrinsics at model resolution.
+        scene_depth: median depth of the keyframe pair (window units).
+        aperture: the current image's structure metric (None without correspondences).
+        config: thresholds.
+        grid: model size and work-grid stride.
+        fused: ``'fused'`` cross-time maps: pixels no correspondence can judge keep the
+            network's 3D decision (else they are static).
+
+    Raises:
+        PoseError: PnP failed.
+    """
+    pair_motions = tuple(
+        pair_motion(view.flow_j, view.valid_flow, scene_depth, view.dt,
+                    config.motion_speed_rel, config.motion_min_rel, config.motion_noise_mult,
+                    config.flow_smooth_radius, grid.stride, flow_sq=view.flow_sq)
+        for view in views)
+    motion_3d = _clean(np.logical_or.reduce([decision.moving for decision in pair_motions]),
+                       config, grid)
+    keyframe_pair = views[0]
+    if keyframe_pair.pixel_flow is None:
+        # PnP samples a few hundred static pixels; candidates stay full-size (~0.3 ms more
+        # than the work grid at 512x288) because with noisy maps the pose error is dominated
+        # by which slow movers the sample happens to contain, and the full-size draw keeps
+        # results identical to the measured noise study.
+        T_kf_cam = _pnp(keyframe_pair, K, keyframe_pair.valid_j & ~motion_3d, config)
+        return MotionResult(motion_3d, T_kf_cam, pair_motions)
+    mask, T_kf_cam = _correspondence_motion_and_pose(views, K, scene_depth, motion_3d,
+                                                     aperture, config, grid, fused)
+    return MotionResult(mask, T_kf_cam, pair_motions)
+
+
+def _correspondence_motion_and_pose(views: list[PairView], K: np.ndarray, scene_depth: float,
+                                    motion_3d: np.ndarray, aperture: ApertureMetric,
+                                    config: PipelineConfig, grid: WorkGrid, fused: bool
+                                    ) -> tuple[np.ndarray, np.ndarray]:
+    """(motion mask, ``T_kf_cam``) by the MonST3R-style rounds of the module docstring."""
+    keyframe_pair = views[0]
+    flow = keyframe_pair.pixel_flow
+    inlier_px = config.flow_inlier_px * flow.pixel_scale  # thresholds: flow-image pixels
+    observed = keyframe_pair.valid_j & flow.backward_valid
+    model = camera_flow_model(flow.backward, observed, grid.stride, inlier_px, config.seed)
+    epipolar = None if model is None else epipolar_residual(model, flow.backward)
+    static = observed if epipolar is None else observed & (epipolar < inlier_px)
+    evidence = _Evidence(
+        scene_depth, motion_3d,
+        [epipolar] + [_epipolar(view, aperture, config, grid) for view in views[1:]],
+        [_warped_motion(view) for view in views], aperture)
+    if camera_still(flow.backward, static, grid.stride,
+                    config.camera_still_px * flow.pixel_scale):
+        still = np.eye(4)
+        return _correspondence_motion(views, K, still, evidence, config, grid, fused), still
+    T_kf_cam = _pnp(keyframe_pair, K, static, config)
+    motion = _correspondence_motion(views, K, T_kf_cam, evidence, config, grid, fused)
+    T_kf_cam = _pnp(keyframe_pair, K, keyframe_pair.valid_j & ~motion, config)
+    return _correspondence_motion(views, K, T_kf_cam, evidence, config, grid, fused), T_kf_cam
+
+
+def _correspondence_motion(views: list[PairView], K: np.ndarray, T_kf_cam: np.ndarray,
+                           evidence: _Evidence, config: PipelineConfig, grid: WorkGrid,
+                           fused: bool) -> np.ndarray:
+    """Union over pairs of the correspondence motion test under ``T_kf_cam``, cleaned up.
+
+    Pixels without a consistent correspondence (occluded, out of view) keep the 3D-flow
+    decision of the network's cross-time maps when ``fused``, and are static otherwise
+    (their cross-time points are unknown). A pixel must also be displaced by more than
+    ``motion_min_rel`` of the scene depth in 3D.
+    """
+    keyframe_pair = views[0]
+    points_cam = se3_apply(se3_inverse(T_kf_cam), keyframe_pair.j_tj)
+    T_world_cam = se3_compose(keyframe_pair.ref.T_world_cam, T_kf_cam)
+    moving = np.zeros(grid.size, bool)
+    unobserved = np.ones(grid.size, bool)
+    min_sq = (config.motion_min_rel * evidence.scene_depth) ** 2
+    for view, epipolar, was_moving in zip(views, evidence.epipolar, evidence.was_moving):
+        T_ref_cam = se3_compose(se3_inverse(view.ref.T_world_cam), T_world_cam)
+        decision = _pair_decision(view, points_cam, T_ref_cam, K, epipolar, was_moving,
+                                  evidence.aperture, config, grid)
+        moving |= decision.moving & (view.flow_sq > min_sq)
+        unobserved &= ~decision.observed
+    if fused:
+        moving |= evidence.motion_3d & unobserved
+    if config.flow_halo_px:
+        halo_width = int(round(config.flow_halo_px * keyframe_pair.pixel_flow.pixel_scale))
+        moving = trim_occlusion_halo(moving, points_cam[..., 2],
+                                     keyframe_pair.pixel_flow.backward,
+                                     config.cluster_jump_rel, max(1, halo_width))
+    return _clean(moving, config, grid)
+
+
+def _pair_decision(view: PairView, points_cam: np.ndarray, T_ref_cam: np.ndarray,
+                   K: np.ndarray, epipolar: np.ndarray | None, was_moving: np.ndarray | None,
+                   aperture: ApertureMetric, config: PipelineConfig, grid: WorkGrid):
+    """One pair's :class:`~pointmap_ros.pipeline.motion.FlowMotion` (pose, epipolar and
+    depth tests) for the current points ``points_cam`` under ``T_ref_cam``."""
+    backward = view.pixel_flow.backward
+    observed = view.valid_j & view.pixel_flow.backward_valid & aperture.textured
+    pixel_scale = view.pixel_flow.pixel_scale
+    # The depth test reads the depth at the matched pixel: only where the texture fixes
+    # both flow components (on a stripe the match slides along it).
+    depth_change = np.where(aperture.isotropy >= config.flow_depth_min_isotropy,
+                            depth_residual(view.j_tj, view.j_ti), np.float32(np.nan))
+    return flow_motion(
+        pose_residual(points_cam, T_ref_cam, K, backward, aperture), epipolar, observed,
+        stride=grid.stride, reliable_px=config.flow_reliable_px * pixel_scale,
+        inlier_px=config.flow_inlier_px * pixel_scale, noise_mult=config.flow_noise_mult,
+        min_px=config.flow_min_px * pixel_scale, was_moving=was_moving,
+        hysteresis=config.flow_hysteresis, depth_res=depth_change,
+        min_depth_rel=config.flow_depth_min_rel)
+
+
+def _clean(moving: np.ndarray, config: PipelineConfig, grid: WorkGrid) -> np.ndarray:
+    """``moving`` without blobs and holes smaller than ``min_region_frac`` of the image."""
+    height, width = grid.size
+    return remove_small_regions(moving, max(1, int(config.min_region_frac * height * width)))
+
+
+def _pnp(keyframe_pair: PairView, K: np.ndarray, static: np.ndarray,
+         config: PipelineConfig) -> np.ndarray:
+    """``T_kf_cam`` by PnP on ``static`` pixels (all valid ones when too few remain)."""
+    if np.count_nonzero(static) < 50:
+        static = keyframe_pair.valid_j
+    T_kf_cam, _ = relative_pose_pnp(keyframe_pair.j_tj, K, static, config.pnp_reprojection_px,
+                                    seed=config.seed)
+    return T_kf_cam
+
+
+def _epipolar(view: PairView, aperture: ApertureMetric, config: PipelineConfig,
+              grid: WorkGrid) -> np.ndarray | None:
+    """Epipolar residual of a pair's flow (None when no camera model fits)."""
+    backward = view.pixel_flow.backward
+    observed = view.valid_j & view.pixel_flow.backward_valid & aperture.textured
+    model = camera_flow_model(backward, observed, grid.stride,
+                              config.flow_inlier_px * view.pixel_flow.pixel_scale, config.seed)
+    return None if model is None else epipolar_residual(model, backward)
+
+
+def _warped_motion(view: PairView) -> np.ndarray | None:
+    """``[H, W]`` bool: the reference frame's motion mask read at each current pixel's
+    correspondence (None when the reference has no mask or the pair no flow)."""
+    previous = view.ref.motion_mask
+    if previous is None or view.pixel_flow is None:
+        return None
+    height, width = previous.shape
+    rows, cols = np.mgrid[0:height, 0:width]
+    flow = view.pixel_flow.backward
+    target_cols = np.clip(np.rint(cols + flow[..., 0]), 0, width - 1).astype(np.intp)
+    target_rows = np.clip(np.rint(rows + flow[..., 1]), 0, height - 1).astype(np.intp)
+    return previous[target_rows, target_cols] & view.pixel_flow.backward_valid

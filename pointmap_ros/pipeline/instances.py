@@ -1,0 +1,255 @@
+"""Object stage of the pipeline: instances of the motion mask and one rigid fit per instance.
+
+Segmentation runs on the work grid (every ``stride``-th pixel) and full-size motion pixels
+inherit their cell's label; each instance's rigid motion from the keyframe time to now is fit
+on at most ``max_fit_points`` of its pixels (the fit is a statistic of hundreds of points).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from pointmap_ros.geometry.camera import project
+from pointmap_ros.geometry.transforms import se3_apply, se3_compose, se3_inverse
+from pointmap_ros.pipeline.config import PipelineConfig
+from pointmap_ros.pipeline.motion import ApertureMetric, pose_residual
+from pointmap_ros.pipeline.pair import PairView
+from pointmap_ros.tracking.rigid_motion import RigidMotion, fit_rigid_motion
+from pointmap_ros.tracking.segmentation import segment_instances
+from pointmap_ros.tracking.tracker import Detection, warped_overlap
+from pointmap_ros.tracking.window import WindowFrame
+
+__all__ = ['instance_labels', 'detect_objects', 'fit_instances', 'complete_instances',
+           'grow_instances']
+
+_CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+_SQUARE = np.ones((3, 3), np.uint8)
+
+
+def instance_labels(config: PipelineConfig, stride: int, motion: np.ndarray,
+                    points_cam: np.ndarray, flow: np.ndarray,
+                    flow_floor: float) -> tuple[np.ndarray, int]:
+    """Instance labels ``[H, W]`` int32 (0 = none) of the motion mask, and their count.
+
+    Args:
+        config: clustering thresholds (``cluster_*``, ``min_instance_frac``).
+        stride: work-grid stride.
+        motion: ``[H, W]`` bool motion mask.
+        points_cam: ``[H, W, 3]`` current points (NaN where invalid).
+        flow: ``[H, W, 3]`` flow in any camera frame (only neighbour differences matter).
+        flow_floor: absolute flow difference that always cuts a link (the motion threshold).
+
+    On a strided grid, full-resolution motion pixels take the label of their grid cell, or
+    of a neighbouring cell at object borders.
+    """
+    height, width = motion.shape
+    coarse, count = segment_instances(
+        motion[::stride, ::stride], points_cam[::stride, ::stride], flow[::stride, ::stride],
+        config.cluster_jump_rel, config.cluster_flow_jump_rel, flow_floor,
+        max(3, int(config.min_instance_frac * height * width / stride ** 2)))
+    if stride == 1:
+        return coarse, count
+    if count == 0:
+        return np.zeros((height, width), np.int32), 0
+    # OpenCV on float32 labels (exact below 2^24; the work grid has far fewer pixels): its
+    # 3x3 dilation and nearest-neighbour upscaling by the integer stride give the same
+    # labels as ndimage.grey_dilation and block replication, several times faster.
+    assert count < 2 ** 24
+    coarse = coarse.astype(np.float32)
+    coarse = np.where(coarse > 0, coarse, cv2.dilate(coarse, np.ones((3, 3), np.uint8)))
+    coarse_height, coarse_width = coarse.shape
+    full = cv2.resize(coarse, (coarse_width * stride, coarse_height * stride),
+                      interpolation=cv2.INTER_NEAREST)
+    # int32 * bool: labels on motion pixels only.
+    return full[:height, :width].astype(np.int32) * motion, count
+
+
+def detect_objects(config: PipelineConfig, labels: np.ndarray, count: int,
+                   keyframe_pair: PairView, keyframe: WindowFrame,
+                   previous: tuple[WindowFrame, PairView] | None, scene_depth: float,
+                   noise: float) -> tuple[list[Detection], list[int]]:
+    """One :class:`Detection` per instance with >= 3 pixels of valid flow.
+
+    Args:
+        config: fit parameters (``ransac_*``, ``max_fit_points``, ``rigid_residual_rel``,
+            seed).
+        labels: ``[H, W]`` instance labels 1..count.
+        keyframe_pair: ``P_t(t_k)`` and ``P_t(t)`` are the correspondences.
+        keyframe: its world pose places the detections.
+        previous: ``(previous frame, its pair with the current frame)`` for the warped
+            overlap, or None.
+        scene_depth: median scene depth (scales the inlier threshold).
+        noise: the keyframe pair's flow noise (median static flow magnitude).
+
+    Returns:
+        ``(detections, label of each detection)``.
+    """
+    T_world_kf = keyframe.T_world_cam
+    T_kf_world = se3_inverse(T_world_kf)
+    source, target = keyframe_pair.j_ti.reshape(-1, 3), keyframe_pair.j_tj.reshape(-1, 3)
+    confidence = keyframe_pair.maps.conf_j_tj.ravel()
+    use_previous = previous is not None and previous[0].track_ids is not None
+    detections, detection_labels = [], []
+    for label, pixels, pixel_count in _instance_pixels(labels, count,
+                                                        keyframe_pair.valid_flow, config):
+        destination = target[pixels].astype(np.float64)
+        fit = _fit(config, source[pixels], destination, confidence[pixels], scene_depth,
+                   noise, label)
+        overlap = {}
+        if use_previous:
+            overlap = warped_overlap(previous[1].j_ti.reshape(-1, 3)[pixels], previous[0].K,
+                                     previous[0].track_ids)
+        detections.append(Detection(
+            points=se3_apply(T_world_kf, destination),
+            motion=se3_compose(se3_compose(T_world_kf, fit.T), T_kf_world),
+            inlier_ratio=fit.inlier_ratio, is_rigid=fit.is_rigid,
+            residual_rel=fit.residual_rel, overlap=overlap, pixel_count=pixel_count))
+        detection_labels.append(label)
+    return detections, detection_labels
+
+
+def fit_instances(config: PipelineConfig, labels: np.ndarray, count: int, view: PairView,
+                  scene_depth: float, noise: float) -> dict[int, RigidMotion]:
+    """Rigid motion of each instance over ``view``'s pair (reference frame, t_ref -> t).
+
+    RANSAC + Umeyama on at most ``max_fit_points`` of the instance's pixels with known flow
+    (the same fit as the object stage, and rigid only when the residual is also small next
+    to the displacement, ``rigid_motion_residual_frac``); instances with fewer than 3 such
+    pixels are left out. ``noise``: the pair's flow noise.
+    """
+    source, target = view.j_ti.reshape(-1, 3), view.j_tj.reshape(-1, 3)
+    return {label: _fit(config, source[pixels], target[pixels], None, scene_depth, noise,
+                        label, config.rigid_motion_residual_frac)
+            for label, pixels, _ in _instance_pixels(labels, count, view.valid_flow, config)}
+
+
+def _instance_pixels(labels: np.ndarray, count: int, known: np.ndarray,
+                     config: PipelineConfig):
+    """Per instance with >= 3 pixels of known flow: ``(label, flat pixel indices, number
+    of such pixels)``, the indices a sorted random subset of ``max_fit_points`` at most
+    (the fit needs far fewer points than pixels; deterministic by ``config.seed``)."""
+    rng = np.random.default_rng(config.seed)
+    # Labelled pixels with known flow (a small part of the image), then one comparison per
+    # instance (a handful): cheaper than sorting them by label.
+    labelled = np.flatnonzero(labels)
+    labelled = labelled[known.ravel()[labelled]]
+    labelled_as = labels.ravel()[labelled]
+    for label in range(1, count + 1):
+        pixels = labelled[labelled_as == label]
+        pixel_count = len(pixels)
+        if pixel_count < 3:
+            continue
+        if pixel_count > config.max_fit_points:
+            pixels = np.sort(rng.choice(pixels, config.max_fit_points, replace=False))
+        yield label, pixels, pixel_count
+
+
+def _fit(config: PipelineConfig, source: np.ndarray, target: np.ndarray,
+         weights: np.ndarray | None, scene_depth: float, noise: float, label: int,
+         motion_residual_frac: float | None = None) -> RigidMotion:
+    """One instance's rigid fit. Residuals of a correct fit are differences of two noisy
+    points, like the flow of static pixels: its median (``noise``) scales the inlier
+    threshold, and its RMS (1.13 x the median for a 3D Gaussian difference) is what noise
+    alone explains."""
+    return fit_rigid_motion(
+        source.astype(np.float64), target.astype(np.float64), weights,
+        max(config.ransac_threshold_rel * scene_depth, 2.5 * noise),
+        config.rigid_residual_rel, config.ransac_iterations, config.seed + label,
+        noise_rms=1.13 * noise, motion_residual_frac=motion_residual_frac)
+
+
+def complete_instances(labels: np.ndarray, fits: dict[int, RigidMotion], view: PairView,
+                       T_ref_cam: np.ndarray, K: np.ndarray, points_cam: np.ndarray,
+                       aperture: ApertureMetric, config: PipelineConfig,
+                       size: tuple[int, int]) -> np.ndarray:
+    """:func:`grow_instances` on ``view`` (the published-flow pair), with the camera test's
+    residual under the current pose ``T_ref_cam`` and growth ranges from the image size:
+    an eighth of the image at most, a third of that through pixels the flow cannot judge."""
+    camera_residual = pose_residual(points_cam, T_ref_cam, K, view.pixel_flow.backward,
+                                    aperture)
+    max_steps = max(size) // 8
+    return grow_instances(labels, fits, view, K, camera_residual, aperture,
+                          config.flow_min_px * view.pixel_flow.pixel_scale,
+                          config.cluster_jump_rel, max_steps, max(2, max_steps // 3))
+
+
+def grow_instances(labels: np.ndarray, fits: dict[int, RigidMotion], view: PairView,
+                   K: np.ndarray, camera_residual: np.ndarray, aperture: ApertureMetric,
+                   threshold_px: float, jump_rel: float, max_steps: int,
+                   border_steps: int) -> np.ndarray:
+    """Instance labels extended over the parts of each rigid object the camera test missed.
+
+    The camera test cannot see motion along image stripes (aperture) or on flat texture.
+    A rigid object's pixels share one motion, so a pixel next to instance k joins it when
+    its image motion does not contradict k's rigid motion -- the position it had in the
+    reference image if it moved with k, ``pi(K T_k^-1 P_j(t_j))``, is within
+    ``max(threshold_px, camera residual)`` of where the flow says it was, measured across the
+    image structure; where the flow is unknown (flat texture, occlusion) only within
+    ``border_steps`` rings -- and it lies on the same surface (growth never crosses a depth
+    jump of more than ``jump_rel`` between neighbours) within the object's extent (twice its
+    RMS radius from its centroid: a floor under a ball whose stripes hide the ball's motion
+    is not the ball). At most ``max_steps`` one-pixel rings are added. Non-rigid instances
+    (no motion model to check the flow against) only close their border.
+
+    Args:
+        labels: ``[H, W]`` int32 instances (0 = static).
+        fits: fits of the instances (:func:`fit_instances`).
+        view: the pair the fits belong to (with its pixel flow).
+        K: intrinsics.
+        camera_residual: ``[H, W]`` the camera test's residual for this pair (NaN where it
+            could not judge).
+        aperture: the current image's structure metric.
+    """
+    if not fits:
+        return labels
+    smooth = _same_surface(view, jump_rel)
+    judged = view.pixel_flow.backward_valid & aperture.textured
+    allowed_residual = np.maximum(
+        threshold_px, np.where(np.isfinite(camera_residual), camera_residual, np.float32(0)))
+    grown = labels.copy()
+    points = view.j_tj.astype(np.float64)
+    for label, fit in fits.items():
+        centroid = np.nanmean(points[labels == label], axis=0)
+        near = np.sum(np.square(points - centroid), axis=-1) <= (2.0 * fit.size) ** 2
+        consistent = (judged & (_object_residual(fit, view, K, aperture) <= allowed_residual)
+                      if fit.is_rigid else np.zeros_like(judged))
+        region = _grow_region(grown == label, smooth & near & (grown == 0), consistent,
+                              max_steps, border_steps)
+        grown[region & (grown == 0)] = label
+    return grown
+
+
+def _same_surface(view: PairView, jump_rel: float) -> np.ndarray:
+    """``[H, W]`` valid pixels not on a depth edge (a 4-neighbour more than ``jump_rel``
+    nearer or farther): object outlines against the background are such edges."""
+    depth = np.where(np.isfinite(view.j_tj[..., 2]), view.j_tj[..., 2], np.float32(0))
+    spread = cv2.dilate(depth, _CROSS) - cv2.erode(depth, _CROSS)
+    return view.valid_j & (spread <= jump_rel * np.maximum(depth, 1e-9))
+
+
+def _object_residual(fit: RigidMotion, view: PairView, K: np.ndarray,
+                     aperture: ApertureMetric) -> np.ndarray:
+    """``[H, W]`` distance (across the image structure) between where each current pixel
+    was in the reference image had it moved with ``fit`` and where the flow says it was."""
+    height, width = view.j_tj.shape[:2]
+    grid = np.stack(np.meshgrid(np.arange(width, dtype=np.float32),
+                                np.arange(height, dtype=np.float32)), axis=-1)
+    earlier = project(se3_apply(se3_inverse(fit.T), view.j_tj.astype(np.float64)), K)
+    return aperture.length((earlier - (grid + view.pixel_flow.backward)).astype(np.float32))
+
+
+def _grow_region(region: np.ndarray, candidates: np.ndarray, consistent: np.ndarray,
+                 max_steps: int, border_steps: int) -> np.ndarray:
+    """``region`` grown by one-pixel rings over ``candidates``: any candidate for the first
+    ``border_steps`` rings (closing the object's border: pixels the flow cannot judge),
+    then only ``consistent`` ones (deeper growth needs flow that agrees with the motion)."""
+    region = region.view(np.uint8)
+    for step in range(max_steps):
+        allowed = candidates if step < border_steps else candidates & consistent
+        ring = (cv2.dilate(region, _SQUARE) > 0) & allowed
+        if not ring.any():
+            break
+        candidates = candidates & ~ring
+        region = (region.view(bool) | ring).view(np.uint8)
+    return region.view(bool)

@@ -1,0 +1,83 @@
+"""Flow stage: the scene flow the pipeline publishes for the current pixels.
+
+With network cross-time maps it is the shortest-gap pair's ``P_j(t_j) - P_j(t_i)``. With
+correspondences, per pixel: exactly zero on static pixels (the camera explains their image
+motion: known, not missing); the instance's fitted rigid motion on rigid instances; a local
+mean over the instance on non-rigid ones; unknown on moving pixels outside every instance.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pointmap_ros.geometry.pointmap import set_invalid_nan
+from pointmap_ros.geometry.transforms import se3_apply, se3_inverse
+from pointmap_ros.pipeline.motion import local_mean
+from pointmap_ros.pipeline.pair import PairView
+from pointmap_ros.tracking.rigid_motion import RigidMotion
+
+__all__ = ['published_flow', 'rigid_flow']
+
+
+def published_flow(flow_pair: PairView, R_cam_ref: np.ndarray, time_unit: float,
+                   valid: np.ndarray, motion: np.ndarray, labels: np.ndarray,
+                   fits: dict[int, RigidMotion]) -> tuple[np.ndarray, np.ndarray]:
+    """(flow ``[H, W, 3]`` in the current camera, NaN where unknown; ``flow_valid``).
+
+    Args:
+        flow_pair: the pair whose flow is published (its reference frame's camera).
+        R_cam_ref: rotates that frame into the current camera.
+        time_unit: the flow is divided by this (the pair's gap in s for flow per second,
+            else 1).
+        valid: ``[H, W]`` current pixels with a point.
+        motion: ``[H, W]`` the final motion mask.
+        labels: ``[H, W]`` instance labels (0 = none).
+        fits: rigid motions of the instances (empty with network cross-time maps).
+
+    Flow is known where the pixel is valid and its pair gated it at both times; with
+    correspondences, as the module docstring says.
+    """
+    flow_valid = valid & flow_pair.valid_flow
+    flow_ref = flow_pair.flow_j
+    if flow_pair.pixel_flow is not None:
+        flow_ref = np.where(motion[..., None], rigid_flow(labels, fits, flow_pair),
+                            np.float32(0))
+        # A moving pixel outside every fitted instance (a blob too small to be an object,
+        # mostly at occlusion borders) has only its own correspondence, whose 3D error was
+        # 7x its true flow on the held-out scenes: unknown is more honest than that.
+        rigid = np.isin(labels, [label for label, fit in fits.items() if fit.is_rigid])
+        deforming = np.isin(labels, [label for label, fit in fits.items()
+                                     if not fit.is_rigid])
+        flow_valid = valid & (~motion | rigid | (deforming & np.isfinite(flow_ref[..., 0])))
+    flow = flow_ref @ np.ascontiguousarray(R_cam_ref.T / time_unit, dtype=np.float32)
+    return set_invalid_nan(flow, flow_valid), flow_valid
+
+
+def rigid_flow(labels: np.ndarray, fits: dict[int, RigidMotion],
+               view: PairView, smooth_window: int = 7) -> np.ndarray:
+    """``view``'s scene flow ``[H, W, 3]`` (its reference camera's frame) with every rigid
+    instance's pixels moved by the instance's rigid motion.
+
+    Correspondence flow is a difference of two points read at two pixels, so each pixel
+    carries the optical flow's error times the depth, worst at the object's borders. A rigid
+    object moves as one: its fit (:func:`fit_instances`) averages those errors over hundreds
+    of pixels, and gives every pixel of the instance the flow ``x - T^-1 x`` (``x`` = its
+    point now). Instances flagged non-rigid (a waving sheet) are only locally rigid: each
+    pixel gets the mean correspondence flow of the instance's pixels within
+    ``smooth_window`` (which also fills pixels without a correspondence; NaN where none is
+    near).
+    """
+    flow = view.flow_j.copy()
+    flat_flow, flat_labels = flow.reshape(-1, 3), labels.ravel()
+    target = view.j_tj.reshape(-1, 3)
+    for label, fit in fits.items():
+        if not fit.is_rigid:
+            members = labels == label
+            flow[members] = local_mean(view.flow_j, members & view.valid_flow,
+                                       smooth_window)[members]
+            continue
+        members = np.flatnonzero(flat_labels == label)
+        now = target[members].astype(np.float64)
+        flat_flow[members] = (now - se3_apply(se3_inverse(fit.T), now)).astype(np.float32)
+    return flow
+
