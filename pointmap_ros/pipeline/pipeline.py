@@ -410,18 +410,21 @@ class DynamicReconPipeline:
     def _keyframe_due(self, keyframe_pair: PairView, keyframe: WindowFrame,
                       frame: WindowFrame, valid: np.ndarray) -> bool:
         """Keyframe policy: the frame becomes the keyframe when the view drifted away (too
-        little overlap or confidence) or the keyframe is too old (after its poses are
-        final)."""
+        little overlap or confidence) or the keyframe is too old (``keyframe_max_age``, and
+        ``flow_keyframe_max_age`` with correspondences), after its poses are final."""
         config = self.config
         stride = 2 * self.stride  # a statistic: a quarter of the work grid is plenty
         overlap = view_overlap(keyframe_pair.j_tj[::stride, ::stride], keyframe.K,
                                valid[::stride, ::stride], self.size)
         confidence = keyframe_pair.maps.conf_j_tj[::stride, ::stride][valid[::stride, ::stride]]
         mean_confidence = float(np.mean(confidence)) if confidence.size else 0.0
+        age_limits = [config.keyframe_max_age]
+        if keyframe_pair.pixel_flow is not None:
+            age_limits.append(config.flow_keyframe_max_age)
+        age = frame.index - keyframe.index
         due = (overlap < config.keyframe_min_overlap
                or mean_confidence < config.keyframe_min_confidence
-               or bool(config.keyframe_max_age
-                       and frame.index - keyframe.index >= config.keyframe_max_age))
+               or any(limit and age >= limit for limit in age_limits))
         if due:
             logger.debug('keyframe %d -> %d (overlap %.2f, conf %.2f)', keyframe.index,
                          frame.index, overlap, mean_confidence)
