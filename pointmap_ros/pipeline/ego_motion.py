@@ -39,8 +39,9 @@ class MotionResult:
     """What the motion stage found for the current frame.
 
     Attributes:
-        mask: ``[H, W]`` bool, the current pixels judged moving (not yet restricted to the
-            pixels valid under the final pose; the caller does that).
+        mask: ``[H, W]`` bool, the current pixels judged moving: pixels with a confident
+            point (the caller drops those behind the camera under the final pose) and,
+            with correspondences, pixels without one that the image-space test judged.
         T_kf_cam: ``[4, 4]`` the current camera's pose in the keyframe's camera frame.
         pair_motions: the 3D-flow decision of each pair, in the order of the views (its
             noise and threshold scale the rigid fits and the instance split).
@@ -146,7 +147,9 @@ def _correspondence_motion(views: list[PairView], K: np.ndarray, T_kf_cam: np.nd
         T_ref_cam = se3_compose(se3_inverse(view.ref.T_world_cam), T_world_cam)
         decision = _pair_decision(view, points_cam, T_ref_cam, K, epipolar, was_moving,
                                   evidence.aperture, config, grid)
-        moving |= decision.moving & (view.flow_sq > min_sq)
+        # The 3D displacement check needs the pair's 3D flow; where the maps have none the
+        # image-space decision stands alone.
+        moving |= decision.moving & ((view.flow_sq > min_sq) | ~view.valid_flow)
         unobserved &= ~decision.observed
     if fused:
         moving |= evidence.motion_3d & unobserved
@@ -162,16 +165,25 @@ def _pair_decision(view: PairView, points_cam: np.ndarray, T_ref_cam: np.ndarray
                    K: np.ndarray, epipolar: np.ndarray | None, was_moving: np.ndarray | None,
                    aperture: ApertureMetric, config: PipelineConfig, grid: WorkGrid):
     """One pair's :class:`~pointmap_ros.pipeline.motion.FlowMotion` (pose, epipolar and
-    depth tests) for the current points ``points_cam`` under ``T_ref_cam``."""
+    depth tests) for the current points ``points_cam`` under ``T_ref_cam``.
+
+    The pose and depth tests need the pixel's point, so they judge only pixels with a
+    confident one; the epipolar test needs only the flow, so where the maps are unreliable
+    it also judges the pixels the maps gave up on (a real subject a weak model is unsure
+    of is exactly what should be segmented).
+    """
     backward = view.pixel_flow.backward
-    observed = view.valid_j & view.pixel_flow.backward_valid & aperture.textured
+    observed = view.pixel_flow.backward_valid & aperture.textured
     pixel_scale = view.pixel_flow.pixel_scale
+    pose = np.where(view.valid_j, pose_residual(points_cam, T_ref_cam, K, backward, aperture),
+                    np.float32(np.nan))
     # The depth test reads the depth at the matched pixel: only where the texture fixes
     # both flow components (on a stripe the match slides along it).
-    depth_change = np.where(aperture.isotropy >= config.flow_depth_min_isotropy,
+    depth_change = np.where((aperture.isotropy >= config.flow_depth_min_isotropy)
+                            & view.valid_flow,
                             depth_residual(view.j_tj, view.j_ti), np.float32(np.nan))
     return flow_motion(
-        pose_residual(points_cam, T_ref_cam, K, backward, aperture), epipolar, observed,
+        pose, epipolar, observed,
         stride=grid.stride, reliable_px=config.flow_reliable_px * pixel_scale,
         inlier_px=config.flow_inlier_px * pixel_scale, noise_mult=config.flow_noise_mult,
         min_px=config.flow_min_px * pixel_scale, was_moving=was_moving,

@@ -185,7 +185,8 @@ def flow_motion(pose_res: np.ndarray | None, epipolar_res: np.ndarray | None,
     epipolar fit calls static (``epipolar_res < inlier_px``) is at most ``reliable_px``; else
     the epipolar residual. Threshold ``max(min_px, noise_mult * median)`` over ``observed``.
     With the pose test, a pixel also moves when its depth residual exceeds
-    ``max(min_depth_rel, noise_mult * median)``.
+    ``max(min_depth_rel, noise_mult * median)``, and pixels without a pose residual (no
+    confident point) are judged by the epipolar residual against its own threshold.
     """
     test, residual = 'pose', pose_res
     if epipolar_res is not None:
@@ -209,6 +210,17 @@ def flow_motion(pose_res: np.ndarray | None, epipolar_res: np.ndarray | None,
         depth_res, depth_threshold = _filtered_threshold(depth_res, judged_depth, stride,
                                                          filter_size, noise_mult, min_depth_rel)
         moving |= _exceeds(depth_res, judged_depth, depth_threshold, was_moving, hysteresis)
+    if test == 'pose' and epipolar_res is not None:
+        # Pixels without a pose residual (no confident point: often the moving object a
+        # weak model is unsure of) are judged by the epipolar residual, at its own noise.
+        without_point = observed & ~judged & np.isfinite(epipolar_res)
+        if without_point.any():
+            epipolar_res, epipolar_threshold = _filtered_threshold(
+                epipolar_res, observed & np.isfinite(epipolar_res), stride, filter_size,
+                noise_mult, min_px)
+            moving |= _exceeds(epipolar_res, without_point, epipolar_threshold, was_moving,
+                               hysteresis)
+            judged = judged | without_point
     return FlowMotion(moving, judged, np.where(judged, residual, np.float32(np.nan)),
                       threshold, test)
 

@@ -48,7 +48,9 @@ class PipelineOutput:
     (``points_cam``, ``points_world`` and ``confidence`` apply there; the points are NaN
     elsewhere). ``flow_valid`` is a subset of ``valid``: the pixel must also be confident in
     the flow pair's map at the older time; ``flow`` is finite exactly on ``flow_valid`` and
-    NaN elsewhere. ``motion_mask`` and ``instance_ids`` are within ``valid``.
+    NaN elsewhere. ``instance_ids`` are within ``valid``; so is ``motion_mask``, except that
+    with correspondences it also marks pixels without a confident point that the image-space
+    (epipolar) test found moving: a weak model is often unsure exactly of the moving object.
     ``timings_ms`` also has
     ``'pipeline_cpu'``, the thread CPU time of the non-inference stages (robust to a loaded
     machine, unlike the wall-clock stage times). ``skipped_frames``: frames of this camera

@@ -95,7 +95,7 @@ class _Geometry:
 
     points_cam: np.ndarray  # [H, W, 3], NaN where invalid
     valid: np.ndarray  # [H, W] confident and in front of the camera
-    motion: np.ndarray  # [H, W] motion mask within valid
+    motion: np.ndarray  # [H, W] motion mask (pixels without a point: image-space test only)
     scene_depth: float
 
 
@@ -330,7 +330,9 @@ class DynamicReconPipeline:
         valid = keyframe_pair.valid_j & (points_cam[..., 2] > 0)
         points_cam = set_invalid_nan(points_cam, valid)
         frame.points_cam = points_cam
-        frame.motion_mask = motion.mask & valid
+        # Confident points behind the camera are not observations; pixels without a
+        # confident point keep the image-space decision (correspondences only).
+        frame.motion_mask = motion.mask & (valid | ~keyframe_pair.valid_j)
         return _Geometry(points_cam, valid, frame.motion_mask, scene_depth)
 
     def _instances(self, views: list[PairView], motion: MotionResult, frame: WindowFrame,
@@ -341,7 +343,8 @@ class DynamicReconPipeline:
         config = self.config
         flow_index = min(range(len(views)), key=lambda index: views[index].dt)
         flow_pair, flow_motion = views[flow_index], motion.pair_motions[flow_index]
-        labels, count = instance_labels(config, self.stride, geometry.motion,
+        # Objects are made of points: instances only from moving pixels with one.
+        labels, count = instance_labels(config, self.stride, geometry.motion & geometry.valid,
                                         geometry.points_cam, flow_motion.flow,
                                         flow_motion.threshold)
         fits, final_motion = {}, geometry.motion
@@ -351,7 +354,7 @@ class DynamicReconPipeline:
             T_ref_cam = se3_compose(se3_inverse(flow_pair.ref.T_world_cam), frame.T_world_cam)
             labels = complete_instances(labels, fits, flow_pair, T_ref_cam, K,
                                         geometry.points_cam, aperture, config, self.size)
-            final_motion = geometry.valid & (geometry.motion | (labels > 0))
+            final_motion = geometry.motion | (geometry.valid & (labels > 0))
         R_cam_ref = se3_compose(se3_inverse(frame.T_world_cam), flow_pair.ref.T_world_cam)[:3, :3]
         flow, flow_valid = published_flow(
             flow_pair, R_cam_ref, flow_pair.dt if config.flow_per_second else 1.0,

@@ -80,6 +80,23 @@ def test_depth_test_is_not_used_when_the_maps_are_not_trusted():
     assert decision.test == 'epipolar' and not decision.moving.any()
 
 
+def test_pixels_without_a_point_are_judged_by_the_epipolar_residual():
+    # A weak model is unsure of the moving object: no point, hence no pose residual there.
+    rng = np.random.default_rng(2)
+    pose_res = np.abs(rng.normal(0.0, 0.2, (H, W))).astype(np.float32)
+    pose_res[OBJECT] = np.nan
+    epipolar_res = np.abs(rng.normal(0.0, 0.2, (H, W))).astype(np.float32)
+    epipolar_res[OBJECT] = 3.0  # its flow contradicts the camera's
+    observed = np.ones((H, W), bool)
+    decision = flow_motion(pose_res, epipolar_res, observed, stride=1, reliable_px=1.5,
+                           inlier_px=1.0, noise_mult=3.0, min_px=1.0)
+    truth = np.zeros((H, W), bool)
+    truth[OBJECT] = True
+    assert decision.test == 'pose' and decision.observed[OBJECT].all()
+    assert not (decision.moving & ~truth).any()
+    assert decision.moving.sum() >= truth.sum() - 4 * 3  # the median filter rounds corners
+
+
 def test_halo_trim_removes_the_dragged_background_and_keeps_the_object():
     depth = np.full((H, W), 5.0, np.float32)
     depth[OBJECT] = 2.0
