@@ -38,7 +38,7 @@ from pointmap_ros.model.official_config import (config_from_official_kwargs, det
 __all__ = ['FORMAT', 'FORMAT_VERSION', 'OfficialCheckpoint', 'checkpoint_paths',
            'save_checkpoint', 'load_checkpoint', 'read_checkpoint_meta', 'load_state_dict_checked',
            'state_dict_sha256', 'read_official_checkpoint', 'convert_checkpoint',
-           'cross_time_heads']
+           'cross_time_heads', 'record_cross_time_validation']
 
 logger = logging.getLogger(__name__)
 
@@ -137,13 +137,50 @@ def read_checkpoint_meta(path) -> dict:
 
 
 def cross_time_heads(meta: dict) -> str:
-    """``'initialised'`` when a checkpoint's cross-time heads (3 and 4) are only copies of
-    its same-time heads -- the converter records ``'init from source head<k>'`` for a
-    DUSt3R / MonST3R file, whose P_i(t_j) therefore equals P_i(t_i) -- else ``'trained'``."""
-    provenance = (meta.get('source') or {}).get('heads') or {}
+    """What a checkpoint's cross-time heads (3 and 4) can be trusted with.
+
+    ``'initialised'``: only copies of its same-time heads -- the converter records
+    ``'init from source head<k>'`` for a DUSt3R / MonST3R file, whose P_i(t_j) therefore
+    equals P_i(t_i). ``'validated'``: trained, and ``pointmap-eval --record`` measured their
+    scene flow below the zero-flow baseline on held-out pairs, on all pixels and on moving
+    ones (:func:`record_cross_time_validation`). ``'trained'``: trained, not (or not
+    successfully) validated.
+    """
+    source = meta.get('source') or {}
+    provenance = source.get('heads') or {}
     copied = [str(provenance.get(f'downstream_head{k}', '')).startswith('init')
               for k in (3, 4)]
-    return 'initialised' if any(copied) else 'trained'
+    if any(copied):
+        return 'initialised'
+    validation = source.get('cross_time_validation') or {}
+    try:
+        beats_zero = (float(validation['epe']) < float(validation['epe_zero'])
+                      and float(validation['epe_dyn']) < float(validation['epe_dyn_zero']))
+    except (KeyError, TypeError, ValueError):
+        beats_zero = False
+    return 'validated' if beats_zero else 'trained'
+
+
+def record_cross_time_validation(path, validation: dict) -> Path:
+    """Store held-out flow errors of a checkpoint's cross-time heads in its JSON (under
+    ``source.cross_time_validation``; the weights and their hashes are untouched).
+
+    Args:
+        path: the checkpoint (stem or either file).
+        validation: at least ``epe``, ``epe_zero``, ``epe_dyn``, ``epe_dyn_zero`` (mean flow
+            end-point errors of the network and of predicting zero flow, on all and on
+            moving pixels), plus how they were measured.
+
+    Returns:
+        Path of the JSON file.
+    """
+    _, json_path = checkpoint_paths(path)
+    meta = read_checkpoint_meta(path)
+    meta['source'] = {**(meta.get('source') or {}), 'cross_time_validation': dict(validation)}
+    tmp = json_path.with_name(json_path.name + '.tmp')
+    tmp.write_text(json.dumps(meta, indent=1) + '\n')
+    os.replace(tmp, json_path)
+    return json_path
 
 
 def load_checkpoint(path, map_location='cpu', *, verify_hash: bool = True) -> DynamicPointMapNet:

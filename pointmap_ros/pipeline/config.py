@@ -69,8 +69,8 @@ class PipelineConfig:
         cross_time_source: where P_i(t_j) and P_j(t_i) come from: ``'network'`` (the
             engine's cross-time heads), ``'correspondence'`` (dense optical flow + same-time
             maps, pipeline/correspondence.py), ``'fused'`` (correspondences where observed,
-            the network elsewhere) or ``'auto'`` (correspondences when the engine's
-            cross-time heads are untrained copies, e.g. a converted DUSt3R checkpoint).
+            the network elsewhere) or ``'auto'`` (trust the network's cross-time maps only
+            as far as they were shown to work: :func:`resolve_cross_time_source`).
             With correspondences, motion is decided in the image (pipeline/motion.py).
         flow_preset: optical-flow preset, ``'fast'``, ``'balanced'`` or ``'accurate'``
             (pipeline/correspondence.py has the measured accuracy and cost of each).

@@ -47,10 +47,14 @@ CROSS_TIME_SOURCES = ('network', 'correspondence', 'fused', 'auto')
 def resolve_cross_time_source(requested: str, engine) -> tuple[str, str]:
     """``(source, reason)``: ``requested`` with ``'auto'`` decided by the engine.
 
-    ``'auto'`` means correspondences when the engine's cross-time heads were never trained
-    (``engine.cross_time_heads`` is ``'initialised'``: a converted DUSt3R / MonST3R
-    checkpoint, whose P_i(t_j) is a copy of P_i(t_i); or ``'withheld'``: an oracle serving
-    only same-time maps), else the network's own maps (``'trained'`` or ``'exact'``).
+    ``'auto'`` trusts the network's cross-time maps only as far as they were shown to work:
+    correspondences when its cross-time heads were never trained (``engine.cross_time_heads``
+    is ``'initialised'``: a converted DUSt3R / MonST3R checkpoint, whose P_i(t_j) is a copy
+    of P_i(t_i); or ``'withheld'``: an oracle serving only same-time maps); ``'fused'``
+    (correspondences where observed, the network elsewhere) when they were trained but never
+    shown to beat zero flow on held-out pairs (``'trained'``; ``pointmap-eval --record``
+    validates a checkpoint); the network's own maps when they were (``'validated'``) or are
+    exact (``'exact'``).
     """
     heads = getattr(engine, 'cross_time_heads', 'trained')
     if requested != 'auto':
@@ -59,6 +63,10 @@ def resolve_cross_time_source(requested: str, engine) -> tuple[str, str]:
         return 'correspondence', (f'auto: the engine\'s cross-time heads are {heads} '
                                   '(a copy of the same-time maps), so flow comes from dense '
                                   'correspondences')
+    if heads == 'trained':
+        return 'fused', ('auto: the engine\'s cross-time heads are trained but not validated '
+                         '(no held-out flow below the zero-flow baseline recorded), so '
+                         'correspondences where observed, the network elsewhere')
     return 'network', f'auto: the engine\'s cross-time heads are {heads}'
 
 

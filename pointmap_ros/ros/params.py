@@ -188,7 +188,9 @@ _PIPELINE_PARAMS = [
           "cross-time heads), 'correspondence' (dense optical flow + same-time maps), "
           "'fused' (correspondences where observed, network elsewhere) or 'auto' "
           '(correspondences when the checkpoint\'s cross-time heads are untrained copies, '
-          'e.g. a converted DUSt3R/MonST3R file). Logged and in /diagnostics.',
+          'e.g. a converted DUSt3R/MonST3R file; fused when they are trained but their '
+          'held-out flow was never recorded below zero flow, pointmap-eval --record; else '
+          'network). Logged and in /diagnostics.',
           choices=CROSS_TIME_SOURCES),
     _pipe('flow_width', 'Optical flow runs on the model crop at this many pixels across '
           '(at most the camera width): flow accuracy against its cost (px).',

@@ -1,7 +1,8 @@
 """Pictures of a demo run: ``summary.png`` (whole run) and ``summary.gif`` (frame by frame).
 
 Each picture has two panels: the camera image (rebuilt from the cloud's ``rgb`` field) with
-moving pixels tinted by track colour, and a top-down view of the world frame (x right, z
+the pixels of tracked objects tinted by track colour and other moving pixels (``motion_mask``:
+moving, not, or not yet, part of a published track) in red, and a top-down view of the world frame (x right, z
 forward: the first camera's optical frame seen from above) with the static reconstruction,
 the moving points coloured by track, the object tracks with their ids and the estimated
 camera trajectory. Inputs are the messages the demo recorded, decoded by declared fields.
@@ -18,6 +19,7 @@ from pointmap_ros.ros.markers import track_color
 
 __all__ = ['render_summary']
 
+_MOVING_RGB = (0.9, 0.1, 0.1)  # moving pixels outside any published track
 _SUBSAMPLE = 3  # every n-th pixel of a cloud in the top-down view (readability and speed)
 
 
@@ -29,6 +31,7 @@ def _colour(track_id: int) -> tuple[float, float, float]:
 def _frames(received) -> list[dict]:
     """Per output frame: world points, colours, validity and instance ids, by stamp."""
     ids = {stamp: image_to_array(msg) for stamp, msg in received['instance_ids']}
+    masks = {stamp: image_to_array(msg) > 0 for stamp, msg in received['motion_mask']}
     frames = []
     for stamp, msg in received['points']:
         if stamp not in ids:
@@ -36,7 +39,8 @@ def _frames(received) -> list[dict]:
         arr = cloud_to_array(msg)
         xyz = np.stack([arr['x'], arr['y'], arr['z']], axis=-1)
         frames.append({'stamp': stamp, 'xyz': xyz, 'rgb': unpack_rgb(arr['rgb']),
-                       'valid': np.isfinite(xyz).all(-1), 'ids': ids[stamp]})
+                       'valid': np.isfinite(xyz).all(-1), 'ids': ids[stamp],
+                       'moving': masks.get(stamp, np.zeros(ids[stamp].shape, bool))})
     return frames
 
 
@@ -61,11 +65,14 @@ def _draw(axes, frame, static, tracks, camera, limits) -> None:
     ax_img.clear()
     ax_top.clear()
     image = frame['rgb'].astype(np.float32) / 255.0
+    untracked = frame['moving'] & (frame['ids'] == 0)
+    image[untracked] = 0.45 * image[untracked] + 0.55 * np.array(_MOVING_RGB)
     for tid in np.unique(frame['ids'][frame['ids'] > 0]):
         sel = frame['ids'] == tid
         image[sel] = 0.45 * image[sel] + 0.55 * np.array(_colour(int(tid)))
     ax_img.imshow(image)
-    ax_img.set_title(f"camera, t = {frame['stamp'] * 1e-9:.2f} s (moving pixels tinted)")
+    ax_img.set_title(f"camera, t = {frame['stamp'] * 1e-9:.2f} s\n(moving: red; tracked "
+                     'objects: track colour)')
     ax_img.axis('off')
 
     xyz, rgb = static

@@ -31,7 +31,7 @@ from pointmap_ros.evaluation.dataset_dir import (EvalPair, list_sequences,
 from pointmap_ros.evaluation.metrics import (BASELINES, PairTruth, aggregate, median_scale,
                                              pair_metrics, view_motion)
 from pointmap_ros.evaluation.report import markdown_report, save_pair_figure, target_rows
-from pointmap_ros.model.checkpoint import load_checkpoint
+from pointmap_ros.model.checkpoint import load_checkpoint, record_cross_time_validation
 from pointmap_ros.types import DynamicPointMaps
 
 __all__ = ['main', 'build_parser', 'generated_pairs', 'predict', 'evaluate_pairs']
@@ -58,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--figures', type=int, default=3, help='pairs to draw')
     p.add_argument('--batch-size', type=int, default=8)
     p.add_argument('--device', default='cpu')
+    p.add_argument('--record', action='store_true',
+                   help="store the flow errors against the zero-flow baseline in the "
+                   "checkpoint's JSON: 'cross_time_source: auto' uses the network's cross-time "
+                   'maps only for a checkpoint whose recorded flow beats zero flow')
     p.add_argument('--threads', type=int, default=None, help='torch CPU threads')
     return p
 
@@ -119,7 +123,9 @@ def _figures(out_dir: str, pairs: list[EvalPair], preds: list[DynamicPointMaps],
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.command = 'pointmap-eval ' + ' '.join(argv)
     logging.basicConfig(level=logging.INFO, format='%(asctime)s %(name)s: %(message)s')
     try:
         return _run(args)
@@ -176,7 +182,27 @@ def _run(args) -> int:
         json.dump({'info': info, 'model': model_metrics, 'baselines': base,
                    'targets': target_rows(model_metrics, base)}, f, indent=2)
     print(report)
+    if args.record:
+        _record_validation(args.checkpoint, model_metrics, base['zero_flow'], info,
+                           args.command)
     return 0
+
+
+def _record_validation(checkpoint: str, model_metrics: dict, zero_flow: dict,
+                       info: dict, command: str) -> None:
+    """Write the held-out flow errors into the checkpoint (``--record``)."""
+    validation = {'epe': model_metrics['epe'], 'epe_zero': zero_flow['epe'],
+                  'epe_dyn': model_metrics['epe_dyn'], 'epe_dyn_zero': zero_flow['epe_dyn'],
+                  'data': info['data'], 'pairs': info['pairs'],
+                  'command': command}
+    path = record_cross_time_validation(checkpoint, validation)
+    beats = validation['epe'] < validation['epe_zero'] and (
+        validation['epe_dyn'] < validation['epe_dyn_zero'])
+    logger.info('recorded in %s: flow EPE %.4g vs zero %.4g, moving %.4g vs %.4g -> %s', path,
+                validation['epe'], validation['epe_zero'], validation['epe_dyn'],
+                validation['epe_dyn_zero'],
+                "auto uses the network's cross-time maps" if beats
+                else "auto fuses correspondences with them")
 
 
 if __name__ == '__main__':

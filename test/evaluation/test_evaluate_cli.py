@@ -9,7 +9,7 @@ from pointmap_ros.assets import SHIPPED_MODEL
 from pointmap_ros.data.dataset import SPLIT_SEEDS
 from pointmap_ros.data.scenes import SceneConfig, SceneGenerator
 from pointmap_ros.evaluation.dataset_dir import write_sequence
-from pointmap_ros.model.checkpoint import load_checkpoint, read_checkpoint_meta
+from pointmap_ros.model.checkpoint import cross_time_heads, load_checkpoint, read_checkpoint_meta
 from pointmap_ros.tools import evaluate
 
 torch.set_num_threads(1)
@@ -54,3 +54,24 @@ def test_eval_on_a_dataset_folder(tmp_path, capsys):
 
 def test_seeds_outside_the_test_split_are_refused(tmp_path):
     assert evaluate.main(['--seeds', '5', '--out', str(tmp_path)]) == 2
+
+
+def test_record_stores_the_flow_validation_that_auto_reads(tmp_path):
+    # A copy of the shipped model: --record writes into the checkpoint's JSON.
+    for suffix in ('.json', '.safetensors'):
+        (tmp_path / f'model{suffix}').write_bytes(SHIPPED_MODEL.with_suffix(suffix).read_bytes())
+    checkpoint = tmp_path / 'model.safetensors'
+    assert cross_time_heads(read_checkpoint_meta(checkpoint)) == 'trained'
+    assert evaluate.main(['--checkpoint', str(checkpoint), '--sequences', '1',
+                          '--pairs-per-sequence', '2', '--num-frames', '8', '--figures', '0',
+                          '--out', str(tmp_path / 'eval'), '--record']) == 0
+    metrics = json.loads((tmp_path / 'eval' / 'metrics.json').read_text())
+    recorded = read_checkpoint_meta(checkpoint)['source']['cross_time_validation']
+    assert recorded['epe'] == metrics['model']['epe']
+    assert recorded['epe_zero'] == metrics['baselines']['zero_flow']['epe']
+    assert recorded['pairs'] == 2 and '--record' in recorded['command']
+    beats = (recorded['epe'] < recorded['epe_zero']
+             and recorded['epe_dyn'] < recorded['epe_dyn_zero'])
+    assert cross_time_heads(read_checkpoint_meta(checkpoint)) == (
+        'validated' if beats else 'trained')
+    load_checkpoint(checkpoint)  # the weights and their hash are untouched

@@ -169,10 +169,11 @@ class _Engine:
         self.cross_time_heads = heads
 
 
-@pytest.mark.parametrize('heads, expected', [('trained', 'network'), ('exact', 'network'),
+@pytest.mark.parametrize('heads, expected', [('validated', 'network'), ('exact', 'network'),
+                                              ('trained', 'fused'),
                                               ('initialised', 'correspondence'),
                                               ('withheld', 'correspondence')])
-def test_auto_uses_correspondences_only_for_untrained_cross_time_heads(heads, expected):
+def test_auto_trusts_the_network_only_as_far_as_it_was_shown_to_work(heads, expected):
     assert resolve_cross_time_source('auto', _Engine(heads))[0] == expected
     assert resolve_cross_time_source('fused', _Engine(heads))[0] == 'fused'
 
@@ -183,5 +184,11 @@ def test_checkpoint_provenance_marks_converted_heads():
                                       'downstream_head4': 'init from source head2'}}}
     assert cross_time_heads(converted) == 'initialised'
     assert cross_time_heads({'source': {'kind': 'trained'}}) == 'trained'
+    better = {'epe': 0.002, 'epe_zero': 0.003, 'epe_dyn': 0.01, 'epe_dyn_zero': 0.02}
+    assert cross_time_heads({'source': {'cross_time_validation': better}}) == 'validated'
+    # Worse than zero flow on the moving pixels (or an unreadable record): not validated.
+    worse = dict(better, epe_dyn=0.03)
+    assert cross_time_heads({'source': {'cross_time_validation': worse}}) == 'trained'
+    assert cross_time_heads({'source': {'cross_time_validation': {'epe': 'x'}}}) == 'trained'
     assert OracleEngine(lambda a, b: None, (8, 8), two_map=True).cross_time_heads == 'withheld'
     assert OracleEngine(lambda a, b: None, (8, 8)).cross_time_heads == 'exact'
