@@ -372,7 +372,8 @@ class DynamicReconPipeline:
                          if view.ref is camera.window.latest), None)
         detections, detection_labels = detect_objects(
             self.config, instances.labels, instances.count, keyframe_pair, keyframe, previous,
-            geometry.scene_depth, motion.pair_motions[0].noise)
+            geometry.scene_depth, motion.pair_motions[0].noise,
+            motion.pair_motions[0].threshold)
         timings['objects'] = _ms(started)
         started = time.perf_counter()
         track_ids, objects = camera.tracker.update(detections, frame.stamp,

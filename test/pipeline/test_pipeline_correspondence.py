@@ -8,13 +8,17 @@ beyond an object's border rings) and the same
 flow up to bilinear sampling.
 """
 
+import dataclasses
 import json
 
 import cv2
 import numpy as np
 import pytest
 
+from pointmap_ros.assets import SHIPPED_MODEL
+from pointmap_ros.data.dataset import split_seeds
 from pointmap_ros.data.scenes import SceneGenerator
+from pointmap_ros.engines.factory import create_engine
 from pointmap_ros.engines.oracle_engine import OracleEngine
 from pointmap_ros.evaluation.pipeline_eval import eval_scene, evaluate_sequence
 from pointmap_ros.evaluation.true_flow import GroundTruthFlow
@@ -178,3 +182,15 @@ def test_evaluate_sequence_counts_a_zero_flow_method_as_the_baseline():
     score = evaluate_sequence(zero_flow, scene, 4, PipelineConfig(cross_time_source='network'))
     assert score.flow_err == pytest.approx(score.flow_zero, rel=1e-6)
     assert score.inter == 0  # nothing moves: no true positive
+
+
+def test_shipped_model_tracks_nothing_on_static_structure():
+    # The shipped model's maps are noisy enough that the per-pixel tests flag patches of
+    # static structure; an object must move as a whole (detect_objects' motion_threshold).
+    engine = create_engine('torch', checkpoint=str(SHIPPED_MODEL), device='cpu')
+    height, width = engine.input_shape
+    scene = dataclasses.replace(eval_scene(height, width, num_frames=12), num_objects=0,
+                                include_deformable=False)
+    score = evaluate_sequence(lambda *_: engine, scene, split_seeds('val', 1, 600)[0],
+                              PipelineConfig(), camera_scale=2)
+    assert score.frames == 11 and score.objects_spurious == 0
