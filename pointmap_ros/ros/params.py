@@ -268,7 +268,17 @@ def pipeline_config(values: dict[str, Any]) -> PipelineConfig:
 
 
 def engine_kwargs(values: dict[str, Any]) -> dict[str, Any]:
-    """Keyword arguments of ``engines.factory.create_engine`` (empty strings mean default)."""
+    """Keyword arguments of ``engines.factory.create_engine`` (empty strings mean default).
+
+    ``backend`` 'oracle' serves the ground truth of the scene the ``oracle_*`` parameters
+    describe (the synthetic camera's scene, built by the same ``live_scene_config``)."""
+    if values['backend'] == 'oracle':
+        from pointmap_ros.data.scenes import live_scene_config
+        return {'backend': 'oracle', 'precision': values['precision'],
+                'scene': live_scene_config(values['oracle_scene'], values['oracle_height'],
+                                           values['oracle_width'], values['oracle_frames'],
+                                           values['oracle_fps']),
+                'seed': values['oracle_seed']}
     kwargs = {'backend': values['backend'], 'precision': values['precision']}
     if values['device'] != 'auto':  # the factory lets each backend choose when None
         kwargs['device'] = values['device']

@@ -7,7 +7,7 @@ import pytest
 
 from pointmap_ros.ros.sync import (InputWatchdog, StampSynchronizer, no_input_warning,
                                    stream_ended_message)
-from pointmap_ros.ros.worker import InferenceWorker
+from pointmap_ros.pipeline.worker import InferenceWorker
 
 MS = 1_000_000  # nanoseconds
 
