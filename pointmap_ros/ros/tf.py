@@ -11,15 +11,11 @@ from __future__ import annotations
 
 from geometry_msgs.msg import TransformStamped
 
+from pointmap_ros.frames import object_frame
 from pointmap_ros.ros.conversions import matrix_to_transform
 from pointmap_ros.ros.qos import tf_qos
 
-__all__ = ['TfPublisher', 'output_transforms', 'object_frame']
-
-
-def object_frame(prefix: str, track_id: int) -> str:
-    """Child frame name of one tracked object, e.g. ``object_3``."""
-    return f'{prefix}{int(track_id)}'
+__all__ = ['TfPublisher', 'output_transforms']
 
 
 def output_transforms(output, stamp, *, world_frame: str, camera_frame: str,
