@@ -4,11 +4,11 @@ TensorRT cannot be installed on the machines that run CI, so the export is check
 the parser's published support matrix instead (``docs/operators.md`` of
 github.com/onnx/onnx-tensorrt, TensorRT 10.x, opsets 9 to 20 for 10.0). Listed here are the
 operators marked supported there, minus those added after 10.0 (``Attention``,
-``RotaryEmbedding``, ``RMSNormalization``, ``TensorScatter``) so that a graph passing the check parses on every TensorRT 10 release.
-Restrictions that our graphs could plausibly hit are checked too (Resize modes, constant
-axes). Data-dependent control flow (``If``/``Loop``/``Scan``) is supported by the parser but
-flagged separately by :func:`dynamic_ops`, because baked RoPE tables must leave none behind.
-"""
+``RotaryEmbedding``, ``RMSNormalization``, ``TensorScatter``) so that a graph passing the
+check parses on every TensorRT 10 release. Restrictions that our graphs could plausibly hit
+are checked too (Resize modes, constant axes). Data-dependent control flow
+(``If``/``Loop``/``Scan``) is supported by the parser but flagged separately by
+:func:`dynamic_ops`, because baked RoPE tables must leave none behind. """
 
 from __future__ import annotations
 
