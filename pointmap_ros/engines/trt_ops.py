@@ -8,7 +8,8 @@ operators marked supported there, minus those added after 10.0 (``Attention``,
 check parses on every TensorRT 10 release. Restrictions that our graphs could plausibly hit
 are checked too (Resize modes, constant axes). Data-dependent control flow
 (``If``/``Loop``/``Scan``) is supported by the parser but flagged separately by
-:func:`dynamic_ops`, because baked RoPE tables must leave none behind. """
+:func:`dynamic_ops`, because baked RoPE tables must leave none behind.
+"""
 
 from __future__ import annotations
 
