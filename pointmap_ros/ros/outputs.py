@@ -25,13 +25,13 @@ from sensor_msgs.msg import Image, PointCloud2
 from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
 
+from pointmap_ros.frames import object_frame
 from pointmap_ros.ros import conversions as conv
 from pointmap_ros.ros.markers import objects_to_markers
-from pointmap_ros.ros.tf import output_transforms
 
 __all__ = ['OutputOptions', 'OutputMessages', 'output_types', 'output_topic', 'camera_name',
-           'camera_prefix', 'flow_units', 'build_outputs', 'WORLD_CONVENTIONS',
-           'world_rotation', 'world_up']
+           'camera_prefix', 'flow_units', 'build_outputs', 'output_transforms',
+           'WORLD_CONVENTIONS', 'world_rotation', 'world_up']
 
 #: Axes of the published world frame (parameter ``world_frame_convention``). Both put the
 #: origin at the first processed frame's camera. ``rep103``: x forward, y left, z up (REP-103
@@ -103,6 +103,26 @@ def flow_units(metric_scale: bool, per_second: bool) -> str:
     return f"{length}; flow {'per second' if per_second else 'per frame gap'}"
 
 
+
+
+def output_transforms(output, stamp, *, world_frame: str, camera_frame: str,
+                      object_prefix: str, camera: bool = True,
+                      objects: bool = True) -> list[TransformStamped]:
+    """Transforms of one :class:`~pointmap_ros.pipeline.PipelineOutput`, stamped ``stamp``.
+
+    ``world -> camera_frame`` is ``output.T_world_cam`` (the *estimated* optical frame); each
+    object gives ``world -> <object_prefix><track_id>`` from ``T_world_obj``.
+    """
+    transforms = []
+    if camera:
+        transforms.append(conv.matrix_to_transform(output.T_world_cam, stamp, world_frame,
+                                                   camera_frame))
+    if objects:
+        transforms.extend(
+            conv.matrix_to_transform(obj.T_world_obj, stamp, world_frame,
+                                     object_frame(object_prefix, obj.track_id))
+            for obj in output.objects)
+    return transforms
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
-"""Sliding window of processed frames, pair scheduling, keyframes and the latency policy.
+"""Sliding window of processed frames, pair scheduling and keyframes.
 
 The window keeps at most ``size`` recent frames plus the pinned keyframe. Each new frame t is
 paired with the keyframe (St4RTrack-style long-range anchor) and with the frames ``gaps``
 positions back in the window (short-baseline flow). Positions count *processed* frames, so a
-gap of 1 is always the previous processed frame even when the latency policy skipped some.
+gap of 1 is always the previous processed frame even when the latency policy (the
+keep-latest slot, pipeline/worker.py) skipped some.
 """
 
 from __future__ import annotations
