@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # runs scripts/setup.sh twice
+
 ROOT = Path(__file__).resolve().parents[2]
 VENV = Path(os.environ.get('POINTMAP_VENV', ROOT / '.venv'))
 

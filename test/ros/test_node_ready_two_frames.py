@@ -9,6 +9,7 @@ from ros_harness import (NODE, OUTPUTS, Collector, ScenePublisher, oracle_args, 
 pytestmark = pytest.mark.ros  # needs rclpy and DDS
 
 
+@pytest.mark.slow
 def test_ready_is_latched_and_two_frames_give_output(ros_node):
     from std_msgs.msg import Bool
 
