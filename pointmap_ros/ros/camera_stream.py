@@ -32,7 +32,12 @@ from pointmap_ros.ros import conversions
 from pointmap_ros.ros.outputs import OutputOptions, build_outputs, camera_name, camera_prefix
 from pointmap_ros.ros.sync import StampSynchronizer, SyncedInput
 
-__all__ = ['CameraStream', 'InputOptions', 'OutputOptions', 'StreamFrame']
+__all__ = ['CameraStream', 'InputOptions', 'OutputOptions', 'StreamFrame', 'NoPipelineError']
+
+
+class NoPipelineError(RuntimeError):
+    """:meth:`CameraStream.process` was called while no pipeline is attached (the engine is
+    not loaded, or was released while the frame waited for inference)."""
 
 
 @dataclass(frozen=True)
@@ -187,12 +192,13 @@ class CameraStream:
                 one (the inference worker's count).
 
         Raises:
-            RuntimeError: no pipeline attached.
+            NoPipelineError: no pipeline attached.
             InputError / CalibrationError / PoseError: the pipeline dropped the frame.
         """
-        if self.pipeline is None:
-            raise RuntimeError(f'camera {self.name!r} has no pipeline (engine not loaded)')
-        return self.pipeline.process(frame.frame, skipped)
+        pipeline = self.pipeline  # read once: another thread may detach it meanwhile
+        if pipeline is None:
+            raise NoPipelineError(f'camera {self.name!r} has no pipeline (engine not loaded)')
+        return pipeline.process(frame.frame, skipped)
 
     def outputs(self, result: PipelineOutput,
                 header: Header) -> tuple[dict[str, Any], list[TransformStamped]]:

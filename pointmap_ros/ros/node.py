@@ -32,7 +32,7 @@ from pointmap_ros.assets import SHIPPED_MODEL
 from pointmap_ros.errors import ConfigError, EngineError, PointmapError
 from pointmap_ros.pipeline.worker import InferenceWorker
 from pointmap_ros.ros import params as P
-from pointmap_ros.ros.camera_stream import CameraStream, StreamFrame
+from pointmap_ros.ros.camera_stream import CameraStream, NoPipelineError, StreamFrame
 from pointmap_ros.ros.diagnostics import NodeStats, build_diagnostics
 from pointmap_ros.ros.outputs import OutputOptions, flow_units, output_types
 from pointmap_ros.ros.qos import describe_qos, latched_qos, make_qos, overriding_options
@@ -398,10 +398,10 @@ class ReconCore:
     # -- worker thread ------------------------------------------------------------------
     def _process(self, camera: str, frame: StreamFrame, skipped: int) -> None:
         cam = self._cameras[camera]
-        if cam.stream.pipeline is None:  # the engine was released while this frame waited
-            return
         try:
             result = cam.stream.process(frame, skipped)
+        except NoPipelineError:  # the engine was released while this frame waited
+            return
         except PointmapError as exc:
             self._count_drop(camera, exc)
             return

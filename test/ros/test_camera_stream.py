@@ -18,7 +18,7 @@ from std_msgs.msg import Header  # noqa: E402
 from pointmap_ros.errors import CalibrationError, InputError  # noqa: E402
 from pointmap_ros.ros import params as P  # noqa: E402
 from pointmap_ros.ros.camera_stream import (CameraStream, InputOptions,  # noqa: E402
-                                            OutputOptions, StreamFrame)
+                                            NoPipelineError, OutputOptions, StreamFrame)
 from pointmap_ros.ros.conversions import (K_to_camera_info, ns_to_stamp,  # noqa: E402
                                           rgb_to_image, stamp_to_ns)
 
@@ -143,7 +143,7 @@ def test_synchronizer_drops_are_reported_for_the_call_that_caused_them(scene):
 # -- processing and outputs ---------------------------------------------------------------
 def test_processing_needs_an_attached_pipeline(scene):
     stream = CameraStream.from_parameters('/camera', oracle_parameters())
-    with pytest.raises(RuntimeError, match='no pipeline'):
+    with pytest.raises(NoPipelineError, match='no pipeline'):
         stream.process(feed(stream, scene, 0))
 
 
