@@ -24,10 +24,12 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from pointmap_ros.errors import ConfigError, InputError
+from pointmap_ros.frames import (CAMERA_OPTICAL_FRAME, GROUND_TRUTH_OBJECT_PREFIX, WORLD_FRAME,
+                                 object_frame)
 from pointmap_ros.geometry.transforms import rotmat_to_quat_xyzw
 
 __all__ = ['TOPIC_IMAGE', 'TOPIC_CAMERA_INFO', 'TOPIC_DEPTH', 'TOPIC_TF', 'WORLD_FRAME',
-           'CAMERA_FRAME', 'DEFAULT_BASE_TIME_NS', 'object_frame', 'BagMessage', 'BagSummary',
+           'CAMERA_FRAME', 'DEFAULT_BASE_TIME_NS', 'BagMessage', 'BagSummary',
            'write_bag', 'read_bag', 'typestore', 'prepare_bag_dir', 'BAG_VERSION']
 
 logger = logging.getLogger(__name__)
@@ -36,17 +38,11 @@ TOPIC_IMAGE = '/camera/image_raw'
 TOPIC_CAMERA_INFO = '/camera/camera_info'
 TOPIC_DEPTH = '/camera/depth'
 TOPIC_TF = '/tf'
-WORLD_FRAME = 'world'
-CAMERA_FRAME = 'camera_optical_frame'
+CAMERA_FRAME = CAMERA_OPTICAL_FRAME
 # A fixed, recognisable base time (2023-11-14T22:13:20Z) instead of wall time: bags written
 # from the same seed are byte-identical.
 DEFAULT_BASE_TIME_NS = 1_700_000_000 * 10**9
 BAG_VERSION = 8  # metadata version read by Jazzy and Kilted
-
-
-def object_frame(obj_id: int) -> str:
-    """TF frame name of ground-truth object ``obj_id``."""
-    return f'gt_object_{obj_id}'
 
 
 @dataclass(frozen=True)
@@ -99,7 +95,12 @@ def prepare_bag_dir(path, overwrite: bool, *, name: str = 'path',
 
 
 class _Messages:
-    """Builds the bag's message objects from numpy data."""
+    """Builds the bag's message objects from numpy data, with rosbags' classes.
+
+    The layouts are those of ros/conversions.py (``rgb_to_image``, ``K_to_camera_info``,
+    ``matrix_to_transform``), which build rclpy's classes; this module cannot use them
+    because writing a bag must work where ROS 2 (and its message wheels) is not installed.
+    """
 
     def __init__(self, store):
         self.t = store.types
@@ -185,8 +186,9 @@ def write_bag(generator, path, *, include_depth: bool = False, overwrite: bool =
             if include_depth:
                 put(TOPIC_DEPTH, stamp_ns, build.image(stamp_ns, f.depth, '32FC1'))
             transforms = [build.transform(stamp_ns, CAMERA_FRAME, f.T_world_cam)]
-            transforms += [build.transform(stamp_ns, object_frame(k), pose)
-                           for k, pose in sorted(f.object_poses.items())]
+            transforms += [
+                build.transform(stamp_ns, object_frame(GROUND_TRUTH_OBJECT_PREFIX, object_id), pose)
+                for object_id, pose in sorted(f.object_poses.items())]
             put(TOPIC_TF, stamp_ns, build.tf(transforms))
             if on_frame is not None:
                 on_frame(t)

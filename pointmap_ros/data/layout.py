@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pointmap_ros.data.objects import (Box, Cylinder, PulsingEllipsoid, Room, SceneObject,
-                                       Sphere, WavingSheet)
+from pointmap_ros.data.surfaces import (Box, Cylinder, PulsingEllipsoid, Room, SceneObject,
+                                        Sphere, WavingSheet)
 from pointmap_ros.data.textures import TextureBank
 from pointmap_ros.data.trajectories import (HingeTrajectory, LookAtTrajectory,
                                            OscillatingTrajectory)

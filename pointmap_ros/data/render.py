@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pointmap_ros.data.objects import Room, SceneObject
+from pointmap_ros.data.surfaces import Room, SceneObject
 from pointmap_ros.geometry.transforms import se3_inverse
 
 __all__ = ['CastResult', 'cast_frame']

@@ -32,7 +32,7 @@ from pointmap_ros.geometry.transforms import se3_inverse
 from pointmap_ros.types import DynamicPointMaps, Frame
 
 __all__ = ['SceneConfig', 'ObjectInfo', 'RenderedFrame', 'PairGroundTruth', 'SceneGenerator',
-           'SceneEvents', 'PRESETS']
+           'SceneEvents', 'PRESETS', 'live_scene_config']
 
 PRESETS = ('random', 'demo')
 
@@ -184,6 +184,15 @@ class PairGroundTruth:
     instance_i: np.ndarray
     instance_j: np.ndarray
 
+
+
+def live_scene_config(preset: str, height: int, width: int, frames: int,
+                      fps: float) -> SceneConfig:
+    """The validated SceneConfig of a scene played live: what the synthetic camera node plays
+    and what ``backend:=oracle`` serves the ground truth of. Both build it here from the
+    same five parameters, so they always describe the same scene."""
+    return SceneConfig(preset=preset, height=int(height), width=int(width),
+                       num_frames=int(frames), fps=float(fps)).validate()
 
 class SceneGenerator:
     """Renders a procedural dynamic scene and its exact pair ground truth.

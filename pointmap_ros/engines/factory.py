@@ -100,7 +100,8 @@ def create_engine(backend: str = 'auto', *, checkpoint=None, onnx_dir=None, engi
         input_shape: ``(H, W)``; default the checkpoint's native ``img_size`` (or the only
             export in ``onnx_dir``).
         **kw: passed to the backend's constructor (e.g. ``cache_size``, ``intra_op_threads``,
-            ``providers``, ``force_rebuild``; for oracle its ``source`` etc.).
+            ``providers``, ``force_rebuild``; for oracle either ``scene`` (a SceneConfig)
+            with ``seed`` etc. of ``OracleEngine.from_scene``, or ``source`` etc.).
 
     Raises:
         ConfigError: unknown backend or precision, or no model given.
@@ -116,6 +117,8 @@ def create_engine(backend: str = 'auto', *, checkpoint=None, onnx_dir=None, engi
                           name='precision', value=precision)
     if backend == 'oracle':
         from pointmap_ros.engines.oracle_engine import OracleEngine
+        if 'scene' in kw:  # the ground truth of a generated scene (demo, synthetic camera)
+            return OracleEngine.from_scene(kw.pop('scene'), **kw)
         return OracleEngine(input_shape=input_shape, **kw)
     reason = 'requested explicitly'
     if backend == 'auto':

@@ -1,13 +1,14 @@
 """ONNX operators the TensorRT 10 ONNX parser accepts, and a checker for exported graphs.
 
 TensorRT cannot be installed on the machines that run CI, so the export is checked against
-the parser's published support matrix instead (onnx-tensorrt ``docs/operators.md``, TensorRT
-10.x, opsets 9 to 20 for 10.0). Listed here are the operators marked supported there, minus
-those added after 10.0 (``Attention``, ``RotaryEmbedding``, ``RMSNormalization``,
-``TensorScatter``) so that a graph passing the check parses on every TensorRT 10 release.
-Restrictions that our graphs could plausibly hit are checked too (Resize modes, constant
-axes). Data-dependent control flow (``If``/``Loop``/``Scan``) is supported by the parser but
-flagged separately by :func:`dynamic_ops`, because baked RoPE tables must leave none behind.
+the parser's published support matrix instead (``docs/operators.md`` of
+github.com/onnx/onnx-tensorrt, TensorRT 10.x, opsets 9 to 20 for 10.0). Listed here are the
+operators marked supported there, minus those added after 10.0 (``Attention``,
+``RotaryEmbedding``, ``RMSNormalization``, ``TensorScatter``) so that a graph passing the
+check parses on every TensorRT 10 release. Restrictions that our graphs could plausibly hit
+are checked too (Resize modes, constant axes). Data-dependent control flow
+(``If``/``Loop``/``Scan``) is supported by the parser but flagged separately by
+:func:`dynamic_ops`, because baked RoPE tables must leave none behind.
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""ROS messages <-> NumPy for the node, the replay tool and the tests.
+"""ROS messages <-> NumPy: every message this package builds or decodes with rclpy's classes.
+
+The node, the synthetic camera, ``pointmap-replay``, ``pointmap-demo`` and the tests all
+build their messages here. (data/bag.py writes the same layouts with rosbags' own classes,
+because writing a bag must work without ROS 2 installed.)
 
 Dimension letters: H, W image rows/cols; N points.
 
@@ -18,6 +22,7 @@ from __future__ import annotations
 import sys
 
 import numpy as np
+from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Pose, Quaternion, Transform, TransformStamped, Vector3
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 
@@ -27,7 +32,8 @@ from pointmap_ros.geometry.transforms import quat_xyzw_to_rotmat, rotmat_to_quat
 
 __all__ = [
     'COLOR_ENCODINGS', 'DEPTH_ENCODINGS', 'INSTANCE_ENCODING',
-    'stamp_to_ns', 'image_to_rgb', 'image_to_depth', 'camera_info_to_K',
+    'stamp_to_ns', 'ns_to_stamp', 'image_to_rgb', 'image_to_depth', 'camera_info_to_K',
+    'rgb_to_image', 'depth_to_image', 'K_to_camera_info',
     'points_to_cloud', 'flow_to_cloud', 'cloud_to_array', 'pack_rgb', 'unpack_rgb',
     'mask_to_image', 'instance_ids_to_image', 'image_to_array',
     'matrix_to_pose', 'matrix_to_transform', 'transform_to_matrix', 'objects_to_msg',
@@ -53,6 +59,40 @@ _POINTFIELD_DTYPES = {
 def stamp_to_ns(stamp) -> int:
     """``builtin_interfaces/Time`` -> integer nanoseconds (exact; floats lose precision)."""
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def ns_to_stamp(stamp_ns: int) -> Time:
+    """Integer nanoseconds -> ``builtin_interfaces/Time`` (inverse of :func:`stamp_to_ns`)."""
+    return Time(sec=int(stamp_ns // 1_000_000_000), nanosec=int(stamp_ns % 1_000_000_000))
+
+
+def rgb_to_image(rgb: np.ndarray, header, encoding: str = 'rgb8') -> Image:
+    """``[H, W, 3]`` uint8 RGB -> Image in ``rgb8`` or ``bgr8``."""
+    if encoding not in ('rgb8', 'bgr8'):
+        raise ValueError(f"encoding must be 'rgb8' or 'bgr8', got {encoding!r}")
+    pixels = np.ascontiguousarray(rgb if encoding == 'rgb8' else rgb[:, :, ::-1])
+    return Image(header=header, height=pixels.shape[0], width=pixels.shape[1],
+                 encoding=encoding, is_bigendian=False, step=pixels.shape[1] * 3,
+                 data=pixels.tobytes())
+
+
+def depth_to_image(depth: np.ndarray, header) -> Image:
+    """``[H, W]`` metres (0 = none) -> ``32FC1`` Image with NaN where there is no depth."""
+    metres = np.where(depth > 0, depth, np.nan).astype('<f4')
+    return Image(header=header, height=metres.shape[0], width=metres.shape[1],
+                 encoding='32FC1', is_bigendian=False, step=metres.shape[1] * 4,
+                 data=metres.tobytes())
+
+
+def K_to_camera_info(K: np.ndarray, height: int, width: int, header) -> CameraInfo:
+    """Pinhole CameraInfo without distortion for intrinsics ``K`` ``[3, 3]``."""
+    projection = np.zeros((3, 4))
+    projection[:, :3] = K
+    return CameraInfo(header=header, height=int(height), width=int(width),
+                      distortion_model='plumb_bob', d=[0.0] * 5,
+                      k=[float(v) for v in np.ravel(K)],
+                      r=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+                      p=[float(v) for v in projection.ravel()])
 
 
 def image_to_array(msg: Image) -> np.ndarray:

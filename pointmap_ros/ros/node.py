@@ -1,11 +1,13 @@
-"""``dynamic_recon_node``: the thin ROS 2 layer over the pipeline (``pointmap_ros.pipeline``).
+"""``dynamic_recon_node``: the thin ROS 2 shell over one :class:`CameraStream` per camera.
 
-Executor thread: subscriptions pair image/camera_info(/depth) by stamp, convert and validate
-them, and hand the newest set per camera to the inference worker; timers publish diagnostics
-and the no-input warning. Worker thread: runs the pipeline and publishes every output with
-the *source image's* header stamp. ``~/ready`` (``std_msgs/Bool``, latched) says when the
-node is listening with its engine loaded. The full interface (topics, frames, QoS,
-parameters) is documented in docs/ros_interface.md.
+What a frame goes through lives in ros/camera_stream.py (read it first); this module only
+wires it to ROS. Executor thread: each subscription callback hands its message to the
+camera's stream, which pairs, decodes and validates; a completed frame goes to the inference
+worker (pipeline/worker.py), which keeps the newest per camera. Timers publish diagnostics
+and the no-input warning. Worker thread: the stream runs the pipeline and builds the
+messages, the node publishes them with the *source image's* header stamp. ``~/ready``
+(``std_msgs/Bool``, latched) says when the node is listening with its engine loaded. The full
+interface (topics, frames, QoS, parameters) is documented in docs/ros_interface.md.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
@@ -27,17 +30,15 @@ from std_msgs.msg import Bool, Header
 
 from pointmap_ros.assets import SHIPPED_MODEL
 from pointmap_ros.errors import ConfigError, EngineError, PointmapError
-from pointmap_ros.ros import conversions as conv
+from pointmap_ros.pipeline.worker import InferenceWorker
 from pointmap_ros.ros import params as P
+from pointmap_ros.ros.camera_stream import CameraStream, NoPipelineError, StreamFrame
 from pointmap_ros.ros.diagnostics import NodeStats, build_diagnostics
-from pointmap_ros.ros.outputs import (OutputState, build_outputs, camera_name, camera_prefix,
-                                      convert_synced, flow_units, output_types)
+from pointmap_ros.ros.outputs import OutputOptions, flow_units, output_types
 from pointmap_ros.ros.qos import describe_qos, latched_qos, make_qos, overriding_options
 from pointmap_ros.ros.runner import node_arg_parser, run_node
-from pointmap_ros.ros.sync import (InputWatchdog, StampSynchronizer, no_input_warning,
-                                   stream_ended_message)
+from pointmap_ros.ros.sync import InputWatchdog, no_input_warning, stream_ended_message
 from pointmap_ros.ros.tf import TfPublisher
-from pointmap_ros.ros.worker import InferenceWorker
 
 __all__ = ['ReconCore', 'DynamicReconNode', 'create_engine_from_params', 'engine_cache_use',
            'main', 'NODE_NAME', 'READY_TOPIC']
@@ -46,6 +47,8 @@ NODE_NAME = 'dynamic_recon_node'
 #: Latched std_msgs/Bool: true while the node listens with its engine loaded (relative name).
 READY_TOPIC = '~/ready'
 _LOG_EVERY_S = 5.0
+#: Message type of each input kind CameraStream.on_message takes.
+_INPUT_TYPES = {'image': Image, 'info': CameraInfo, 'depth': Image}
 
 
 def engine_cache_use(info: dict, values: dict[str, Any], started_s: float) -> str | None:
@@ -96,15 +99,9 @@ def create_engine_from_params(values: dict[str, Any]):
         EngineError / CheckpointError / ConfigError: the backend cannot be created; the message
             names the missing file or library (never a silent fallback to another model).
     """
-    if values['backend'] == 'oracle':
-        from pointmap_ros.engines.oracle_engine import OracleEngine
-        from pointmap_ros.ros.synthetic_camera import scene_config
-        return OracleEngine.from_scene(
-            scene_config(values['oracle_scene'], values['oracle_height'], values['oracle_width'],
-                         values['oracle_frames'], values['oracle_fps']), values['oracle_seed'])
     from pointmap_ros.engines.factory import create_engine
     kwargs = P.engine_kwargs(values)
-    if not (values['onnx_dir'] or values['engine_path']):
+    if values['backend'] != 'oracle' and not (values['onnx_dir'] or values['engine_path']):
         model = Path(kwargs.setdefault('checkpoint', str(SHIPPED_MODEL)))
         if not (model.is_file() or model.with_suffix('.safetensors').is_file()):
             which = 'the shipped model' if not values['model'] else 'parameter model'
@@ -117,15 +114,11 @@ def create_engine_from_params(values: dict[str, Any]):
 
 @dataclass
 class _Camera:
-    """Per-camera state: its synchronizer, pipeline, publishers and output state."""
+    """One camera as the node sees it: its stream plus the ROS objects serving it."""
 
-    namespace: str
-    name: str
-    topics: list[str]
-    sync: StampSynchronizer
-    pipeline: Any  # DynamicReconPipeline while the engine is loaded, else None
-    state: OutputState
-    publishers: dict[str, Any] = field(default_factory=dict)
+    stream: CameraStream
+    topics: list[str] = field(default_factory=list)  # subscribed now (empty while inactive)
+    publishers: dict[str, Any] = field(default_factory=dict)  # output name -> publisher
 
 
 class ReconCore:
@@ -160,16 +153,9 @@ class ReconCore:
         self._in_qos = in_qos
         self._in_qos_text = describe_qos(in_qos)
         self._out_qos = make_qos(values['output_qos'], values['output_queue_depth'])
-        for ns in values['cameras']:
-            name = camera_name(ns)
-            self._cameras[name] = _Camera(
-                namespace=ns, name=name, topics=[], pipeline=None,
-                state=OutputState(prefix=camera_prefix(ns, len(values['cameras']))),
-                sync=StampSynchronizer(name, slop_s=values['sync_slop_s'],
-                                       exact=values['exact_sync'],
-                                       queue_size=values['sync_queue_size'],
-                                       use_info=values['use_camera_info'],
-                                       use_depth=values['use_depth']))
+        for namespace in values['cameras']:
+            stream = CameraStream.from_parameters(namespace, values)
+            self._cameras[stream.name] = _Camera(stream)
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         # Latched (transient local): a camera or test that starts later still gets the state.
         self._ready_pub = self.create_publisher(Bool, READY_TOPIC, latched_qos())
@@ -216,12 +202,13 @@ class ReconCore:
         """Fresh pipelines (empty windows, no tracks) over the loaded engine."""
         from pointmap_ros.pipeline import DynamicReconPipeline
         for cam in self._cameras.values():
-            cam.pipeline = DynamicReconPipeline(self._engine, P.pipeline_config(self._values))
+            cam.stream.attach(DynamicReconPipeline(self._engine,
+                                                   P.pipeline_config(self._values)))
 
     def _release_engine(self) -> None:
         """Free the engine (GPU memory, sessions); windows and tracks start over after."""
         for cam in self._cameras.values():
-            cam.pipeline = None
+            cam.stream.detach()
         if self._engine is not None:
             self._engine.close()
             self._engine = None
@@ -310,53 +297,45 @@ class ReconCore:
             self._worker.set_max_rate(changed['max_rate_hz'])
         if 'no_input_warn_s' in changed:
             self._watchdog.timeout_s = changed['no_input_warn_s']
-        if any(P.PARAMS_BY_NAME[n].config_field for n in changed):
-            # Only dynamic pipeline fields can change here; the pipeline reads its config
-            # on every frame, so swapping the validated object is enough.
-            config = P.pipeline_config(self._values).validate()
-            for cam in self._cameras.values():
-                if cam.pipeline is not None:
-                    cam.pipeline.config = config
+        config = P.pipeline_config(self._values).validate()  # only dynamic fields changed
+        for cam in self._cameras.values():
+            cam.stream.output_options = OutputOptions.from_parameters(self._values)
+            if any(P.PARAMS_BY_NAME[name].config_field for name in changed):
+                cam.stream.set_pipeline_config(config)
         self.get_logger().info(f'parameters changed: {changed}')
 
     # -- wiring -------------------------------------------------------------------------
     def _subscribe(self, cam: _Camera) -> None:
-        v = self._values
-        inputs = [('image', Image, v['image_topic'])]
-        if v['use_camera_info']:
-            inputs.append(('info', CameraInfo, v['camera_info_topic']))
-        if v['use_depth']:
-            inputs.append(('depth', Image, v['depth_topic']))
-        for kind, msg_type, rel in inputs:
-            topic = f"{cam.namespace.rstrip('/')}/{rel}"
+        for kind, topic in cam.stream.input_topics():
             cam.topics.append(topic)
             self._subscriptions.append(self.create_subscription(
-                msg_type, topic, lambda msg, c=cam, k=kind: self._on_message(c, k, msg),
+                _INPUT_TYPES[kind], topic,
+                lambda msg, camera=cam, kind=kind: self._on_message(camera, kind, msg),
                 self._in_qos, qos_overriding_options=overriding_options()))
 
     def _advertise(self, cam: _Camera) -> None:
         for key, msg_type in output_types().items():
             cam.publishers[key] = self._create_output_publisher(
-                msg_type, f'~/{cam.state.prefix}{key}')
+                msg_type, f'~/{cam.stream.prefix}{key}')
 
     # -- executor thread ----------------------------------------------------------------
     def _on_message(self, cam: _Camera, kind: str, msg) -> None:
+        stream = cam.stream
         if kind == 'image':
-            self.stats.on_input(cam.name, self._now_steady())
-        last_drop = cam.sync.last_drop  # a new tuple per drop: identity says "dropped now"
-        synced = cam.sync.add(kind, conv.stamp_to_ns(msg.header.stamp), msg)
-        if cam.sync.last_drop is not last_drop:
-            self._log_drop(cam.name, *cam.sync.last_drop)
-        if synced is None:
-            return
+            self.stats.on_input(stream.name, self._now_steady())
         try:
-            item = convert_synced(synced)
+            frame = stream.on_message(kind, msg)
         except PointmapError as exc:
-            self._count_drop(cam.name, exc)
+            self._count_drop(stream.name, exc)
+            return
+        finally:
+            if stream.sync_drop is not None:  # counted by the synchronizer, logged here
+                self._log_drop(stream.name, *stream.sync_drop)
+        if frame is None:
             return
         self._watchdog.note_usable(self._now_steady())
         if self._worker is not None:
-            self._worker.submit(cam.name, item)
+            self._worker.submit(stream.name, frame)
 
     def _count_drop(self, camera: str, exc: Exception) -> None:
         reason = getattr(exc, 'reason', type(exc).__name__)
@@ -376,7 +355,8 @@ class ReconCore:
             return
         received = collections.Counter()
         for cam in self._cameras.values():
-            received.update({f'{cam.name}/{k}': n for k, n in cam.sync.received.items()})
+            received.update({f'{cam.stream.name}/{kind}': count for kind, count
+                             in cam.stream.synchronizer.received.items()})
         # The very counts /diagnostics publishes (sync, conversion, pipeline, superseded).
         dropped = {k: v for k, v in self._snapshot(now)['dropped'].items() if v}
         silent_s = self._watchdog.silent_for(now)
@@ -398,8 +378,8 @@ class ReconCore:
         extra = collections.Counter({'superseded_before_inference': superseded.total()})
         events = collections.Counter()  # degraded but published (e.g. focal_rejected)
         for cam in self._cameras.values():
-            extra.update(cam.sync.dropped)
-            if (pipeline := cam.pipeline) is not None:
+            extra.update(cam.stream.synchronizer.dropped)
+            if (pipeline := cam.stream.pipeline) is not None:
                 events.update(pipeline.event_counts())
         snap = self.stats.snapshot(now_s, extra)
         snap['pipeline_events'] = dict(events)
@@ -416,31 +396,27 @@ class ReconCore:
         return self._steady.now().nanoseconds * 1e-9
 
     # -- worker thread ------------------------------------------------------------------
-    def _process(self, camera: str, item: dict, skipped: int) -> None:
-        from pointmap_ros.pipeline import FrameInput
+    def _process(self, camera: str, frame: StreamFrame, skipped: int) -> None:
         cam = self._cameras[camera]
-        pipeline = cam.pipeline
-        if pipeline is None:  # released while this item waited
-            return
         try:
-            out = pipeline.process(FrameInput(
-                image=item['rgb'], stamp=item['stamp_ns'] * 1e-9, camera_id=camera,
-                K=item['K'], depth=item['depth']), skipped)
+            result = cam.stream.process(frame, skipped)
+        except NoPipelineError:  # the engine was released while this frame waited
+            return
         except PointmapError as exc:
             self._count_drop(camera, exc)
             return
         self.stats.on_processed()
-        if out is None:  # the camera's first frame only opens its window
+        if result is None:  # the camera's first frame only opens its window
             return
         if not self.context.ok():  # shutting down: the publishers are unusable
             return
-        t0 = time.perf_counter()
-        self._publish(cam, item['header'], out)
-        publish_ms = (time.perf_counter() - t0) * 1e3
-        latency_ms = (self.get_clock().now().nanoseconds - item['stamp_ns']) * 1e-6
-        self.stats.on_output(self._now_steady(), latency_ms,
-                             {**out.timings_ms, 'publish': publish_ms},
-                             units=flow_units(out.metric_scale, self._values['flow_per_second']))
+        publish_start = time.perf_counter()
+        self._publish(cam, frame.header, result)
+        publish_ms = (time.perf_counter() - publish_start) * 1e3
+        latency_ms = (self.get_clock().now().nanoseconds - frame.stamp_ns) * 1e-6
+        self.stats.on_output(
+            self._now_steady(), latency_ms, {**result.timings_ms, 'publish': publish_ms},
+            units=flow_units(result.metric_scale, cam.stream.output_options.flow_per_second))
 
     def _on_worker_error(self, camera: str, exc: BaseException) -> None:
         if not self.context.ok():
@@ -452,11 +428,11 @@ class ReconCore:
         self.stats.set_engine('error', error=f'{type(exc).__name__}: {exc}')
         self.get_logger().error(f'[{camera}] inference failed (a bug; please report):\n{text}')
 
-    def _publish(self, cam: _Camera, image_header: Header, out) -> None:
+    def _publish(self, cam: _Camera, image_header: Header, result) -> None:
         """Publish every output of one pipeline result, stamped with the source image."""
-        messages, transforms = build_outputs(out, image_header, self._values, cam.state)
-        for key, msg in messages.items():
-            cam.publishers[key].publish(msg)
+        messages, transforms = cam.stream.outputs(result, image_header)
+        for key, message in messages.items():
+            cam.publishers[key].publish(message)
         self._tf.send(transforms)
 
 

@@ -1,32 +1,36 @@
-"""One pipeline result -> every output message, shared by the node and ``pointmap-replay``.
+"""One pipeline result -> every output message: the ROS side of a frame's way out.
 
-Nothing here publishes: :func:`build_outputs` returns the messages keyed by output name
-(:func:`output_types`) plus the TF transforms, so the live node and the offline bag writer
-emit byte-identical messages. Every header carries the *source image's* stamp.
+Nothing here publishes or keeps state: :func:`build_outputs` takes a
+:class:`~pointmap_ros.pipeline.PipelineOutput`, the source image's header, the frozen
+:class:`OutputOptions` and the marker ids drawn for the previous frame, and returns the
+messages keyed by output name (:func:`output_types`), the TF transforms and the marker ids
+now drawn. The live node and ``pointmap-replay`` reach it through
+:class:`~pointmap_ros.ros.camera_stream.CameraStream`, so both emit byte-identical messages.
+Every header carries the *source image's* stamp.
 
-Also here: :func:`convert_synced`, the decode/validate step of a synchronized input set, and
-:func:`output_topic`, the topic naming rule (``~/<key>`` for one camera,
-``~/<camera>/<key>`` for several).
+Also here: the naming rules of outputs (:func:`output_topic`: ``~/<key>`` for one camera,
+``~/<camera>/<key>`` for several; :func:`camera_name`, :func:`camera_prefix`) and the
+published world axes (:func:`world_rotation`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any, Mapping
 
 import numpy as np
+from geometry_msgs.msg import TransformStamped
 from sensor_msgs.msg import Image, PointCloud2
 from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
 
-from pointmap_ros.errors import InputError
+from pointmap_ros.frames import object_frame
 from pointmap_ros.ros import conversions as conv
 from pointmap_ros.ros.markers import objects_to_markers
-from pointmap_ros.ros.sync import SyncedInput
-from pointmap_ros.ros.tf import output_transforms
 
-__all__ = ['OutputState', 'output_types', 'output_topic', 'camera_name',
-           'camera_prefix', 'flow_units', 'convert_synced', 'build_outputs',
+__all__ = ['OutputOptions', 'OutputMessages', 'output_types', 'output_topic', 'camera_name',
+           'camera_prefix', 'flow_units', 'build_outputs', 'output_transforms',
            'WORLD_CONVENTIONS', 'world_rotation', 'world_up']
 
 #: Axes of the published world frame (parameter ``world_frame_convention``). Both put the
@@ -93,85 +97,152 @@ def output_topic(node_name: str, prefix: str, key: str) -> str:
     return f"/{node_name.strip('/')}/{prefix}{key}"
 
 
-@dataclass
-class OutputState:
-    """What output building remembers per camera between frames (drawn marker ids)."""
-
-    prefix: str = ''
-    marker_ids: set[int] = field(default_factory=set)
-
-
 def flow_units(metric_scale: bool, per_second: bool) -> str:
     """Human-readable units of lengths and of flow/velocities, for diagnostics and docs."""
     length = 'm' if metric_scale else 'model units (unknown scale)'
     return f"{length}; flow {'per second' if per_second else 'per frame gap'}"
 
 
-def convert_synced(synced: SyncedInput) -> dict:
-    """Decode and validate one synchronized set.
 
-    Returns:
-        ``{'header', 'stamp_ns', 'rgb' [H, W, 3] uint8, 'K' [3, 3] or None,
-        'depth' [H, W] metres or None}``.
 
-    Raises:
-        InputError / CalibrationError: with the reason key diagnostics count.
+def output_transforms(output, stamp, *, world_frame: str, camera_frame: str,
+                      object_prefix: str, camera: bool = True,
+                      objects: bool = True) -> list[TransformStamped]:
+    """Transforms of one :class:`~pointmap_ros.pipeline.PipelineOutput`, stamped ``stamp``.
+
+    ``world -> camera_frame`` is ``output.T_world_cam`` (the *estimated* optical frame); each
+    object gives ``world -> <object_prefix><track_id>`` from ``T_world_obj``.
     """
-    rgb = conv.image_to_rgb(synced.image)
-    K = None if synced.info is None else conv.camera_info_to_K(synced.info, rgb.shape[:2])
-    depth = None if synced.depth is None else conv.image_to_depth(synced.depth)
-    if depth is not None and depth.shape != rgb.shape[:2]:
-        raise InputError(f'depth is {depth.shape[0]}x{depth.shape[1]} but the image is '
-                         f'{rgb.shape[0]}x{rgb.shape[1]} (register depth to the colour image)',
-                         'size', actual=depth.shape, expected=rgb.shape[:2])
-    return {'header': synced.image.header, 'stamp_ns': synced.stamp_ns, 'rgb': rgb, 'K': K,
-            'depth': depth}
+    transforms = []
+    if camera:
+        transforms.append(conv.matrix_to_transform(output.T_world_cam, stamp, world_frame,
+                                                   camera_frame))
+    if objects:
+        transforms.extend(
+            conv.matrix_to_transform(obj.T_world_obj, stamp, world_frame,
+                                     object_frame(object_prefix, obj.track_id))
+            for obj in output.objects)
+    return transforms
 
 
-def build_outputs(out, image_header: Header, values: dict, state: OutputState):
+@dataclass(frozen=True)
+class OutputOptions:
+    """How one camera's results become messages: the output parameters, read once.
+
+    Built by :meth:`from_parameters` whenever the parameter values change (several of these
+    are dynamic), never read key by key from the raw parameter dict while building outputs.
+
+    Attributes:
+        prefix: ``''`` for a single camera, else ``'<camera_name>/'`` (topics and frames).
+        world_frame: fixed frame of the trajectory, objects and world clouds (unprefixed).
+        world_frame_convention: one of :data:`WORLD_CONVENTIONS`.
+        points_frame: ``'camera'`` (the image's optical frame) or ``'world'``.
+        cloud_stride: keep every n-th row and column of the organized clouds.
+        camera_frame: child frame of the estimated camera pose; ``''`` means
+            ``'<prefix><image frame_id>_estimated'``.
+        object_frame_prefix: TF child frame of object k is ``<prefix><object_frame_prefix><k>``.
+        publish_camera_tf, publish_object_tf: which transforms go to ``/tf``.
+        flow_per_second: flow and velocities are per second (else per frame gap); units only.
+    """
+
+    prefix: str = ''
+    world_frame: str = 'world'
+    world_frame_convention: str = 'rep103'
+    points_frame: str = 'camera'
+    cloud_stride: int = 1
+    camera_frame: str = ''
+    object_frame_prefix: str = 'object_'
+    publish_camera_tf: bool = True
+    publish_object_tf: bool = True
+    flow_per_second: bool = True
+
+    @classmethod
+    def from_parameters(cls, values: Mapping[str, Any], prefix: str = '') -> 'OutputOptions':
+        """The options of the node parameter ``values`` (validated by ``params.validate``)
+        for the camera with topic/frame ``prefix``."""
+        return cls(prefix=prefix, world_frame=values['world_frame'],
+                   world_frame_convention=values['world_frame_convention'],
+                   points_frame=values['points_frame'],
+                   cloud_stride=int(values['cloud_stride']),
+                   camera_frame=values['camera_frame'],
+                   object_frame_prefix=values['object_frame_prefix'],
+                   publish_camera_tf=bool(values['publish_camera_tf']),
+                   publish_object_tf=bool(values['publish_object_tf']),
+                   flow_per_second=bool(values['flow_per_second']))
+
+    def __post_init__(self):
+        # Checked here as well as by params.validate: options built in code (tests, tools)
+        # must not fail later, in the middle of a frame.
+        world_rotation(self.world_frame_convention)
+        if self.points_frame not in ('camera', 'world'):
+            raise ValueError(f"points_frame must be 'camera' or 'world', "
+                             f'got {self.points_frame!r}')
+        if self.cloud_stride < 1:
+            raise ValueError(f'cloud_stride must be >= 1, got {self.cloud_stride}')
+
+    def camera_child_frame(self, image_frame_id: str) -> str:
+        """TF child frame of the estimated camera pose for images in ``image_frame_id``."""
+        return self.camera_frame or f'{self.prefix}{image_frame_id}_estimated'
+
+
+@dataclass(frozen=True)
+class OutputMessages:
+    """Every message of one processed frame.
+
+    Attributes:
+        messages: ``{output name: message}`` in :func:`output_types` order.
+        transforms: the TransformStamped list for ``/tf`` (empty when TF is off).
+        marker_ids: marker ids drawn now; pass them with the camera's next result so markers
+            of vanished tracks are deleted.
+    """
+
+    messages: dict[str, Any]
+    transforms: list[TransformStamped]
+    marker_ids: frozenset[int]
+
+
+def build_outputs(result, image_header: Header, options: OutputOptions,
+                  previous_marker_ids: frozenset[int] = frozenset()) -> OutputMessages:
     """All messages of one :class:`~pointmap_ros.pipeline.PipelineOutput`.
 
     Args:
-        out: the pipeline output.
+        result: the pipeline output.
         image_header: header of the source image (stamp and optical frame_id are copied).
-        values: node parameter values (points_frame, cloud_stride, frame names, TF toggles,
-            world_frame_convention).
-        state: per-camera state; its ``marker_ids`` is updated.
-
-    Returns:
-        ``(messages, transforms)``: ``{output name: message}`` in :func:`output_types` order
-        and the list of TransformStamped for ``/tf``.
+        options: output options of the camera.
+        previous_marker_ids: marker ids drawn for this camera's previous result.
     """
-    out = _rotate_world(out, world_rotation(values['world_frame_convention']))
+    result = _rotate_world(result, world_rotation(options.world_frame_convention))
     stamp = image_header.stamp
-    world = Header(stamp=stamp, frame_id=f"{state.prefix}{values['world_frame']}")
+    world = Header(stamp=stamp, frame_id=f'{options.prefix}{options.world_frame}')
     camera = Header(stamp=stamp, frame_id=image_header.frame_id)
-    if values['points_frame'] == 'world':
-        cloud_header, points = world, out.points_world
-        flow = out.flow @ np.asarray(out.T_world_cam, dtype=np.float32)[:3, :3].T
+    if options.points_frame == 'world':
+        cloud_header, points = world, result.points_world
+        rotation_world_cam = np.asarray(result.T_world_cam, dtype=np.float32)[:3, :3]
+        flow = result.flow @ rotation_world_cam.T
     else:
-        cloud_header, points, flow = camera, out.points_cam, out.flow
-    stride = values['cloud_stride']
-    dynamic = out.valid & out.motion_mask
-    markers, state.marker_ids = objects_to_markers(
-        out.objects, world, state.marker_ids, up=world_up(values['world_frame_convention']))
+        cloud_header, points, flow = camera, result.points_cam, result.flow
+    stride = options.cloud_stride
+    dynamic = result.valid & result.motion_mask
+    markers, marker_ids = objects_to_markers(
+        result.objects, world, set(previous_marker_ids),
+        up=world_up(options.world_frame_convention))
     messages = {
-        'points': conv.points_to_cloud(points, out.image, out.confidence, out.valid,
+        'points': conv.points_to_cloud(points, result.image, result.confidence, result.valid,
                                        cloud_header, stride),
-        'scene_flow': conv.flow_to_cloud(points, flow, out.flow_valid, cloud_header, stride),
+        'scene_flow': conv.flow_to_cloud(points, flow, result.flow_valid, cloud_header, stride),
         # Unorganized 1 x N cloud of the moving pixels only.
         'dynamic_points': conv.points_to_cloud(
-            points[dynamic][None], out.image[dynamic][None], out.confidence[dynamic][None],
-            np.ones((1, int(dynamic.sum())), bool), cloud_header),
-        'motion_mask': conv.mask_to_image(out.motion_mask, camera),
-        'instance_ids': conv.instance_ids_to_image(out.instance_ids, camera),
-        'objects': conv.objects_to_msg(out.objects, world, out.metric_scale),
+            points[dynamic][None], result.image[dynamic][None],
+            result.confidence[dynamic][None], np.ones((1, int(dynamic.sum())), bool),
+            cloud_header),
+        'motion_mask': conv.mask_to_image(result.motion_mask, camera),
+        'instance_ids': conv.instance_ids_to_image(result.instance_ids, camera),
+        'objects': conv.objects_to_msg(result.objects, world, result.metric_scale),
         'markers': markers,
     }
-    camera_frame = (values['camera_frame']
-                    or f'{state.prefix}{image_header.frame_id}_estimated')
     transforms = output_transforms(
-        out, stamp, world_frame=world.frame_id, camera_frame=camera_frame,
-        object_prefix=f"{state.prefix}{values['object_frame_prefix']}",
-        camera=values['publish_camera_tf'], objects=values['publish_object_tf'])
-    return messages, transforms
+        result, stamp, world_frame=world.frame_id,
+        camera_frame=options.camera_child_frame(image_header.frame_id),
+        object_prefix=f'{options.prefix}{options.object_frame_prefix}',
+        camera=options.publish_camera_tf, objects=options.publish_object_tf)
+    return OutputMessages(messages, transforms, frozenset(marker_ids))

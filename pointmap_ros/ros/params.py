@@ -1,4 +1,8 @@
-"""The node's parameters: one table, declared in one loop, validated in one place.
+"""Every node's parameters: one table per node, declared in one loop, validated in one place.
+
+:data:`PARAMS` is ``dynamic_recon_node``'s table, :data:`CAMERA_PARAMS` the
+``synthetic_camera_node``'s; both are :class:`ParamSpec` lists declared by
+:func:`declare_parameters`.
 
 Each :class:`ParamSpec` gives name, default, description (with unit), numeric range or
 choices, and whether it may change at runtime (``dynamic``; the others are ``read_only`` and
@@ -20,8 +24,9 @@ from pointmap_ros.pipeline import PipelineConfig
 from pointmap_ros.pipeline.correspondence import CROSS_TIME_SOURCES
 from pointmap_ros.ros.qos import QOS_CHOICES
 
-__all__ = ['ParamSpec', 'PARAMS', 'PARAMS_BY_NAME', 'ros_value', 'defaults', 'check_value',
-           'validate', 'pipeline_config', 'declare_parameters', 'engine_kwargs', 'render_yaml']
+__all__ = ['ParamSpec', 'PARAMS', 'PARAMS_BY_NAME', 'CAMERA_PARAMS', 'ros_value', 'defaults',
+           'check_value', 'validate', 'pipeline_config', 'declare_parameters', 'engine_kwargs',
+           'render_yaml']
 
 _BACKENDS = ('auto', 'torch', 'onnxruntime', 'tensorrt', 'oracle')
 _TOPIC_RE = re.compile(r'^[~/]?[A-Za-z_][A-Za-z0-9_/]*$')
@@ -212,6 +217,50 @@ PARAMS: list[ParamSpec] = _NODE_PARAMS + _PIPELINE_PARAMS
 PARAMS_BY_NAME = {p.name: p for p in PARAMS}
 
 
+# The synthetic camera node's own table (same ParamSpec rules; all read-only, read once).
+CAMERA_PARAMS: list[ParamSpec] = [
+    ParamSpec('namespace', '/camera', 'Camera namespace the topics are published under.'),
+    ParamSpec('image_topic', 'image_raw', 'Image topic relative to namespace.'),
+    ParamSpec('camera_info_topic', 'camera_info', 'CameraInfo topic relative to namespace.'),
+    ParamSpec('depth_topic', 'depth', 'Depth topic relative to namespace (32FC1 metres).'),
+    ParamSpec('publish_depth', False, 'Also publish the depth image.'),
+    ParamSpec('publish_tf', True,
+              'Publish ground truth on /tf (world -> frame_id, gt_object_<k>).'),
+    ParamSpec('publish_clock', False,
+              'Publish each frame stamp on /clock (drives use_sim_time graphs).'),
+    ParamSpec('frame_id', 'camera_optical_frame',
+              'header.frame_id of the images (optical frame).'),
+    ParamSpec('world_frame', 'world', 'Parent frame of the ground-truth TF.'),
+    ParamSpec('world_frame_convention', 'rep103', "Axes of world_frame, origin at the first "
+              "camera pose (as dynamic_recon_node's parameter of that name, so both agree): "
+              "'rep103' (x forward, y left, z up) or 'optical'.",
+              choices=('rep103', 'optical')),
+    ParamSpec('scene', 'demo', 'Scene preset.', choices=('demo', 'random')),
+    ParamSpec('seed', 0, 'Scene seed.', range=(0, 2**31 - 1)),
+    ParamSpec('height', 224, 'Image rows (px).', range=(8, 4096)),
+    ParamSpec('width', 224, 'Image columns (px).', range=(8, 4096)),
+    ParamSpec('frames', 30, 'Scene length (frames).', range=(5, 100000)),
+    ParamSpec('fps', 10.0, 'Scene frame rate (Hz); frame t is at t / fps in the scene.',
+              range=(0.1, 1000.0)),
+    ParamSpec('rate_hz', 0.0, 'Publication rate (Hz); 0 = fps (real time).',
+              range=(0.0, 1000.0)),
+    ParamSpec('encoding', 'rgb8', 'Image encoding.', choices=('rgb8', 'bgr8')),
+    ParamSpec('stamp_source', 'clock', "Header stamps: 'clock' = this node's ROS clock at "
+              "publication (sim time under use_sim_time); 'scene' = t / fps (backend oracle).",
+              choices=('clock', 'scene')),
+    ParamSpec('loop', False, 'Replay the scene forever (stamps keep increasing).'),
+    ParamSpec('wait_for_ready', '', "Latched std_msgs/Bool topic to wait for true on before "
+              "playing (e.g. /dynamic_recon_node/ready); '' = do not wait."),
+    ParamSpec('wait_for_subscribers', False, 'Play only once every publisher of the camera '
+              'has a matched subscription.'),
+    ParamSpec('start_delay_s', 1.0, 'Extra wait after the conditions above hold (s).',
+              range=(0.0, 3600.0)),
+    ParamSpec('qos', 'reliable', 'Reliability of the image/camera_info/depth publishers.',
+              choices=QOS_CHOICES),
+    ParamSpec('shutdown_when_done', False, 'Exit after the last frame (ignored with loop).'),
+]
+
+
 def ros_value(value: Any) -> Any:
     """A spec value as a ROS parameter value: tuples become (new) lists, the rest is as is."""
     return list(value) if isinstance(value, tuple) else value
@@ -273,7 +322,17 @@ def pipeline_config(values: dict[str, Any]) -> PipelineConfig:
 
 
 def engine_kwargs(values: dict[str, Any]) -> dict[str, Any]:
-    """Keyword arguments of ``engines.factory.create_engine`` (empty strings mean default)."""
+    """Keyword arguments of ``engines.factory.create_engine`` (empty strings mean default).
+
+    ``backend`` 'oracle' serves the ground truth of the scene the ``oracle_*`` parameters
+    describe (the synthetic camera's scene, built by the same ``live_scene_config``)."""
+    if values['backend'] == 'oracle':
+        from pointmap_ros.data.scenes import live_scene_config
+        return {'backend': 'oracle', 'precision': values['precision'],
+                'scene': live_scene_config(values['oracle_scene'], values['oracle_height'],
+                                           values['oracle_width'], values['oracle_frames'],
+                                           values['oracle_fps']),
+                'seed': values['oracle_seed']}
     kwargs = {'backend': values['backend'], 'precision': values['precision']}
     if values['device'] != 'auto':  # the factory lets each backend choose when None
         kwargs['device'] = values['device']
@@ -284,15 +343,16 @@ def engine_kwargs(values: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
-def declare_parameters(node) -> dict[str, Any]:
-    """Declare every parameter on ``node`` with its descriptor; return the values in force.
+def declare_parameters(node, specs: list[ParamSpec] = PARAMS) -> dict[str, Any]:
+    """Declare every parameter of ``specs`` on ``node`` with its descriptor; return the values
+    in force.
 
     The node registers its on-set validation callback *before* calling this, so values from
     the YAML file or the command line are validated at start-up exactly like runtime changes.
     """
     from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
-    for spec in PARAMS:
+    for spec in specs:
         notes = [spec.description]
         if spec.choices:
             notes.append(f'One of {list(spec.choices)}.')
@@ -306,7 +366,7 @@ def declare_parameters(node) -> dict[str, Any]:
             descriptor.integer_range = [IntegerRange(
                 from_value=int(spec.range[0]), to_value=int(spec.range[1]), step=1)]
         node.declare_parameter(spec.name, ros_value(spec.default), descriptor)
-    return {spec.name: node.get_parameter(spec.name).value for spec in PARAMS}
+    return {spec.name: node.get_parameter(spec.name).value for spec in specs}
 
 
 _YAML_SECTIONS = {

@@ -1,4 +1,6 @@
-"""Dynamic TF: ``world`` -> estimated camera and ``world`` -> one frame per tracked object.
+"""Sending dynamic TF (``world`` -> estimated camera, ``world`` -> one frame per object).
+
+The transforms themselves are built by :func:`pointmap_ros.ros.outputs.output_transforms`.
 
 Wire format is ``tf2_msgs/TFMessage`` on ``/tf`` with tf2's QoS, whichever way it is sent:
 through ``tf2_ros.TransformBroadcaster`` where tf2_ros is installed, otherwise by publishing
@@ -11,35 +13,9 @@ from __future__ import annotations
 
 from geometry_msgs.msg import TransformStamped
 
-from pointmap_ros.ros.conversions import matrix_to_transform
 from pointmap_ros.ros.qos import tf_qos
 
-__all__ = ['TfPublisher', 'output_transforms', 'object_frame']
-
-
-def object_frame(prefix: str, track_id: int) -> str:
-    """Child frame name of one tracked object, e.g. ``object_3``."""
-    return f'{prefix}{int(track_id)}'
-
-
-def output_transforms(output, stamp, *, world_frame: str, camera_frame: str,
-                      object_prefix: str, camera: bool = True,
-                      objects: bool = True) -> list[TransformStamped]:
-    """Transforms of one :class:`~pointmap_ros.pipeline.PipelineOutput`, stamped ``stamp``.
-
-    ``world -> camera_frame`` is ``output.T_world_cam`` (the *estimated* optical frame); each
-    object gives ``world -> <object_prefix><track_id>`` from ``T_world_obj``.
-    """
-    transforms = []
-    if camera:
-        transforms.append(matrix_to_transform(output.T_world_cam, stamp, world_frame,
-                                              camera_frame))
-    if objects:
-        transforms.extend(
-            matrix_to_transform(obj.T_world_obj, stamp, world_frame,
-                                object_frame(object_prefix, obj.track_id))
-            for obj in output.objects)
-    return transforms
+__all__ = ['TfPublisher']
 
 
 class TfPublisher:

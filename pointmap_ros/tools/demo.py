@@ -101,16 +101,20 @@ class _Session:
         from std_msgs.msg import Header
 
         from pointmap_ros.ros.conversions import matrix_to_transform
-        from pointmap_ros.ros.synthetic_camera import camera_info_msg, ns_to_time, rgb_msg
+        from pointmap_ros.frames import (CAMERA_OPTICAL_FRAME, GROUND_TRUTH_OBJECT_PREFIX,
+                                         WORLD_FRAME, object_frame)
+        from pointmap_ros.ros.conversions import K_to_camera_info, ns_to_stamp, rgb_to_image
         frame = self.scene.render(t)
         stamp_ns = self.base_ns + int(round(t * 1e9 / self.fps))
-        header = Header(stamp=ns_to_time(stamp_ns), frame_id='camera_optical_frame')
-        image = rgb_msg(frame.rgb, header)
-        info = camera_info_msg(frame.K, *frame.rgb.shape[:2], header)
-        gt = [matrix_to_transform(frame.T_world_cam, header.stamp, 'world', header.frame_id)]
-        gt += [matrix_to_transform(T, header.stamp, 'world', f'gt_object_{k}')
-               for k, T in sorted(frame.object_poses.items())]
-        self.tf.send(gt)
+        header = Header(stamp=ns_to_stamp(stamp_ns), frame_id=CAMERA_OPTICAL_FRAME)
+        image = rgb_to_image(frame.rgb, header)
+        info = K_to_camera_info(frame.K, *frame.rgb.shape[:2], header)
+        ground_truth = [matrix_to_transform(frame.T_world_cam, header.stamp, WORLD_FRAME,
+                                            header.frame_id)]
+        ground_truth += [matrix_to_transform(T_world_object, header.stamp, WORLD_FRAME,
+                                             object_frame(GROUND_TRUTH_OBJECT_PREFIX, object_id))
+                         for object_id, T_world_object in sorted(frame.object_poses.items())]
+        self.tf.send(ground_truth)
         self.info_pub.publish(info)
         self.image_pub.publish(image)
         now = self.node.get_clock().now().nanoseconds
@@ -155,8 +159,7 @@ def _stop(proc: subprocess.Popen) -> int:
 
 
 def run(args) -> int:
-    from pointmap_ros.data.scenes import SceneGenerator
-    from pointmap_ros.ros.synthetic_camera import scene_config
+    from pointmap_ros.data.scenes import SceneGenerator, live_scene_config
     from pointmap_ros.tools.demo_render import render_summary
     from pointmap_ros.tools.replay import OutputBag, share_path
 
@@ -170,7 +173,7 @@ def run(args) -> int:
         args.size = _model_size(Path(args.model or SHIPPED_MODEL), args.backend)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    scene = SceneGenerator(scene_config('demo', *args.size, args.frames, args.fps),
+    scene = SceneGenerator(live_scene_config('demo', *args.size, args.frames, args.fps),
                            seed=args.seed)
     started = time.monotonic()
     log_path = out / 'node.log'

@@ -1,7 +1,8 @@
 """``pointmap-replay IN_BAG OUT_BAG``: run the node's pipeline over a ROS 2 bag, offline.
 
-Reads MCAP or sqlite3 bags with rosbags' ``AnyReader``, deserializes with rclpy (so the very
-same conversion, pairing and output code as ``dynamic_recon_node`` runs: ros/outputs.py), and
+Reads MCAP or sqlite3 bags with rosbags' ``AnyReader``, deserializes with rclpy and feeds one
+:class:`~pointmap_ros.ros.camera_stream.CameraStream` per camera, the very object
+``dynamic_recon_node`` runs (same pairing, conversion, pipeline and output code), and
 writes the outputs to a new MCAP bag, viewable in Foxglove or with ``ros2 bag play`` + RViz.
 Unlike the live node nothing is skipped: every synchronized frame is processed, in log order.
 
@@ -133,33 +134,20 @@ def replay(in_bag: Path, out_bag: Path, values: dict, *, copy_inputs: bool = Tru
     from tf2_msgs.msg import TFMessage
     from tqdm import tqdm
 
-    from pointmap_ros.pipeline import DynamicReconPipeline, FrameInput
+    from pointmap_ros.pipeline import DynamicReconPipeline
     from pointmap_ros.ros import params as P
-    from pointmap_ros.ros.conversions import stamp_to_ns
+    from pointmap_ros.ros.camera_stream import CameraStream
     from pointmap_ros.ros.node import create_engine_from_params
-    from pointmap_ros.ros.outputs import (OutputState, build_outputs, camera_name,
-                                          camera_prefix, convert_synced, output_topic,
-                                          output_types)
-    from pointmap_ros.ros.sync import StampSynchronizer
+    from pointmap_ros.ros.outputs import output_topic, output_types
 
     engine = create_engine_from_params(values)
-    types = output_types()
-    routes, cams = {}, {}
-    for ns in values['cameras']:
-        name = camera_name(ns)
-        cams[name] = {
-            'sync': StampSynchronizer(name, slop_s=values['sync_slop_s'],
-                                      exact=values['exact_sync'],
-                                      queue_size=values['sync_queue_size'],
-                                      use_info=values['use_camera_info'],
-                                      use_depth=values['use_depth']),
-            'pipeline': DynamicReconPipeline(engine, P.pipeline_config(values)),
-            'state': OutputState(prefix=camera_prefix(ns, len(values['cameras'])))}
-        for kind, key, used in (('image', 'image_topic', True),
-                                ('info', 'camera_info_topic', values['use_camera_info']),
-                                ('depth', 'depth_topic', values['use_depth'])):
-            if used:
-                routes[f"{ns.rstrip('/')}/{values[key]}"] = (name, kind)
+    message_types = output_types()
+    streams = [CameraStream.from_parameters(namespace, values)
+               for namespace in values['cameras']]
+    routes = {}  # input topic -> (stream, kind)
+    for stream in streams:
+        stream.attach(DynamicReconPipeline(engine, P.pipeline_config(values)))
+        routes.update({topic: (stream, kind) for kind, topic in stream.input_topics()})
     drops: collections.Counter = collections.Counter()
     frames_out = 0
     start = time.monotonic()
@@ -168,38 +156,32 @@ def replay(in_bag: Path, out_bag: Path, values: dict, *, copy_inputs: bool = Tru
         if len(missing) == len(routes):
             raise ConfigError(f'none of the input topics {sorted(routes)} is in {in_bag} '
                               f'(it has {sorted(reader.topics)}); set cameras/topic parameters')
-        for conn, log_ns, raw in tqdm(reader.messages(), total=reader.message_count,
-                                      unit='msg', disable=not progress, desc='replay'):
+        for connection, log_ns, raw in tqdm(reader.messages(), total=reader.message_count,
+                                            unit='msg', disable=not progress, desc='replay'):
             if copy_inputs:
-                bag.write(conn.topic, conn.msgtype, log_ns, raw)
-            if conn.topic not in routes:
+                bag.write(connection.topic, connection.msgtype, log_ns, raw)
+            if connection.topic not in routes:
                 continue
-            name, kind = routes[conn.topic]
-            cam = cams[name]
-            msg = deserialize_message(bytes(raw), _message_class(conn.msgtype))
-            synced = cam['sync'].add(kind, stamp_to_ns(msg.header.stamp), msg)
-            if synced is None:
-                continue
+            stream, kind = routes[connection.topic]
+            msg = deserialize_message(bytes(raw), _message_class(connection.msgtype))
             try:
-                item = convert_synced(synced)
-                out = cam['pipeline'].process(FrameInput(
-                    image=item['rgb'], stamp=item['stamp_ns'] * 1e-9, camera_id=name,
-                    K=item['K'], depth=item['depth']))
+                frame = stream.on_message(kind, msg)
+                result = None if frame is None else stream.process(frame)
             except PointmapError as exc:
                 drops[getattr(exc, 'reason', type(exc).__name__)] += 1
                 continue
-            if out is None:
+            if result is None:
                 continue
-            messages, transforms = build_outputs(out, item['header'], values, cam['state'])
+            messages, transforms = stream.outputs(result, frame.header)
             for key, message in messages.items():
-                bag.write(output_topic(NODE_NAME, cam['state'].prefix, key),
-                          msgtype_of(types[key]), log_ns, serialize_message(message))
+                bag.write(output_topic(NODE_NAME, stream.prefix, key),
+                          msgtype_of(message_types[key]), log_ns, serialize_message(message))
             if transforms:
                 bag.write('/tf', 'tf2_msgs/msg/TFMessage', log_ns,
                           serialize_message(TFMessage(transforms=transforms)))
             frames_out += 1
-    for cam in cams.values():
-        drops.update(cam['sync'].dropped)
+    for stream in streams:
+        drops.update(stream.synchronizer.dropped)
     engine.close()
     return {'out_bag': str(out_bag), 'frames_out': frames_out, 'dropped': dict(drops),
             'topics': dict(bag.counts), 'seconds': time.monotonic() - start}

@@ -1,15 +1,15 @@
-"""Sliding window of processed frames, pair scheduling, keyframes and the latency policy.
+"""Sliding window of processed frames, pair scheduling and keyframes.
 
 The window keeps at most ``size`` recent frames plus the pinned keyframe. Each new frame t is
 paired with the keyframe (St4RTrack-style long-range anchor) and with the frames ``gaps``
 positions back in the window (short-baseline flow). Positions count *processed* frames, so a
-gap of 1 is always the previous processed frame even when the latency policy skipped some.
+gap of 1 is always the previous processed frame even when the latency policy (the
+keep-latest slot, pipeline/worker.py) skipped some.
 """
 
 from __future__ import annotations
 
 import collections
-import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -18,7 +18,7 @@ import numpy as np
 from pointmap_ros.geometry.camera import project
 from pointmap_ros.types import Frame
 
-__all__ = ['WindowFrame', 'SlidingWindow', 'LatestFrameSlot', 'view_overlap']
+__all__ = ['WindowFrame', 'SlidingWindow', 'view_overlap']
 
 
 @dataclass(eq=False)
@@ -140,38 +140,12 @@ def view_overlap(points_in_ref: np.ndarray, K_ref: np.ndarray, valid: np.ndarray
     return float(np.count_nonzero(inside)) / n
 
 
-class LatestFrameSlot:
-    """Latency policy: a single slot holding the newest unprocessed input of one camera.
-
-    The camera callback :meth:`put` s every frame; the consumer :meth:`take` s the newest one.
-    A frame overwritten before it was taken is *superseded before inference* and counted, so
-    the backlog is at most one frame whatever the inference speed -- never an unbounded
-    queue. This is the one keep-latest implementation: :class:`DynamicReconPipeline` keeps one
-    per camera for ``submit``/``process_pending`` and the ROS node's ``InferenceWorker`` keeps
-    one per camera; both hand the count returned by :meth:`take` to
-    ``DynamicReconPipeline.process`` (``PipelineOutput.skipped_frames``). Thread-safe.
-    """
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._item = None
-        self._skipped_since_take = 0
-        #: Items superseded since construction (taken or not yet taken successors alike).
-        self.skipped_total = 0
-
-    def put(self, item) -> bool:
-        """Store ``item``; returns True if an untaken older item was superseded."""
-        with self._lock:
-            dropped = self._item is not None
-            if dropped:
-                self._skipped_since_take += 1
-                self.skipped_total += 1
-            self._item = item
-            return dropped
-
-    def take(self) -> tuple[Any, int]:
-        """``(newest item or None, items superseded since the previous take)``."""
-        with self._lock:
-            item, skipped = self._item, self._skipped_since_take
-            self._item, self._skipped_since_take = None, 0
-            return item, skipped
+def __getattr__(name: str):
+    # Transitional: LatestFrameSlot moved next to the worker (pipeline/worker.py).
+    # pipeline/pipeline.py still imports it from here for DynamicReconPipeline.submit /
+    # process_pending, which are being deleted on main (issue 12, part 2); remove this hook
+    # with them. Lazy, so tracking/ does not import pipeline/ at import time.
+    if name == 'LatestFrameSlot':
+        from pointmap_ros.pipeline.worker import LatestFrameSlot
+        return LatestFrameSlot
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -3,7 +3,7 @@
 import numpy as np
 
 from pointmap_ros.data import raycast
-from pointmap_ros.data.objects import WavingSheet
+from pointmap_ros.data.surfaces import WavingSheet
 from pointmap_ros.data.trajectories import LookAtTrajectory, look_at
 
 ORIGIN = np.array([0.1, -0.2, -4.0])

@@ -29,6 +29,7 @@ def cache_root(tmp_path_factory):
 
 
 @cpu_only
+@pytest.mark.slow
 def test_auto_on_cpu_exports_once_then_reuses(checkpoint, cache_root, caplog):
     tmp_path = cache_root
     frame = Frame(np.full((64, 96, 3), 90, np.uint8), 0.0, 'k0')
@@ -56,6 +57,7 @@ def test_auto_default_resolution_is_checkpoint_native(checkpoint, cache_root):
 
 
 @cpu_only
+@pytest.mark.slow
 def test_auto_half_precision_on_cpu_falls_back_to_fp32(exports):
     engine = create_engine(onnx_dir=exports['tiny'].sidecar, precision='fp16')
     assert engine.info()['precision'] == 'fp32' and 'using fp32' in engine.selection

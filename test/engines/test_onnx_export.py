@@ -19,6 +19,7 @@ ATOL, RTOL = 1e-4, 1e-3
 
 
 @pytest.mark.parametrize('preset', ['tiny', 'small'])
+@pytest.mark.slow
 def test_graphs_pass_checker(exports, preset):
     for path in (exports[preset].encoder_path, exports[preset].decoder_path):
         onnx.checker.check_model(str(path), full_check=True)

@@ -38,6 +38,7 @@ def test_build_engine_cli_without_tensorrt_fails_clearly(exports, capsys):
     assert '`tensorrt`' in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_bench_runs_both_modes():
     torch.set_num_threads(1)
     rows = bench.run_benchmark(['tiny'], ['224x224'], ['onnxruntime'], pairs=2, warmup=1,

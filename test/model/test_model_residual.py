@@ -108,6 +108,7 @@ def test_checkpoint_round_trip_keeps_mode(tmp_path):
         assert torch.equal(a[name], b[name]), name
 
 
+@pytest.mark.slow
 def test_onnx_export_parity_residual(tmp_path):
     model = _model()
     with torch.no_grad():

@@ -110,11 +110,10 @@ class ScenePublisher:
     def __init__(self, node, namespace='/camera', depth=False):
         from sensor_msgs.msg import CameraInfo, Image
 
-        from pointmap_ros.data.scenes import SceneGenerator
-        from pointmap_ros.ros.synthetic_camera import scene_config
-        self.scene = SceneGenerator(scene_config(SCENE['scene'], SCENE['height'],
-                                                 SCENE['width'], SCENE['frames'],
-                                                 SCENE['fps']), seed=SCENE['seed'])
+        from pointmap_ros.data.scenes import SceneGenerator, live_scene_config
+        self.scene = SceneGenerator(live_scene_config(SCENE['scene'], SCENE['height'],
+                                                      SCENE['width'], SCENE['frames'],
+                                                      SCENE['fps']), seed=SCENE['seed'])
         qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
         self.image = node.create_publisher(Image, f'{namespace}/image_raw', qos)
         self.info = node.create_publisher(CameraInfo, f'{namespace}/camera_info', qos)
@@ -128,13 +127,13 @@ class ScenePublisher:
         """(image, camera_info, depth) messages of frame t, for tests to corrupt."""
         from std_msgs.msg import Header
 
-        from pointmap_ros.ros.synthetic_camera import (camera_info_msg, depth_msg, ns_to_time,
-                                                        rgb_msg)
+        from pointmap_ros.ros.conversions import (K_to_camera_info, depth_to_image, ns_to_stamp,
+                                                  rgb_to_image)
         frame = self.scene.render(t)
-        header = Header(stamp=ns_to_time(self.stamp_ns(t)), frame_id=frame_id)
-        return (rgb_msg(frame.rgb, header), camera_info_msg(frame.K, SCENE['height'],
-                                                            SCENE['width'], header),
-                depth_msg(frame.depth, header))
+        header = Header(stamp=ns_to_stamp(self.stamp_ns(t)), frame_id=frame_id)
+        return (rgb_to_image(frame.rgb, header),
+                K_to_camera_info(frame.K, SCENE['height'], SCENE['width'], header),
+                depth_to_image(frame.depth, header))
 
     def publish(self, image=None, info=None, depth=None) -> None:
         # camera_info and depth first, the image last, as drivers usually do.

@@ -7,7 +7,8 @@ import sys
 import pytest
 from ros_harness import overlay_missing
 
-pytestmark = pytest.mark.ros  # needs rclpy and DDS
+# ros: needs rclpy and DDS; slow: pointmap-demo end to end.
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 
 def demo(*args, timeout=240):

@@ -38,13 +38,21 @@ def test_every_launch_argument_output_and_message_field_is_documented():
                 assert f'| `{line.split()[1]}` |' in DOC, (msg, line)
 
 
-def test_every_drop_reason_raised_by_the_ros_layer_is_documented():
+def drop_reasons() -> set[str]:
+    """Reason keys of every error that can drop a frame on its way through the node.
+
+    The node counts the ``reason`` of any PointmapError from the synchronizer, the message
+    conversions (ros/), the one K validation (geometry/camera.py), the pipeline (pipeline/,
+    with runtime preprocessing wherever it lives) and the PnP pose fit (geometry/pose.py).
+    """
+    package = ROOT / 'pointmap_ros'
+    frame_path_errors = {'InputError': 1, 'CalibrationError': 1, 'PoseError': 1}
+    sources = [(path, {**frame_path_errors, '_drop': 0}) for path in package.glob('ros/*.py')]
+    sources += [(path, frame_path_errors) for path in package.glob('pipeline/**/*.py')]
+    sources += [(path, frame_path_errors) for path in package.glob('data/preprocess.py')]
+    sources.append((package / 'geometry' / 'camera.py', {'CalibrationError': 1}))
+    sources.append((package / 'geometry' / 'pose.py', {'PoseError': 1}))
     reasons = set()
-    ros_calls = {'InputError': 1, 'CalibrationError': 1, '_drop': 0}
-    # The CalibrationErrors of geometry/camera.py: the one K validation, which
-    # conversions.camera_info_to_K calls.
-    sources = [(path, ros_calls) for path in (ROOT / 'pointmap_ros' / 'ros').glob('*.py')]
-    sources.append((ROOT / 'pointmap_ros' / 'geometry' / 'camera.py', {'CalibrationError': 1}))
     for path, calls in sources:
         for node in ast.walk(ast.parse(path.read_text())):
             if not isinstance(node, ast.Call):
@@ -54,6 +62,12 @@ def test_every_drop_reason_raised_by_the_ros_layer_is_documented():
             if (position is not None and len(node.args) > position
                     and isinstance(node.args[position], ast.Constant)):
                 reasons.add(node.args[position].value)  # the reason key argument
-    assert {'encoding', 'size', 'calibration_zero', 'stamp_duplicate'} <= reasons
-    for reason in reasons:
-        assert f'`{reason}`' in DOC, reason
+    return reasons
+
+
+def test_every_drop_reason_on_the_frame_path_is_documented():
+    reasons = drop_reasons()
+    assert {'encoding', 'size', 'calibration_zero', 'stamp_duplicate', 'stamp_order',
+            'no_points', 'pnp_failed', 'pnp_too_few_points'} <= reasons
+    undocumented = sorted(reason for reason in reasons if f'`{reason}`' not in DOC)
+    assert not undocumented, f'add to docs/ros_interface.md (Bad input): {undocumented}'

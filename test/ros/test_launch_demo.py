@@ -20,7 +20,8 @@ import helpers
 
 import pytest
 
-pytestmark = pytest.mark.ros  # needs rclpy and DDS
+# ros: needs rclpy and DDS; slow: a launch_testing run of the whole demo graph.
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 LAUNCH_TEST = helpers.FIXTURES / 'dynamic_recon_demo_launch_test.py'
 TESTS = {'test_outputs_tf_and_diagnostics_arrive_with_source_stamps',

@@ -84,7 +84,8 @@ def test_every_launch_argument_is_described_and_used():
     overrides = {k.value for d in ast.walk(tree) if isinstance(d, ast.Dict) for k in d.keys
                  if isinstance(k, ast.Constant)}
     from pointmap_ros.ros.synthetic_camera import CAMERA_PARAMS
-    assert overrides - {'use_sim_time'} <= set(P.PARAMS_BY_NAME) | set(CAMERA_PARAMS)
+    camera_names = {spec.name for spec in CAMERA_PARAMS}
+    assert overrides - {'use_sim_time'} <= set(P.PARAMS_BY_NAME) | camera_names
 
 
 def test_rviz_displays_match_the_publishers():

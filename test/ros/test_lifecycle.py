@@ -42,6 +42,7 @@ def clients(node):
             node.create_client(GetState, f'{NODE}/get_state'))
 
 
+@pytest.mark.slow
 def test_configure_activate_deactivate_reactivate(ros_node):
     from lifecycle_msgs.msg import Transition
     collector = Collector(ros_node)

@@ -13,7 +13,7 @@ from ros_harness import (Collector, ScenePublisher, oracle_args, recon_process, 
                          wait_for_node)
 from sensor_msgs.msg import Image
 
-from pointmap_ros.ros.synthetic_camera import depth_msg
+from pointmap_ros.ros.conversions import depth_to_image
 
 pytestmark = pytest.mark.ros  # needs rclpy and DDS
 
@@ -28,11 +28,11 @@ def corrupt(image, **fields):
 
 
 def nan_depth(image, depth):
-    return depth_msg(np.full((depth.height, depth.width), np.nan), depth.header)
+    return depth_to_image(np.full((depth.height, depth.width), np.nan), depth.header)
 
 
 def inf_depth(image, depth):
-    return depth_msg(np.full((depth.height, depth.width), np.inf), depth.header)
+    return depth_to_image(np.full((depth.height, depth.width), np.inf), depth.header)
 
 
 # name -> (reason counted, function (image, info, depth) -> (image, info, depth) to send)
@@ -108,7 +108,7 @@ def test_partly_nonfinite_depth_is_accepted(session):
     image, info, depth = publisher.messages(state['t'])
     values = np.frombuffer(bytes(depth.data), '<f4').reshape(depth.height, depth.width).copy()
     values[:10] = np.inf  # a few rows without measurement: normal for depth cameras
-    publisher.publish(image, info, depth_msg(values, depth.header))
+    publisher.publish(image, info, depth_to_image(values, depth.header))
     expect_output(publisher.stamp_ns(state['t']), 'output despite some inf depth pixels')
     state['t'] += 1
 

@@ -37,6 +37,7 @@ def dust3r_checkpoint(tmp_path_factory, shared_dir):
     return converted
 
 
+@pytest.mark.slow
 def test_auto_picks_correspondences_for_a_dust3r_checkpoint(ros_node, dust3r_checkpoint):
     collector = Collector(ros_node)
     args = ['--ros-args', '--params-file', str(PARAMS_FILE), '-p', 'backend:=torch',

@@ -11,6 +11,7 @@ pytestmark = pytest.mark.ros  # needs rclpy and DDS
 CAMERAS = ('/cam_a', '/cam_b')
 
 
+@pytest.mark.slow
 def test_each_camera_gets_its_own_outputs_and_frames(ros_node):
     collectors = {ns: Collector(ros_node, prefix=f'/dynamic_recon_node/{ns[1:]}')
                   for ns in CAMERAS}

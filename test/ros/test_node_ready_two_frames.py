@@ -1,6 +1,6 @@
 """The node's latched ``~/ready`` and the smallest useful stream: two frames sent back to back
 (no pacing) give the outputs of the second one. The first frame of a camera only opens its
-window; the worker never lets the second replace it (ros/worker.py)."""
+window; the worker never lets the second replace it (pipeline/worker.py)."""
 
 import pytest
 from ros_harness import (NODE, OUTPUTS, Collector, ScenePublisher, oracle_args, recon_process,
@@ -9,6 +9,7 @@ from ros_harness import (NODE, OUTPUTS, Collector, ScenePublisher, oracle_args, 
 pytestmark = pytest.mark.ros  # needs rclpy and DDS
 
 
+@pytest.mark.slow
 def test_ready_is_latched_and_two_frames_give_output(ros_node):
     from std_msgs.msg import Bool
 

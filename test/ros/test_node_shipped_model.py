@@ -20,7 +20,8 @@ from ros_harness import (REPO, Collector, PARAMS_FILE, ScenePublisher, decode_po
 
 from pointmap_ros.ros.conversions import stamp_to_ns
 
-pytestmark = pytest.mark.ros  # needs rclpy and DDS
+# ros: needs rclpy and DDS; slow: the shipped model on CPU in a node process.
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 FRAMES = 8
 CARD = REPO / 'docs' / 'model_card_metrics.json'

@@ -16,9 +16,8 @@ from pointmap_ros.geometry.transforms import se3_from_rt  # noqa: E402
 from pointmap_ros.ros.conversions import transform_to_matrix  # noqa: E402
 from pointmap_ros.ros.diagnostics import NodeStats, RateMeter, build_diagnostics  # noqa: E402
 from pointmap_ros.ros.markers import objects_to_markers  # noqa: E402
-from pointmap_ros.ros.outputs import world_rotation, world_up  # noqa: E402
+from pointmap_ros.ros.outputs import output_transforms, world_rotation, world_up  # noqa: E402
 from pointmap_ros.ros.qos import describe_qos, make_qos, tf_qos  # noqa: E402
-from pointmap_ros.ros.tf import output_transforms  # noqa: E402
 
 
 def obj(track_id, x, v=(1.0, 0.0, 0.0)):

@@ -32,7 +32,6 @@ from sensor_msgs.msg import CameraInfo, Image, PointField  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
 from pointmap_ros.ros import conversions as conv  # noqa: E402
-from pointmap_ros.ros.synthetic_camera import ns_to_time  # noqa: E402
 from pointmap_ros.ros.sync import StampSynchronizer  # noqa: E402
 
 MS = 1_000_000
@@ -72,7 +71,7 @@ def record_tuples(cloud) -> list[tuple]:
 @pytest.mark.parametrize('stride', [1, 2])
 def test_points_cloud_bytes_equal_create_cloud(point_cloud2, stride):
     points, rgb, confidence, valid = scene_arrays()
-    header = Header(stamp=ns_to_time(5 * MS), frame_id='camera_optical_frame')
+    header = Header(stamp=conv.ns_to_stamp(5 * MS), frame_id='camera_optical_frame')
     ours = conv.points_to_cloud(points, rgb, confidence, valid, header, stride)
     theirs = point_cloud2.create_cloud(header, ours.fields, record_tuples(ours))
     assert theirs.point_step == ours.point_step == 20
@@ -84,7 +83,7 @@ def test_points_cloud_bytes_equal_create_cloud(point_cloud2, stride):
 def test_flow_and_dynamic_clouds_equal_create_cloud_message(point_cloud2):
     points, rgb, confidence, valid = scene_arrays(seed=1)
     flow = np.random.default_rng(2).normal(0, 0.1, points.shape).astype(np.float32)
-    header = Header(stamp=ns_to_time(7 * MS), frame_id='world')
+    header = Header(stamp=conv.ns_to_stamp(7 * MS), frame_id='world')
     ours = conv.flow_to_cloud(points, flow, valid, header)
     theirs = point_cloud2.create_cloud(header, ours.fields, record_tuples(ours))
     assert bytes(theirs.data) == bytes(ours.data)
@@ -129,7 +128,7 @@ def test_cloud_to_array_decodes_create_cloud_with_other_layouts(point_cloud2):
 # -- stamp pairing -----------------------------------------------------------------------------
 
 def message(kind: str, stamp_ns: int):
-    header = Header(stamp=ns_to_time(stamp_ns), frame_id='cam')
+    header = Header(stamp=conv.ns_to_stamp(stamp_ns), frame_id='cam')
     return Image(header=header) if kind == 'image' else CameraInfo(header=header)
 
 

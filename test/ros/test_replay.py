@@ -20,10 +20,9 @@ def scene_bag(tmp_path_factory):
     if (reason := overlay_missing()) is not None:
         pytest.skip(reason)
     from pointmap_ros.data.bag import write_bag
-    from pointmap_ros.data.scenes import SceneGenerator
-    from pointmap_ros.ros.synthetic_camera import scene_config
-    gen = SceneGenerator(scene_config(SCENE['scene'], SCENE['height'], SCENE['width'],
-                                      SCENE['frames'], SCENE['fps']), seed=SCENE['seed'])
+    from pointmap_ros.data.scenes import SceneGenerator, live_scene_config
+    gen = SceneGenerator(live_scene_config(SCENE['scene'], SCENE['height'], SCENE['width'],
+                                           SCENE['frames'], SCENE['fps']), seed=SCENE['seed'])
     path = tmp_path_factory.mktemp('bags') / 'scene_mcap'
     # base time 0: the oracle finds frame t at stamp t / fps.
     write_bag(gen, path, base_time_ns=0, frames=range(FRAMES))

@@ -1,13 +1,13 @@
 """Stamp pairing, the no-input watchdog and the keep-latest inference worker (pure Python)."""
 
 import threading
-import time
 
 import pytest
+from helpers import wait_for
 
+from pointmap_ros.pipeline.worker import InferenceWorker
 from pointmap_ros.ros.sync import (InputWatchdog, StampSynchronizer, no_input_warning,
                                    stream_ended_message)
-from pointmap_ros.ros.worker import InferenceWorker
 
 MS = 1_000_000  # nanoseconds
 
@@ -116,12 +116,17 @@ def test_stream_ended_message_carries_the_diagnostics_counts():
 
 
 class FakeClock:
-    """Manually advanced monotonic clock for rate tests (the worker waits on a condition)."""
+    """Manually advanced monotonic clock for rate tests (the worker waits on a condition).
+
+    ``reads`` counts the worker's reads: it reads the clock and decides (start an item or
+    wait) in one locked step, so a read after a submit proves a decision was taken."""
 
     def __init__(self):
         self.t = 0.0
+        self.reads = 0
 
     def __call__(self):
+        self.reads += 1
         return self.t
 
 
@@ -136,17 +141,14 @@ def test_worker_keeps_only_the_newest_item_per_camera():
     worker.start()
     try:
         worker.submit('a', 0)
-        deadline = time.monotonic() + 5
-        while worker.pending and time.monotonic() < deadline:
-            time.sleep(0.01)  # item 0 is now running, blocked on the gate
+        # Item 0 is then running, blocked on the gate.
+        wait_for(lambda: not worker.pending, timeout=5, interval=0.01, what='item 0 taken')
         for k in range(1, 50):  # a burst far faster than inference
             worker.submit('a', k)
         worker.submit('b', 'x')
         assert worker.pending == 2  # bounded: one slot per camera
         gate.set()
-        deadline = time.monotonic() + 5
-        while not worker.idle() and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for(worker.idle, timeout=5, interval=0.01, what='worker idle')
     finally:
         worker.stop()
     # The count of superseded items travels with the item that replaced them (-> the
@@ -170,17 +172,17 @@ def test_worker_enforces_max_rate_and_reports_errors():
     worker.start()
     try:
         worker.submit('a', 'boom')
-        deadline = time.monotonic() + 5
-        while not worker.idle() and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for(worker.idle, timeout=5, interval=0.01, what='first item done')
+        reads = clock.reads
         worker.submit('a', 1)
-        time.sleep(0.2)
-        assert len(started) == 1  # the clock has not advanced by 1 / 2 Hz
+        # Two reads: at least one after the submit (one may precede it), i.e. the worker
+        # has looked at the pending item and chosen to wait (it re-reads after 1 / 2 Hz).
+        wait_for(lambda: clock.reads >= reads + 2, timeout=5, interval=0.01,
+                 what='worker decided on item 1')
+        assert len(started) == 1 and worker.pending == 1  # the clock has not advanced
         clock.t = 0.5
         worker.set_max_rate(2.0)  # wakes the waiting worker so it sees the new time
-        deadline = time.monotonic() + 5
-        while len(started) < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for(lambda: len(started) == 2, timeout=5, interval=0.01, what='item 1 started')
     finally:
         worker.stop()
     assert started == [0.0, 0.5]
@@ -189,11 +191,6 @@ def test_worker_enforces_max_rate_and_reports_errors():
         worker.set_max_rate(-1)
     with pytest.raises(RuntimeError, match='already started'):
         worker.start()
-
-
-def wait_until(predicate, what):
-    import helpers
-    helpers.wait_for(predicate, timeout=5, interval=0.01, what=what)
 
 
 def test_worker_never_supersedes_a_cameras_first_item():
@@ -216,7 +213,7 @@ def test_worker_never_supersedes_a_cameras_first_item():
     worker.start()
     try:
         gate.set()
-        wait_until(worker.idle, 'worker idle')
+        wait_for(worker.idle, timeout=5, interval=0.01, what='worker idle')
     finally:
         worker.stop()
     assert done == [('a', 0, 0), ('a', 2, 1)]
@@ -231,7 +228,8 @@ def test_worker_two_frame_stream_gives_both_frames():
     worker.submit('cam', 'second')
     worker.start()
     try:
-        wait_until(lambda: len(done) == 2, 'both frames processed')
+        wait_for(lambda: len(done) == 2, timeout=5, interval=0.01,
+                 what='both frames processed')
     finally:
         worker.stop()
     assert done == [('cam', 'first', 0), ('cam', 'second', 0)]

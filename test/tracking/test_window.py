@@ -4,7 +4,8 @@ import threading
 
 import numpy as np
 
-from pointmap_ros.tracking.window import LatestFrameSlot, SlidingWindow, WindowFrame, view_overlap
+from pointmap_ros.pipeline.worker import LatestFrameSlot
+from pointmap_ros.tracking.window import SlidingWindow, WindowFrame, view_overlap
 from pointmap_ros.types import Frame
 
 

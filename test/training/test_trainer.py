@@ -49,6 +49,7 @@ def test_config_errors():
         TrainConfig(steps=0).validate(torch.device('cpu'))
 
 
+@pytest.mark.slow
 def test_smoke_run_loss_decreases_and_resume(tmp_path):
     cfg = TrainConfig(steps=16, batch_size=2, lr=5e-4, warmup_steps=3, val_every=0,
                       log_every=4, seed=0)
@@ -84,6 +85,7 @@ def test_load_state_errors(tmp_path):
         trainer.load_state(str(tmp_path / 'bad.pt'))
 
 
+@pytest.mark.slow
 def test_cli_train_and_resume(tmp_path, capsys):
     out = tmp_path / 'run'
     args = ['--preset', 'tiny', '--resolution', '64x48', '--steps', '3', '--batch-size', '1',

@@ -1,8 +1,8 @@
-"""Inference off the executor thread: a keep-latest slot per camera and a rate cap.
+"""Inference off the caller's thread: a keep-latest slot per camera and a rate cap.
 
-The executor thread only converts messages and calls :meth:`InferenceWorker.submit`, which
-never blocks and never queues: each camera has a
-:class:`~pointmap_ros.tracking.window.LatestFrameSlot` (the pipeline's keep-latest policy), so
+Plain Python (threading only, no rclpy): the ROS node is one user. The node's executor
+thread only converts messages and calls :meth:`InferenceWorker.submit`, which never blocks
+and never queues: each camera has a :class:`LatestFrameSlot` (the keep-latest policy), so
 a newer frame replaces the pending one and is counted as superseded before inference; the
 count goes to ``process`` with the frame that replaced them. The worker thread serves cameras
 round-robin and starts at most ``max_rate_hz`` inferences per second in total, so latency
@@ -23,9 +23,43 @@ import threading
 import time
 from typing import Any, Callable
 
-from pointmap_ros.tracking.window import LatestFrameSlot
+__all__ = ['LatestFrameSlot', 'InferenceWorker']
 
-__all__ = ['InferenceWorker']
+
+class LatestFrameSlot:
+    """Latency policy: a single slot holding the newest unprocessed input of one camera.
+
+    The camera callback :meth:`put` s every frame; the consumer :meth:`take` s the newest one.
+    A frame overwritten before it was taken is *superseded before inference* and counted, so
+    the backlog is at most one frame whatever the inference speed -- never an unbounded
+    queue. This is the one keep-latest implementation: :class:`InferenceWorker` keeps one per
+    camera and hands the count returned by :meth:`take` to ``DynamicReconPipeline.process``
+    (``PipelineOutput.skipped_frames``). Thread-safe.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._item = None
+        self._skipped_since_take = 0
+        #: Items superseded since construction (taken or not yet taken successors alike).
+        self.skipped_total = 0
+
+    def put(self, item) -> bool:
+        """Store ``item``; returns True if an untaken older item was superseded."""
+        with self._lock:
+            dropped = self._item is not None
+            if dropped:
+                self._skipped_since_take += 1
+                self.skipped_total += 1
+            self._item = item
+            return dropped
+
+    def take(self) -> tuple[Any, int]:
+        """``(newest item or None, items superseded since the previous take)``."""
+        with self._lock:
+            item, skipped = self._item, self._skipped_since_take
+            self._item, self._skipped_since_take = None, 0
+            return item, skipped
 
 
 class InferenceWorker:
