@@ -14,9 +14,9 @@ from pointmap_ros.engines.oracle_engine import OracleEngine
 from pointmap_ros.errors import CalibrationError, EngineError, InputError
 from pointmap_ros.geometry.transforms import pose_error, se3_compose, se3_inverse
 from pointmap_ros.pipeline import DynamicReconPipeline, FrameInput, PipelineConfig
+from pointmap_ros.pipeline.worker import LatestFrameSlot
 from pointmap_ros.tools.noise_study import EXACT_CONFIG, evaluate_oracle, id_switches, summarize
 from pointmap_ros.tracking.tracker import TrackerConfig
-from pointmap_ros.tracking.window import LatestFrameSlot
 
 H, W, N = 120, 160, 24
 

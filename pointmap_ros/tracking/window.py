@@ -139,13 +139,3 @@ def view_overlap(points_in_ref: np.ndarray, K_ref: np.ndarray, valid: np.ndarray
               & (uv[:, 1] >= -0.5) & (uv[:, 1] <= H - 0.5))
     return float(np.count_nonzero(inside)) / n
 
-
-def __getattr__(name: str):
-    # Transitional: LatestFrameSlot moved next to the worker (pipeline/worker.py).
-    # pipeline/pipeline.py still imports it from here for DynamicReconPipeline.submit /
-    # process_pending, which are being deleted on main (issue 12, part 2); remove this hook
-    # with them. Lazy, so tracking/ does not import pipeline/ at import time.
-    if name == 'LatestFrameSlot':
-        from pointmap_ros.pipeline.worker import LatestFrameSlot
-        return LatestFrameSlot
-    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
