@@ -21,7 +21,7 @@ from pointmap_ros.model.checkpoint import load_checkpoint, state_dict_sha256
 from pointmap_ros.model.dpm import DynamicPointMapNet, image_to_input
 from pointmap_ros.types import DynamicPointMaps, Frame
 
-__all__ = ['TorchEngine', 'TorchEncoding', 'PRECISIONS']
+__all__ = ['TorchEngine', 'TorchEncoding', 'PRECISIONS', 'outputs_to_numpy']
 
 PRECISIONS = {'fp32': None, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 
@@ -33,6 +33,26 @@ class TorchEncoding:
 
     tokens: torch.Tensor
     shape: tuple[int, int]
+
+
+def outputs_to_numpy(outputs: dict) -> dict:
+    """Device tensors -> float32 numpy arrays with one device-to-host transfer.
+
+    On CUDA every ``.cpu()`` is a synchronous copy (a stream sync plus a small DMA), so eight
+    outputs meant eight round trips per pair. The outputs are packed into one flat float32
+    buffer on the device (one fused copy kernel) and transferred once; the numpy arrays are
+    views into that host buffer, which nothing else references. On CPU the packing is skipped:
+    ``.cpu()`` is a no-op there and the float32 tensors are handed over without a copy.
+    """
+    tensors = {name: value.float() for name, value in outputs.items()}
+    if all(t.device.type == 'cpu' for t in tensors.values()):
+        return {name: t.numpy() for name, t in tensors.items()}
+    flat = torch.cat([t.reshape(-1) for t in tensors.values()]).cpu().numpy()
+    arrays, offset = {}, 0
+    for name, t in tensors.items():
+        arrays[name] = flat[offset:offset + t.numel()].reshape(tuple(t.shape))
+        offset += t.numel()
+    return arrays
 
 
 class TorchEngine(Engine):
@@ -116,8 +136,10 @@ class TorchEngine(Engine):
         """Run both decoders and the four heads; maps are in camera i's frame."""
         with torch.inference_mode(), self._autocast():
             out = self.model.decode(enc_i.tokens, enc_i.shape, enc_j.tokens, enc_j.shape)
-        arrays = {k: v.float().cpu().numpy() for k, v in out.items()}
-        return DynamicPointMaps.from_flat(arrays, key_i=frame_i.key, key_j=frame_j.key)
+        # The arrays are fresh (a host transfer, or CPU tensors nothing else holds), so
+        # from_flat may take them without another copy.
+        return DynamicPointMaps.from_flat(outputs_to_numpy(out), key_i=frame_i.key,
+                                          key_j=frame_j.key, copy=False)
 
     def info(self) -> EngineInfo:
         if self._model_hash is None:
