@@ -1,9 +1,21 @@
 """PyTorch backend: runs a :class:`~pointmap_ros.model.dpm.DynamicPointMapNet` directly.
 
-CPU or CUDA; fp32 everywhere, fp16 / bf16 autocast on CUDA for encoder and decoders while the
-heads and their exp post-processing stay in fp32 (the model disables autocast around them;
-``1 + exp(x)`` overflows fp16 for x > 11). Attention goes through
-``scaled_dot_product_attention``, so CUDA picks flash / memory-efficient kernels.
+Precisions:
+
+- ``fp32`` everywhere;
+- ``bf16`` on CPU and CUDA: autocast with the Linear/convolution weights stored in bf16
+  (:func:`~pointmap_ros.model.dpm.prepare_for_inference`), the heads included, except their
+  last projection; that projection, the residual stream, LayerNorms and the exp
+  post-processing stay float32. On CPUs with AMX / AVX-512 BF16 oneDNN runs this on the matrix
+  units (official size 512x288: about 3x faster than fp32); elsewhere it is slower than fp32.
+  Convolution weights are NHWC on CPU (oneDNN's native layout: no reorder per layer);
+- ``fp16`` on CUDA only: encoder and decoders in fp16, the heads entirely in fp32 (the model
+  disables autocast around them; ``1 + exp(x)`` overflows fp16 for x > 11);
+- ``auto``: bf16 on a CPU with native bf16 (:mod:`~pointmap_ros.engines.cpu_features`),
+  fp32 on other CPUs and on CUDA.
+
+The accuracy of bf16 against fp32 is measured and bounded in docs/engines.md. Attention goes
+through ``scaled_dot_product_attention``, so CUDA picks flash / memory-efficient kernels.
 """
 
 from __future__ import annotations
@@ -16,9 +28,10 @@ import numpy as np
 import torch
 
 from pointmap_ros.engines.base import Engine, EngineInfo
+from pointmap_ros.engines.cpu_features import default_cpu_precision
 from pointmap_ros.errors import ConfigError, EngineError, InputError
 from pointmap_ros.model.checkpoint import load_checkpoint, state_dict_sha256
-from pointmap_ros.model.dpm import DynamicPointMapNet, image_to_input
+from pointmap_ros.model.dpm import DynamicPointMapNet, image_to_input, prepare_for_inference
 from pointmap_ros.types import DynamicPointMaps, Frame
 
 __all__ = ['TorchEngine', 'TorchEncoding', 'PRECISIONS', 'outputs_to_numpy']
@@ -62,13 +75,15 @@ class TorchEngine(Engine):
         model: a 4-map :class:`DynamicPointMapNet` (moved to ``device`` and set to eval mode)
             or the path of one of our checkpoints (``.json`` / ``.safetensors`` / stem).
         device: ``'cpu'``, ``'cuda'``, ``'cuda:1'``, ...
-        precision: ``'fp32'``, or ``'fp16'`` / ``'bf16'`` (CUDA only).
+        precision: ``'fp32'``, ``'bf16'`` (CPU or CUDA), ``'fp16'`` (CUDA only) or
+            ``'auto'`` (bf16 on a CPU with native bf16, else fp32). The model's weights are
+            converted in place for bf16/fp16: pass a copy if you need the float32 model.
         input_shape: fixed ``(H, W)`` to enforce, or None to accept any multiple of the patch
             size (the network itself is resolution-agnostic).
         cache_size: encodings kept in the LRU cache.
 
     Raises:
-        ConfigError: unknown precision, half precision on CPU, a 2-map model, or an
+        ConfigError: unknown precision, fp16 on CPU, a 2-map model, or an
             ``input_shape`` that is not a multiple of the patch size.
         EngineError: CUDA requested but unavailable.
         CheckpointError: the checkpoint path cannot be loaded.
@@ -80,15 +95,18 @@ class TorchEngine(Engine):
                  precision: str = 'fp32', input_shape: tuple[int, int] | None = None,
                  cache_size: int = 16):
         super().__init__(cache_size)
-        if precision not in PRECISIONS:
-            raise ConfigError(f'precision {precision!r} is not one of {sorted(PRECISIONS)}',
-                              name='precision', value=precision)
+        if precision not in (*PRECISIONS, 'auto'):
+            raise ConfigError(f'precision {precision!r} is not one of '
+                              f"{sorted(PRECISIONS) + ['auto']}", name='precision',
+                              value=precision)
         self.device = torch.device(device)
         if self.device.type == 'cuda' and not torch.cuda.is_available():
             raise EngineError(f'device {device!r} requested but CUDA is not available')
-        if precision != 'fp32' and self.device.type != 'cuda':
-            raise ConfigError(f'precision {precision!r} needs a CUDA device, got {device!r}; '
-                              "use 'fp32' on CPU", name='precision', value=precision)
+        if precision == 'auto':
+            precision = default_cpu_precision() if self.device.type == 'cpu' else 'fp32'
+        if precision == 'fp16' and self.device.type != 'cuda':
+            raise ConfigError(f'precision fp16 needs a CUDA device, got {device!r}; use '
+                              "'bf16' or 'fp32' on CPU", name='precision', value=precision)
         self.precision = precision
         self.checkpoint = None
         if isinstance(model, (str, os.PathLike)):
@@ -106,8 +124,12 @@ class TorchEngine(Engine):
                                   f'the patch size {config.patch_size}', name='input_shape',
                                   value=input_shape)
         self._input_shape = input_shape
-        self.model = model.to(self.device).eval()
         self._model_hash = getattr(model, 'checkpoint_meta', {}).get('state_sha256')
+        if self._model_hash is None and precision != 'fp32':
+            self._model_hash = state_dict_sha256(model)   # of the float32 weights, before casting
+        self.model = prepare_for_inference(model.to(self.device).eval(), PRECISIONS[precision],
+                                           channels_last=self.device.type == 'cpu'
+                                           and precision == 'bf16')
 
     @property
     def input_shape(self) -> tuple[int, int] | None:
