@@ -130,7 +130,13 @@ def _configs(backends, device):
     cuda = device.startswith('cuda')
     for backend in backends:
         if backend == 'torch':
-            yield from (('torch', p) for p in (('fp32', 'fp16') if cuda else ('fp32',)))
+            if cuda:
+                yield from (('torch', p) for p in ('fp32', 'fp16', 'bf16'))
+            else:
+                from pointmap_ros.engines.cpu_features import cpu_has_fast_bf16
+                # bf16 on a CPU without native bf16 is emulated and slower than fp32.
+                yield from (('torch', p) for p in
+                            (('fp32', 'bf16') if cpu_has_fast_bf16() else ('fp32',)))
         elif backend == 'onnxruntime':
             yield 'onnxruntime', 'fp32'
         elif backend == 'tensorrt':
