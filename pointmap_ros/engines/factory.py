@@ -169,6 +169,9 @@ def _torch_engine(checkpoint, device, precision, input_shape, kw):
     # Like the exported backends, run at the resolution the model was trained at unless told
     # otherwise: a free-size engine would make the pipeline pick its own size.
     shape = tuple(input_shape or read_checkpoint_meta(checkpoint)['config']['img_size'])
+    if device == 'cpu':
+        # Measured thread choice: see ThreadGovernor (PyTorch collapses under load otherwise).
+        kw.setdefault('intra_op_threads', 'auto')
     return TorchEngine(checkpoint, device=device, precision=precision, input_shape=shape, **kw)
 
 

@@ -182,3 +182,24 @@ def test_auto_precision_follows_the_cpu_flags(model, monkeypatch):
     copy = DynamicPointMapNet(model.config)
     copy.load_state_dict(model.state_dict())
     assert TorchEngine(copy, precision='auto').precision == 'bf16'
+
+
+def test_thread_governor_leaves_a_collapsed_thread_count_and_probes_back():
+    from pointmap_ros.engines.torch_engine import ThreadGovernor
+    governor = ThreadGovernor(2, probe_every=4)
+    durations = iter([0.01, 0.01, 0.5])          # third call: 50x slower -> collapse
+    sleep = lambda: __import__('time').sleep(next(durations))
+    for _ in range(3):
+        governor.run('decode', sleep)
+    assert governor.current == 1
+    governor.run('decode', lambda: None)         # call 4 is a probe of 2 threads: fast again
+    assert governor.current == 2
+
+
+def test_auto_threads_engine_matches_fixed_threads(model):
+    frames = _frames(2)
+    ref = TorchEngine(model, intra_op_threads=1).infer(*frames)
+    out = TorchEngine(model, intra_op_threads='auto').infer(*frames)
+    for name in MAP_NAMES:
+        np.testing.assert_allclose(out.pts(name), ref.pts(name), rtol=1e-5, atol=1e-6)
+    torch.set_num_threads(1)
