@@ -33,10 +33,13 @@ import numpy as np
 __all__ = ['main', 'run']
 
 
-def _build(backend: str, precision: str, model_factory, name, shape, threads, workdir):
+def _build(backend: str, precision: str, model_factory, name, shape, threads, workdir,
+           thread_mode=None):
     if backend == 'torch':
         from pointmap_ros.engines.torch_engine import TorchEngine
-        return TorchEngine(model_factory(), precision=precision, input_shape=shape)
+        # 'auto': the engine's ThreadGovernor; else the fixed --threads, set before each call.
+        return TorchEngine(model_factory(), precision=precision, input_shape=shape,
+                           intra_op_threads='auto' if thread_mode == 'auto' else None)
     from pointmap_ros.engines.onnx_export import export_onnx
     from pointmap_ros.engines.onnxruntime_engine import OnnxRuntimeEngine
     export = export_onnx(model_factory(), Path(workdir) / 'onnx', shape, model_name=name)
@@ -63,8 +66,8 @@ def run(size: str, shape, configs, rounds: int, threads: int, checkpoint=None) -
     frames = [Frame(rng.integers(0, 256, (*shape, 3), dtype=np.uint8), stamp=0.1 * k,
                     key=f'f{k}') for k in range(rounds + 2)]
     with tempfile.TemporaryDirectory() as workdir:
-        engines = {f'{b}:{p}': _build(b, p, model_factory, size, shape, threads, workdir)
-                   for b, p in configs}
+        engines = {':'.join(c): _build(*c[:2], model_factory, size, shape, threads, workdir,
+                                       *c[2:]) for c in configs}
         times = {key: {'pair': [], 'encode': [], 'decode': []} for key in engines}
         loads = []
         for key, engine in engines.items():       # warm-up: first pair of every engine
@@ -73,6 +76,8 @@ def run(size: str, shape, configs, rounds: int, threads: int, checkpoint=None) -
             loads.append(os.getloadavg()[0])
             for key, engine in engines.items():
                 fi, fj = frames[r + 1], frames[r + 2]
+                if not key.endswith(':auto'):
+                    torch.set_num_threads(threads)
                 t0 = time.perf_counter()
                 enc_i = engine.encode_cached(fi)    # cached by the previous round
                 enc_j = engine.encode_cached(fj)    # the new frame: one encode per pair
@@ -105,7 +110,8 @@ def main(argv=None) -> int:
     parser.add_argument('--size', default='small', choices=('tiny', 'small', 'official'))
     parser.add_argument('--resolution', default='512x288', help='WxH')
     parser.add_argument('--configs', default='torch:fp32,torch:bf16,onnxruntime:fp32',
-                        help='backend:precision list; the first is the ratio baseline')
+                        help='backend:precision[:auto] list (auto: torch ThreadGovernor); '
+                             'the first is the ratio baseline')
     parser.add_argument('--rounds', type=int, default=5)
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--checkpoint', help='a checkpoint instead of random weights')
