@@ -302,7 +302,13 @@ class TensorRTEngine(Engine):
     def _load_graph(self, trt, part, force_rebuild, workspace_gib, inputs, outputs):
         onnx_path = self.export.encoder_path if part == 'encoder' else self.export.decoder_path
         gpu_name, capability, version = self._gpu
-        key = cache_key(file_sha256(onnx_path), self.export.height, self.export.width,
+        digest = file_sha256(onnx_path)
+        data = Path(onnx_path).with_name(Path(onnx_path).name + '.data')
+        if data.is_file():
+            # Weights stored as ONNX external data (large models): the graph file alone does
+            # not change with the weights, so the key must cover the data file too.
+            digest += file_sha256(data)
+        key = cache_key(digest, self.export.height, self.export.width,
                         self.precision, version, gpu_name, capability)
         path = self.cache.engine_path(f'{self.export.model_name}-{part}', self.export.shape,
                                       self.precision, key)
