@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--precision', default='fp32',
                         help="engine precision for --engine checkpoint: fp32, bf16 or auto "
                              '(bf16 on a CPU with native bf16)')
+    parser.add_argument('--device', default='cpu',
+                        help="device for --engine checkpoint ('cpu', 'cuda', 'cuda:N')")
     parser.add_argument('--cross-time-source', choices=CROSS_TIME_SOURCES, default='auto')
     parser.add_argument('--sequences', type=int, default=8,
                         help='held-out moving-camera sequences')
@@ -77,7 +79,7 @@ def _engine_factory(args):
         return (lambda scene, seed: OracleEngine.from_scene(scene, seed=seed, two_map=two_map),
                 size)
     checkpoint = args.checkpoint or str(SHIPPED_MODEL)
-    engine = create_engine(args.backend, checkpoint=checkpoint, device='cpu',
+    engine = create_engine(args.backend, checkpoint=checkpoint, device=args.device,
                            precision=args.precision)
 
     def factory(scene, seed):
