@@ -127,10 +127,14 @@ class DynamicPointMaps:
 
     @classmethod
     def from_flat(cls, outputs: dict, key_i: str = '', key_j: str = '',
-                  metric: bool = False) -> 'DynamicPointMaps':
+                  metric: bool = False, copy: bool = True) -> 'DynamicPointMaps':
         """Build from a flat dict ``{'pts_i_ti': [H,W,3], 'conf_i_ti': [H,W], ...}``.
 
-        A leading batch dimension of size 1 is removed; arrays are copied to float32.
+        A leading batch dimension of size 1 is removed; arrays become C-contiguous float32.
+        With ``copy=True`` (default) they are always copied, so the result never aliases the
+        caller's buffers. ``copy=False`` is for callers handing over arrays nobody else holds
+        (an engine's freshly transferred host buffer): they are then copied only when they
+        are not already C-contiguous float32, saving a full copy of the eight maps per pair.
         """
         kwargs = {}
         for name in MAP_NAMES:
@@ -140,5 +144,7 @@ class DynamicPointMaps:
                     if arr.shape[0] != 1:
                         raise ValueError(f'expected batch size 1, got shape {arr.shape}')
                     arr = arr[0]
-                kwargs[f'{prefix}_{name}'] = np.array(arr, dtype=np.float32, copy=True)
+                kwargs[f'{prefix}_{name}'] = (np.array(arr, dtype=np.float32, order='C')
+                                              if copy else
+                                              np.ascontiguousarray(arr, dtype=np.float32))
         return cls(key_i=key_i, key_j=key_j, metric=metric, **kwargs)

@@ -5,9 +5,13 @@
 1. ``tensorrt`` if the ``tensorrt`` module is importable, CUDA is present and an engine
    manifest (``engine_path``) or an ONNX export (``onnx_dir``) is given;
 2. ``torch`` on CUDA if CUDA is present and a checkpoint is given;
-3. ``onnxruntime`` on CPU (exporting the checkpoint to ONNX once into the cache folder when
+3. ``torch`` in bf16 on a CPU with native bf16 (AMX / AVX-512 BF16, see
+   :mod:`~pointmap_ros.engines.cpu_features`) when a checkpoint is given and the precision is
+   ``auto`` or ``bf16``: the fastest measured CPU option (docs/benchmarks.md) within the bf16
+   accuracy bound of docs/engines.md;
+4. ``onnxruntime`` on CPU (exporting the checkpoint to ONNX once into the cache folder when
    no ``onnx_dir`` is given, and reusing that export on every later start);
-4. ``torch`` on CPU only if onnxruntime is not installed.
+5. ``torch`` on CPU only if onnxruntime is not installed.
 
 The decision and its reason are logged and stored in ``engine.selection``, which the engines
 report in ``info()``.
@@ -28,7 +32,7 @@ __all__ = ['create_engine', 'choose_backend', 'BACKENDS', 'PRECISIONS']
 logger = logging.getLogger(__name__)
 
 BACKENDS = ('auto', 'torch', 'onnxruntime', 'tensorrt', 'oracle')
-PRECISIONS = ('fp32', 'fp16', 'bf16')
+PRECISIONS = ('fp32', 'fp16', 'bf16', 'auto')
 
 
 def _importable(module: str) -> bool:
@@ -43,13 +47,18 @@ def _cuda_available() -> bool:
 
 
 def choose_backend(*, checkpoint=None, onnx_dir=None, engine_path=None,
-                   device: str | None = None) -> tuple[str, str]:
+                   device: str | None = None, precision: str = 'fp32') -> tuple[str, str]:
     """The automatic choice and a one-line reason (see module docstring)."""
     cuda = _cuda_available() and not (device or '').startswith('cpu')
     if cuda and _importable('tensorrt') and (engine_path or onnx_dir):
         return 'tensorrt', 'tensorrt importable, CUDA present and an engine/ONNX export given'
     if cuda and checkpoint:
         return 'torch', 'CUDA present (tensorrt not importable or no engine/ONNX given)'
+    if not cuda and checkpoint and precision in ('auto', 'bf16') and _importable('torch'):
+        from pointmap_ros.engines.cpu_features import cpu_has_fast_bf16
+        if cpu_has_fast_bf16():
+            return 'torch', ('CPU with native bf16 (AMX / AVX-512 BF16): PyTorch bf16, the '
+                             'fastest measured CPU option')
     if _importable('onnxruntime'):
         return 'onnxruntime', ('no usable CUDA device: ONNX Runtime on CPU' if not cuda else
                                'CUDA present but only an ONNX export given: ONNX Runtime')
@@ -96,7 +105,9 @@ def create_engine(backend: str = 'auto', *, checkpoint=None, onnx_dir=None, engi
             ONNX exports made on demand in ``<cache_dir>/onnx``; default
             ``$XDG_CACHE_HOME/pointmap_ros`` (or ``~/.cache/pointmap_ros``).
         device: ``'cpu'``, ``'cuda'``, ``'cuda:1'``...; None lets the backend decide.
-        precision: one of :data:`PRECISIONS`; fp16/bf16 need CUDA (tensorrt: fp32/fp16).
+        precision: one of :data:`PRECISIONS`: fp16 needs CUDA, bf16 runs on CUDA and on CPU
+            (torch), tensorrt takes fp32/fp16, onnxruntime fp32; ``auto`` is bf16 with torch on
+            a bf16 CPU, else fp32 (fp16 for tensorrt).
         input_shape: ``(H, W)``; default the checkpoint's native ``img_size`` (or the only
             export in ``onnx_dir``).
         **kw: passed to the backend's constructor (e.g. ``cache_size``, ``intra_op_threads``,
@@ -123,10 +134,19 @@ def create_engine(backend: str = 'auto', *, checkpoint=None, onnx_dir=None, engi
     reason = 'requested explicitly'
     if backend == 'auto':
         backend, reason = choose_backend(checkpoint=checkpoint, onnx_dir=onnx_dir,
-                                         engine_path=engine_path, device=device)
-        if precision != 'fp32' and (backend == 'onnxruntime' or not _cuda_available()):
+                                         engine_path=engine_path, device=device,
+                                         precision=precision)
+        if backend == 'torch' and not _cuda_available() and precision in ('auto', 'bf16'):
+            precision = 'bf16'
+        elif precision == 'auto':
+            precision = 'fp32'
+        elif precision != 'fp32' and (backend == 'onnxruntime' or not _cuda_available()):
             reason += f'; precision {precision} is not available on {backend} here, using fp32'
             precision = 'fp32'
+    elif precision == 'auto':
+        # Explicit backend: torch resolves 'auto' itself (bf16 on a bf16 CPU); the exported
+        # backends run what their export / engine supports best.
+        precision = {'torch': 'auto', 'onnxruntime': 'fp32'}.get(backend, 'fp16')
     logger.info('inference backend: %s (%s)', backend, reason)
     if backend == 'torch':
         engine = _torch_engine(checkpoint, device, precision, input_shape, kw)
@@ -152,6 +172,9 @@ def _torch_engine(checkpoint, device, precision, input_shape, kw):
     # Like the exported backends, run at the resolution the model was trained at unless told
     # otherwise: a free-size engine would make the pipeline pick its own size.
     shape = tuple(input_shape or read_checkpoint_meta(checkpoint)['config']['img_size'])
+    if device == 'cpu':
+        # Measured thread choice: see ThreadGovernor (PyTorch collapses under load otherwise).
+        kw.setdefault('intra_op_threads', 'auto')
     return TorchEngine(checkpoint, device=device, precision=precision, input_shape=shape, **kw)
 
 

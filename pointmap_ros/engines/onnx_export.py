@@ -229,15 +229,55 @@ def export_onnx(model, out_dir: str | os.PathLike, input_shape: tuple[int, int],
                 torch.onnx.export(module, args, str(path), dynamo=False, opset_version=opset,
                                   input_names=inputs, output_names=outputs,
                                   do_constant_folding=True)
+            external = _move_weights_to_external_data(path)
             onnx.checker.check_model(str(path), full_check=True)
         except (RuntimeError, onnx.checker.ValidationError, onnx.shape_inference.InferenceError
                 ) as exc:
             raise EngineError(f'ONNX export of the {part} failed: {exc}') from exc
         graph = onnx.load(str(path), load_external_data=False)
         meta[part] = {'file': path.name, 'sha256': file_sha256(path), **_io_spec(graph)}
+        if external:
+            # The graph file no longer contains the weights; the data file has its own hash
+            # (the TensorRT engine cache folds it into its key, see tensorrt_engine.py).
+            meta[part]['external_data'] = external.name
+            meta[part]['external_data_sha256'] = file_sha256(external)
     sidecar.write_text(json.dumps(meta, indent=1))
     logger.info('exported %s (%dx%d) to %s', model_name, h, w, out_dir)
     return load_export(sidecar)
+
+
+#: Graphs whose weights exceed this go to one external data file beside the .onnx. A
+#: protobuf message cannot exceed 2 GiB, and the official model (571 M parameters, 2.3 GB in
+#: float32) is close to that per graph; large inline graphs are also slow to parse and copy.
+EXTERNAL_DATA_THRESHOLD_BYTES = 512 << 20
+
+
+def _move_weights_to_external_data(path: Path):
+    """Rewrite ``path`` with its initializers in ``<name>.data`` when they are large.
+
+    The TorchScript exporter itself spills >2 GiB models into one file *per tensor* next to
+    the graph; either way we end with a single ``<graph>.onnx.data`` (ONNX's documented
+    ``save_model(save_as_external_data=True, all_tensors_to_one_file=True)``), which ONNX
+    Runtime and the TensorRT parser find relative to the graph file. Returns the data file's
+    path, or None when the graph stays self-contained.
+    """
+    import onnx
+    proto = onnx.load(str(path), load_external_data=False)
+    size = sum(t.ByteSize() for t in proto.graph.initializer)
+    spilled = [t for t in proto.graph.initializer
+               if t.data_location == onnx.TensorProto.EXTERNAL]
+    if size < EXTERNAL_DATA_THRESHOLD_BYTES and not spilled:
+        return None
+    old_files = {entry.value for t in spilled for entry in t.external_data
+                 if entry.key == 'location'}
+    proto = onnx.load(str(path))                      # with every tensor's data
+    data = path.with_name(path.name + '.data')
+    data.unlink(missing_ok=True)                      # save appends to an existing file
+    onnx.save_model(proto, str(path), save_as_external_data=True,
+                    all_tensors_to_one_file=True, location=data.name, size_threshold=1024)
+    for name in old_files - {data.name}:
+        (path.parent / name).unlink(missing_ok=True)
+    return data
 
 
 def _fp32_cpu_eval(model):

@@ -25,6 +25,7 @@ import logging
 import re
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 from pointmap_ros.engines.base import Engine, EngineInfo
@@ -168,38 +169,90 @@ class _TrtGraph:
         self.context = self.engine.create_execution_context()
         dtypes = {trt.float32: torch.float32, trt.float16: torch.float16,
                   trt.int32: torch.int32, trt.int64: torch.int64, trt.bool: torch.bool}
-        self.buffers, inputs, outputs = {}, [], []
+        self.buffers, inputs, outputs, specs = {}, [], [], {}
         for i in range(self.engine.num_io_tensors):
             name = self.engine.get_tensor_name(i)
             shape = tuple(self.engine.get_tensor_shape(name))
             if any(d < 0 for d in shape):
                 raise EngineError(f'engine tensor {name} has dynamic shape {shape}; our '
                                   'exports are fixed-resolution')
-            buf = torch.empty(shape, dtype=dtypes[self.engine.get_tensor_dtype(name)],
-                              device=device)
-            self.context.set_tensor_address(name, buf.data_ptr())
-            self.buffers[name] = buf
+            specs[name] = (shape, dtypes[self.engine.get_tensor_dtype(name)])
             is_input = self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
             (inputs if is_input else outputs).append(name)
         if sorted(inputs) != sorted(expected_inputs) \
                 or sorted(outputs) != sorted(expected_outputs):
             raise EngineError(f'engine I/O names {inputs} -> {outputs} do not match the export '
                               f'({list(expected_inputs)} -> {list(expected_outputs)})')
+        for name in inputs:
+            self.buffers[name] = torch.empty(specs[name][0], dtype=specs[name][1], device=device)
+        # All outputs live in one packed buffer (when they share a dtype, as our float32
+        # exports do), so a decode leaves the GPU as a single device-to-host copy instead of
+        # one synchronous transfer per map. Each output starts at a 256-byte aligned offset:
+        # TensorRT requires I/O addresses aligned to their element type and recommends 256.
+        self.packed = None
+        out_dtypes = {specs[name][1] for name in outputs}
+        if len(out_dtypes) == 1:
+            dtype = out_dtypes.pop()
+            align = max(1, 256 // torch.empty((), dtype=dtype).element_size())
+            offsets, total = {}, 0
+            for name in outputs:
+                offsets[name] = total
+                numel = int(np.prod(specs[name][0], dtype=np.int64))
+                total += -(-numel // align) * align
+            self.packed = torch.empty(total, dtype=dtype, device=device)
+            for name in outputs:
+                numel = int(np.prod(specs[name][0], dtype=np.int64))
+                self.buffers[name] = self.packed[offsets[name]:offsets[name] + numel] \
+                    .view(specs[name][0])
+            self._offsets = offsets
+        else:
+            for name in outputs:
+                self.buffers[name] = torch.empty(specs[name][0], dtype=specs[name][1],
+                                                 device=device)
+        for name, buf in self.buffers.items():
+            self.context.set_tensor_address(name, buf.data_ptr())
         self.outputs = outputs
+        self._specs = specs
         self.stream = torch.cuda.Stream(device=device)
 
-    def run(self, feeds: dict) -> dict:
-        """Copy ``feeds`` (torch tensors) in, execute, return *cloned* outputs by name."""
+    def _execute(self, feeds: dict) -> None:
         torch = self._torch
         # Feeds were produced on the caller's stream; order our copies after them.
         self.stream.wait_stream(torch.cuda.current_stream(self.stream.device))
+        for name, value in feeds.items():
+            self.buffers[name].copy_(value.reshape(self.buffers[name].shape))
+        if not self.context.execute_async_v3(self.stream.cuda_stream):
+            raise EngineError('TensorRT execute_async_v3 failed')
+
+    def run(self, feeds: dict) -> dict:
+        """Copy ``feeds`` (torch tensors) in, execute, return *cloned* device outputs by name.
+
+        Used for the encoder, whose tokens stay on the GPU in the encoding cache: the clone is
+        required because the I/O buffers are overwritten by the next call.
+        """
+        torch = self._torch
         with torch.cuda.stream(self.stream):
-            for name, value in feeds.items():
-                self.buffers[name].copy_(value.reshape(self.buffers[name].shape))
-            if not self.context.execute_async_v3(self.stream.cuda_stream):
-                raise EngineError('TensorRT execute_async_v3 failed')
+            self._execute(feeds)
             result = {name: self.buffers[name].clone() for name in self.outputs}
         self.stream.synchronize()
+        return result
+
+    def run_to_host(self, feeds: dict) -> dict:
+        """Execute and return the outputs as numpy arrays owned by the caller.
+
+        One device-to-host copy of the packed output buffer into fresh host memory (no device
+        clone, no second host copy); the arrays are views into that fresh buffer, which only
+        they reference, so they stay valid after the next call.
+        """
+        torch = self._torch
+        with torch.cuda.stream(self.stream):
+            self._execute(feeds)
+            if self.packed is not None:
+                host = self.packed.cpu().numpy()      # synchronises self.stream
+                return {name: host[self._offsets[name]:self._offsets[name]
+                                   + int(np.prod(self._specs[name][0], dtype=np.int64))]
+                        .reshape(self._specs[name][0]) for name in self.outputs}
+            result = {name: self.buffers[name].cpu().numpy() for name in self.outputs}
         return result
 
 
@@ -249,7 +302,13 @@ class TensorRTEngine(Engine):
     def _load_graph(self, trt, part, force_rebuild, workspace_gib, inputs, outputs):
         onnx_path = self.export.encoder_path if part == 'encoder' else self.export.decoder_path
         gpu_name, capability, version = self._gpu
-        key = cache_key(file_sha256(onnx_path), self.export.height, self.export.width,
+        digest = file_sha256(onnx_path)
+        data = Path(onnx_path).with_name(Path(onnx_path).name + '.data')
+        if data.is_file():
+            # Weights stored as ONNX external data (large models): the graph file alone does
+            # not change with the weights, so the key must cover the data file too.
+            digest += file_sha256(data)
+        key = cache_key(digest, self.export.height, self.export.width,
                         self.precision, version, gpu_name, capability)
         path = self.cache.engine_path(f'{self.export.model_name}-{part}', self.export.shape,
                                       self.precision, key)
@@ -279,9 +338,10 @@ class TensorRTEngine(Engine):
         return self._encoder.run({ENCODER_INPUT: img})['tokens']
 
     def decode(self, enc_i, enc_j, frame_i: Frame, frame_j: Frame) -> DynamicPointMaps:
-        out = self._decoder.run({DECODER_INPUTS[0]: enc_i, DECODER_INPUTS[1]: enc_j})
-        flat = {name: value.float().cpu().numpy() for name, value in out.items()}
-        return DynamicPointMaps.from_flat(flat, key_i=frame_i.key, key_j=frame_j.key)
+        out = self._decoder.run_to_host({DECODER_INPUTS[0]: enc_i, DECODER_INPUTS[1]: enc_j})
+        # Fresh host arrays that nothing else references: no further copy needed.
+        return DynamicPointMaps.from_flat(out, key_i=frame_i.key, key_j=frame_j.key,
+                                          copy=False)
 
     def info(self) -> EngineInfo:
         gpu_name, capability, version = self._gpu

@@ -1,27 +1,41 @@
 """PyTorch backend: runs a :class:`~pointmap_ros.model.dpm.DynamicPointMapNet` directly.
 
-CPU or CUDA; fp32 everywhere, fp16 / bf16 autocast on CUDA for encoder and decoders while the
-heads and their exp post-processing stay in fp32 (the model disables autocast around them;
-``1 + exp(x)`` overflows fp16 for x > 11). Attention goes through
-``scaled_dot_product_attention``, so CUDA picks flash / memory-efficient kernels.
+Precisions:
+
+- ``fp32`` everywhere;
+- ``bf16`` on CPU and CUDA: autocast with the Linear/convolution weights stored in bf16
+  (:func:`~pointmap_ros.model.dpm.prepare_for_inference`), the heads included, except their
+  last projection; that projection, the residual stream, LayerNorms and the exp
+  post-processing stay float32. On CPUs with AMX / AVX-512 BF16 oneDNN runs this on the matrix
+  units (official size 512x288: about 3x faster than fp32); elsewhere it is slower than fp32.
+  Convolution weights are NHWC on CPU (oneDNN's native layout: no reorder per layer);
+- ``fp16`` on CUDA only: encoder and decoders in fp16, the heads entirely in fp32 (the model
+  disables autocast around them; ``1 + exp(x)`` overflows fp16 for x > 11);
+- ``auto``: bf16 on a CPU with native bf16 (:mod:`~pointmap_ros.engines.cpu_features`),
+  fp32 on other CPUs and on CUDA.
+
+The accuracy of bf16 against fp32 is measured and bounded in docs/engines.md. Attention goes
+through ``scaled_dot_product_attention``, so CUDA picks flash / memory-efficient kernels.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from pointmap_ros.engines.base import Engine, EngineInfo
+from pointmap_ros.engines.cpu_features import default_cpu_precision
 from pointmap_ros.errors import ConfigError, EngineError, InputError
 from pointmap_ros.model.checkpoint import load_checkpoint, state_dict_sha256
-from pointmap_ros.model.dpm import DynamicPointMapNet, image_to_input
+from pointmap_ros.model.dpm import DynamicPointMapNet, image_to_input, prepare_for_inference
 from pointmap_ros.types import DynamicPointMaps, Frame
 
-__all__ = ['TorchEngine', 'TorchEncoding', 'PRECISIONS']
+__all__ = ['TorchEngine', 'TorchEncoding', 'PRECISIONS', 'ThreadGovernor', 'outputs_to_numpy']
 
 PRECISIONS = {'fp32': None, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 
@@ -35,6 +49,74 @@ class TorchEncoding:
     shape: tuple[int, int]
 
 
+class ThreadGovernor:
+    """Picks PyTorch's intra-op thread count per call from measured call times (CPU only).
+
+    Why: PyTorch's OpenMP parallel regions end in a barrier, so with as many threads as cores
+    on a machine that is also busy, every region waits for whichever thread the OS has
+    descheduled. Measured on a 2-core machine under load (docs/benchmarks.md): the small model
+    at 512x288 took 7.8 s per pair with 2 threads and 0.14 s with 1 (bf16), a 50x collapse,
+    while at idle 2 threads are ~1.7x faster than 1. No fixed count is right for both, so the
+    governor measures: it runs with the most threads, and as soon as a call takes more than
+    ``collapse_ratio`` times the best time seen for its kind, it switches to 1 thread; every
+    ``probe_every`` calls it tries the other count once and keeps whichever is faster now.
+
+    Call :meth:`run` with a kind (``'encode'``/``'decode'``) and a zero-argument function.
+    """
+
+    def __init__(self, max_threads: int, probe_every: int = 16, collapse_ratio: float = 3.0):
+        self.counts = sorted({1, max(1, int(max_threads))}, reverse=True)
+        self.current = self.counts[0]
+        self.probe_every = probe_every
+        self.collapse_ratio = collapse_ratio
+        self.best: dict[tuple[str, int], float] = {}
+        self.recent: dict[tuple[str, int], float] = {}
+        self.calls = 0
+
+    def run(self, kind: str, fn):
+        self.calls += 1
+        threads = self.current
+        if len(self.counts) > 1 and self.calls % self.probe_every == 0:
+            threads = self.counts[1] if threads == self.counts[0] else self.counts[0]
+        torch.set_num_threads(threads)
+        tick = time.perf_counter()
+        result = fn()
+        elapsed = time.perf_counter() - tick
+        key = (kind, threads)
+        self.recent[key] = elapsed
+        self.best[key] = min(self.best.get(key, elapsed), elapsed)
+        if threads == self.current:
+            if (len(self.counts) > 1 and threads > 1
+                    and elapsed > self.collapse_ratio * self.best[key]):
+                self.current = 1                      # collapse: leave the barrier race now
+        else:                                         # a probe: keep the faster count
+            other = self.recent.get((kind, self.current))
+            healthy = elapsed <= self.collapse_ratio * self.best[key]
+            if (other is not None and elapsed < other) or (other is None and healthy):
+                self.current = threads
+        return result
+
+
+def outputs_to_numpy(outputs: dict) -> dict:
+    """Device tensors -> float32 numpy arrays with one device-to-host transfer.
+
+    On CUDA every ``.cpu()`` is a synchronous copy (a stream sync plus a small DMA), so eight
+    outputs meant eight round trips per pair. The outputs are packed into one flat float32
+    buffer on the device (one fused copy kernel) and transferred once; the numpy arrays are
+    views into that host buffer, which nothing else references. On CPU the packing is skipped:
+    ``.cpu()`` is a no-op there and the float32 tensors are handed over without a copy.
+    """
+    tensors = {name: value.float() for name, value in outputs.items()}
+    if all(t.device.type == 'cpu' for t in tensors.values()):
+        return {name: t.numpy() for name, t in tensors.items()}
+    flat = torch.cat([t.reshape(-1) for t in tensors.values()]).cpu().numpy()
+    arrays, offset = {}, 0
+    for name, t in tensors.items():
+        arrays[name] = flat[offset:offset + t.numel()].reshape(tuple(t.shape))
+        offset += t.numel()
+    return arrays
+
+
 class TorchEngine(Engine):
     """DPM inference in PyTorch.
 
@@ -42,13 +124,19 @@ class TorchEngine(Engine):
         model: a 4-map :class:`DynamicPointMapNet` (moved to ``device`` and set to eval mode)
             or the path of one of our checkpoints (``.json`` / ``.safetensors`` / stem).
         device: ``'cpu'``, ``'cuda'``, ``'cuda:1'``, ...
-        precision: ``'fp32'``, or ``'fp16'`` / ``'bf16'`` (CUDA only).
+        precision: ``'fp32'``, ``'bf16'`` (CPU or CUDA), ``'fp16'`` (CUDA only) or
+            ``'auto'`` (bf16 on a CPU with native bf16, else fp32). The model's weights are
+            converted in place for bf16/fp16: pass a copy if you need the float32 model.
         input_shape: fixed ``(H, W)`` to enforce, or None to accept any multiple of the patch
             size (the network itself is resolution-agnostic).
         cache_size: encodings kept in the LRU cache.
+        intra_op_threads: CPU threads per operator: N fixes ``torch.set_num_threads(N)``;
+            ``'auto'`` (or 0) lets a :class:`ThreadGovernor` choose between 1 and the core
+            count per call from measured times (the defence against the collapse of PyTorch
+            under load); None leaves torch's process-wide setting alone.
 
     Raises:
-        ConfigError: unknown precision, half precision on CPU, a 2-map model, or an
+        ConfigError: unknown precision, fp16 on CPU, a 2-map model, or an
             ``input_shape`` that is not a multiple of the patch size.
         EngineError: CUDA requested but unavailable.
         CheckpointError: the checkpoint path cannot be loaded.
@@ -58,17 +146,20 @@ class TorchEngine(Engine):
 
     def __init__(self, model: DynamicPointMapNet | str | os.PathLike, device='cpu',
                  precision: str = 'fp32', input_shape: tuple[int, int] | None = None,
-                 cache_size: int = 16):
+                 cache_size: int = 16, intra_op_threads: int | str | None = None):
         super().__init__(cache_size)
-        if precision not in PRECISIONS:
-            raise ConfigError(f'precision {precision!r} is not one of {sorted(PRECISIONS)}',
-                              name='precision', value=precision)
+        if precision not in (*PRECISIONS, 'auto'):
+            raise ConfigError(f'precision {precision!r} is not one of '
+                              f"{sorted(PRECISIONS) + ['auto']}", name='precision',
+                              value=precision)
         self.device = torch.device(device)
         if self.device.type == 'cuda' and not torch.cuda.is_available():
             raise EngineError(f'device {device!r} requested but CUDA is not available')
-        if precision != 'fp32' and self.device.type != 'cuda':
-            raise ConfigError(f'precision {precision!r} needs a CUDA device, got {device!r}; '
-                              "use 'fp32' on CPU", name='precision', value=precision)
+        if precision == 'auto':
+            precision = default_cpu_precision() if self.device.type == 'cpu' else 'fp32'
+        if precision == 'fp16' and self.device.type != 'cuda':
+            raise ConfigError(f'precision fp16 needs a CUDA device, got {device!r}; use '
+                              "'bf16' or 'fp32' on CPU", name='precision', value=precision)
         self.precision = precision
         self.checkpoint = None
         if isinstance(model, (str, os.PathLike)):
@@ -86,8 +177,17 @@ class TorchEngine(Engine):
                                   f'the patch size {config.patch_size}', name='input_shape',
                                   value=input_shape)
         self._input_shape = input_shape
-        self.model = model.to(self.device).eval()
+        self._governor = None
+        if self.device.type == 'cpu' and intra_op_threads in ('auto', 0):
+            self._governor = ThreadGovernor(os.cpu_count() or 1)
+        elif self.device.type == 'cpu' and intra_op_threads is not None:
+            torch.set_num_threads(int(intra_op_threads))
         self._model_hash = getattr(model, 'checkpoint_meta', {}).get('state_sha256')
+        if self._model_hash is None and precision != 'fp32':
+            self._model_hash = state_dict_sha256(model)   # of the float32 weights, before casting
+        self.model = prepare_for_inference(model.to(self.device).eval(), PRECISIONS[precision],
+                                           channels_last=self.device.type == 'cpu'
+                                           and precision == 'bf16')
 
     @property
     def input_shape(self) -> tuple[int, int] | None:
@@ -108,16 +208,22 @@ class TorchEngine(Engine):
         with torch.inference_mode():
             img = image_to_input(image, self.device)             # [1, 3, H, W] in [-1, 1]
             with self._autocast():
-                tokens = self.model.encode(img)
+                tokens = self._run('encode', lambda: self.model.encode(img))
         return TorchEncoding(tokens, frame.shape)
 
     def decode(self, enc_i: TorchEncoding, enc_j: TorchEncoding, frame_i: Frame,
                frame_j: Frame) -> DynamicPointMaps:
         """Run both decoders and the four heads; maps are in camera i's frame."""
         with torch.inference_mode(), self._autocast():
-            out = self.model.decode(enc_i.tokens, enc_i.shape, enc_j.tokens, enc_j.shape)
-        arrays = {k: v.float().cpu().numpy() for k, v in out.items()}
-        return DynamicPointMaps.from_flat(arrays, key_i=frame_i.key, key_j=frame_j.key)
+            out = self._run('decode', lambda: self.model.decode(enc_i.tokens, enc_i.shape,
+                                                                enc_j.tokens, enc_j.shape))
+        # The arrays are fresh (a host transfer, or CPU tensors nothing else holds), so
+        # from_flat may take them without another copy.
+        return DynamicPointMaps.from_flat(outputs_to_numpy(out), key_i=frame_i.key,
+                                          key_j=frame_j.key, copy=False)
+
+    def _run(self, kind: str, fn):
+        return self._governor.run(kind, fn) if self._governor is not None else fn()
 
     def info(self) -> EngineInfo:
         if self._model_hash is None:
@@ -129,7 +235,9 @@ class TorchEngine(Engine):
                           native_shape=tuple(cfg.img_size), model_hash=self._model_hash,
                           checkpoint=self.checkpoint, head_type=cfg.head_type,
                           num_parameters=sum(p.numel() for p in self.model.parameters()),
-                          torch_version=torch.__version__, selection=self.selection)
+                          torch_version=torch.__version__, selection=self.selection,
+                          threads=(f'auto (now {self._governor.current})' if self._governor
+                                   else torch.get_num_threads()))
 
     def close(self) -> None:
         super().close()

@@ -37,6 +37,7 @@ from pointmap_ros.model.layers import Block, DecoderBlock, PatchEmbed, rope2d_ta
 from pointmap_ros.model.layers.blocks import LN_EPS
 
 __all__ = ['DynamicPointMapNet', 'HEAD_MAPS', 'OUTPUT_NAMES', 'RESIDUAL_BASE', 'image_to_input',
+           'head_output_projections', 'prepare_for_inference',
            'zero_init_cross_time_offsets']
 
 #: Head index -> DPM map it predicts (``<pixels of image>_<time>``).
@@ -293,3 +294,55 @@ def float32_region(device: torch.device):
     if torch.is_autocast_enabled(device.type):
         return torch.autocast(device.type, enabled=False)
     return contextlib.nullcontext()
+
+
+def head_output_projections(model: DynamicPointMapNet) -> list[nn.Module]:
+    """The last layer of every head: the projection to the raw point/confidence channels.
+
+    These feed the exp post-processing and stay float32 in every precision (their input is
+    cast up inside the heads, see ``DPTHead.forward`` / ``LinearHead.forward``).
+    """
+    layers = []
+    for k in range(1, model.config.num_maps + 1):
+        head = model.head(k)
+        layers.append(head.dpt.head[-1] if hasattr(head, 'dpt') else head.proj)
+    return layers
+
+
+def prepare_for_inference(model: DynamicPointMapNet, dtype: torch.dtype | None,
+                          channels_last: bool = False) -> DynamicPointMapNet:
+    """Store the weights of every Linear / convolution in ``dtype`` (in place) for autocast.
+
+    Under ``torch.autocast`` a float32 weight is cast to the autocast dtype on *every* call
+    (the autocast cast cache lives only as long as one autocast region, i.e. one encode or
+    decode): for the official model that is 2.3 GB read and 1.1 GB written per pair, and it
+    showed up as the largest item of a bf16 profile. Stored in ``dtype``, the cast is a no-op.
+    Everything else keeps float32: LayerNorm parameters, the residual stream (a bf16 block
+    output added to the float32 residual promotes to float32, as under plain autocast), the
+    heads' output projections and the exp post-processing. Numerically this is the same
+    computation as autocast with float32 weights: autocast rounds those weights to ``dtype``
+    before every matmul anyway.
+
+    ``channels_last`` stores convolution weights NHWC, so oneDNN's convolutions keep their
+    activations NHWC from one layer to the next instead of reordering each input and output
+    (a third of the bf16 decode time of the DPT heads went into those reorders).
+
+    Args:
+        model: the network (modified in place and returned).
+        dtype: ``torch.bfloat16`` / ``torch.float16``, or None for float32 (no cast).
+        channels_last: also switch convolution weights to NHWC.
+    """
+    keep = {id(layer) for layer in head_output_projections(model)}
+    if dtype == torch.float16:
+        # fp16 autocast is switched off around the heads (range: see _heads_in_own_precision),
+        # so their weights must stay float32.
+        keep |= {id(m) for k in range(1, model.config.num_maps + 1)
+                 for m in model.head(k).modules()}
+    for module in model.modules():
+        if not isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+            continue
+        if dtype is not None and id(module) not in keep:
+            module.to(dtype)
+        if channels_last and isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+            module.to(memory_format=torch.channels_last)
+    return model

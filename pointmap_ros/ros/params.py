@@ -118,7 +118,9 @@ _NODE_PARAMS = [
     ParamSpec('engine_cache_dir', '', "Persistent engine cache; '' = ~/.cache/pointmap_ros."),
     ParamSpec('device', 'auto', "Device for torch/onnxruntime/tensorrt ('auto', 'cpu', 'cuda', "
               "'cuda:N')."),
-    ParamSpec('precision', 'fp32', 'Inference precision.', choices=('fp32', 'fp16', 'bf16')),
+    ParamSpec('precision', 'auto', 'Inference precision (auto: bf16 on a CPU with native bf16 '
+              'when backend auto picks torch, else fp32).',
+              choices=('auto', 'fp32', 'fp16', 'bf16')),
     # backend 'oracle' serves the exact ground truth of a generated scene; these must match
     # the synthetic camera's scene (frame = round(stamp * fps)).
     ParamSpec('oracle_scene', 'demo', "backend 'oracle': scene preset ('demo' or 'random').",

@@ -130,7 +130,13 @@ def _configs(backends, device):
     cuda = device.startswith('cuda')
     for backend in backends:
         if backend == 'torch':
-            yield from (('torch', p) for p in (('fp32', 'fp16') if cuda else ('fp32',)))
+            if cuda:
+                yield from (('torch', p) for p in ('fp32', 'fp16', 'bf16'))
+            else:
+                from pointmap_ros.engines.cpu_features import cpu_has_fast_bf16
+                # bf16 on a CPU without native bf16 is emulated and slower than fp32.
+                yield from (('torch', p) for p in
+                            (('fp32', 'bf16') if cpu_has_fast_bf16() else ('fp32',)))
         elif backend == 'onnxruntime':
             yield 'onnxruntime', 'fp32'
         elif backend == 'tensorrt':
@@ -221,13 +227,29 @@ def run_benchmark(sizes, resolutions, backends, device='cpu', pairs=10, warmup=2
     return rows
 
 
+#: Fixed float32 baseline of our own: PyTorch fp32 eager on CPU, 2 threads, ms per streaming
+#: pair (1 encode + 1 decode) measured 2026-12-05 on the 2-vCPU AMX Xeon of docs/benchmarks.md
+#: (``bench_interleaved``, low load). The ``x base`` column divides it by a row's ms per pair
+#: (cached rows: the same work), so speed-ups stay comparable across runs and machines of the
+#: same kind; rows without a baseline show nan.
+BASELINE_MS_PER_PAIR = {('official', '512x288'): 5656.0, ('small', '512x288'): 210.0}
+
+
+def _with_baseline_ratio(row: dict) -> dict:
+    base = BASELINE_MS_PER_PAIR.get((row.get('model'), row.get('resolution')))
+    if base and row.get('mode') == 'cached' and row.get('pairs_per_s'):
+        row['x_baseline'] = base / (1e3 / row['pairs_per_s'])
+    return row
+
+
 #: Table columns: (row key, title, width, number format or None for text).
 _COLUMNS = [('model', 'model', 7, None), ('resolution', 'WxH', 8, None),
             ('backend', 'backend', 11, None), ('precision', 'prec', 5, None),
             ('mode', 'mode', 8, None), ('pairs_per_s', 'pairs/s', 8, '.3f'),
             ('median_ms', 'med ms', 9, '.1f'), ('p95_ms', 'p95 ms', 9, '.1f'),
             ('encode_ms', 'enc ms', 8, '.1f'), ('decode_ms', 'dec ms', 8, '.1f'),
-            ('peak_rss_mb', 'RSS MB', 8, '.0f'), ('peak_cuda_mb', 'CUDA MB', 8, '.0f')]
+            ('peak_rss_mb', 'RSS MB', 8, '.0f'), ('peak_cuda_mb', 'CUDA MB', 8, '.0f'),
+            ('x_baseline', 'x base', 7, '.2f')]
 
 
 def format_table(rows: list[dict], header: bool = True) -> str:
@@ -237,6 +259,7 @@ def format_table(rows: list[dict], header: bool = True) -> str:
     lines = [' '.join(f'{title:>{width}}' if fmt else f'{title:<{width}}'
                       for _, title, width, fmt in cols)] if header else []
     for row in rows:
+        _with_baseline_ratio(row)
         lines.append(' '.join(f'{row.get(key, float("nan")):>{width}{fmt}}' if fmt
                               else f'{row[key]:<{width}}' for key, _, width, fmt in cols))
     return '\n'.join(lines)

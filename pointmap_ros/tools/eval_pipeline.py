@@ -47,6 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--checkpoint', help='model checkpoint (default: the shipped one)')
     parser.add_argument('--backend', default='auto',
                         help='inference backend for --engine checkpoint')
+    parser.add_argument('--precision', default='fp32',
+                        help="engine precision for --engine checkpoint: fp32, bf16 or auto "
+                             '(bf16 on a CPU with native bf16)')
+    parser.add_argument('--device', default='cpu',
+                        help="device for --engine checkpoint ('cpu', 'cuda', 'cuda:N')")
     parser.add_argument('--cross-time-source', choices=CROSS_TIME_SOURCES, default='auto')
     parser.add_argument('--sequences', type=int, default=8,
                         help='held-out moving-camera sequences')
@@ -74,7 +79,8 @@ def _engine_factory(args):
         return (lambda scene, seed: OracleEngine.from_scene(scene, seed=seed, two_map=two_map),
                 size)
     checkpoint = args.checkpoint or str(SHIPPED_MODEL)
-    engine = create_engine(args.backend, checkpoint=checkpoint, device='cpu')
+    engine = create_engine(args.backend, checkpoint=checkpoint, device=args.device,
+                           precision=args.precision)
 
     def factory(scene, seed):
         engine.clear_cache()
@@ -97,6 +103,7 @@ def main(argv=None) -> int:
         scores.append(evaluate_sequence(factory, scene, seed, config,
                                         camera_scale=args.camera_scale))
     result = {'engine': args.engine, 'checkpoint': args.checkpoint,
+              'precision': args.precision if args.engine == 'checkpoint' else None,
               'cross_time_source': args.cross_time_source, 'size': [height, width],
               'camera_scale': args.camera_scale,
               'seeds': [seed for seed, _ in jobs], **pool_scores(scores),

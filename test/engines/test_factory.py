@@ -114,3 +114,17 @@ def test_oracle_passes_kwargs_through():
                            noise_std=0.5)
     assert engine.backend == 'oracle' and engine.input_shape == (4, 6)
     assert engine.noise_std == 0.5
+
+
+@cpu_only
+@pytest.mark.parametrize('bf16_cpu, backend, precision', [
+    ('1', 'torch', 'bf16'), ('0', 'onnxruntime', 'fp32')])
+def test_auto_precision_on_cpu_follows_native_bf16(checkpoint, cache_root, monkeypatch,
+                                                   bf16_cpu, backend, precision):
+    """precision 'auto': torch bf16 where the CPU multiplies bf16 natively, else ORT fp32.
+    POINTMAP_CPU_BF16 is the documented override of the /proc/cpuinfo detection."""
+    monkeypatch.setenv('POINTMAP_CPU_BF16', bf16_cpu)
+    engine = create_engine(checkpoint=checkpoint, cache_dir=cache_root, precision='auto')
+    info = engine.info()
+    assert (info['backend'], info['precision']) == (backend, precision), engine.selection
+    engine.close()

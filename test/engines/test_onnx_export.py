@@ -133,3 +133,26 @@ def test_unwritable_output_folder_is_engine_error(models, tmp_path):
     blocker.write_text('x')
     with pytest.raises(EngineError, match='not writable'):
         export_onnx(models['tiny'], blocker / 'onnx', (64, 96))
+
+
+def test_large_weights_go_to_one_external_data_file(models, tmp_path, monkeypatch):
+    """Graphs over the threshold keep their weights in ``<graph>.onnx.data`` (the official
+    size needs this: 2.3 GB of float32 weights vs protobuf's 2 GiB limit); the threshold is
+    lowered here so the tiny model takes the same path, and ONNX Runtime must load it."""
+    import numpy as np
+    from pointmap_ros.engines import onnx_export as module
+    from pointmap_ros.engines.onnxruntime_engine import OnnxRuntimeEngine
+    from pointmap_ros.types import Frame
+    monkeypatch.setattr(module, 'EXTERNAL_DATA_THRESHOLD_BYTES', 1)
+    export = module.export_onnx(models['tiny'], tmp_path, (64, 96), model_name='tiny')
+    for part in ('encoder', 'decoder'):
+        assert export.meta[part]['external_data'] == export.meta[part]['file'] + '.data'
+        assert (tmp_path / export.meta[part]['external_data']).stat().st_size > 10_000
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix not in ('.json',)) == sorted(
+        [export.meta[p]['file'] for p in ('encoder', 'decoder')]
+        + [export.meta[p]['external_data'] for p in ('encoder', 'decoder')])
+    rng = np.random.default_rng(0)
+    frames = [Frame(rng.integers(0, 256, (64, 96, 3), dtype=np.uint8), 0.1 * k, f'f{k}')
+              for k in range(2)]
+    out = OnnxRuntimeEngine(export, providers=['CPUExecutionProvider']).infer(*frames)
+    assert np.isfinite(out.pts_i_tj).all()

@@ -28,14 +28,18 @@ def postprocess(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     Returns:
         ``pts [B, H, W, 3]`` (model units, camera-i optical frame) and ``conf [B, H, W]``.
     """
-    fmap = raw.permute(0, 2, 3, 1)
-    xyz = fmap[..., 0:3]
-    dist = xyz.norm(dim=-1, keepdim=True)
+    # Work in the channel-first layout of the head output and permute only at the end: the
+    # norm then reduces over 3 contiguous planes. ``torch.norm`` over the last dim of the
+    # permuted view (stride H*W) took 29 ms per call at 512x288 on CPU; the explicit
+    # sqrt(x^2 + y^2 + z^2) is exact to float rounding (no overflow risk: |v| is a raw
+    # network output, far below sqrt(float32 max)) and costs ~0.5 ms.
+    xyz = raw[:, 0:3]                                         # [B, 3, H, W]
+    dist = (xyz * xyz).sum(dim=1, keepdim=True).sqrt()        # [B, 1, H, W]
     # expm1 is more accurate near 0, but ONNX has no Expm1 op at the opsets TensorRT parses
     # (DUSt3R exporters hit the same wall), so exported graphs use exp(d) - 1.
     grow = torch.exp(dist) - 1.0 if is_exporting() else torch.expm1(dist)
-    pts = xyz / dist.clamp(min=1e-8) * grow
-    conf = 1.0 + fmap[..., 3].exp()
+    pts = (xyz * (grow / dist.clamp(min=1e-8))).permute(0, 2, 3, 1)
+    conf = 1.0 + raw[:, 3].exp()
     return pts, conf
 
 
@@ -54,5 +58,4 @@ def postprocess_offset(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     Returns:
         ``offset [B, H, W, 3]`` (model units, camera-i optical frame) and ``conf [B, H, W]``.
     """
-    fmap = raw.permute(0, 2, 3, 1)
-    return fmap[..., 0:3], 1.0 + fmap[..., 3].exp()
+    return raw[:, 0:3].permute(0, 2, 3, 1), 1.0 + raw[:, 3].exp()

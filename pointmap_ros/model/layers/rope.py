@@ -7,11 +7,15 @@ standard 1D rotary embedding with *rotate-half* pairing is used: element ``k`` i
 ``position * frequency``. A pair (a, b) becomes ``(a cos - b sin, b cos + a sin)``.
 
 Tables depend only on the static token grid ``(gh, gw)`` given as Python ints, so tracing /
-ONNX export sees constants (no ``positions.max()``, no data-dependent shapes).
+ONNX export sees constants (no ``positions.max()``, no data-dependent shapes). They are built
+once per (grid, head dim, base, device, dtype) and cached: a pair decode used to rebuild three
+tables (arange, pow, cos, sin, plus a host->device copy on CUDA) on every call, and constant
+tables are what torch.compile and CUDA graphs want to see.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import torch
@@ -55,6 +59,29 @@ def rope2d_table(grid_h: int, grid_w: int, head_dim: int, base: float = 100.0,
     """
     if head_dim % 4:
         raise ValueError(f'2D RoPE needs a head dim divisible by 4, got {head_dim}')
+    device = torch.device(device) if device is not None else torch.device('cpu')
+    if device.type == 'cuda' and device.index is None:
+        device = torch.device('cuda', torch.cuda.current_device())
+    if torch.compiler.is_compiling():
+        # Under torch.compile the construction is traced into the graph (and constant-folded
+        # by the compiler) instead of going through an lru_cache, which dynamo cannot trace.
+        return _build_table(int(grid_h), int(grid_w), int(head_dim), float(base), device,
+                            dtype)
+    return _cached_table(int(grid_h), int(grid_w), int(head_dim), float(base), device, dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_table(grid_h: int, grid_w: int, head_dim: int, base: float, device: torch.device,
+                  dtype: torch.dtype) -> RopeTable:
+    # Built outside inference mode and without autograd: a table first built under
+    # torch.inference_mode() (the engines) would otherwise be an "inference tensor", which
+    # autograd refuses to save for backward when training later uses the same cached table.
+    # The tables are never modified in place by any caller (apply_rope2d only reads them).
+    with torch.inference_mode(False), torch.no_grad():
+        return _build_table(grid_h, grid_w, head_dim, base, device, dtype)
+
+
+def _build_table(grid_h, grid_w, head_dim, base, device, dtype) -> RopeTable:
     half = head_dim // 2
     ang_y = _axis_angles(grid_h, half, base, device)               # [gh, half]
     ang_x = _axis_angles(grid_w, half, base, device)               # [gw, half]
