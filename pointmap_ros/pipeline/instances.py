@@ -1,8 +1,12 @@
-"""Object stage of the pipeline: instances of the motion mask and one rigid fit per instance.
+"""Instance and object stage: instances of the motion mask, their rigid fits, their growth
+over what the motion test could not see, and the object detections the tracker consumes.
 
 Segmentation runs on the work grid (every ``stride``-th pixel) and full-size motion pixels
-inherit their cell's label; each instance's rigid motion from the keyframe time to now is fit
-on at most ``max_fit_points`` of its pixels (the fit is a statistic of hundreds of points).
+inherit their cell's label. Rigid motions are fit on at most ``max_fit_points`` of an
+instance's pixels (the fit is a statistic of hundreds of points): over the published-flow
+pair for the flow and the growth (:func:`fit_instances`, :func:`complete_instances`), from
+the keyframe time to now for the detections (:func:`detect_objects`, St4RTrack-style
+anchoring in the tracker).
 """
 
 from __future__ import annotations
