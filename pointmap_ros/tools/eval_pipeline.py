@@ -6,7 +6,8 @@ writes the metrics of :mod:`pointmap_ros.evaluation.pipeline_eval` (see docs/eva
 Engines: ``oracle`` (exact four maps), ``oracle-two-map`` (exact same-time maps, cross-time
 maps withheld as a converted DUSt3R checkpoint gives them), ``checkpoint`` (a trained model;
 default: the shipped one). Sequences come from the 'test' seed range (offset 500, disjoint
-from ``pointmap-eval``'s pairs and from training).
+from ``pointmap-eval``'s pairs and from training) for reported numbers; tune on ``--split
+val`` (the same offset in the validation range), never on the test seeds.
 
 Example::
 
@@ -34,7 +35,7 @@ from pointmap_ros.pipeline.correspondence import CROSS_TIME_SOURCES
 
 __all__ = ['main', 'build_parser', 'SEED_OFFSET']
 
-#: Offset of the pipeline sequences within the 'test' seed range.
+#: Offset of the pipeline sequences within the seed range of the split.
 SEED_OFFSET = 500
 
 
@@ -53,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--device', default='cpu',
                         help="device for --engine checkpoint ('cpu', 'cuda', 'cuda:N')")
     parser.add_argument('--cross-time-source', choices=CROSS_TIME_SOURCES, default='auto')
+    parser.add_argument('--split', choices=('test', 'val'), default='test',
+                        help="seed range: 'test' for reported numbers, 'val' for tuning "
+                             '(disjoint from test and from training)')
     parser.add_argument('--sequences', type=int, default=8,
                         help='held-out moving-camera sequences')
     parser.add_argument('--static-sequences', type=int, default=2,
@@ -92,8 +96,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     factory, (height, width) = _engine_factory(args)
     config = PipelineConfig(cross_time_source=args.cross_time_source)
-    moving = [] if args.static_camera else split_seeds('test', args.sequences, SEED_OFFSET)
-    static = split_seeds('test', args.sequences if args.static_camera else
+    moving = [] if args.static_camera else split_seeds(args.split, args.sequences, SEED_OFFSET)
+    static = split_seeds(args.split, args.sequences if args.static_camera else
                          args.static_sequences, SEED_OFFSET + args.sequences)
     jobs = [(seed, False) for seed in moving] + [(seed, True) for seed in static]
     tick = time.perf_counter()
@@ -102,7 +106,7 @@ def main(argv=None) -> int:
         scene = eval_scene(height, width, static_camera=still, num_frames=args.frames)
         scores.append(evaluate_sequence(factory, scene, seed, config,
                                         camera_scale=args.camera_scale))
-    result = {'engine': args.engine, 'checkpoint': args.checkpoint,
+    result = {'engine': args.engine, 'checkpoint': args.checkpoint, 'split': args.split,
               'precision': args.precision if args.engine == 'checkpoint' else None,
               'cross_time_source': args.cross_time_source, 'size': [height, width],
               'camera_scale': args.camera_scale,

@@ -170,6 +170,11 @@ def test_eval_pipeline_scores_the_exact_oracle_perfectly(tmp_path):
     assert result['camera_ate_rel'] < 1e-6 and result['static_camera_drift_rel'] < 1e-6
     assert result['objects_matched'] == result['objects_gt'] > 0
     assert result['objects_spurious'] == 0 and result['id_switches'] == 0
+    assert result['split'] == 'test' and result['seeds'][0] == split_seeds('test', 1, 500)[0]
+    eval_pipeline.main(['--engine', 'oracle', '--split', 'val', '--sequences', '1',
+                        '--static-sequences', '0', '--frames', '6', '--size', '96x128',
+                        '--no-progress', '--json', str(out)])
+    assert json.loads(out.read_text())['seeds'] == split_seeds('val', 1, 500)
 
 
 def test_evaluate_sequence_counts_a_zero_flow_method_as_the_baseline():
