@@ -1,0 +1,134 @@
+"""The depth-prior stage (pipeline/depth_prior.py) against a generated scene's exact maps.
+
+Exactness: with the scene's exact depth, its exact same-time maps come back (up to float32
+rounding), however wrong the network's map is where the depth is reliable, and the
+network's points fill holes and edges scaled to the depth.
+"""
+
+import numpy as np
+import pytest
+
+from pointmap_ros.data.scenes import SceneConfig, SceneGenerator
+from pointmap_ros.geometry.transforms import se3_inverse
+from pointmap_ros.pipeline.depth_prior import backproject, fuse_depth_prior, reliable_depth
+from pointmap_ros.types import DynamicPointMaps
+
+FUSE = dict(min_m=0.1, max_m=100.0, edge_rel=0.08, measured_confidence=3.0)
+
+
+@pytest.fixture(scope='module')
+def scene_pair():
+    gen = SceneGenerator(SceneConfig(height=96, width=128, num_frames=6, fps=10.0,
+                                     preset='random', num_objects=3,
+                                     camera_amplitude=0.3), seed=3)
+    i, j = 0, 4
+    return gen, gen.pair_ground_truth(i, j), gen.render(i).depth, gen.render(j).depth
+
+
+def _scaled(maps: DynamicPointMaps, factor: float) -> DynamicPointMaps:
+    """The maps in other units, as an up-to-scale network gives them."""
+    return DynamicPointMaps(*(maps.pts(n) * np.float32(factor) for n in
+                              ('i_ti', 'i_tj', 'j_ti', 'j_tj')),
+                            maps.conf_i_ti, maps.conf_i_tj, maps.conf_j_ti, maps.conf_j_tj,
+                            metric=False)
+
+
+def _fuse(maps, depth_i, depth_j, K, valid_i, valid_j):
+    return fuse_depth_prior(maps, depth_i, depth_j, K, valid_i, valid_j, **FUSE)
+
+
+def test_backproject_is_the_scene_map(scene_pair):
+    gen, gt, depth_i, _ = scene_pair
+    points = backproject(depth_i, gen.K)
+    ok = gt.valid_i
+    np.testing.assert_allclose(points[ok], gt.maps.pts_i_ti[ok], atol=1e-5, rtol=1e-5)
+
+
+def test_exact_depth_and_exact_maps_give_the_true_maps(scene_pair):
+    gen, gt, depth_i, depth_j = scene_pair
+    fusion = _fuse(gt.maps, depth_i, depth_j, gen.K, gt.valid_i, gt.valid_j)
+    assert fusion.maps.metric
+    assert fusion.scale_i == pytest.approx(1.0, abs=1e-6)
+    assert fusion.scale_j == pytest.approx(1.0, abs=1e-5)
+    np.testing.assert_allclose(fusion.T_i_j, gt.T_cami_camj, atol=1e-5)
+    for name, valid in (('i_ti', gt.valid_i), ('j_tj', gt.valid_j)):
+        np.testing.assert_allclose(fusion.maps.pts(name)[valid], gt.maps.pts(name)[valid],
+                                   atol=2e-5, rtol=1e-5, err_msg=name)
+
+
+def test_corrupted_network_map_is_corrected_and_holes_are_scale_aligned(scene_pair):
+    """A network map in half the units with garbage on a patch: measured pixels take the
+    depth (patch corrected), pixels without depth (holes, out of range) take the network's
+    point times the fitted scale, which joins the truth without a step."""
+    gen, gt, depth_i, depth_j = scene_pair
+    network = _scaled(gt.maps, 0.5)
+    garbage = np.zeros(depth_i.shape, bool)
+    garbage[10:30, 20:50] = True
+    rng = np.random.default_rng(0)
+    network.pts_i_ti[garbage] += rng.normal(0, 1.0, (np.count_nonzero(garbage), 3)
+                                            ).astype(np.float32)
+    network.pts_j_tj[garbage] += rng.normal(0, 1.0, (np.count_nonzero(garbage), 3)
+                                            ).astype(np.float32)
+    holes = np.zeros(depth_i.shape, bool)
+    holes[50:80, 60:100] = True
+    holes[::7, ::5] = True
+    depth_i, depth_j = depth_i.copy(), depth_j.copy()
+    depth_i[holes], depth_j[holes] = 0.0, np.nan
+    # The network's confidence: low on its garbage, so the fits ignore it (as the gate does).
+    confident_i, confident_j = gt.valid_i & ~garbage, gt.valid_j & ~garbage
+    fusion = _fuse(network, depth_i, depth_j, gen.K, confident_i, confident_j)
+    assert fusion.scale_i == pytest.approx(2.0, rel=1e-5)
+    assert fusion.scale_j == pytest.approx(2.0, rel=1e-4)
+    np.testing.assert_allclose(fusion.T_i_j, gt.T_cami_camj, atol=1e-4)
+    for name, valid, measured in (('i_ti', gt.valid_i, fusion.measured_i),
+                                  ('j_tj', gt.valid_j, fusion.measured_j)):
+        assert not np.any(measured & holes)
+        corrected = valid & garbage & measured
+        assert np.count_nonzero(corrected) > 300
+        np.testing.assert_allclose(fusion.maps.pts(name)[corrected],
+                                   gt.maps.pts(name)[corrected], atol=1e-4, err_msg=name)
+        filled = valid & holes & ~garbage
+        assert np.count_nonzero(filled) > 300
+        np.testing.assert_allclose(fusion.maps.pts(name)[filled], gt.maps.pts(name)[filled],
+                                   atol=2e-4, rtol=1e-4, err_msg=name)
+    # The cross-time maps take their image's scale (no depth shows them).
+    np.testing.assert_allclose(fusion.maps.pts_i_tj[gt.valid_i], gt.maps.pts_i_tj[gt.valid_i],
+                               atol=1e-4, rtol=1e-4)
+
+
+def test_measured_points_pass_the_confidence_gate(scene_pair):
+    gen, gt, depth_i, depth_j = scene_pair
+    fusion = _fuse(gt.maps, depth_i, depth_j, gen.K, gt.valid_i, gt.valid_j)
+    assert np.all(fusion.maps.conf_i_ti[fusion.measured_i] >= 3.0)
+    assert np.all(fusion.maps.conf_j_tj[fusion.measured_j] >= 3.0)
+
+
+def test_too_little_depth_leaves_the_pair_unfused(scene_pair):
+    gen, gt, depth_i, depth_j = scene_pair
+    empty = np.zeros_like(depth_j)
+    assert _fuse(gt.maps, depth_i, empty, gen.K, gt.valid_i, gt.valid_j) is None
+
+
+def test_reliable_depth_rejects_holes_range_and_edges():
+    depth = np.full((20, 20), 2.0, np.float32)
+    depth[:, 10:] = 4.0  # a depth edge between columns 9 and 10
+    depth[2, 2], depth[3, 3], depth[15, 3] = 0.0, np.nan, 50.0
+    depth[12, 5] = 3.0  # a flying pixel halfway between two surfaces
+    ok = reliable_depth(depth, 0.1, 10.0, 0.08)
+    assert not ok[2, 2] and not ok[3, 3] and not ok[15, 3]
+    assert not ok[:, 9].any() and not ok[:, 10].any()  # both sides of the edge
+    assert not ok[12, 5]
+    assert ok[10, 5] and ok[10, 15] and ok[:, 11:].all()
+    # Holes do not make their neighbours edges.
+    assert ok[2, 1] and ok[1, 2]
+    # A neighbour out of range is still data: its jump makes an edge.
+    assert not ok[15, 4]
+
+
+def test_reliable_depth_keeps_planes_at_a_grazing_angle():
+    """A floor seen from 1 m above: depth grows 10x from the bottom row to the top one, and
+    its inverse depth is affine in the row, so none of it is an edge."""
+    rows = np.arange(40, dtype=np.float32)
+    inverse = 1.0 - rows / 44  # affine in the row, 1 m to 11 m
+    floor = np.tile((1.0 / inverse)[:, None], (1, 30))
+    assert reliable_depth(floor, 0.1, 20.0, 0.08).all()
