@@ -18,7 +18,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-__all__ = ['DepthSensorModel', 'degrade_depth', 'depth_edges']
+from pointmap_ros.geometry.pointmap import depth_edges
+
+__all__ = ['DepthSensorModel', 'degrade_depth', 'edge_neighbourhood']
 
 
 @dataclass(frozen=True)
@@ -31,8 +33,8 @@ class DepthSensorModel:
         edge_hole_prob: probability that a pixel at a depth edge has no data.
         flying_prob: probability that a remaining pixel at a depth edge reads a depth
             between the two surfaces (uniformly), a flying pixel.
-        edge_rel: a pixel is at a depth edge when its 3x3 neighbourhood spans more than
-            this fraction of its nearest depth.
+        edge_rel: depth edges as :func:`~pointmap_ros.geometry.pointmap.depth_edges`
+            finds them (a discontinuity, not a slanted plane).
         min_m, max_m: working range; depth outside reads as no data.
     """
 
@@ -45,18 +47,19 @@ class DepthSensorModel:
     max_m: float = 8.0
 
 
-def depth_edges(depth: np.ndarray, edge_rel: float) -> tuple[np.ndarray, np.ndarray,
-                                                              np.ndarray]:
-    """``(edge [H, W] bool, nearest, farthest)``: pixels whose 3x3 neighbourhood spans more
-    than ``edge_rel`` of its nearest depth, and that neighbourhood's nearest and farthest
-    depths (pixels without data, 0 / NaN, are ignored)."""
+def edge_neighbourhood(depth: np.ndarray, edge_rel: float
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(edge, nearest, farthest)`` ``[H, W]``: the depth edges
+    (:func:`~pointmap_ros.geometry.pointmap.depth_edges`) and the nearest and farthest
+    depth of each pixel's 3x3 neighbourhood (pixels without data ignored), between which a
+    flying pixel reads."""
     has_data = np.isfinite(depth) & (depth > 0)
     kernel = np.ones((3, 3), np.uint8)
     nearest = cv2.erode(np.where(has_data, depth, np.float32(np.inf)).astype(np.float32),
                         kernel, borderType=cv2.BORDER_REPLICATE)
     farthest = cv2.dilate(np.where(has_data, depth, np.float32(0)).astype(np.float32),
                           kernel, borderType=cv2.BORDER_REPLICATE)
-    return has_data & (farthest - nearest > edge_rel * nearest), nearest, farthest
+    return depth_edges(depth, edge_rel), nearest, farthest
 
 
 def degrade_depth(depth: np.ndarray, model: DepthSensorModel = DepthSensorModel(),
@@ -72,7 +75,7 @@ def degrade_depth(depth: np.ndarray, model: DepthSensorModel = DepthSensorModel(
     depth = np.asarray(depth, np.float32)
     has_data = np.isfinite(depth) & (depth > 0)
     out = np.where(has_data, depth, np.float32(0))
-    edge, nearest, farthest = depth_edges(depth, model.edge_rel)
+    edge, nearest, farthest = edge_neighbourhood(depth, model.edge_rel)
     # One uniform number per pixel decides between a hole, a flying pixel and a good one.
     draw = rng.random(depth.shape)
     hole = edge & (draw < model.edge_hole_prob)

@@ -49,7 +49,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pointmap_ros.geometry.alignment import ransac_umeyama
-from pointmap_ros.geometry.pointmap import valid_mask
+from pointmap_ros.geometry.pointmap import depth_edges, valid_mask
 from pointmap_ros.types import DynamicPointMaps
 
 __all__ = ['DepthFusion', 'reliable_depth', 'backproject', 'fuse_depth_prior']
@@ -93,32 +93,12 @@ def reliable_depth(depth: np.ndarray, min_m: float, max_m: float,
     Args:
         depth: ``[H, W]`` metres, 0 / NaN / inf = no data.
         min_m, max_m: the sensor's trusted range (both inclusive).
-        edge_rel: a pixel is at a depth edge when its inverse depth departs from the mean
-            of its two neighbours along the row or the column by more than this fraction
-            (the second difference, relative to its own inverse depth). The inverse depth of
-            a plane is affine in the pixel coordinates, so slanted floors and walls have none
-            however steep, while a step between two surfaces flags the last pixel on each
-            side and any flying pixel between them. Pixels whose neighbours have no data
-            carry no evidence along that direction.
+        edge_rel: :func:`~pointmap_ros.geometry.pointmap.depth_edges` (inverse-depth
+            bend along a row or column, relative).
     """
     depth = np.asarray(depth, np.float32)
-    has_data = np.isfinite(depth) & (depth > 0)
-    ok = has_data & (depth >= min_m) & (depth <= max_m)
-    with np.errstate(divide='ignore', invalid='ignore'):
-        inverse = np.where(has_data, np.float32(1) / depth, np.float32(np.nan))
-    for axis in (0, 1):
-        before = np.roll(inverse, 1, axis)
-        after = np.roll(inverse, -1, axis)
-        bend = np.abs(before + after - 2 * inverse)
-        # np.roll wraps around: the first and last row/column have no second difference.
-        edge_lines = [0, -1]
-        if axis == 0:
-            bend[edge_lines, :] = 0
-        else:
-            bend[:, edge_lines] = 0
-        with np.errstate(invalid='ignore'):
-            ok &= ~(bend > edge_rel * inverse)  # NaN (a neighbour without data): no evidence
-    return ok
+    ok = np.isfinite(depth) & (depth >= min_m) & (depth <= max_m) & (depth > 0)
+    return ok & ~depth_edges(depth, edge_rel)
 
 
 def backproject(depth: np.ndarray, K: np.ndarray) -> np.ndarray:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pointmap_ros.data.depth_sensor import DepthSensorModel, degrade_depth, depth_edges
+from pointmap_ros.data.depth_sensor import DepthSensorModel, degrade_depth, edge_neighbourhood
 from pointmap_ros.data.scenes import SceneConfig, SceneGenerator
 
 
@@ -34,7 +34,7 @@ def test_holes_at_edges_random_dropouts_and_range(exact_depth):
     model = DepthSensorModel(noise_rel=0.0, dropout=0.05, edge_hole_prob=1.0,
                              min_m=0.2, max_m=float(np.quantile(exact_depth, 0.9)))
     out = degrade_depth(exact_depth, model, seed=4)
-    edge = depth_edges(exact_depth, model.edge_rel)[0]
+    edge = edge_neighbourhood(exact_depth, model.edge_rel)[0]
     assert edge.any()
     assert np.all(out[edge] == 0)  # every edge pixel is a hole
     assert np.all(out[exact_depth > model.max_m] == 0)
@@ -48,7 +48,7 @@ def test_flying_pixels_lie_between_the_surfaces(exact_depth):
     model = DepthSensorModel(noise_rel=0.0, dropout=0.0, edge_hole_prob=0.0, flying_prob=1.0,
                              min_m=0.0, max_m=np.inf)
     out = degrade_depth(exact_depth, model, seed=5)
-    edge, nearest, farthest = depth_edges(exact_depth, model.edge_rel)
+    edge, nearest, farthest = edge_neighbourhood(exact_depth, model.edge_rel)
     assert np.all((out[edge] >= nearest[edge]) & (out[edge] <= farthest[edge]))
     assert np.mean(out[edge] != exact_depth[edge]) > 0.9
     np.testing.assert_array_equal(out[~edge], exact_depth[~edge])

@@ -10,6 +10,7 @@ import pytest
 
 from pointmap_ros.data.scenes import SceneConfig, SceneGenerator
 from pointmap_ros.engines.oracle_engine import OracleEngine
+from pointmap_ros.errors import ConfigError
 from pointmap_ros.geometry.transforms import se3_inverse
 from pointmap_ros.pipeline import DynamicReconPipeline, FrameInput, PipelineConfig
 from pointmap_ros.pipeline.depth_prior import backproject, fuse_depth_prior, reliable_depth
@@ -179,3 +180,13 @@ def test_pipeline_with_depth_publishes_metric_geometry(with_depth):
         flow_gt = gt.flow_j @ gt.T_cami_camj[:3, :3]  # rotate camera i -> camera t
         known = out.flow_valid & gt.valid_j
         np.testing.assert_allclose(out.flow[known] * out.flow_dt, flow_gt[known], atol=1e-3)
+
+
+@pytest.mark.parametrize('kw, name', [
+    ({'depth_min_m': 0.0}, 'depth_min_m'), ({'depth_min_m': 20.0}, 'depth_min_m'),
+    ({'depth_max_m': float('inf')}, 'depth_min_m'), ({'depth_edge_rel': 0.0}, 'depth_edge_rel'),
+])
+def test_depth_parameters_are_validated(kw, name):
+    with pytest.raises(ConfigError) as err:
+        PipelineConfig(**kw).validate()
+    assert err.value.name == name
