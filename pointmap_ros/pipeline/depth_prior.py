@@ -15,15 +15,18 @@ Which maps are fused, and how (all four maps of a pair are in camera i's frame):
   ``s_i = median(d_i / z_i)`` over reliable, confident pixels (the only unknown between a
   network map in its own camera frame and the depth is a scale).
 - ``P_j(t_j)``, image j's pixels at t_j but in camera i's frame, needs the pair's relative
-  pose, which the network's map holds implicitly: a similarity ``X_j ~ s_j R P_j(t_j) + t``
-  between that map and camera j's back-projected depth ``X_j`` is fitted (RANSAC Umeyama on
-  per-pixel correspondences, so no matching; every pixel of a same-time map obeys it, moving
-  objects included, since both sides show the same instant). The measured points enter as
-  ``R^T (X_j - t)``, the holes as ``s_j P_j(t_j)``. Exact for exact maps; with a network's
-  maps the pose is the network's, the geometry the sensor's. (With depth, Procrustes has the
-  same points in both frames, which PnP was chosen over it for lacking: docs/pipeline.md.)
-- The cross-time maps are only scaled (``P_i(t_j)`` by ``s_i``, ``P_j(t_i)`` by ``s_j``):
-  no depth image shows image i's pixels at t_j. With correspondences they are rebuilt from
+  pose ``T_i_j``; the measured points enter as ``T_i_j X_j`` (``X_j`` camera j's
+  back-projected depth). With the correspondence stage's optical flow the pose comes from
+  the sensor alone (:func:`depth_odometry`: rigid RANSAC between ``X_j(v)`` and
+  ``X_i(v + F_ji(v))``, moving objects are its outliers). Without flow, the network's map
+  holds it implicitly: a similarity ``X_j ~ s R P_j(t_j) + t`` between that map and ``X_j``
+  (RANSAC Umeyama on per-pixel correspondences, no matching; every pixel of a same-time map
+  obeys it, moving objects included, since both sides show the same instant). Holes take
+  the network's map under the similarity that carries it onto the measured points in
+  camera i. Exact for exact maps in both cases. (With depth, Procrustes has the same points
+  in both frames, which PnP was chosen over it for lacking: docs/pipeline.md.)
+- The cross-time maps are only aligned (``P_i(t_j)`` scaled by ``s_i``, ``P_j(t_i)`` under
+  image j's similarity): no depth image shows image i's pixels at t_j. With correspondences they are rebuilt from
   the fused same-time maps afterwards anyway.
 
 Reliable depth (:func:`reliable_depth`): finite, inside ``[min_m, max_m]``, and not at a
@@ -48,11 +51,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pointmap_ros.geometry.alignment import ransac_umeyama
+from pointmap_ros.geometry.alignment import ransac_umeyama, umeyama
 from pointmap_ros.geometry.pointmap import depth_edges, valid_mask
+from pointmap_ros.geometry.transforms import se3_from_rt
+from pointmap_ros.pipeline.correspondence import PixelFlow, sample_map
 from pointmap_ros.types import DynamicPointMaps
 
-__all__ = ['DepthFusion', 'reliable_depth', 'backproject', 'fuse_depth_prior']
+__all__ = ['DepthFusion', 'reliable_depth', 'backproject', 'fuse_depth_prior',
+           'depth_odometry']
 
 #: A depth image with fewer reliable pixels than this (on the statistics' grid) is not
 #: fused: too few for a robust scale and pose.
@@ -61,6 +67,11 @@ MIN_RELIABLE_PIXELS = 64
 #: RANSAC inlier distance of the pose fit, as a fraction of the median measured depth: wide
 #: enough for a network's map error (a few per cent), narrow enough to ignore its outliers.
 POSE_INLIER_REL = 0.05
+
+#: RANSAC inlier distance of depth odometry, as a fraction of the median depth: two
+#: measurements of one static point differ by the sensor noise of both (1 % each), while
+#: a moving object moves more between frames than this.
+ODOMETRY_INLIER_REL = 0.03
 
 #: Correspondences the pose fit uses at most (a regular subsample; the fit has 7 unknowns).
 POSE_FIT_POINTS = 4000
@@ -106,10 +117,15 @@ def backproject(depth: np.ndarray, K: np.ndarray) -> np.ndarray:
     (NaN depth gives NaN points)."""
     height, width = depth.shape
     v, u = np.mgrid[0:height, 0:width].astype(np.float64)
-    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
-    skew = K[0, 1]
-    y = (v - cy) / fy
-    x = (u - cx - skew * y) / fx
+    return _backproject_at(np.stack([u, v], axis=-1), depth, K)
+
+
+def _backproject_at(pixels: np.ndarray, depth: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """``[..., 3]`` float32 points at z = ``depth`` on the rays of ``pixels`` ``[..., 2]``
+    ``(u, v)``."""
+    fx, fy, cx, cy, skew = K[0, 0], K[1, 1], K[0, 2], K[1, 2], K[0, 1]
+    y = (pixels[..., 1].astype(np.float64) - cy) / fy
+    x = (pixels[..., 0].astype(np.float64) - cx - skew * y) / fx
     z = depth.astype(np.float64)
     return np.stack([x * z, y * z, z], axis=-1).astype(np.float32)
 
@@ -117,20 +133,23 @@ def backproject(depth: np.ndarray, K: np.ndarray) -> np.ndarray:
 def fuse_depth_prior(maps: DynamicPointMaps, depth_i: np.ndarray, depth_j: np.ndarray,
                      K: np.ndarray, confident_i: np.ndarray, confident_j: np.ndarray,
                      min_m: float, max_m: float, edge_rel: float,
-                     measured_confidence: float, stride: int = 1,
-                     seed: int = 0) -> DepthFusion | None:
+                     measured_confidence: float, pixel_flow: PixelFlow | None = None,
+                     stride: int = 1, seed: int = 0) -> DepthFusion | None:
     """The pair's maps with both depth images fused in (module docstring); None when either
-    image has fewer than :data:`MIN_RELIABLE_PIXELS` reliable, confident pixels or the pose
-    fit fails (the pair then stays as the network gave it).
+    image has fewer than :data:`MIN_RELIABLE_PIXELS` reliable, confident pixels (the pair
+    then stays as the network gave it).
 
     Args:
         maps: the engine's maps of the pair (any units).
         depth_i, depth_j: ``[H, W]`` metric z of image i (older) and image j (current).
         K: ``[3, 3]`` intrinsics of both images at model resolution (one camera).
         confident_i, confident_j: ``[H, W]`` bool network pixels trusted for the scale and
-            pose fits (the pipeline's confidence gate of ``P_i(t_i)`` / ``P_j(t_j)``).
+            alignment fits (the pipeline's confidence gate of ``P_i(t_i)`` / ``P_j(t_j)``).
         min_m, max_m, edge_rel: :func:`reliable_depth`.
         measured_confidence: the least confidence a measured point gets.
+        pixel_flow: the pair's optical flow when the correspondence stage runs: the relative
+            pose then comes from the two depth images alone (:func:`depth_odometry`), not
+            from the network's map.
         stride: the scale and pose fits use every ``stride``-th pixel (the work grid).
         seed: RANSAC seed (deterministic).
     """
@@ -145,39 +164,114 @@ def fuse_depth_prior(maps: DynamicPointMaps, depth_i: np.ndarray, depth_j: np.nd
                               / net_i[::stride, ::stride, 2][fit_i]))
     measured_points_i = backproject(depth_i, K)
     measured_points_j = backproject(depth_j, K)
-    # Similarity network P_j(t_j) (camera i, network units) -> camera j's measured points.
-    src = net_j[::stride, ::stride][fit_j].astype(np.float64)
-    dst = measured_points_j[::stride, ::stride][fit_j].astype(np.float64)
-    step = max(1, len(src) // POSE_FIT_POINTS)
-    median_depth = float(np.median(dst[:, 2]))
-    fit = ransac_umeyama(src[::step], dst[::step], POSE_INLIER_REL * median_depth,
-                         with_scale=True, seed=seed)
-    scale_j = float(fit.scale)
-    if not (np.isfinite(scale_j) and scale_j > 0 and np.count_nonzero(fit.inliers) >= 3):
-        return None
-    R = fit.T[:3, :3] / scale_j  # the rotation block of a similarity holds s R
-    t = fit.T[:3, 3]
-    T_i_j = np.eye(4)
-    T_i_j[:3, :3], T_i_j[:3, 3] = R.T, -R.T @ t
-    # Measured points of image j in camera i: R^T (X_j - t).
-    measured_j_in_i = ((measured_points_j.reshape(-1, 3).astype(np.float64) - t) @ R
-                       ).reshape(measured_points_j.shape).astype(np.float32)
-    pts_i_ti, conf_i_ti = _fill(measured_points_i, reliable_i, net_i, scale_i, maps.conf_i_ti,
-                                measured_confidence)
-    pts_j_tj, conf_j_tj = _fill(measured_j_in_i, reliable_j, net_j, scale_j, maps.conf_j_tj,
+    T_i_j = None
+    if pixel_flow is not None:
+        T_i_j = depth_odometry(depth_i, reliable_i, measured_points_j, reliable_j, K,
+                               pixel_flow, stride, seed)
+    if T_i_j is None:
+        # The network's pose: similarity of its P_j(t_j) to camera j's measured points.
+        fit = _robust_similarity(net_j[::stride, ::stride][fit_j],
+                                 measured_points_j[::stride, ::stride][fit_j], seed)
+        T_i_j = np.linalg.inv(_rigid_part(fit))
+    measured_j_in_i = _apply(T_i_j, measured_points_j)
+    # The network's image-j maps into the measured camera-i frame (scale, and with
+    # odometry also the network's own pose error), so filled holes join without a step.
+    network_to_metric = _robust_similarity(net_j[::stride, ::stride][fit_j],
+                                           measured_j_in_i[::stride, ::stride][fit_j], seed)
+    scale_j = float(np.cbrt(np.linalg.det(network_to_metric[:3, :3])))
+    pts_i_ti, conf_i_ti = _fill(measured_points_i, reliable_i, net_i * np.float32(scale_i),
+                                maps.conf_i_ti, measured_confidence)
+    pts_j_tj, conf_j_tj = _fill(measured_j_in_i, reliable_j,
+                                _apply(network_to_metric, net_j), maps.conf_j_tj,
                                 measured_confidence)
     fused = dataclasses.replace(
         maps, pts_i_ti=pts_i_ti, conf_i_ti=conf_i_ti, pts_j_tj=pts_j_tj, conf_j_tj=conf_j_tj,
-        pts_i_tj=maps.pts_i_tj * np.float32(scale_i), pts_j_ti=maps.pts_j_ti * np.float32(scale_j),
-        metric=True)
+        pts_i_tj=maps.pts_i_tj * np.float32(scale_i),
+        pts_j_ti=_apply(network_to_metric, maps.pts_j_ti), metric=True)
     return DepthFusion(fused, scale_i, scale_j, T_i_j, reliable_i, reliable_j)
 
 
-def _fill(measured: np.ndarray, reliable: np.ndarray, network: np.ndarray, scale: float,
+def depth_odometry(depth_i: np.ndarray, reliable_i: np.ndarray, points_j: np.ndarray,
+                   reliable_j: np.ndarray, K: np.ndarray, pixel_flow: PixelFlow,
+                   stride: int = 1, seed: int = 0) -> np.ndarray | None:
+    """``T_i_j`` ``[4, 4]`` (metres) from two depth images and their optical flow, or None
+    with fewer than :data:`MIN_RELIABLE_PIXELS` consistent correspondences.
+
+    Image j's measured point at ``v`` and image i's at ``v + F_ji(v)`` are the same
+    material point; a rigid RANSAC fit over them is the camera's motion wherever the scene
+    is static, and moving objects are its outliers (RGB-D odometry: the sensor's geometry,
+    independent of the network's map). Image i is read at the sub-pixel target as inverse
+    depth (affine across a plane, so bilinear reading is exact there; nearest across a
+    depth jump) and back-projected along the target's own ray.
+
+    Args:
+        depth_i: ``[H, W]`` image i's depth; reliable_i its reliable pixels.
+        points_j: ``[H, W, 3]`` image j's back-projected depth; reliable_j its reliable pixels.
+        K: ``[3, 3]`` intrinsics (one camera).
+        pixel_flow: the pair's flow (``backward``: image j -> image i).
+    """
+    inverse_i = np.where(reliable_i, np.float32(1) / np.where(reliable_i, depth_i, 1),
+                         np.float32(np.nan)).astype(np.float32)
+    # sample_map treats channel 2 as depth for its surface test: inverse depth works alike.
+    layers = np.repeat(inverse_i[..., None], 3, axis=-1)
+    sampled_inverse = sample_map(layers, pixel_flow.backward)[..., 2]
+    height, width = depth_i.shape
+    v, u = np.mgrid[0:height, 0:width].astype(np.float32)
+    target = np.stack([u + pixel_flow.backward[..., 0], v + pixel_flow.backward[..., 1]], -1)
+    with np.errstate(divide='ignore', invalid='ignore'):
+        sampled_i = _backproject_at(target, 1 / sampled_inverse, K)
+    usable = (reliable_j & pixel_flow.backward_valid
+              & np.isfinite(sampled_i).all(axis=-1))[::stride, ::stride]
+    if np.count_nonzero(usable) < MIN_RELIABLE_PIXELS:
+        return None
+    src = points_j[::stride, ::stride][usable].astype(np.float64)
+    dst = sampled_i[::stride, ::stride][usable].astype(np.float64)
+    step = max(1, len(src) // POSE_FIT_POINTS)
+    src, dst = src[::step], dst[::step]
+    fit = ransac_umeyama(src, dst, ODOMETRY_INLIER_REL * float(np.median(dst[:, 2])),
+                         seed=seed)
+    if np.count_nonzero(fit.inliers) < MIN_RELIABLE_PIXELS // 4:
+        return None
+    # The fixed threshold must admit the noise of a real sensor; with a better one it also
+    # admits slow movers and reading errors at silhouettes. A last refit on the points
+    # within 3x the inliers' median residual adapts to the noise actually present.
+    tight = fit.residuals < 3 * float(np.median(fit.residuals[fit.inliers]))
+    if np.count_nonzero(tight) < MIN_RELIABLE_PIXELS // 4:
+        return fit.T
+    R, t, _ = umeyama(src[tight], dst[tight])
+    return se3_from_rt(R, t)
+
+
+def _robust_similarity(src: np.ndarray, dst: np.ndarray, seed: int) -> np.ndarray:
+    """``[4, 4]`` similarity ``dst ~ s R src + t`` (RANSAC Umeyama, inliers within
+    :data:`POSE_INLIER_REL` of the median depth of ``dst``) on at most
+    :data:`POSE_FIT_POINTS` of the ``[N, 3]`` correspondences."""
+    src, dst = src.astype(np.float64), dst.astype(np.float64)
+    step = max(1, len(src) // POSE_FIT_POINTS)
+    fit = ransac_umeyama(src[::step], dst[::step],
+                         POSE_INLIER_REL * float(np.median(dst[:, 2])), with_scale=True,
+                         seed=seed)
+    return fit.T
+
+
+def _rigid_part(similarity: np.ndarray) -> np.ndarray:
+    """The rigid motion of a ``[4, 4]`` similarity (its rotation block holds ``s R``)."""
+    rigid = similarity.copy()
+    rigid[:3, :3] /= np.cbrt(np.linalg.det(similarity[:3, :3]))
+    return rigid
+
+
+def _apply(T: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """``[H, W, 3]`` float32 points under the ``[4, 4]`` transform ``T`` (float64 maths)."""
+    flat = points.reshape(-1, 3).astype(np.float64)
+    return (flat @ T[:3, :3].T + T[:3, 3]).reshape(points.shape).astype(np.float32)
+
+
+def _fill(measured: np.ndarray, reliable: np.ndarray, network: np.ndarray,
           confidence: np.ndarray, measured_confidence: float
           ) -> tuple[np.ndarray, np.ndarray]:
-    """Measured points where reliable, the network's scaled ones elsewhere; confidences."""
-    points = np.where(reliable[..., None], measured, network * np.float32(scale))
+    """Measured points where reliable, the (aligned) network's elsewhere; confidences."""
+    points = np.where(reliable[..., None], measured, network)
     conf = np.where(reliable, np.maximum(confidence, np.float32(measured_confidence)),
                     confidence)
     return points.astype(np.float32), conf.astype(np.float32)

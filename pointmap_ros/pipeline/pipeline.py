@@ -253,19 +253,30 @@ class DynamicReconPipeline:
         inferred = [(role, ref, self.engine.infer(ref.frame, frame.frame))
                     for role, ref in camera.window.schedule()]
         timings['inference'] = _ms(started)
-        started = time.perf_counter()
-        inferred = [(role, ref, self._depth_prior(camera, ref, frame, maps))
-                    for role, ref, maps in inferred]
-        timings['depth_prior'] = _ms(started)
-        started = time.perf_counter()
-        pairs = [_Pair(role, ref, *self._cross_time(ref, frame, maps))
-                 for role, ref, maps in inferred]
-        timings['correspondence'] = _ms(started)
+        timings['correspondence'] = timings['depth_prior'] = 0.0
+        pairs = []
+        for role, ref, maps in inferred:
+            started = time.perf_counter()
+            flow = self._pixel_flow(ref, frame)
+            timings['correspondence'] += _ms(started)
+            started = time.perf_counter()
+            maps = self._depth_prior(camera, ref, frame, maps, flow)
+            timings['depth_prior'] += _ms(started)
+            started = time.perf_counter()
+            pairs.append(_Pair(role, ref, self._cross_time(maps, flow), flow))
+            timings['correspondence'] += _ms(started)
         return pairs, time.thread_time() - cpu_started
 
+    def _pixel_flow(self, ref: WindowFrame, frame: WindowFrame) -> PixelFlow | None:
+        """The pair's optical flow, None with network cross-time maps."""
+        if self.cross_time_source == 'network':
+            return None
+        return self.flow_source.pair_flow(ref, frame, self.size)
+
     def _depth_prior(self, camera: _CameraState, ref: WindowFrame, frame: WindowFrame,
-                     maps: DynamicPointMaps) -> DynamicPointMaps:
-        """The pair's maps with both frames' depth fused in (metric), or unchanged when the
+                     maps: DynamicPointMaps, flow: PixelFlow | None) -> DynamicPointMaps:
+        """The pair's maps with both frames' depth fused in (metric; the relative pose
+        from the depth images and ``flow`` when there is one), or unchanged when the
         prior is off, a frame has no depth, K is not known yet (no CameraInfo and no
         estimate before the first pose) or the depth is too sparse."""
         config = self.config
@@ -276,21 +287,19 @@ class DynamicReconPipeline:
         fusion = fuse_depth_prior(
             maps, ref.depth, frame.depth, K, confidence_mask(maps.conf_i_ti, *gate),
             confidence_mask(maps.conf_j_tj, *gate), config.depth_min_m, config.depth_max_m,
-            config.depth_edge_rel, config.conf_threshold, self.stride, config.seed)
+            config.depth_edge_rel, config.conf_threshold, flow, self.stride, config.seed)
         return maps if fusion is None else fusion.maps
 
-    def _cross_time(self, ref: WindowFrame, frame: WindowFrame, maps: DynamicPointMaps
-                    ) -> tuple[DynamicPointMaps, PixelFlow | None]:
-        """The pair's maps with cross-time maps from the configured source, and its pixel
-        flow (None with network cross-time maps)."""
-        source = self.cross_time_source
-        if source == 'network':
-            return maps, None
-        flow = self.flow_source.pair_flow(ref, frame, self.size)
+    def _cross_time(self, maps: DynamicPointMaps, flow: PixelFlow | None
+                    ) -> DynamicPointMaps:
+        """The pair's maps with cross-time maps from the configured source (``flow`` is
+        None exactly with network cross-time maps)."""
+        if flow is None:
+            return maps
         corresponded = correspondence_cross_time(maps, flow)
-        if source == 'fused':
+        if self.cross_time_source == 'fused':
             corresponded = fuse_cross_time(maps, corresponded)
-        return corresponded, flow
+        return corresponded
 
     # -- stages -------------------------------------------------------------------------
     def _geometry(self, camera: _CameraState, frame: WindowFrame, pairs: list[_Pair],

@@ -5,15 +5,21 @@ rounding), however wrong the network's map is where the depth is reliable, and t
 network's points fill holes and edges scaled to the depth.
 """
 
+import dataclasses
+
 import numpy as np
 import pytest
+from scipy.spatial.transform import Rotation
 
 from pointmap_ros.data.scenes import SceneConfig, SceneGenerator
 from pointmap_ros.engines.oracle_engine import OracleEngine
 from pointmap_ros.errors import ConfigError
-from pointmap_ros.geometry.transforms import se3_inverse
+from pointmap_ros.evaluation.true_flow import GroundTruthFlow
+from pointmap_ros.geometry.transforms import se3_apply, se3_inverse
 from pointmap_ros.pipeline import DynamicReconPipeline, FrameInput, PipelineConfig
 from pointmap_ros.pipeline.depth_prior import backproject, fuse_depth_prior, reliable_depth
+from pointmap_ros.pipeline.preprocess import make_frame
+from pointmap_ros.tracking.window import WindowFrame
 from pointmap_ros.types import DynamicPointMaps
 
 FUSE = dict(min_m=0.1, max_m=100.0, edge_rel=0.08, measured_confidence=3.0)
@@ -190,3 +196,27 @@ def test_depth_parameters_are_validated(kw, name):
     with pytest.raises(ConfigError) as err:
         PipelineConfig(**kw).validate()
     assert err.value.name == name
+
+
+def test_with_correspondences_the_pose_is_the_sensors_not_the_networks(scene_pair):
+    """A network whose P_j(t_j) carries a pose error (2 degrees, 10 cm): with the pair's
+    optical flow (here exact) the relative pose comes from the two depth images, so the
+    measured points are true; the network's own (wrong) pose would misplace them."""
+    gen, gt, depth_i, depth_j = scene_pair
+    i, j = 0, 4
+    wrong = np.eye(4)
+    wrong[:3, :3] = Rotation.from_euler('y', 2.0, degrees=True).as_matrix()
+    wrong[:3, 3] = (0.1, 0.0, 0.0)
+    network = dataclasses.replace(gt.maps, pts_j_tj=se3_apply(wrong, gt.maps.pts_j_tj
+                                                             .astype(np.float64)
+                                                             ).astype(np.float32))
+    frames = [WindowFrame(make_frame(gen.render(t).rgb, gen.stamp(t)), t) for t in (i, j)]
+    flow = GroundTruthFlow(gen).pair_flow(*frames, depth_i.shape)
+    with_flow = fuse_depth_prior(network, depth_i, depth_j, gen.K, gt.valid_i, gt.valid_j,
+                                 pixel_flow=flow, **FUSE)
+    np.testing.assert_allclose(with_flow.T_i_j, gt.T_cami_camj, atol=1e-3)
+    measured = with_flow.measured_j & gt.valid_j
+    np.testing.assert_allclose(with_flow.maps.pts_j_tj[measured], gt.maps.pts_j_tj[measured],
+                               atol=1e-3)
+    network_pose = _fuse(network, depth_i, depth_j, gen.K, gt.valid_i, gt.valid_j)
+    assert np.abs(network_pose.T_i_j[:3, 3] - gt.T_cami_camj[:3, 3]).max() > 0.05
