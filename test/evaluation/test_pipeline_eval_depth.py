@@ -25,8 +25,8 @@ def test_depth_makes_the_output_metric_within_the_sensor_noise(tmp_path, noise):
     assert result['object_centroid_err_m'] < 0.05
 
 
-def test_without_depth_the_output_is_up_to_scale(tmp_path):
+def test_without_depth_the_oracles_exact_geometry_is_scored_exact(tmp_path):
     result = _run(tmp_path)
     assert result['depth_sensor'] is None
-    assert result['metric_frames'] == 0.0
-    assert result['depth_absrel'] < 1e-4  # exact maps, scored after scale alignment
+    assert result['metric_frames'] == 1.0  # the oracle serves metres
+    assert result['depth_absrel'] < 1e-4
