@@ -64,8 +64,9 @@ __all__ = ['DepthFusion', 'reliable_depth', 'backproject', 'fuse_depth_prior',
 #: fused: too few for a robust scale and pose.
 MIN_RELIABLE_PIXELS = 64
 
-#: RANSAC inlier distance of the pose fit, as a fraction of the median measured depth: wide
-#: enough for a network's map error (a few per cent), narrow enough to ignore its outliers.
+#: RANSAC inlier distance of the similarity fits of a network map onto measured points, as
+#: a fraction of their median depth: wide enough for a network's map error (a few per
+#: cent), narrow enough to ignore its outliers.
 POSE_INLIER_REL = 0.05
 
 #: RANSAC inlier distance of depth odometry, as a fraction of the median depth: two
