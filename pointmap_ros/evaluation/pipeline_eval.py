@@ -24,6 +24,17 @@ ground-truth depth so scenes of any size weigh the same):
   ground-truth object (visible with >= ``min_pixels`` in >= 3 output frames) is
   ``objects_matched`` when some track is on it in at least half of those frames;
   ``id_switches`` counts changes of the majority track id over each object's pixels.
+- Geometry: ``depth_absrel``, mean ``|z - z_gt| / z_gt`` of the published ``points_cam``
+  over valid pixels, without any scale alignment on frames whose output is metric (else
+  after the frame's median depth ratio); ``metric_frames``, the fraction of output frames
+  flagged metric; ``object_centroid_err_m``, over every (track, frame) on a ground-truth
+  object, the distance between the centroid of the track's published points and that of the
+  true points of the same pixels, in metres (aligned like ``depth_absrel``): where the
+  published objects are, not their tracked pose.
+
+With a depth sensor model (``pointmap-eval-pipeline --depth``) every frame comes with the
+camera's depth degraded by :func:`~pointmap_ros.data.depth_sensor.degrade_depth` (seeded by
+sequence and frame), as an RGB-D driver would publish it.
 """
 
 from __future__ import annotations
@@ -34,11 +45,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pointmap_ros.data.depth_sensor import DepthSensorModel, degrade_depth
 from pointmap_ros.data.scenes import SceneConfig, SceneGenerator
 from pointmap_ros.errors import PointmapError
 from pointmap_ros.geometry.alignment import umeyama
 from pointmap_ros.geometry.transforms import se3_compose, se3_inverse
 from pointmap_ros.pipeline import DynamicReconPipeline, FrameInput, PipelineConfig
+from pointmap_ros.pipeline.depth_prior import backproject
 
 __all__ = ['SequenceScore', 'evaluate_sequence', 'pool_scores', 'eval_scene']
 
@@ -73,6 +86,11 @@ class SequenceScore:
     id_switches: int = 0
     frames: int = 0
     dropped: int = 0
+    depth_absrel: float = 0.0
+    depth_n: int = 0
+    metric_frames: int = 0
+    centroid_err: float = 0.0
+    centroid_n: int = 0
     scales: list = field(default_factory=list)
 
 
@@ -92,7 +110,8 @@ def _track_ownership(instance_ids: np.ndarray, gt_instances: np.ndarray,
 
 def evaluate_sequence(engine_factory, scene: SceneConfig, seed: int,
                       config: PipelineConfig, min_pixels: int = 30,
-                      camera_scale: int = 1) -> SequenceScore:
+                      camera_scale: int = 1,
+                      depth_sensor: DepthSensorModel | None = None) -> SequenceScore:
     """Run the pipeline over one generated sequence and score it.
 
     Args:
@@ -104,6 +123,8 @@ def evaluate_sequence(engine_factory, scene: SceneConfig, seed: int,
         camera_scale: the camera's images (and CameraInfo) have this many times the model's
             rows and columns, as real cameras do; the same scene is ray-cast at both sizes
             (layout, motion and field of view depend on the seed only).
+        depth_sensor: when given, each frame carries the camera's depth as this sensor
+            measures it (:func:`degrade_depth`, seed ``1000 * seed + t``).
     """
     gen = SceneGenerator(scene, seed=seed)
     camera = gen if camera_scale == 1 else SceneGenerator(
@@ -122,9 +143,12 @@ def evaluate_sequence(engine_factory, scene: SceneConfig, seed: int,
     first_depth = None
     for t in range(gen.num_frames):
         frame = gen.render(t)
+        camera_frame = frame if camera is gen else camera.render(t)
+        depth = (None if depth_sensor is None else
+                 degrade_depth(camera_frame.depth, depth_sensor, seed=1000 * seed + t))
         try:
-            out = pipe.process(FrameInput(image=camera.render(t).rgb, stamp=frame.stamp,
-                                          camera_id='cam0', K=camera.K))
+            out = pipe.process(FrameInput(image=camera_frame.rgb, stamp=frame.stamp,
+                                          camera_id='cam0', K=camera.K, depth=depth))
         except PointmapError:  # a documented drop (e.g. no pose): scored as missing output
             score.dropped += 1
             continue
@@ -140,6 +164,13 @@ def evaluate_sequence(engine_factory, scene: SceneConfig, seed: int,
         ok = out.valid & np.isfinite(depth_gt) & (depth_gt > 0)
         scale = float(np.median(depth_gt[ok] / out.points_cam[..., 2][ok])) if ok.any() else 1.0
         depth_scales.append(scale)
+        # Geometry: metric output is scored as published, up-to-scale output aligned.
+        geometry_scale = 1.0 if out.metric_scale else scale
+        score.metric_frames += int(out.metric_scale)
+        z = out.points_cam[..., 2][ok] * geometry_scale
+        score.depth_absrel += float(np.sum(np.abs(z - depth_gt[ok]) / depth_gt[ok]))
+        score.depth_n += int(np.count_nonzero(ok))
+        true_points = backproject(np.where(ok, depth_gt, np.nan).astype(np.float32), gen.K)
         # Motion mask against the pixels that moved since the previous or keyframe's time.
         gt_prev = gen.pair_ground_truth(prev, t, dtype=np.float64)
         t_kf = out.keyframe_index  # frames are never skipped here: index == frame number
@@ -167,6 +198,12 @@ def evaluate_sequence(engine_factory, scene: SceneConfig, seed: int,
         owners = _track_ownership(out.instance_ids, frame.instance_ids, gt_moving)
         for tid, gid in owners.items():
             owners_per_track[tid].append(gid)
+            on_object = ok & (out.instance_ids == tid) & (frame.instance_ids == gid)
+            if gid > 0 and on_object.any():
+                published = out.points_cam[on_object].mean(axis=0) * geometry_scale
+                score.centroid_err += float(np.linalg.norm(
+                    published - true_points[on_object].mean(axis=0)))
+                score.centroid_n += 1
         for gid in np.unique(frame.instance_ids[gt_moving]):
             if gid <= 0 or np.count_nonzero((frame.instance_ids == gid) & gt_moving) < min_pixels:
                 continue
@@ -236,6 +273,10 @@ def pool_scores(scores: list[SequenceScore]) -> dict:
         'objects_spurious_max_per_sequence': max((s.objects_spurious for s in scores),
                                                  default=0),
         'id_switches': sum(s.id_switches for s in scores),
+        'depth_absrel': ratio([s.depth_absrel for s in scores], [s.depth_n for s in scores]),
+        'metric_frames': ratio([s.metric_frames for s in scores], [s.frames for s in scores]),
+        'object_centroid_err_m': ratio([s.centroid_err for s in scores],
+                                       [s.centroid_n for s in scores]),
         'scale_variation': mean([float(np.std(s.scales) / np.mean(s.scales))
                                  for s in scores if len(s.scales) > 1]),
     }

@@ -11,7 +11,7 @@ from pointmap_ros.errors import InputError
 
 __all__ = ['squared_norm', 'vector_norm', 'valid_mask', 'confidence_mask',
            'confidence_threshold', 'invalid_as_nan', 'set_invalid_nan', 'depth_from_points',
-           'median_depth', 'scale_from_depth', 'depth_ratio']
+           'median_depth', 'scale_from_depth', 'depth_ratio', 'depth_edges']
 
 
 def squared_norm(v: np.ndarray) -> np.ndarray:
@@ -170,3 +170,31 @@ def scale_from_depth(points: np.ndarray, depth: np.ndarray, mask: np.ndarray | N
         raise InputError(f'depth scale needs >= {min_pixels} pixels with valid depth and points',
                          'depth_scale')
     return s
+
+
+def depth_edges(depth: np.ndarray, edge_rel: float) -> np.ndarray:
+    """``[H, W]`` bool: pixels at a depth discontinuity of a z-depth image.
+
+    A pixel is at an edge when its inverse depth departs from the mean of its two
+    neighbours along the row or the column by more than ``edge_rel`` of its own (the second
+    difference). The inverse depth of a plane is affine in the pixel coordinates, so slanted
+    floors and walls have no edges however steep (a depth-spread test flagged half of a
+    96x128 room view at 5 %), while a step between two surfaces marks the last pixel on each
+    side and any pixel between them. Directions with a neighbour without data (0 / NaN)
+    give no evidence; pixels without data are never edges.
+    """
+    depth = np.asarray(depth, np.float32)
+    has_data = np.isfinite(depth) & (depth > 0)
+    with np.errstate(divide='ignore', invalid='ignore'):
+        inverse = np.where(has_data, np.float32(1) / depth, np.float32(np.nan))
+    edge = np.zeros(depth.shape, bool)
+    bend = np.zeros(depth.shape, np.float32)
+    # Interior pixels only: the first and last row / column have no second difference.
+    bend[1:-1, :] = np.abs(inverse[:-2, :] + inverse[2:, :] - 2 * inverse[1:-1, :])
+    with np.errstate(invalid='ignore'):
+        edge |= bend > edge_rel * inverse  # NaN (no data around): no evidence
+    bend[:] = 0
+    bend[:, 1:-1] = np.abs(inverse[:, :-2] + inverse[:, 2:] - 2 * inverse[:, 1:-1])
+    with np.errstate(invalid='ignore'):
+        edge |= bend > edge_rel * inverse
+    return edge & has_data

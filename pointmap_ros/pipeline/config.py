@@ -99,6 +99,16 @@ class PipelineConfig:
         flow_inlier_px: RANSAC threshold of the epipolar / homography fit.
         camera_still_px: the camera did not move when the static pixels' median flow is
             below this; its pose is then kept exactly.
+        depth_prior: when frames come with a registered depth image, fuse it into the
+            same-time maps of every pair whose two frames have one (pipeline/depth_prior.py):
+            the geometry becomes metric and correspondence flow metric scene flow. False
+            uses depth only for the metric scale (median depth ratio).
+        depth_min_m, depth_max_m: depth outside this range (metres) is not trusted (the
+            sensor's working range); the network fills those pixels.
+        depth_edge_rel: depth pixels whose inverse depth departs from the mean of their two
+            neighbours along a row or column by more than this fraction are at a depth edge
+            (flying pixels) and not trusted; planes at any slant pass (8 % is over 3 sigma of
+            1 % depth noise, and far below the jumps at an object's silhouette).
     """
 
     input_size: tuple = (224, 224)
@@ -146,6 +156,10 @@ class PipelineConfig:
     flow_reliable_px: float = 1.5
     flow_inlier_px: float = 1.0
     camera_still_px: float = 0.25
+    depth_prior: bool = True
+    depth_min_m: float = 0.1
+    depth_max_m: float = 10.0
+    depth_edge_rel: float = 0.08
 
     @property
     def prior_focal_rel(self) -> float:
@@ -184,6 +198,10 @@ class PipelineConfig:
         self._check_focal(bad)
         if self.fixed_scale is not None and not _positive(self.fixed_scale):
             bad('fixed_scale', 'expected None or a finite value > 0')
+        if not (_positive(self.depth_min_m) and self.depth_min_m < self.depth_max_m
+                and math.isfinite(self.depth_max_m)):
+            bad('depth_min_m', f'expected 0 < depth_min_m < depth_max_m = '
+                f'{self.depth_max_m!r}, both finite')
         if self.cross_time_source not in CROSS_TIME_SOURCES:
             bad('cross_time_source', f'expected one of {CROSS_TIME_SOURCES}')
         if self.flow_preset not in FLOW_PRESETS:
@@ -225,7 +243,7 @@ _VALUE_RULES = (
       'flow_noise_mult', 'flow_depth_min_rel', 'camera_still_px'),
      _non_negative, 'expected a finite value >= 0'),
     (('cluster_jump_rel', 'cluster_flow_jump_rel', 'ransac_threshold_rel',
-      'rigid_residual_rel', 'pnp_reprojection_px'), _positive, 'expected a finite value > 0'),
+      'rigid_residual_rel', 'pnp_reprojection_px', 'depth_edge_rel'), _positive, 'expected a finite value > 0'),
     (('flow_hysteresis', 'rigid_motion_residual_frac'),
      lambda value: 0.0 < value <= 1.0, 'expected a value in (0, 1]'),
     (('flow_depth_min_isotropy',), lambda value: 0.0 <= value <= 1.0,

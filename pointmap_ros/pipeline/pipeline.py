@@ -4,8 +4,9 @@ Per new frame t of a camera (all pairs have the older frame as i, so maps are in
 stages that take values and return values:
 
 1. Pairs: ``(keyframe, t)`` always, ``(t - g, t)`` for the configured gaps (window.py);
-   engine inference, then the cross-time maps from the configured source
-   (correspondence.py).
+   engine inference; a registered depth image fused into the same-time maps when both
+   frames have one (depth_prior.py); then the cross-time maps from the configured source
+   (correspondence.py), metric scene flow when the same-time maps are.
 2. Views: confidence gating and per-pair scale alignment to the window (pair.py).
 3. Intrinsics: CameraInfo, else a focal fit on the keyframe's own map (intrinsics.py).
 4. Motion and pose: the motion mask and ``T_kf_cam`` (ego_motion.py); PnP of the keyframe
@@ -39,12 +40,14 @@ import numpy as np
 from pointmap_ros.engines.base import Engine
 from pointmap_ros.errors import InputError, PoseError
 from pointmap_ros.geometry.camera import intrinsics_from_camera_info
-from pointmap_ros.geometry.pointmap import depth_ratio, median_depth, set_invalid_nan
+from pointmap_ros.geometry.pointmap import (
+    confidence_mask, depth_ratio, median_depth, set_invalid_nan)
 from pointmap_ros.geometry.transforms import se3_apply, se3_compose, se3_inverse
 from pointmap_ros.pipeline.config import PipelineConfig
 from pointmap_ros.pipeline.correspondence import (
     DenseFlow, FlowSource, PixelFlow, correspondence_cross_time, fuse_cross_time,
     resolve_cross_time_source)
+from pointmap_ros.pipeline.depth_prior import fuse_depth_prior
 from pointmap_ros.pipeline.ego_motion import MotionResult, estimate_motion_and_pose
 from pointmap_ros.pipeline.instances import (
     complete_instances, detect_objects, fit_instances, instance_labels)
@@ -75,6 +78,9 @@ class _CameraState:
         self.last_stamp: float | None = None
         self.focal_fits: collections.deque = collections.deque(maxlen=32)  # plausible only
         self.depth_scales: collections.deque = collections.deque(maxlen=32)
+        # Are the window's units metres? None until the keyframe's first pair defines them
+        # (a metric engine's or a depth-fused pair: metres; else that pair's units).
+        self.metric_window: bool | None = None
         self.pose_failures = 0  # consecutive frames without a pose
         self.skipped = 0  # frames superseded before inference (LatestFrameSlot), cumulative
 
@@ -247,31 +253,60 @@ class DynamicReconPipeline:
         inferred = [(role, ref, self.engine.infer(ref.frame, frame.frame))
                     for role, ref in camera.window.schedule()]
         timings['inference'] = _ms(started)
-        started = time.perf_counter()
-        pairs = [_Pair(role, ref, *self._cross_time(ref, frame, maps))
-                 for role, ref, maps in inferred]
-        timings['correspondence'] = _ms(started)
+        timings['correspondence'] = timings['depth_prior'] = 0.0
+        pairs = []
+        for role, ref, maps in inferred:
+            started = time.perf_counter()
+            flow = self._pixel_flow(ref, frame)
+            timings['correspondence'] += _ms(started)
+            started = time.perf_counter()
+            maps = self._depth_prior(camera, ref, frame, maps, flow)
+            timings['depth_prior'] += _ms(started)
+            started = time.perf_counter()
+            pairs.append(_Pair(role, ref, self._cross_time(maps, flow), flow))
+            timings['correspondence'] += _ms(started)
         return pairs, time.thread_time() - cpu_started
 
-    def _cross_time(self, ref: WindowFrame, frame: WindowFrame, maps: DynamicPointMaps
-                    ) -> tuple[DynamicPointMaps, PixelFlow | None]:
-        """The pair's maps with cross-time maps from the configured source, and its pixel
-        flow (None with network cross-time maps)."""
-        source = self.cross_time_source
-        if source == 'network':
-            return maps, None
-        flow = self.flow_source.pair_flow(ref, frame, self.size)
+    def _pixel_flow(self, ref: WindowFrame, frame: WindowFrame) -> PixelFlow | None:
+        """The pair's optical flow, None with network cross-time maps."""
+        if self.cross_time_source == 'network':
+            return None
+        return self.flow_source.pair_flow(ref, frame, self.size)
+
+    def _depth_prior(self, camera: _CameraState, ref: WindowFrame, frame: WindowFrame,
+                     maps: DynamicPointMaps, flow: PixelFlow | None) -> DynamicPointMaps:
+        """The pair's maps with both frames' depth fused in (metric; the relative pose
+        from the depth images and ``flow`` when there is one), or unchanged when the
+        prior is off, a frame has no depth, K is not known yet (no CameraInfo and no
+        estimate before the first pose) or the depth is too sparse."""
+        config = self.config
+        K = frame.K if frame.K is not None else camera.window.keyframe.K
+        if not config.depth_prior or ref.depth is None or frame.depth is None or K is None:
+            return maps
+        gate = (config.conf_threshold, config.conf_keep_quantile)
+        fusion = fuse_depth_prior(
+            maps, ref.depth, frame.depth, K, confidence_mask(maps.conf_i_ti, *gate),
+            confidence_mask(maps.conf_j_tj, *gate), config.depth_min_m, config.depth_max_m,
+            config.depth_edge_rel, config.conf_threshold, flow, self.stride, config.seed)
+        return maps if fusion is None else fusion.maps
+
+    def _cross_time(self, maps: DynamicPointMaps, flow: PixelFlow | None
+                    ) -> DynamicPointMaps:
+        """The pair's maps with cross-time maps from the configured source (``flow`` is
+        None exactly with network cross-time maps)."""
+        if flow is None:
+            return maps
         corresponded = correspondence_cross_time(maps, flow)
-        if source == 'fused':
+        if self.cross_time_source == 'fused':
             corresponded = fuse_cross_time(maps, corresponded)
-        return corresponded, flow
+        return corresponded
 
     # -- stages -------------------------------------------------------------------------
     def _geometry(self, camera: _CameraState, frame: WindowFrame, pairs: list[_Pair],
                   timings: dict[str, float]) -> PipelineOutput:
         """Stages 2-7 of the module docstring for a frame with a keyframe."""
         started = time.perf_counter()
-        views = self._views(frame, pairs)
+        views = self._views(camera, frame, pairs)
         keyframe_pair = views[0]
         intrinsics = frame_intrinsics(camera.camera_info_K, keyframe_pair, camera.focal_fits,
                                       self.config, self.grid)
@@ -297,14 +332,16 @@ class DynamicReconPipeline:
         return self._objects_and_output(camera, frame, views, motion, intrinsics, geometry,
                                         instances, timings)
 
-    def _views(self, frame: WindowFrame, pairs: list[_Pair]) -> list[PairView]:
-        """Gated views of the pairs, each scale-aligned to the window (non-metric maps have
-        a per-pair scale)."""
+    def _views(self, camera: _CameraState, frame: WindowFrame,
+               pairs: list[_Pair]) -> list[PairView]:
+        """Gated views of the pairs, each scale-aligned to the window: metric maps in a
+        metric window (or defining the window's units) as they are, others by their own
+        scale (a pair without depth in a depth-fused window, or any pair of an up-to-scale
+        engine)."""
         gate = (self.config.conf_threshold, self.config.conf_keep_quantile)
-        metric = pairs[0].maps.metric
         return [PairView(pair.role, pair.ref, frame.stamp, pair.maps,
-                         1.0 if metric else window_scale(pair.ref, pair.maps, self.stride,
-                                                         *gate),
+                         1.0 if pair.maps.metric and camera.metric_window is not False
+                         else window_scale(pair.ref, pair.maps, self.stride, *gate),
                          *gate, pixel_flow=pair.pixel_flow) for pair in pairs]
 
     def _commit_pose(self, camera: _CameraState, frame: WindowFrame, keyframe_pair: PairView,
@@ -317,6 +354,8 @@ class DynamicReconPipeline:
         if intrinsics.focal_fit is not None:
             camera.focal_fits.append(intrinsics.focal_fit)
         if keyframe.points_cam is None:  # a keyframe's first pair defines the units
+            if camera.metric_window is None:
+                camera.metric_window = keyframe_pair.maps.metric
             keyframe.points_cam = set_invalid_nan(keyframe_pair.i_ti.copy(),
                                                   keyframe_pair.valid_i)
             keyframe.track_ids = np.zeros((height, width), np.int32)
@@ -385,7 +424,7 @@ class DynamicReconPipeline:
             camera.window.set_keyframe(frame)
             camera.tracker.reanchor()
         timings['tracking'] = _ms(started)
-        scale, is_metric = self._scale(camera, keyframe_pair.maps.metric, frame, geometry)
+        scale, is_metric = self._scale(camera, frame, geometry)
         return PipelineOutput(
             stamp=frame.stamp, camera_id=frame.frame.camera_id, frame_index=frame.index,
             image=frame.frame.image, K=intrinsics.K, intrinsics_estimated=intrinsics.estimated,
@@ -434,11 +473,12 @@ class DynamicReconPipeline:
                          frame.index, overlap, mean_confidence)
         return due
 
-    def _scale(self, camera: _CameraState, metric: bool, frame: WindowFrame,
+    def _scale(self, camera: _CameraState, frame: WindowFrame,
                geometry: _Geometry) -> tuple[float, bool]:
-        """(metres per window unit, is metric) from the engine, fixed scale or depth: one
-        scale per camera, the median over its recent depth frames."""
-        if metric:
+        """(metres per window unit, is metric): 1 when the window's units are metres (a
+        metric engine, or depth fused into the pair that defined them); else the fixed
+        scale; else the median depth ratio over the camera's recent depth frames."""
+        if camera.metric_window:
             return 1.0, True
         if self.config.fixed_scale is not None:
             return float(self.config.fixed_scale), True
@@ -473,6 +513,7 @@ class DynamicReconPipeline:
         if frame.K is None:  # no CameraInfo: keep the keyframe's (possibly estimated) K
             frame.K = camera.window.keyframe.K
         camera.window.restart(frame)
+        camera.metric_window = None  # as at start, the new keyframe's first pair decides
         camera.tracker.reanchor()
         camera.pose_failures = 0
         self._count('pose_reset')

@@ -14,7 +14,7 @@ from pointmap_ros.errors import InputError
 from pointmap_ros.geometry.camera import crop_intrinsics, scale_intrinsics
 from pointmap_ros.types import Frame
 
-__all__ = ['resize_crop', 'make_frame', 'frame_key']
+__all__ = ['resize_crop', 'resize_depth', 'make_frame', 'frame_key']
 
 
 def _check_image(image: np.ndarray) -> np.ndarray:
@@ -37,8 +37,8 @@ def resize_crop(image: np.ndarray, size: tuple[int, int], K: np.ndarray | None =
         image: ``[h, w, 3]`` uint8 RGB, any size.
         size: target ``(H, W)``.
         K: ``[3, 3]`` intrinsics of ``image`` or None.
-        depth: ``[h, w]`` float depth in metres (0/NaN = no data) or None; resized with
-            nearest-neighbour so no depth is invented across object edges.
+        depth: ``[h, w]`` float depth in metres (0/NaN = no data) or None; resized by
+            :func:`resize_depth`, so no depth is invented across object edges or holes.
 
     Returns:
         ``(image [H, W, 3] uint8, K at the new resolution or None, depth [H, W] float32 or
@@ -67,9 +67,37 @@ def resize_crop(image: np.ndarray, size: tuple[int, int], K: np.ndarray | None =
     if depth is not None:
         d = np.asarray(depth, dtype=np.float32)
         if (rh, rw) != (h, w):
-            d = cv2.resize(d, (rw, rh), interpolation=cv2.INTER_NEAREST)
+            d = resize_depth(d, (rh, rw))
         d_out = np.ascontiguousarray(d[y0:y0 + H, x0:x0 + W])
     return out, K_out, d_out
+
+
+#: Shrinking depth averages a block only when it is one surface: the average may differ
+#: from the nearest sample by at most this fraction (a floor seen at a grazing angle changes
+#: by a few per cent per pixel; a silhouette or a hole by far more).
+DEPTH_AVERAGE_TOL = 0.05
+
+
+def resize_depth(depth: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``[h, w]`` metric depth resized to ``size = (H, W)`` without blending surfaces.
+
+    Nearest-neighbour never mixes a foreground and a background depth, but when shrinking
+    it reads a sample up to half a source pixel from the target pixel's centre: at 2x, a
+    quarter of a model pixel, 0.75 % of the depth on a floor at a grazing angle (measured:
+    depth AbsRel 0.0054 with exact depth, against 0.0009 without resizing). So when
+    shrinking, the area average (centred) is used where the block is one surface (within
+    :data:`DEPTH_AVERAGE_TOL` of the nearest sample, which a hole (0 / NaN) or an edge
+    breaks) and the nearest sample elsewhere; enlarging is nearest-neighbour.
+    """
+    height, width = size
+    nearest = cv2.resize(depth, (width, height), interpolation=cv2.INTER_NEAREST)
+    if height >= depth.shape[0] and width >= depth.shape[1]:
+        return nearest
+    averaged = cv2.resize(depth, (width, height), interpolation=cv2.INTER_AREA)
+    with np.errstate(invalid='ignore'):
+        one_surface = np.abs(averaged - nearest) <= DEPTH_AVERAGE_TOL * nearest
+    one_surface &= nearest > 0
+    return np.where(one_surface, averaged, nearest).astype(np.float32)
 
 
 def frame_key(camera_id: str, stamp: float) -> str:

@@ -70,7 +70,8 @@ _NODE_PARAMS = [
               'Depth topic relative to each namespace (16UC1 mm or 32FC1 m); used if use_depth.'),
     ParamSpec('use_camera_info', True,
               'Pair each image with a CameraInfo (K). False: intrinsics are estimated.'),
-    ParamSpec('use_depth', False, 'Pair each image with a depth image (gives metric scale).'),
+    ParamSpec('use_depth', False, 'Pair each image with a depth image (metric geometry: '
+              'fused into the maps when depth_prior, else the metric scale only).'),
     ParamSpec('input_qos', 'sensor_data', 'Reliability of the input subscriptions.',
               choices=QOS_CHOICES),
     ParamSpec('input_queue_depth', 5, 'Keep-last depth of each input subscription (messages).',
@@ -213,6 +214,16 @@ _PIPELINE_PARAMS = [
     _pipe('flow_halo_px', 'Moving pixels within this distance of the mask border that lie '
           'behind a nearer moving pixel are dropped (background dragged along by the flow; '
           '0 = keep them) (model px).', range=(0, 64), dynamic=True),
+    _pipe('depth_prior', 'With use_depth: fuse the depth image into the point maps where it '
+          'is reliable (metric points and scene flow; the network fills holes, scaled to the '
+          'depth); false = depth sets only the metric scale.', dynamic=True),
+    _pipe('depth_min_m', 'Depth nearer than this is not trusted (sensor range, m); must be '
+          'below depth_max_m.', range=(0.001, 1000.0), dynamic=True),
+    _pipe('depth_max_m', 'Depth farther than this is not trusted (sensor range, m).',
+          range=(0.01, 10000.0), dynamic=True),
+    _pipe('depth_edge_rel', 'Depth pixels whose inverse depth bends by more than this '
+          'fraction along a row or column are flying pixels at a depth edge and not trusted '
+          '(planes at any slant pass).', range=(0.001, 10.0), dynamic=True),
 ]
 
 PARAMS: list[ParamSpec] = _NODE_PARAMS + _PIPELINE_PARAMS

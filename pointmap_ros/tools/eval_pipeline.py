@@ -13,11 +13,17 @@ Example::
 
     pointmap-eval-pipeline --engine oracle-two-map --sequences 8 --json two_map.json
     pointmap-eval-pipeline --engine checkpoint --cross-time-source fused --json shipped.json
+    pointmap-eval-pipeline --engine oracle-two-map --depth --depth-noise 0.01
+
+``--depth`` gives every frame the camera's depth as an RGB-D sensor measures it
+(data/depth_sensor.py: relative noise, holes and flying pixels at depth edges, random
+dropouts, range), which the pipeline fuses (pipeline/depth_prior.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -27,6 +33,7 @@ from tqdm import tqdm
 
 from pointmap_ros.assets import SHIPPED_MODEL
 from pointmap_ros.data.dataset import split_seeds
+from pointmap_ros.data.depth_sensor import DepthSensorModel
 from pointmap_ros.engines.factory import create_engine
 from pointmap_ros.engines.oracle_engine import OracleEngine
 from pointmap_ros.evaluation.pipeline_eval import eval_scene, evaluate_sequence, pool_scores
@@ -70,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--camera-scale', type=int, default=2,
                         help='camera images have this many times the model resolution '
                              '(rows and columns), like real cameras')
+    parser.add_argument('--depth', action='store_true',
+                        help='feed each frame a degraded depth image (a simulated RGB-D '
+                             'camera) to the pipeline')
+    parser.add_argument('--depth-noise', type=float, default=DepthSensorModel.noise_rel,
+                        help='relative depth noise (standard deviation) with --depth')
     parser.add_argument('--json', type=Path, help='write the metrics here')
     parser.add_argument('--no-progress', action='store_true')
     return parser
@@ -100,16 +112,19 @@ def main(argv=None) -> int:
     static = split_seeds(args.split, args.sequences if args.static_camera else
                          args.static_sequences, SEED_OFFSET + args.sequences)
     jobs = [(seed, False) for seed in moving] + [(seed, True) for seed in static]
+    depth_sensor = DepthSensorModel(noise_rel=args.depth_noise) if args.depth else None
     tick = time.perf_counter()
     scores = []
     for seed, still in tqdm(jobs, desc='sequences', disable=args.no_progress, file=sys.stderr):
         scene = eval_scene(height, width, static_camera=still, num_frames=args.frames)
         scores.append(evaluate_sequence(factory, scene, seed, config,
-                                        camera_scale=args.camera_scale))
+                                        camera_scale=args.camera_scale,
+                                        depth_sensor=depth_sensor))
     result = {'engine': args.engine, 'checkpoint': args.checkpoint, 'split': args.split,
               'precision': args.precision if args.engine == 'checkpoint' else None,
               'cross_time_source': args.cross_time_source, 'size': [height, width],
               'camera_scale': args.camera_scale,
+              'depth_sensor': dataclasses.asdict(depth_sensor) if depth_sensor else None,
               'seeds': [seed for seed, _ in jobs], **pool_scores(scores),
               'wall_s': round(time.perf_counter() - tick, 1)}
     text = json.dumps(result, indent=1)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pointmap_ros.pipeline.preprocess import frame_key, make_frame, resize_crop
+from pointmap_ros.pipeline.preprocess import frame_key, make_frame, resize_crop, resize_depth
 from pointmap_ros.errors import ConfigError, InputError
 from pointmap_ros.geometry.camera import project, unproject
 from pointmap_ros.pipeline import PipelineConfig
@@ -29,20 +29,35 @@ def test_resize_crop_keeps_rays(size):
     u, v = project(p, K_RAW)
     np.testing.assert_allclose(project(p, K), [(u + 0.5) * rw / w - 0.5 - x0,
                                                (v + 0.5) * rh / h - 0.5 - y0], atol=1e-9)
-    assert np.all(d == 2.0)
+    np.testing.assert_allclose(d, 2.0, rtol=1e-6)  # area averages round in float32
 
 
-def test_depth_resize_is_nearest_and_identity_is_exact():
+def test_depth_resize_never_blends_surfaces_and_identity_is_exact():
     img = np.zeros((40, 60, 3), np.uint8)
     depth = np.zeros((40, 60), np.float32)
     depth[:, 30:] = 5.0  # a depth edge must not be blended into 2.5 m
     _, _, d = resize_crop(img, (20, 30), None, depth)
     assert set(np.unique(d)) <= {0.0, 5.0}
+    # Holes (NaN) are not blended either.
+    holed = np.full((40, 60), 3.0, np.float32)
+    holed[::2, ::2] = np.nan
+    _, _, d = resize_crop(img, (20, 30), None, holed)
+    assert np.all(np.isnan(d) | (d == 3.0))
     out, K, _ = resize_crop(img, (40, 60), K_RAW)
     np.testing.assert_array_equal(out, img)
     np.testing.assert_allclose(K, K_RAW)
     pts = unproject(np.ones((40, 60)), K)
     np.testing.assert_allclose(project(pts, K_RAW)[5, 7], [7, 5])
+
+
+def test_shrunk_depth_is_centred_on_a_slanted_plane():
+    """A plane whose depth grows along the rows: the model pixel's depth is the camera's at
+    its centre (the 2x2 block average), not the sample a quarter pixel off."""
+    rows = np.arange(40, dtype=np.float32)
+    depth = np.tile((2.0 + 0.05 * rows)[:, None], (1, 60))  # linear in the row
+    d = resize_depth(depth, (20, 30))
+    centre_rows = 2 * np.arange(20) + 0.5  # model row r covers camera rows 2r, 2r + 1
+    np.testing.assert_allclose(d[:, 0], 2.0 + 0.05 * centre_rows, rtol=1e-6)
 
 
 def test_bad_images_rejected():
