@@ -133,9 +133,9 @@ def _backproject_at(pixels: np.ndarray, depth: np.ndarray, K: np.ndarray) -> np.
 
 def fuse_depth_prior(maps: DynamicPointMaps, depth_i: np.ndarray, depth_j: np.ndarray,
                      K: np.ndarray, confident_i: np.ndarray, confident_j: np.ndarray,
-                     min_m: float, max_m: float, edge_rel: float,
-                     measured_confidence: float, pixel_flow: PixelFlow | None = None,
-                     stride: int = 1, seed: int = 0) -> DepthFusion | None:
+                     min_m: float, max_m: float, edge_rel: float, measured_confidence: float,
+                     pixel_flow: PixelFlow | None = None, stride: int = 1,
+                     seed: int = 0) -> DepthFusion | None:
     """The pair's maps with both depth images fused in (module docstring); None when either
     image has fewer than :data:`MIN_RELIABLE_PIXELS` reliable, confident pixels (the pair
     then stays as the network gave it).
@@ -154,8 +154,8 @@ def fuse_depth_prior(maps: DynamicPointMaps, depth_i: np.ndarray, depth_j: np.nd
         stride: the scale and pose fits use every ``stride``-th pixel (the work grid).
         seed: RANSAC seed (deterministic).
     """
-    reliable_i = reliable_depth(depth_i, min_m, max_m, edge_rel)
-    reliable_j = reliable_depth(depth_j, min_m, max_m, edge_rel)
+    reliable_i, reliable_j = (reliable_depth(depth, min_m, max_m, edge_rel)
+                              for depth in (depth_i, depth_j))
     net_i, net_j = maps.pts_i_ti, maps.pts_j_tj
     fit_i = (reliable_i & confident_i & valid_mask(net_i))[::stride, ::stride]
     fit_j = (reliable_j & confident_j & np.isfinite(net_j).all(axis=-1))[::stride, ::stride]
@@ -163,17 +163,9 @@ def fuse_depth_prior(maps: DynamicPointMaps, depth_i: np.ndarray, depth_j: np.nd
         return None
     scale_i = float(np.median(depth_i[::stride, ::stride][fit_i]
                               / net_i[::stride, ::stride, 2][fit_i]))
-    measured_points_i = backproject(depth_i, K)
-    measured_points_j = backproject(depth_j, K)
-    T_i_j = None
-    if pixel_flow is not None:
-        T_i_j = depth_odometry(depth_i, reliable_i, measured_points_j, reliable_j, K,
-                               pixel_flow, stride, seed)
-    if T_i_j is None:
-        # The network's pose: similarity of its P_j(t_j) to camera j's measured points.
-        fit = _robust_similarity(net_j[::stride, ::stride][fit_j],
-                                 measured_points_j[::stride, ::stride][fit_j], seed)
-        T_i_j = np.linalg.inv(_rigid_part(fit))
+    measured_points_i, measured_points_j = backproject(depth_i, K), backproject(depth_j, K)
+    T_i_j = _relative_pose(net_j, fit_j, depth_i, reliable_i, measured_points_j, reliable_j,
+                           K, pixel_flow, stride, seed)
     measured_j_in_i = _apply(T_i_j, measured_points_j)
     # The network's image-j maps into the measured camera-i frame (scale, and with
     # odometry also the network's own pose error), so filled holes join without a step.
@@ -190,6 +182,23 @@ def fuse_depth_prior(maps: DynamicPointMaps, depth_i: np.ndarray, depth_j: np.nd
         pts_i_tj=maps.pts_i_tj * np.float32(scale_i),
         pts_j_ti=_apply(network_to_metric, maps.pts_j_ti), metric=True)
     return DepthFusion(fused, scale_i, scale_j, T_i_j, reliable_i, reliable_j)
+
+
+def _relative_pose(net_j: np.ndarray, fit_j: np.ndarray, depth_i: np.ndarray,
+                   reliable_i: np.ndarray, measured_points_j: np.ndarray,
+                   reliable_j: np.ndarray, K: np.ndarray, pixel_flow: PixelFlow | None,
+                   stride: int, seed: int) -> np.ndarray:
+    """``T_i_j``: from the two depth images and the flow when there is flow (and enough
+    consistent correspondences), else the network's pose, the similarity of its ``P_j(t_j)``
+    to camera j's measured points (``fit_j``: the strided pixels trusted for it)."""
+    if pixel_flow is not None:
+        T_i_j = depth_odometry(depth_i, reliable_i, measured_points_j, reliable_j, K,
+                               pixel_flow, stride, seed)
+        if T_i_j is not None:
+            return T_i_j
+    fit = _robust_similarity(net_j[::stride, ::stride][fit_j],
+                             measured_points_j[::stride, ::stride][fit_j], seed)
+    return np.linalg.inv(_rigid_part(fit))
 
 
 def depth_odometry(depth_i: np.ndarray, reliable_i: np.ndarray, points_j: np.ndarray,
