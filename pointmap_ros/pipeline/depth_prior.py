@@ -174,9 +174,8 @@ def fuse_depth_prior(maps: DynamicPointMaps, depth_i: np.ndarray, depth_j: np.nd
     scale_j = float(np.cbrt(np.linalg.det(network_to_metric[:3, :3])))
     pts_i_ti, conf_i_ti = _fill(measured_points_i, reliable_i, net_i * np.float32(scale_i),
                                 maps.conf_i_ti, measured_confidence)
-    pts_j_tj, conf_j_tj = _fill(measured_j_in_i, reliable_j,
-                                _apply(network_to_metric, net_j), maps.conf_j_tj,
-                                measured_confidence)
+    pts_j_tj, conf_j_tj = _fill(measured_j_in_i, reliable_j, _apply(network_to_metric, net_j),
+                                maps.conf_j_tj, measured_confidence)
     fused = dataclasses.replace(
         maps, pts_i_ti=pts_i_ti, conf_i_ti=conf_i_ti, pts_j_tj=pts_j_tj, conf_j_tj=conf_j_tj,
         pts_i_tj=maps.pts_i_tj * np.float32(scale_i),
