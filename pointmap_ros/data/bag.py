@@ -187,7 +187,8 @@ def write_bag(generator, path, *, include_depth: bool = False, overwrite: bool =
                 put(TOPIC_DEPTH, stamp_ns, build.image(stamp_ns, f.depth, '32FC1'))
             transforms = [build.transform(stamp_ns, CAMERA_FRAME, f.T_world_cam)]
             transforms += [
-                build.transform(stamp_ns, object_frame(GROUND_TRUTH_OBJECT_PREFIX, object_id), pose)
+                build.transform(stamp_ns, object_frame(GROUND_TRUTH_OBJECT_PREFIX, object_id),
+                                pose)
                 for object_id, pose in sorted(f.object_poses.items())]
             put(TOPIC_TF, stamp_ns, build.tf(transforms))
             if on_frame is not None:

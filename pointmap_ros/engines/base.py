@@ -36,8 +36,9 @@ class Engine(abc.ABC):
     #: Why this backend was chosen (set by :func:`pointmap_ros.engines.factory.create_engine`).
     selection: str | None = None
     #: What the cross-time maps P_i(t_j), P_j(t_i) are: ``'trained'`` (DPM heads),
-    #: ``'validated'`` (trained, held-out flow recorded below zero flow), ``'initialised'`` (copies of the same-time heads, as in a converted DUSt3R / MonST3R
-    #: checkpoint: zero flow by construction), ``'exact'`` (ground truth) or ``'withheld'``
+    #: ``'validated'`` (trained, held-out flow recorded below zero flow), ``'initialised'``
+    #: (copies of the same-time heads, as in a converted DUSt3R / MonST3R checkpoint: zero
+    #: flow by construction), ``'exact'`` (ground truth) or ``'withheld'``
     #: (an oracle serving the same-time maps in their place). The pipeline's
     #: ``cross_time_source: auto`` reads it.
     cross_time_heads: str = 'trained'

@@ -243,7 +243,8 @@ _VALUE_RULES = (
       'flow_noise_mult', 'flow_depth_min_rel', 'camera_still_px'),
      _non_negative, 'expected a finite value >= 0'),
     (('cluster_jump_rel', 'cluster_flow_jump_rel', 'ransac_threshold_rel',
-      'rigid_residual_rel', 'pnp_reprojection_px', 'depth_edge_rel'), _positive, 'expected a finite value > 0'),
+      'rigid_residual_rel', 'pnp_reprojection_px', 'depth_edge_rel'),
+     _positive, 'expected a finite value > 0'),
     (('flow_hysteresis', 'rigid_motion_residual_frac'),
      lambda value: 0.0 < value <= 1.0, 'expected a value in (0, 1]'),
     (('flow_depth_min_isotropy',), lambda value: 0.0 <= value <= 1.0,
@@ -251,6 +252,7 @@ _VALUE_RULES = (
 )
 
 #: (integer field, smallest value).
-_INTEGER_MINIMA = (('keyframe_max_age', 0), ('flow_keyframe_max_age', 0), ('ransac_iterations', 1), ('flow_smooth_radius', 0),
-                   ('pose_reset_after', 1), ('max_fit_points', 3), ('work_pixels', 1),
-                   ('flow_halo_px', 0), ('flow_width', 16))
+_INTEGER_MINIMA = (('keyframe_max_age', 0), ('flow_keyframe_max_age', 0),
+                   ('ransac_iterations', 1), ('flow_smooth_radius', 0), ('pose_reset_after', 1),
+                   ('max_fit_points', 3), ('work_pixels', 1), ('flow_halo_px', 0),
+                   ('flow_width', 16))

@@ -26,8 +26,8 @@ Which maps are fused, and how (all four maps of a pair are in camera i's frame):
   camera i. Exact for exact maps in both cases. (With depth, Procrustes has the same points
   in both frames, which PnP was chosen over it for lacking: docs/pipeline.md.)
 - The cross-time maps are only aligned (``P_i(t_j)`` scaled by ``s_i``, ``P_j(t_i)`` under
-  image j's similarity): no depth image shows image i's pixels at t_j. With correspondences they are rebuilt from
-  the fused same-time maps afterwards anyway.
+  image j's similarity): no depth image shows image i's pixels at t_j. With correspondences
+  they are rebuilt from the fused same-time maps afterwards anyway.
 
 Reliable depth (:func:`reliable_depth`): finite, inside ``[min_m, max_m]``, and not at a
 depth edge, where sensors produce flying pixels (a mix of foreground and background): a

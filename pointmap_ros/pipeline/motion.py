@@ -261,8 +261,9 @@ def trim_occlusion_halo(moving: np.ndarray, depth: np.ndarray, flow: np.ndarray,
     px by more than ``jump_rel`` of it, that lies as deep as the static pixels around (not
     the far side of a curved object's own limb), and whose flow is no farther from the
     nearer moving pixels' (mean within ``2 width``) than ``drag_ratio`` times their distance
-    from the static pixels' around, is removed (1.5: a blend lies within 1 of it). An object's own border pixels have no nearer moving neighbour, and a farther
-    object moving on its own (two objects crossing) has a flow of its own: both stay.
+    from the static pixels' around, is removed (1.5: a blend lies within 1 of it). An
+    object's own border pixels have no nearer moving neighbour, and a farther object moving
+    on its own (two objects crossing) has a flow of its own: both stay.
 
     Args:
         moving: ``[H, W]`` bool.

@@ -171,7 +171,8 @@ class SyntheticCameraNode(Node):
                 object_frame(GROUND_TRUTH_OBJECT_PREFIX, object_id))
                 for object_id, T_world_object in sorted(frame.object_poses.items())]
             self._tf.send(transforms)
-        self._pub_info.publish(K_to_camera_info(frame.K, values['height'], values['width'], header))
+        self._pub_info.publish(K_to_camera_info(frame.K, values['height'], values['width'],
+                                                header))
         if self._pub_depth is not None:
             self._pub_depth.publish(depth_to_image(frame.depth, header))
         self._pub_image.publish(rgb_to_image(frame.rgb, header, values['encoding']))

@@ -8,9 +8,10 @@ paired with their predecessor, in two modes:
 - ``uncached``: both frames encoded for every pair (2 encodes + 1 decode).
 
 Reported per row: pairs/s (timed pairs / their total time), latency median and p95 (ms),
-the median encode and decode stage times (ms, from the uncached run), and peak memory of the engine: on CPU the peak resident set size, sampled every 5 ms from
-just before the engine is built until both modes are done, minus the RSS before (engine
-weights + working memory; the shared PyTorch model is not counted); on CUDA
+the median encode and decode stage times (ms, from the uncached run), and peak memory of
+the engine: on CPU the peak resident set size, sampled every 5 ms from just before the
+engine is built until both modes are done, minus the RSS before (engine weights + working
+memory; the shared PyTorch model is not counted); on CUDA
 ``torch.cuda.max_memory_allocated`` over the same span. Each configuration runs in a fresh
 process so allocator state from one does not hide the memory of the next. Warm-up pairs are
 excluded. Weights are random (speed does not depend on them), so nothing is downloaded.
@@ -176,7 +177,8 @@ def _run_config(size, resolution, backend, precision, device, pairs, warmup, thr
                 times = _time_stream(engine, frames, mode == 'cached', warmup, sync)
                 lat = np.array(times['pair'])
                 rows.append(dict(
-                    model=size, params_m=params_m, resolution=resolution, height=shape[0], width=shape[1], backend=backend,
+                    model=size, params_m=params_m, resolution=resolution, height=shape[0],
+                    width=shape[1], backend=backend,
                     precision=precision, device=device, threads=threads, mode=mode,
                     encodes_per_pair=1 if mode == 'cached' else 2, pairs=len(lat),
                     pairs_per_s=len(lat) / float(lat.sum()),

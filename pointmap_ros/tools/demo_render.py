@@ -2,10 +2,11 @@
 
 Each picture has two panels: the camera image (rebuilt from the cloud's ``rgb`` field) with
 the pixels of tracked objects tinted by track colour and other moving pixels (``motion_mask``:
-moving, not, or not yet, part of a published track) in red, and a top-down view of the world frame (x right, z
-forward: the first camera's optical frame seen from above) with the static reconstruction,
-the moving points coloured by track, the object tracks with their ids and the estimated
-camera trajectory. Inputs are the messages the demo recorded, decoded by declared fields.
+moving, not, or not yet, part of a published track) in red, and a top-down view of the
+world frame (x right, z forward: the first camera's optical frame seen from above) with the
+static reconstruction, the moving points coloured by track, the object tracks with their ids
+and the estimated camera trajectory. Inputs are the messages the demo recorded, decoded by
+declared fields.
 """
 
 from __future__ import annotations

@@ -66,13 +66,15 @@ def test_round_trip_ground_truth_tf(written):
     gen, path, _, _ = written
     for t, m in enumerate(bag.read_bag(path, topics=[bag.TOPIC_TF])):
         by_child = {tr.child_frame_id: tr for tr in m.msg.transforms}
-        expected = {bag.CAMERA_FRAME} | {object_frame(GROUND_TRUTH_OBJECT_PREFIX, o.id) for o in gen.objects}
+        expected = {bag.CAMERA_FRAME} | {object_frame(GROUND_TRUTH_OBJECT_PREFIX, o.id)
+                                         for o in gen.objects}
         assert set(by_child) == expected
         assert all(tr.header.frame_id == bag.WORLD_FRAME for tr in m.msg.transforms)
         np.testing.assert_allclose(pose_of(by_child[bag.CAMERA_FRAME].transform),
                                    gen.camera_pose(t), atol=1e-12)
         for o in gen.objects:
-            np.testing.assert_allclose(pose_of(by_child[object_frame(GROUND_TRUTH_OBJECT_PREFIX, o.id)].transform),
+            frame_name = object_frame(GROUND_TRUTH_OBJECT_PREFIX, o.id)
+            np.testing.assert_allclose(pose_of(by_child[frame_name].transform),
                                        gen.object_pose(o.id, t), atol=1e-12)
 
 
