@@ -91,6 +91,8 @@ class PipelineConfig:
         flow_halo_px: moving pixels within this distance of the motion mask's border that
             lie behind a nearer moving pixel (by ``cluster_jump_rel``) are background the
             flow dragged along; 0 keeps them.
+        flow_border_px: the motion test does not judge pixels this close to the image border
+            (optical flow there matches patches that leave the image; 4: half a DIS patch).
         flow_hysteresis: pixels that moved in the reference frame keep moving down to this
             fraction of the threshold (an object slowing at a turning point stays moving).
         flow_reliable_px: the maps are trusted for the induced flow when the pixels the
@@ -152,6 +154,7 @@ class PipelineConfig:
     flow_depth_min_rel: float = 0.02
     flow_depth_min_isotropy: float = 0.2
     flow_halo_px: int = 4
+    flow_border_px: int = 4
     flow_hysteresis: float = 0.5
     flow_reliable_px: float = 1.5
     flow_inlier_px: float = 1.0
@@ -255,4 +258,4 @@ _VALUE_RULES = (
 _INTEGER_MINIMA = (('keyframe_max_age', 0), ('flow_keyframe_max_age', 0),
                    ('ransac_iterations', 1), ('flow_smooth_radius', 0), ('pose_reset_after', 1),
                    ('max_fit_points', 3), ('work_pixels', 1), ('flow_halo_px', 0),
-                   ('flow_width', 16))
+                   ('flow_border_px', 0), ('flow_width', 16))

@@ -173,8 +173,9 @@ def _pair_decision(view: PairView, points_cam: np.ndarray, T_ref_cam: np.ndarray
     of is exactly what should be segmented).
     """
     backward = view.pixel_flow.backward
-    observed = view.pixel_flow.backward_valid & aperture.textured
     pixel_scale = view.pixel_flow.pixel_scale
+    observed = _inside_border(view.pixel_flow.backward_valid & aperture.textured,
+                              int(round(config.flow_border_px * pixel_scale)))
     pose = np.where(view.valid_j, pose_residual(points_cam, T_ref_cam, K, backward, aperture),
                     np.float32(np.nan))
     # The depth test reads the depth at the matched pixel: only where the texture fixes
@@ -189,6 +190,16 @@ def _pair_decision(view: PairView, points_cam: np.ndarray, T_ref_cam: np.ndarray
         min_px=config.flow_min_px * pixel_scale, was_moving=was_moving,
         hysteresis=config.flow_hysteresis, depth_res=depth_change,
         min_depth_rel=config.flow_depth_min_rel)
+
+
+def _inside_border(mask: np.ndarray, border: int) -> np.ndarray:
+    """``mask`` without its outer ``border`` pixels: optical flow there matches patches
+    that leave the image (DIS's 8-pixel patches), and its errors read as motion."""
+    if border <= 0:
+        return mask
+    inside = np.zeros_like(mask)
+    inside[border:-border, border:-border] = mask[border:-border, border:-border]
+    return inside
 
 
 def _clean(moving: np.ndarray, config: PipelineConfig, grid: WorkGrid) -> np.ndarray:
