@@ -24,6 +24,9 @@ class FrameInput:
         camera_id: stream name; each camera has its own window, keyframes and tracks.
         K: raw ``[3, 3]`` / 9-vector CameraInfo intrinsics of ``image`` or None.
         depth: ``[h, w]`` metric z-depth registered to ``image`` or None.
+        T_odom_cam: ``[4, 4]`` pose of the image's optical frame in a fixed odometry frame at
+            ``stamp`` (metres; e.g. TF ``odom -> camera_optical``), or None. Only relative
+            poses between frames are used, so any fixed odometry frame will do.
     """
 
     image: np.ndarray
@@ -31,6 +34,7 @@ class FrameInput:
     camera_id: str = 'cam0'
     K: np.ndarray | None = None
     depth: np.ndarray | None = None
+    T_odom_cam: np.ndarray | None = None
 
 
 @dataclass
@@ -55,7 +59,11 @@ class PipelineOutput:
     ``'pipeline_cpu'``, the thread CPU time of the non-inference stages (robust to a loaded
     machine, unlike the wall-clock stage times). ``skipped_frames``: frames of this camera
     superseded before inference by a newer one (keep-latest ``LatestFrameSlot``), cumulative
-    since the camera's first frame or :meth:`DynamicReconPipeline.reset`; other drops (bad
+    since the camera's first frame or :meth:`DynamicReconPipeline.reset`; ``odometry``: how
+    the frame's ``FrameInput.T_odom_cam`` entered its pose (docs/pipeline.md, "Odometry
+    prior"): ``'none'`` (no odometry for this frame or its keyframe), ``'fused'`` (odometry
+    and maps agreed and were blended), ``'odometry'`` / ``'maps'`` (they disagreed; the one
+    that better explains the static pixels' correspondences was used). Other drops (bad
     input, stamps, pose loss) are not counted here.
     """
 
@@ -82,6 +90,7 @@ class PipelineOutput:
     skipped_frames: int
     keyframe_points_world: np.ndarray | None = None
     flow_valid: np.ndarray | None = None
+    odometry: str = 'none'
 
 
 def scaled(arr: np.ndarray, scale: float) -> np.ndarray:
