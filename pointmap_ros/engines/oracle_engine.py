@@ -20,7 +20,7 @@ from pointmap_ros.engines.base import Engine, EngineInfo
 from pointmap_ros.errors import EngineError
 from pointmap_ros.types import MAP_NAMES, DynamicPointMaps, Frame
 
-__all__ = ['OracleEngine', 'add_map_noise']
+__all__ = ['OracleEngine', 'add_map_noise', 'in_other_units']
 
 
 def add_map_noise(maps: DynamicPointMaps, noise_std: float, seed: int) -> DynamicPointMaps:
@@ -35,6 +35,14 @@ def add_map_noise(maps: DynamicPointMaps, noise_std: float, seed: int) -> Dynami
     noisy = {f'pts_{n}': (maps.pts(n) + rng.normal(0.0, sigma, maps.pts(n).shape))
              .astype(np.float32) for n in MAP_NAMES}
     return dataclasses.replace(maps, **noisy)
+
+
+def in_other_units(maps: DynamicPointMaps, units_per_metre: float) -> DynamicPointMaps:
+    """``maps`` (metric) in units of ``1 / units_per_metre`` m, flagged up-to-scale: what a
+    perfect network that does not know metres would return."""
+    factor = np.float32(units_per_metre)
+    return dataclasses.replace(maps, metric=False,
+                               **{f'pts_{n}': maps.pts(n) * factor for n in MAP_NAMES})
 
 
 class OracleEngine(Engine):
@@ -106,11 +114,13 @@ class OracleEngine(Engine):
 
     @classmethod
     def from_scene(cls, scene_config, seed: int = 0, noise_std: float = 0.0,
-                   noise_seed: int = 0, memoize: bool = False,
-                   two_map: bool = False) -> 'OracleEngine':
+                   noise_seed: int = 0, memoize: bool = False, two_map: bool = False,
+                   units_per_metre: float | None = None) -> 'OracleEngine':
         """Oracle over :class:`pointmap_ros.data.scenes.SceneGenerator` ground truth.
 
         The generator object is available as ``engine.scene`` (to render the images).
+        ``units_per_metre``: serve the maps in other units, flagged up-to-scale
+        (:func:`in_other_units`), as a network without metric scale would; None: metres.
         """
         from pointmap_ros.data.scenes import SceneGenerator
 
@@ -126,7 +136,8 @@ class OracleEngine(Engine):
             return t
 
         def source(frame_i: Frame, frame_j: Frame) -> DynamicPointMaps:
-            return gen.pair_ground_truth(index(frame_i), index(frame_j)).maps
+            maps = gen.pair_ground_truth(index(frame_i), index(frame_j)).maps
+            return maps if units_per_metre is None else in_other_units(maps, units_per_metre)
 
         engine = cls(source, (scene_config.height, scene_config.width), noise_std, noise_seed,
                      by_frame=True, memoize=memoize, two_map=two_map)

@@ -35,6 +35,16 @@ ground-truth depth so scenes of any size weigh the same):
 With a depth sensor model (``pointmap-eval-pipeline --depth``) every frame comes with the
 camera's depth degraded by :func:`~pointmap_ros.data.depth_sensor.degrade_depth` (seeded by
 sequence and frame), as an RGB-D driver would publish it.
+
+With an odometry model (``--odometry-noise``) every frame carries the camera pose the
+robot's odometry reports (:func:`~pointmap_ros.data.odometry.odometry_poses`: drift growing
+with distance plus jitter, seeded by sequence). Then also: ``odometry_ate_rel`` /
+``odometry_drift_rel``, the same two trajectory metrics computed on the odometry's own poses
+(the bound the fused estimate should meet). Whatever gave the metres (odometry, depth):
+``metric_scale_err``, over sequences the mean of ``|median(s) - 1|`` with ``s`` the median
+depth ratio (ground truth / published) of each metric output frame: how far the published
+metres are off; ``metric_scale_err_frames_p90``, the 90th percentile of ``|s - 1|`` over
+all metric frames, which adds the frame-to-frame scale noise of the maps.
 """
 
 from __future__ import annotations
@@ -46,6 +56,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pointmap_ros.data.depth_sensor import DepthSensorModel, degrade_depth
+from pointmap_ros.data.odometry import OdometryModel, odometry_poses
 from pointmap_ros.data.scenes import SceneConfig, SceneGenerator
 from pointmap_ros.errors import PointmapError
 from pointmap_ros.geometry.alignment import umeyama
@@ -92,6 +103,10 @@ class SequenceScore:
     centroid_err: float = 0.0
     centroid_n: int = 0
     scales: list = field(default_factory=list)
+    metric_scale_errors: list = field(default_factory=list)
+    odometry_ate_rel: float = float('nan')
+    odometry_drift_rel: float = float('nan')
+    odometry_decisions: collections.Counter = field(default_factory=collections.Counter)
 
 
 def _track_ownership(instance_ids: np.ndarray, gt_instances: np.ndarray,
@@ -111,7 +126,8 @@ def _track_ownership(instance_ids: np.ndarray, gt_instances: np.ndarray,
 def evaluate_sequence(engine_factory, scene: SceneConfig, seed: int,
                       config: PipelineConfig, min_pixels: int = 30,
                       camera_scale: int = 1,
-                      depth_sensor: DepthSensorModel | None = None) -> SequenceScore:
+                      depth_sensor: DepthSensorModel | None = None,
+                      odometry: OdometryModel | None = None) -> SequenceScore:
     """Run the pipeline over one generated sequence and score it.
 
     Args:
@@ -125,6 +141,8 @@ def evaluate_sequence(engine_factory, scene: SceneConfig, seed: int,
             (layout, motion and field of view depend on the seed only).
         depth_sensor: when given, each frame carries the camera's depth as this sensor
             measures it (:func:`degrade_depth`, seed ``1000 * seed + t``).
+        odometry: when given, each frame carries the camera pose this odometry reports
+            (:func:`odometry_poses` of the true trajectory, seed ``seed``).
     """
     gen = SceneGenerator(scene, seed=seed)
     camera = gen if camera_scale == 1 else SceneGenerator(
@@ -141,14 +159,19 @@ def evaluate_sequence(engine_factory, scene: SceneConfig, seed: int,
     majority = collections.defaultdict(list)
     prev = None
     first_depth = None
+    true_poses = np.stack([gen.camera_pose(t) for t in range(gen.num_frames)])
+    odometry_readings = (None if odometry is None
+                         else odometry_poses(true_poses, odometry, seed=seed))
     for t in range(gen.num_frames):
         frame = gen.render(t)
         camera_frame = frame if camera is gen else camera.render(t)
         depth = (None if depth_sensor is None else
                  degrade_depth(camera_frame.depth, depth_sensor, seed=1000 * seed + t))
         try:
-            out = pipe.process(FrameInput(image=camera_frame.rgb, stamp=frame.stamp,
-                                          camera_id='cam0', K=camera.K, depth=depth))
+            out = pipe.process(FrameInput(
+                image=camera_frame.rgb, stamp=frame.stamp, camera_id='cam0', K=camera.K,
+                depth=depth,
+                T_odom_cam=None if odometry_readings is None else odometry_readings[t]))
         except PointmapError:  # a documented drop (e.g. no pose): scored as missing output
             score.dropped += 1
             continue
@@ -167,6 +190,9 @@ def evaluate_sequence(engine_factory, scene: SceneConfig, seed: int,
         # Geometry: metric output is scored as published, up-to-scale output aligned.
         geometry_scale = 1.0 if out.metric_scale else scale
         score.metric_frames += int(out.metric_scale)
+        if out.metric_scale:
+            score.metric_scale_errors.append(scale - 1.0)
+        score.odometry_decisions[out.odometry] += 1
         z = out.points_cam[..., 2][ok] * geometry_scale
         score.depth_absrel += float(np.sum(np.abs(z - depth_gt[ok]) / depth_gt[ok]))
         score.depth_n += int(np.count_nonzero(ok))
@@ -217,16 +243,15 @@ def evaluate_sequence(engine_factory, scene: SceneConfig, seed: int,
         prev = t
     score.scales = depth_scales
     if positions:
-        est, gt = np.array(positions), np.array(positions_gt)
-        if score.static_camera:
-            scale = float(np.median(depth_scales))
-            score.drift_rel = float(np.max(np.linalg.norm(est - est[0], axis=1)) * scale
-                                    / first_depth)
-        elif len(est) >= 3:
-            R, t_align, s = umeyama(est, gt, with_scale=True)
-            aligned = s * est @ R.T + t_align
-            score.ate_rel = float(np.sqrt(np.mean(np.sum((aligned - gt) ** 2, axis=1)))
-                                  / first_depth)
+        score.drift_rel, score.ate_rel = _trajectory_errors(
+            np.array(positions), np.array(positions_gt), score.static_camera,
+            float(np.median(depth_scales)), first_depth)
+    if odometry_readings is not None and first_depth is not None:
+        odometry_positions = se3_compose(se3_inverse(odometry_readings[0]),
+                                         odometry_readings)[:, :3, 3]
+        true_positions = se3_compose(T_world0, true_poses)[:, :3, 3]
+        score.odometry_drift_rel, score.odometry_ate_rel = _trajectory_errors(
+            odometry_positions, true_positions, score.static_camera, 1.0, first_depth)
     for gid, n_seen in seen_frames.items():
         if n_seen < 3:
             continue
@@ -239,6 +264,22 @@ def evaluate_sequence(engine_factory, scene: SceneConfig, seed: int,
         if sum(g == 0 for g in gids) > 0.5 * len(gids):
             score.objects_spurious += 1
     return score
+
+
+def _trajectory_errors(positions: np.ndarray, true_positions: np.ndarray, static_camera: bool,
+                       scale: float, depth: float) -> tuple[float, float]:
+    """``(drift_rel, ate_rel)`` of a trajectory (module docstring): drift for a static
+    camera (largest distance from the start times ``scale``), ATE after a similarity
+    alignment otherwise; the other one NaN."""
+    if static_camera:
+        drift = float(np.max(np.linalg.norm(positions - positions[0], axis=1)))
+        return drift * scale / depth, float('nan')
+    if len(positions) < 3:
+        return float('nan'), float('nan')
+    R, translation, similarity_scale = umeyama(positions, true_positions, with_scale=True)
+    aligned = similarity_scale * positions @ R.T + translation
+    return float('nan'), float(np.sqrt(np.mean(np.sum((aligned - true_positions) ** 2,
+                                                        axis=1))) / depth)
 
 
 def pool_scores(scores: list[SequenceScore]) -> dict:
@@ -279,4 +320,24 @@ def pool_scores(scores: list[SequenceScore]) -> dict:
                                        [s.centroid_n for s in scores]),
         'scale_variation': mean([float(np.std(s.scales) / np.mean(s.scales))
                                  for s in scores if len(s.scales) > 1]),
+        **_odometry_summary(scores, moving, static),
+    }
+
+
+def _odometry_summary(scores: list[SequenceScore], moving: list[SequenceScore],
+                      static: list[SequenceScore]) -> dict:
+    """The odometry and metric-scale part of the summary (empty keys stay None)."""
+    sequence_errors = [abs(float(np.median(s.metric_scale_errors))) for s in scores
+                       if s.metric_scale_errors]
+    frame_errors = np.abs([error for s in scores for error in s.metric_scale_errors])
+    decisions = sum((s.odometry_decisions for s in scores), collections.Counter())
+    odometry_ate = [s.odometry_ate_rel for s in moving if np.isfinite(s.odometry_ate_rel)]
+    return {
+        'metric_scale_err': float(np.mean(sequence_errors)) if sequence_errors else None,
+        'metric_scale_err_frames_p90': (float(np.percentile(frame_errors, 90))
+                                        if frame_errors.size else None),
+        'odometry_ate_rel': float(np.mean(odometry_ate)) if odometry_ate else None,
+        'odometry_drift_rel': max((s.odometry_drift_rel for s in static
+                                   if np.isfinite(s.odometry_drift_rel)), default=None),
+        'odometry_decisions': dict(decisions),
     }

@@ -111,6 +111,18 @@ class PipelineConfig:
             neighbours along a row or column by more than this fraction are at a depth edge
             (flying pixels) and not trusted; planes at any slant pass (8 % is over 3 sigma of
             1 % depth noise, and far below the jumps at an object's silhouette).
+        odometry_prior: when frames carry the odometry's camera pose
+            (``FrameInput.T_odom_cam``), fuse it with the maps' pose and take the metric
+            scale from it (pipeline/odometry_prior.py); False ignores odometry.
+        odometry_weight: weight of the odometry in the blended pose while maps and odometry
+            agree (0: maps only, 1: odometry only).
+        odometry_max_disagreement_deg, odometry_max_disagreement_rel: maps and odometry
+            agree when their rotations differ by at most this angle and their translations
+            by at most this fraction of the scene depth; beyond, the one with the smaller
+            reprojection error of the static pixels is used alone.
+        odometry_min_parallax_px: pairs whose translation moves the static pixels by less
+            than this (median, model pixels) do not measure the window's metric scale (flow
+            noise and the odometry's rotation jitter would dominate).
     """
 
     input_size: tuple = (224, 224)
@@ -163,6 +175,11 @@ class PipelineConfig:
     depth_min_m: float = 0.1
     depth_max_m: float = 10.0
     depth_edge_rel: float = 0.08
+    odometry_prior: bool = True
+    odometry_weight: float = 0.8
+    odometry_max_disagreement_deg: float = 2.0
+    odometry_max_disagreement_rel: float = 0.02
+    odometry_min_parallax_px: float = 0.5
 
     @property
     def prior_focal_rel(self) -> float:
@@ -250,8 +267,10 @@ _VALUE_RULES = (
      _positive, 'expected a finite value > 0'),
     (('flow_hysteresis', 'rigid_motion_residual_frac'),
      lambda value: 0.0 < value <= 1.0, 'expected a value in (0, 1]'),
-    (('flow_depth_min_isotropy',), lambda value: 0.0 <= value <= 1.0,
+    (('flow_depth_min_isotropy', 'odometry_weight'), lambda value: 0.0 <= value <= 1.0,
      'expected a value in [0, 1]'),
+    (('odometry_max_disagreement_deg', 'odometry_max_disagreement_rel',
+      'odometry_min_parallax_px'), _positive, 'expected a finite value > 0'),
 )
 
 #: (integer field, smallest value).

@@ -12,6 +12,9 @@ estimated from static pixels only, and a pixel is static when the camera explain
   again from the pixels judged static and the motion once more under it. A camera whose
   static pixels do not move in the image keeps its keyframe pose exactly (no drift of a
   still camera from noisy maps).
+- Odometry (when the frames carry it): every pose estimate is fused with the odometry's
+  (:mod:`~pointmap_ros.pipeline.odometry_prior`), so the motion test runs under the fused
+  pose, and PnP failing is not fatal once the window has a scale.
 
 docs/pipeline.md gives the measured reasons for each step.
 """
@@ -22,12 +25,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pointmap_ros.errors import PoseError
 from pointmap_ros.geometry.pose import relative_pose_pnp
 from pointmap_ros.geometry.transforms import se3_apply, se3_compose, se3_inverse
 from pointmap_ros.pipeline.config import PipelineConfig
 from pointmap_ros.pipeline.motion import (
     ApertureMetric, camera_flow_model, camera_still, depth_residual, epipolar_residual,
     flow_motion, pose_residual, trim_occlusion_halo)
+from pointmap_ros.pipeline.odometry_prior import NO_ODOMETRY, OdometryPrior, fuse_pose
 from pointmap_ros.pipeline.pair import PairView, WorkGrid
 from pointmap_ros.tracking.segmentation import PairMotion, pair_motion, remove_small_regions
 
@@ -45,11 +50,13 @@ class MotionResult:
         T_kf_cam: ``[4, 4]`` the current camera's pose in the keyframe's camera frame.
         pair_motions: the 3D-flow decision of each pair, in the order of the views (its
             noise and threshold scale the rigid fits and the instance split).
+        odometry: how the odometry prior entered ``T_kf_cam`` (``PipelineOutput.odometry``).
     """
 
     mask: np.ndarray
     T_kf_cam: np.ndarray
     pair_motions: tuple[PairMotion, ...]
+    odometry: str = NO_ODOMETRY
 
 
 @dataclass(frozen=True)
@@ -65,7 +72,8 @@ class _Evidence:
 
 def estimate_motion_and_pose(views: list[PairView], K: np.ndarray, scene_depth: float,
                              aperture: ApertureMetric | None, config: PipelineConfig,
-                             grid: WorkGrid, fused: bool) -> MotionResult:
+                             grid: WorkGrid, fused: bool,
+                             prior: OdometryPrior | None = None) -> MotionResult:
     """Motion mask and ``T_kf_cam`` of the current frame (module docstring).
 
     Args:
@@ -77,9 +85,10 @@ def estimate_motion_and_pose(views: list[PairView], K: np.ndarray, scene_depth: 
         grid: model size and work-grid stride.
         fused: ``'fused'`` cross-time maps: pixels no correspondence can judge keep the
             network's 3D decision (else they are static).
+        prior: the odometry's motion since the keyframe, when the frames carry odometry.
 
     Raises:
-        PoseError: PnP failed.
+        PoseError: PnP failed and no odometry with a known scale stands in.
     """
     pair_motions = tuple(
         pair_motion(view.flow_j, view.valid_flow, scene_depth, view.dt,
@@ -94,18 +103,54 @@ def estimate_motion_and_pose(views: list[PairView], K: np.ndarray, scene_depth: 
         # than the work grid at 512x288) because with noisy maps the pose error is dominated
         # by which slow movers the sample happens to contain, and the full-size draw keeps
         # results identical to the measured noise study.
-        T_kf_cam = _pnp(keyframe_pair, K, keyframe_pair.valid_j & ~motion_3d, config)
-        return MotionResult(motion_3d, T_kf_cam, pair_motions)
-    mask, T_kf_cam = _correspondence_motion_and_pose(views, K, scene_depth, motion_3d,
-                                                     aperture, config, grid, fused)
-    return MotionResult(mask, T_kf_cam, pair_motions)
+        pose = _pose(keyframe_pair, K, keyframe_pair.valid_j & ~motion_3d, scene_depth,
+                     config, grid, prior)
+        return MotionResult(motion_3d, pose.T_kf_cam, pair_motions, pose.odometry)
+    mask, pose = _correspondence_motion_and_pose(views, K, scene_depth, motion_3d, aperture,
+                                                 config, grid, fused, prior)
+    return MotionResult(mask, pose.T_kf_cam, pair_motions, pose.odometry)
+
+
+@dataclass(frozen=True)
+class _Pose:
+    """One pose estimate: the pose used and how odometry entered it."""
+
+    T_kf_cam: np.ndarray
+    odometry: str
+
+
+def _pose(keyframe_pair: PairView, K: np.ndarray, static: np.ndarray, scene_depth: float,
+          config: PipelineConfig, grid: WorkGrid, prior: OdometryPrior | None,
+          still: bool = False) -> _Pose:
+    """The frame's pose from the maps (PnP on ``static`` pixels, or the keyframe's pose
+    exactly when the images show the camera ``still``), fused with the odometry ``prior``.
+
+    "Still" only bounds the image motion (below ``camera_still_px``): a slow robot moves a
+    few centimetres before that shows. Within that bound the odometry is the only
+    measurement of how far, so while it agrees (the gates of
+    :func:`~pointmap_ros.pipeline.odometry_prior.fuse_pose`) a still camera takes the
+    odometry's pose (weight 1; a robot standing still reports millimetres of jitter).
+    """
+    try:
+        map_pose = np.eye(4) if still else _pnp(keyframe_pair, K, static, config)
+    except PoseError:
+        if prior is None or prior.T_kf_cam is None:
+            raise
+        map_pose = None
+    if prior is None or not config.odometry_prior:
+        return _Pose(map_pose, NO_ODOMETRY)
+    T_kf_cam, decision = fuse_pose(
+        map_pose, prior, keyframe_pair.j_tj, static & keyframe_pair.valid_j, K, scene_depth,
+        1.0 if still else config.odometry_weight, config.odometry_max_disagreement_deg,
+        config.odometry_max_disagreement_rel, grid.stride)
+    return _Pose(T_kf_cam, decision)
 
 
 def _correspondence_motion_and_pose(views: list[PairView], K: np.ndarray, scene_depth: float,
                                     motion_3d: np.ndarray, aperture: ApertureMetric,
-                                    config: PipelineConfig, grid: WorkGrid, fused: bool
-                                    ) -> tuple[np.ndarray, np.ndarray]:
-    """(motion mask, ``T_kf_cam``) by the MonST3R-style rounds of the module docstring."""
+                                    config: PipelineConfig, grid: WorkGrid, fused: bool,
+                                    prior: OdometryPrior | None) -> tuple[np.ndarray, _Pose]:
+    """(motion mask, pose) by the MonST3R-style rounds of the module docstring."""
     keyframe_pair = views[0]
     flow = keyframe_pair.pixel_flow
     inlier_px = config.flow_inlier_px * flow.pixel_scale  # thresholds: flow-image pixels
@@ -117,14 +162,16 @@ def _correspondence_motion_and_pose(views: list[PairView], K: np.ndarray, scene_
         scene_depth, motion_3d,
         [epipolar] + [_epipolar(view, aperture, config, grid) for view in views[1:]],
         [_warped_motion(view) for view in views], aperture)
-    if camera_still(flow.backward, static, grid.stride,
-                    config.camera_still_px * flow.pixel_scale):
-        still = np.eye(4)
-        return _correspondence_motion(views, K, still, evidence, config, grid, fused), still
-    T_kf_cam = _pnp(keyframe_pair, K, static, config)
-    motion = _correspondence_motion(views, K, T_kf_cam, evidence, config, grid, fused)
-    T_kf_cam = _pnp(keyframe_pair, K, keyframe_pair.valid_j & ~motion, config)
-    return _correspondence_motion(views, K, T_kf_cam, evidence, config, grid, fused), T_kf_cam
+    still = camera_still(flow.backward, static, grid.stride,
+                         config.camera_still_px * flow.pixel_scale)
+    pose = _pose(keyframe_pair, K, static, scene_depth, config, grid, prior, still)
+    motion = _correspondence_motion(views, K, pose.T_kf_cam, evidence, config, grid, fused)
+    if still:  # the keyframe's pose (or odometry's): no static set to refine PnP on
+        return motion, pose
+    pose = _pose(keyframe_pair, K, keyframe_pair.valid_j & ~motion, scene_depth, config, grid,
+                 prior, still)
+    return _correspondence_motion(views, K, pose.T_kf_cam, evidence, config, grid,
+                                  fused), pose
 
 
 def _correspondence_motion(views: list[PairView], K: np.ndarray, T_kf_cam: np.ndarray,

@@ -10,7 +10,8 @@ stages that take values and return values:
 2. Views: confidence gating and per-pair scale alignment to the window (pair.py).
 3. Intrinsics: CameraInfo, else a focal fit on the keyframe's own map (intrinsics.py).
 4. Motion and pose: the motion mask and ``T_kf_cam`` (ego_motion.py); PnP of the keyframe
-   pair's ``P_t(t)`` on static pixels (geometry/pose.py explains why PnP).
+   pair's ``P_t(t)`` on static pixels (geometry/pose.py explains why PnP), fused with the
+   robot's odometry when frames carry it (odometry_prior.py).
 5. World frame = the first keyframe's optical frame. ``T_world_cam = T_world_kf @ T_kf_cam``
    comes straight from the keyframe pair (St4RTrack-style, no chaining of small steps inside a
    keyframe); when the keyframe switches, the new keyframe's pose is already known. When PnP
@@ -19,7 +20,8 @@ stages that take values and return values:
 6. Instances and flow: instances of the motion mask, completed by their rigid fits
    (instances.py); the published scene flow (scene_flow.py).
 7. Objects: rigid motion of each instance from the keyframe time to t, persistent ids
-   (instances.py, tracking/tracker.py); then the keyframe policy and the metric scale.
+   (instances.py, tracking/tracker.py); then the keyframe policy and the metric scale
+   (metric engine or fused depth, else ``fixed_scale``, else depth ratios, else odometry).
 
 Cost: published maps are computed at full resolution, exactly; statistics (scale, depth,
 focal, PnP samples, noise) and segmentation use the work grid (``stride``). See
@@ -52,6 +54,8 @@ from pointmap_ros.pipeline.ego_motion import MotionResult, estimate_motion_and_p
 from pointmap_ros.pipeline.instances import (
     complete_instances, detect_objects, fit_instances, instance_labels)
 from pointmap_ros.pipeline.intrinsics import Intrinsics, frame_intrinsics
+from pointmap_ros.pipeline.odometry_prior import (
+    OdometryPrior, parallax_points, relative_odometry, scale_sample, window_units_per_metre)
 from pointmap_ros.pipeline.motion import ApertureMetric, aperture_metric
 from pointmap_ros.pipeline.outputs import (
     FrameInput, PipelineOutput, scaled, scaled_object, scaled_pose)
@@ -78,6 +82,8 @@ class _CameraState:
         self.last_stamp: float | None = None
         self.focal_fits: collections.deque = collections.deque(maxlen=32)  # plausible only
         self.depth_scales: collections.deque = collections.deque(maxlen=32)
+        # (window units per metre, parallax px) measured against odometry (scale_sample).
+        self.odometry_scales: collections.deque = collections.deque(maxlen=32)
         # Are the window's units metres? None until the keyframe's first pair defines them
         # (a metric engine's or a depth-fused pair: metres; else that pair's units).
         self.metric_window: bool | None = None
@@ -229,7 +235,8 @@ class DynamicReconPipeline:
         if K is not None:
             camera.camera_info_K = K
         return WindowFrame(make_frame(image, inp.stamp, inp.camera_id), camera.frame_count,
-                           K, depth, flow_image=self._flow_image(inp.image, image))
+                           K, depth, flow_image=self._flow_image(inp.image, image),
+                           T_odom_cam=_checked_odometry(inp.T_odom_cam))
 
     def _flow_image(self, raw: np.ndarray, model_image: np.ndarray) -> np.ndarray | None:
         """Grey input of the correspondence stage for one frame (None when it is off): the
@@ -319,9 +326,18 @@ class DynamicReconPipeline:
             raise PoseError('keyframe pair has no valid points', 'no_points')
         aperture = (aperture_metric(DenseFlow.grey(frame.frame.image))
                     if keyframe_pair.pixel_flow is not None else None)
+        prior = self._odometry_prior(camera, keyframe_pair, frame)
         motion = estimate_motion_and_pose(views, intrinsics.K, scene_depth, aperture,
                                           self.config, self.grid,
-                                          fused=self.cross_time_source == 'fused')
+                                          fused=self.cross_time_source == 'fused',
+                                          prior=prior)
+        if prior is not None and self._scale_unknown(camera):
+            static = keyframe_pair.valid_j & ~motion.mask
+            sample = scale_sample(*parallax_points(keyframe_pair, static, intrinsics.K, stride),
+                                  intrinsics.K, prior.T_kf_cam_m,
+                                  self.config.odometry_min_parallax_px)
+            if sample is not None:
+                camera.odometry_scales.append(sample)
         # The frame has a pose: from here on nothing raises, so the state may change.
         geometry = self._commit_pose(camera, frame, keyframe_pair, intrinsics, motion,
                                      scene_depth)
@@ -331,6 +347,28 @@ class DynamicReconPipeline:
         timings['segmentation'] = _ms(started)
         return self._objects_and_output(camera, frame, views, motion, intrinsics, geometry,
                                         instances, timings)
+
+    def _odometry_prior(self, camera: _CameraState, keyframe_pair: PairView,
+                        frame: WindowFrame) -> OdometryPrior | None:
+        """The odometry's motion since the keyframe with the window's scale, or None
+        (prior off, or the frame or its keyframe without odometry)."""
+        if not self.config.odometry_prior:
+            return None
+        T_kf_cam_m = relative_odometry(camera.window.keyframe.T_odom_cam, frame.T_odom_cam)
+        if T_kf_cam_m is None:
+            return None
+        if camera.metric_window or (camera.metric_window is None and keyframe_pair.maps.metric):
+            window_per_metre = 1.0
+        elif self.config.fixed_scale is not None:
+            window_per_metre = 1.0 / self.config.fixed_scale
+        else:
+            window_per_metre = window_units_per_metre(camera.odometry_scales)
+        return OdometryPrior(T_kf_cam_m, window_per_metre)
+
+    def _scale_unknown(self, camera: _CameraState) -> bool:
+        """Whether the window's metres are still to be measured (up-to-scale units, no
+        fixed scale)."""
+        return not camera.metric_window and self.config.fixed_scale is None
 
     def _views(self, camera: _CameraState, frame: WindowFrame,
                pairs: list[_Pair]) -> list[PairView]:
@@ -438,7 +476,7 @@ class DynamicReconPipeline:
             instance_ids=instance_ids, T_world_cam=scaled_pose(frame.T_world_cam, scale),
             keyframe_index=keyframe_index, objects=[scaled_object(o, scale) for o in objects],
             metric_scale=is_metric, scale=scale, timings_ms=timings,
-            skipped_frames=camera.skipped,
+            skipped_frames=camera.skipped, odometry=motion.odometry,
             keyframe_points_world=self._keyframe_points_world(keyframe_pair, keyframe, scale))
 
     def _keyframe_points_world(self, keyframe_pair: PairView, keyframe: WindowFrame,
@@ -491,6 +529,8 @@ class DynamicReconPipeline:
                 camera.depth_scales.append(ratio)
         if camera.depth_scales:
             return float(np.median(camera.depth_scales)), True
+        if camera.odometry_scales:  # window units per metre -> metres per window unit
+            return 1.0 / window_units_per_metre(camera.odometry_scales), True
         return 1.0, False
 
     def _pose_lost(self, camera: _CameraState, frame: WindowFrame, exc: PoseError) -> None:
@@ -514,6 +554,7 @@ class DynamicReconPipeline:
             frame.K = camera.window.keyframe.K
         camera.window.restart(frame)
         camera.metric_window = None  # as at start, the new keyframe's first pair decides
+        camera.odometry_scales.clear()  # ... and its units are new
         camera.tracker.reanchor()
         camera.pose_failures = 0
         self._count('pose_reset')
@@ -529,6 +570,23 @@ def _check_stamp(inp: FrameInput, last_stamp: float | None) -> None:
         raise InputError(f'stamp {inp.stamp:.9f} is not after the previous '
                          f'{last_stamp:.9f} of {inp.camera_id!r}', 'stamp_order',
                          actual=inp.stamp, expected=f'> {last_stamp}')
+
+
+def _checked_odometry(T_odom_cam: np.ndarray | None) -> np.ndarray | None:
+    """``FrameInput.T_odom_cam`` as float64 ``[4, 4]``; :class:`InputError` unless it is a
+    finite rigid transform (None passes)."""
+    if T_odom_cam is None:
+        return None
+    pose = np.asarray(T_odom_cam, np.float64)
+    if pose.shape != (4, 4) or not np.all(np.isfinite(pose)):
+        raise InputError(f'T_odom_cam must be a finite [4, 4] pose, got shape {pose.shape}',
+                         'odometry')
+    rotation = pose[:3, :3]
+    if (not np.allclose(rotation.T @ rotation, np.eye(3), atol=1e-4)
+            or not np.allclose(pose[3], [0, 0, 0, 1]) or np.linalg.det(rotation) <= 0):
+        raise InputError('T_odom_cam is not a rigid transform (rotation not orthonormal '
+                         'or last row not [0, 0, 0, 1])', 'odometry')
+    return pose
 
 
 def _track_id_maps(labels: np.ndarray, count: int, detection_labels: list[int],

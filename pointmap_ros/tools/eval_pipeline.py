@@ -14,10 +14,14 @@ Example::
     pointmap-eval-pipeline --engine oracle-two-map --sequences 8 --json two_map.json
     pointmap-eval-pipeline --engine checkpoint --cross-time-source fused --json shipped.json
     pointmap-eval-pipeline --engine oracle-two-map --depth --depth-noise 0.01
+    pointmap-eval-pipeline --engine checkpoint --odometry-noise 0.01
 
 ``--depth`` gives every frame the camera's depth as an RGB-D sensor measures it
 (data/depth_sensor.py: relative noise, holes and flying pixels at depth edges, random
-dropouts, range), which the pipeline fuses (pipeline/depth_prior.py).
+dropouts, range), which the pipeline fuses (pipeline/depth_prior.py). ``--odometry-noise X``
+gives every frame the camera pose a robot's odometry with drift X per metre travelled (and
+jitter in proportion) would report (data/odometry.py), which the pipeline fuses with the
+maps' pose and takes the metric scale from (pipeline/odometry_prior.py); both combine.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from tqdm import tqdm
 from pointmap_ros.assets import SHIPPED_MODEL
 from pointmap_ros.data.dataset import split_seeds
 from pointmap_ros.data.depth_sensor import DepthSensorModel
+from pointmap_ros.data.odometry import OdometryModel
 from pointmap_ros.engines.factory import create_engine
 from pointmap_ros.engines.oracle_engine import OracleEngine
 from pointmap_ros.evaluation.pipeline_eval import eval_scene, evaluate_sequence, pool_scores
@@ -82,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
                              'camera) to the pipeline')
     parser.add_argument('--depth-noise', type=float, default=DepthSensorModel.noise_rel,
                         help='relative depth noise (standard deviation) with --depth')
+    parser.add_argument('--odometry-noise', type=float, default=None, metavar='DRIFT',
+                        help='feed each frame the camera pose of an odometry drifting DRIFT '
+                             'per metre travelled (e.g. 0.01), jitter in proportion')
     parser.add_argument('--json', type=Path, help='write the metrics here')
     parser.add_argument('--no-progress', action='store_true')
     return parser
@@ -113,18 +121,21 @@ def main(argv=None) -> int:
                          args.static_sequences, SEED_OFFSET + args.sequences)
     jobs = [(seed, False) for seed in moving] + [(seed, True) for seed in static]
     depth_sensor = DepthSensorModel(noise_rel=args.depth_noise) if args.depth else None
+    odometry = (None if args.odometry_noise is None
+                else OdometryModel().scaled(args.odometry_noise))
     tick = time.perf_counter()
     scores = []
     for seed, still in tqdm(jobs, desc='sequences', disable=args.no_progress, file=sys.stderr):
         scene = eval_scene(height, width, static_camera=still, num_frames=args.frames)
         scores.append(evaluate_sequence(factory, scene, seed, config,
                                         camera_scale=args.camera_scale,
-                                        depth_sensor=depth_sensor))
+                                        depth_sensor=depth_sensor, odometry=odometry))
     result = {'engine': args.engine, 'checkpoint': args.checkpoint, 'split': args.split,
               'precision': args.precision if args.engine == 'checkpoint' else None,
               'cross_time_source': args.cross_time_source, 'size': [height, width],
               'camera_scale': args.camera_scale,
               'depth_sensor': dataclasses.asdict(depth_sensor) if depth_sensor else None,
+              'odometry': dataclasses.asdict(odometry) if odometry else None,
               'seeds': [seed for seed, _ in jobs], **pool_scores(scores),
               'wall_s': round(time.perf_counter() - tick, 1)}
     text = json.dumps(result, indent=1)

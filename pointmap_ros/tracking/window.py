@@ -37,6 +37,8 @@ class WindowFrame:
             sharper than the model resolution), or None when no correspondences are used.
         motion_mask: ``[H, W]`` bool motion mask once processed (temporal hysteresis of the
             next frames' motion test).
+        T_odom_cam: ``[4, 4]`` the odometry's pose of the camera at this frame's stamp
+            (metres), or None (pipeline/odometry_prior.py).
     """
 
     frame: Frame
@@ -48,6 +50,7 @@ class WindowFrame:
     track_ids: np.ndarray | None = None
     flow_image: np.ndarray | None = None
     motion_mask: np.ndarray | None = None
+    T_odom_cam: np.ndarray | None = None
 
     @property
     def stamp(self) -> float:

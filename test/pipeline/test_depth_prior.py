@@ -12,7 +12,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from pointmap_ros.data.scenes import SceneConfig, SceneGenerator
-from pointmap_ros.engines.oracle_engine import OracleEngine
+from pointmap_ros.engines.oracle_engine import OracleEngine, in_other_units
 from pointmap_ros.errors import ConfigError
 from pointmap_ros.evaluation.true_flow import GroundTruthFlow
 from pointmap_ros.geometry.transforms import se3_apply, se3_inverse
@@ -20,7 +20,6 @@ from pointmap_ros.pipeline import DynamicReconPipeline, FrameInput, PipelineConf
 from pointmap_ros.pipeline.depth_prior import backproject, fuse_depth_prior, reliable_depth
 from pointmap_ros.pipeline.preprocess import make_frame
 from pointmap_ros.tracking.window import WindowFrame
-from pointmap_ros.types import DynamicPointMaps
 
 FUSE = dict(min_m=0.1, max_m=100.0, edge_rel=0.08, measured_confidence=3.0)
 
@@ -32,14 +31,6 @@ def scene_pair():
                                      camera_amplitude=0.3), seed=3)
     i, j = 0, 4
     return gen, gen.pair_ground_truth(i, j), gen.render(i).depth, gen.render(j).depth
-
-
-def _scaled(maps: DynamicPointMaps, factor: float) -> DynamicPointMaps:
-    """The maps in other units, as an up-to-scale network gives them."""
-    return DynamicPointMaps(*(maps.pts(n) * np.float32(factor) for n in
-                              ('i_ti', 'i_tj', 'j_ti', 'j_tj')),
-                            maps.conf_i_ti, maps.conf_i_tj, maps.conf_j_ti, maps.conf_j_tj,
-                            metric=False)
 
 
 def _fuse(maps, depth_i, depth_j, K, valid_i, valid_j):
@@ -70,7 +61,7 @@ def test_corrupted_network_map_is_corrected_and_holes_are_scale_aligned(scene_pa
     depth (patch corrected), pixels without depth (holes, out of range) take the network's
     point times the fitted scale, which joins the truth without a step."""
     gen, gt, depth_i, depth_j = scene_pair
-    network = _scaled(gt.maps, 0.5)
+    network = in_other_units(gt.maps, 0.5)
     garbage = np.zeros(depth_i.shape, bool)
     garbage[10:30, 20:50] = True
     rng = np.random.default_rng(0)
@@ -145,14 +136,6 @@ def test_reliable_depth_keeps_planes_at_a_grazing_angle():
 
 # -- the stage inside the pipeline ------------------------------------------------------------
 
-def _half_scale_oracle(gen: SceneGenerator, fps: float) -> OracleEngine:
-    """Exact four maps in half metres, flagged up-to-scale: a perfect network's geometry."""
-    def source(frame_i, frame_j):
-        i, j = (int(round(frame.stamp * fps)) for frame in (frame_i, frame_j))
-        return _scaled(gen.pair_ground_truth(i, j).maps, 0.5)
-    return OracleEngine(source, (gen.config.height, gen.config.width), by_frame=True)
-
-
 @pytest.mark.parametrize('with_depth', [True, False])
 def test_pipeline_with_depth_publishes_metric_geometry(with_depth):
     """Up-to-scale exact maps + exact depth: metric points, poses and flow, equal to the
@@ -160,7 +143,9 @@ def test_pipeline_with_depth_publishes_metric_geometry(with_depth):
     config = SceneConfig(height=96, width=128, num_frames=6, fps=10.0, preset='random',
                          num_objects=3, camera_amplitude=0.3)
     gen = SceneGenerator(config, seed=3)
-    pipe = DynamicReconPipeline(_half_scale_oracle(gen, config.fps), PipelineConfig())
+    # Exact four maps in half metres, flagged up-to-scale: a perfect network's geometry.
+    pipe = DynamicReconPipeline(OracleEngine.from_scene(config, seed=3, units_per_metre=0.5),
+                                PipelineConfig())
     T_world0 = se3_inverse(gen.camera_pose(0))
     outputs = []
     for t in range(config.num_frames):
