@@ -24,7 +24,8 @@ import numpy as np
 from pointmap_ros.geometry.transforms import (
     rotation_angle, rotvec_to_rotmat, se3_compose, se3_from_rt, se3_inverse)
 
-__all__ = ['OdometryModel', 'OdometrySensor', 'odometry_poses', 'odometry_drift', 'ROBOT_CAMERA_MOUNT']
+__all__ = ['OdometryModel', 'OdometrySensor', 'odometry_poses', 'odometry_drift',
+           'ROBOT_CAMERA_MOUNT']
 
 #: ``T_odom_cam`` of a forward-looking camera 1 m above the odometry origin: optical z
 #: along the body x axis, optical x along body -y, optical y along body -z (REP-103).
