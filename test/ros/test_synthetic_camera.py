@@ -161,3 +161,50 @@ def test_waits_for_ready_then_stamps_with_its_clock(ros_node):
     stamps = [stamp_to_ns(m.header.stamp) for m in images]
     assert stamps == sorted(set(stamps))
     assert stamps[0] >= sent_after_ns - 1_000_000_000  # the node's (wall) clock, not t / fps
+
+
+def camera_defaults() -> dict:
+    from pointmap_ros.ros import params as P
+    return {spec.name: P.ros_value(spec.default) for spec in P.CAMERA_PARAMS}
+
+
+def test_camera_table_defaults_are_valid_and_the_sensors_off():
+    from pointmap_ros.data.depth_sensor import DepthSensorModel
+    from pointmap_ros.data.odometry import OdometryModel
+    from pointmap_ros.ros import params as P
+    from pointmap_ros.ros.synthetic_camera import sensor_rig
+    values = camera_defaults()
+    assert P.validate_camera(values) is None
+    for spec in P.CAMERA_PARAMS:
+        assert spec.description, spec.name
+        if spec.range is not None:
+            assert spec.range[0] <= spec.default <= spec.range[1], spec.name
+    assert sensor_rig(values).odometry is None and sensor_rig(values).depth is None
+    # Depth noise only applies to a published depth image.
+    assert sensor_rig({**values, 'depth_noise': 0.02}).depth is None
+    rig = sensor_rig({**values, 'publish_odometry': True, 'publish_depth': True,
+                      'depth_noise': 0.02, 'noise_seed': 9})
+    assert rig.odometry == OdometryModel() and rig.seed == 9
+    assert rig.depth == DepthSensorModel(noise_rel=0.02)
+
+
+@pytest.mark.parametrize('override,reason', [
+    ({'odometry_drift': 2.0}, 'odometry_drift=2.0 is outside'),
+    ({'depth_noise': -0.1}, 'depth_noise=-0.1 is outside'),
+    ({'depth_encoding': 'mono8'}, 'depth_encoding'),
+    ({'odom_frame': 'odom frame'}, 'not a valid frame name'),
+    ({'publish_odometry': True, 'odom_frame': 'world'}, 'must differ'),
+    ({'depth_min_m': 9.0, 'depth_max_m': 8.0}, 'must be below'),
+])
+def test_camera_validation_reasons(override, reason):
+    from pointmap_ros.ros import params as P
+    assert reason in P.validate_camera({**camera_defaults(), **override})
+
+
+def test_out_of_range_sensor_parameter_stops_the_camera(ros_node):
+    args = ['--ros-args', '-p', 'publish_odometry:=true', '-p', 'odometry_jitter_deg:=90.0']
+    with helpers.PythonProcess(script=REPO / 'scripts' / 'nodes' / 'synthetic_camera_node',
+                               args=args, name='bad_camera') as proc:
+        spin_until(ros_node, lambda: not proc.running, 60, 'camera exits', proc)
+        assert proc.proc.returncode != 0
+        assert 'odometry_jitter_deg' in proc.output(), proc.output()
