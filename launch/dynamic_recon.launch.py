@@ -76,6 +76,23 @@ def _nodes(context):
     return [recon, camera]
 
 
+def _demo_sensor_arguments() -> list:
+    """The demo camera's simulated robot sensors (synthetic_camera_node parameters)."""
+    return [
+        DeclareLaunchArgument(
+            'demo_odometry', default_value='false', choices=['true', 'false'],
+            description='demo: the camera also publishes odometry with drift on /tf (odom -> '
+                        'camera_optical_frame; its ground truth becomes world -> odom).'),
+        DeclareLaunchArgument(
+            'demo_depth', default_value='false', choices=['true', 'false'],
+            description='demo: the camera also publishes /camera/depth (32FC1 metres).'),
+        DeclareLaunchArgument(
+            'demo_depth_noise', default_value='0.0',
+            description='demo: relative noise of the simulated depth sensor, which then also '
+                        'has holes; 0 = exact depth.'),
+    ]
+
+
 def generate_launch_description():
     share = get_package_share_directory(PACKAGE)
     args = [
@@ -120,17 +137,7 @@ def generate_launch_description():
             description='Also start synthetic_camera_node publishing the bundled demo scene '
                         'on /camera (image_raw, camera_info, ground-truth /tf); it waits for '
                         'the node to be ready and loops.'),
-        DeclareLaunchArgument(
-            'demo_odometry', default_value='false', choices=['true', 'false'],
-            description='demo: the camera also publishes odometry with drift on /tf (odom -> '
-                        'camera_optical_frame; its ground truth becomes world -> odom).'),
-        DeclareLaunchArgument(
-            'demo_depth', default_value='false', choices=['true', 'false'],
-            description='demo: the camera also publishes /camera/depth (32FC1 metres).'),
-        DeclareLaunchArgument(
-            'demo_depth_noise', default_value='0.0',
-            description='demo: relative noise of the simulated depth sensor, which then also '
-                        'has holes; 0 = exact depth.'),
+        *_demo_sensor_arguments(),
         DeclareLaunchArgument(
             'log_level', default_value='info',
             choices=['debug', 'info', 'warn', 'error', 'fatal'],

@@ -143,6 +143,17 @@ class _Messages:
         return t['geometry_msgs/msg/TransformStamped'](
             header=self.header(stamp_ns, parent), child_frame_id=child, transform=transform)
 
+    def frame_messages(self, stamp_ns: int, frame, reading: SensorReading,
+                       include_depth: bool) -> list[tuple[str, object]]:
+        """``(topic, message)`` of one frame: image, camera info, depth, /tf."""
+        height, width = frame.depth.shape
+        messages = [(TOPIC_IMAGE, self.image(stamp_ns, frame.rgb, 'rgb8')),
+                    (TOPIC_CAMERA_INFO, self.camera_info(stamp_ns, frame.K, height, width))]
+        if include_depth:
+            messages.append((TOPIC_DEPTH, self.image(stamp_ns, reading.depth, '32FC1')))
+        messages.append((TOPIC_TF, self.frame_tf(stamp_ns, frame, reading)))
+        return messages
+
     def frame_tf(self, stamp_ns: int, frame, reading: SensorReading):
         """The /tf message of one frame: ground truth, and the odometry if there is one
         (then the ground truth places ``odom``: the camera frame has one parent)."""
@@ -210,14 +221,9 @@ def write_bag(generator, path, *, include_depth: bool = False, sensors: SensorRi
 
         for t in frames:
             f = generator.render(t)
-            reading = run.read(f)
             stamp_ns = base_time_ns + int(round(f.stamp * 1e9))
-            height, width = f.depth.shape
-            put(TOPIC_IMAGE, stamp_ns, build.image(stamp_ns, f.rgb, 'rgb8'))
-            put(TOPIC_CAMERA_INFO, stamp_ns, build.camera_info(stamp_ns, f.K, height, width))
-            if include_depth:
-                put(TOPIC_DEPTH, stamp_ns, build.image(stamp_ns, reading.depth, '32FC1'))
-            put(TOPIC_TF, stamp_ns, build.frame_tf(stamp_ns, f, reading))
+            for topic, msg in build.frame_messages(stamp_ns, f, run.read(f), include_depth):
+                put(topic, stamp_ns, msg)
             if on_frame is not None:
                 on_frame(t)
     logger.info('wrote %d frames to %s', len(frames), path)
