@@ -16,6 +16,10 @@ its own publishers are matched, so no frame is lost while the model loads; it lo
 and stamps frames with its ROS clock (simulated time under ``use_sim_time``). With
 ``backend:=oracle`` it plays the scene once instead, stamped ``t / fps``: the oracle serves
 the ground truth of the frame its stamp names, and only the scene's frames exist.
+``demo_odometry:=true`` makes the camera publish the drifting odometry a robot has
+(``odom -> camera_optical_frame``; the ground truth then places ``odom`` in ``world``);
+``demo_depth:=true`` adds ``/camera/depth``, a noisy RGB-D sensor's with ``demo_depth_noise``
+above 0 (for the node to use it, set ``use_depth`` in ``params_file``).
 """
 
 import os
@@ -59,7 +63,10 @@ def _nodes(context):
         'namespace': '/camera', 'use_sim_time': use_sim_time,
         'wait_for_ready': f'/{NODE_NAME}/ready', 'wait_for_subscribers': True,
         'start_delay_s': 0.5, 'loop': not oracle,
-        'stamp_source': 'scene' if oracle else 'clock'}
+        'stamp_source': 'scene' if oracle else 'clock',
+        'publish_odometry': ParameterValue(LaunchConfiguration('demo_odometry'), value_type=bool),
+        'publish_depth': ParameterValue(LaunchConfiguration('demo_depth'), value_type=bool),
+        'depth_noise': ParameterValue(LaunchConfiguration('demo_depth_noise'), value_type=float)}
     if convention:
         camera_params['world_frame_convention'] = convention
     camera = Node(
@@ -67,6 +74,23 @@ def _nodes(context):
         output='screen', ros_arguments=log_level, parameters=[camera_params],
         condition=IfCondition(LaunchConfiguration('demo')))
     return [recon, camera]
+
+
+def _demo_sensor_arguments() -> list:
+    """The demo camera's simulated robot sensors (synthetic_camera_node parameters)."""
+    return [
+        DeclareLaunchArgument(
+            'demo_odometry', default_value='false', choices=['true', 'false'],
+            description='demo: the camera also publishes odometry with drift on /tf (odom -> '
+                        'camera_optical_frame; its ground truth becomes world -> odom).'),
+        DeclareLaunchArgument(
+            'demo_depth', default_value='false', choices=['true', 'false'],
+            description='demo: the camera also publishes /camera/depth (32FC1 metres).'),
+        DeclareLaunchArgument(
+            'demo_depth_noise', default_value='0.0',
+            description='demo: relative noise of the simulated depth sensor, which then also '
+                        'has holes; 0 = exact depth.'),
+    ]
 
 
 def generate_launch_description():
@@ -113,6 +137,7 @@ def generate_launch_description():
             description='Also start synthetic_camera_node publishing the bundled demo scene '
                         'on /camera (image_raw, camera_info, ground-truth /tf); it waits for '
                         'the node to be ready and loops.'),
+        *_demo_sensor_arguments(),
         DeclareLaunchArgument(
             'log_level', default_value='info',
             choices=['debug', 'info', 'warn', 'error', 'fatal'],

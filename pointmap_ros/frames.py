@@ -3,10 +3,14 @@ synthetic camera node and the bag writer. Plain strings, no ROS import."""
 
 from __future__ import annotations
 
-__all__ = ['WORLD_FRAME', 'CAMERA_OPTICAL_FRAME', 'GROUND_TRUTH_OBJECT_PREFIX', 'object_frame']
+__all__ = ['WORLD_FRAME', 'ODOM_FRAME', 'CAMERA_OPTICAL_FRAME', 'GROUND_TRUTH_OBJECT_PREFIX',
+           'object_frame']
 
 #: Default fixed frame (parameter ``world_frame``) and the generated scenes' world.
 WORLD_FRAME = 'world'
+#: Default odometry frame (REP-105 ``odom``) of the simulated odometry: synthetic camera
+#: parameter ``odom_frame``, bags of generated sequences.
+ODOM_FRAME = 'odom'
 #: Optical frame of generated images (synthetic camera, bags of generated sequences).
 CAMERA_OPTICAL_FRAME = 'camera_optical_frame'
 #: Ground-truth objects of generated scenes are ``gt_object_<id>``, so they never collide

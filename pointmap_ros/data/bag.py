@@ -7,10 +7,16 @@ topic and frame, header stamp = bag log time = ``base_time + t / fps``):
 - ``/camera/image_raw`` (sensor_msgs/msg/Image): ``rgb8``, frame ``camera_optical_frame``;
 - ``/camera/camera_info`` (sensor_msgs/msg/CameraInfo): plumb_bob, zero distortion, K, R, P;
 - ``/camera/depth`` (sensor_msgs/msg/Image, optional): ``32FC1`` metres, 0 = invalid;
+  the exact rendered depth, or an RGB-D sensor's (noise, holes) with a depth model;
 - ``/tf`` (tf2_msgs/msg/TFMessage): ground truth ``world`` -> ``camera_optical_frame`` and
-  ``world`` -> ``gt_object_<id>``.
+  ``world`` -> ``gt_object_<id>``. With odometry, ``odom`` -> ``camera_optical_frame`` is
+  the drifting odometry and the ground truth places ``odom`` instead (``world`` -> ``odom``,
+  what a perfect localiser publishes), so every frame keeps one parent and
+  ``world`` -> ``odom`` -> ``camera_optical_frame`` is the true camera pose.
 
-The ``world`` frame is the generator's world (camera 0's optical frame at t = 0).
+The ``world`` frame is the generator's world (camera 0's optical frame at t = 0). Odometry
+and depth errors come from a :class:`~pointmap_ros.data.sensor_rig.SensorRig`, the one the
+synthetic camera node uses, so a bag and a live camera with the same settings agree.
 """
 
 from __future__ import annotations
@@ -23,13 +29,14 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
+from pointmap_ros.data.sensor_rig import SensorReading, SensorRig, world_to_odom
 from pointmap_ros.errors import ConfigError, InputError
-from pointmap_ros.frames import (CAMERA_OPTICAL_FRAME, GROUND_TRUTH_OBJECT_PREFIX, WORLD_FRAME,
-                                 object_frame)
+from pointmap_ros.frames import (CAMERA_OPTICAL_FRAME, GROUND_TRUTH_OBJECT_PREFIX, ODOM_FRAME,
+                                 WORLD_FRAME, object_frame)
 from pointmap_ros.geometry.transforms import rotmat_to_quat_xyzw
 
 __all__ = ['TOPIC_IMAGE', 'TOPIC_CAMERA_INFO', 'TOPIC_DEPTH', 'TOPIC_TF', 'WORLD_FRAME',
-           'CAMERA_FRAME', 'DEFAULT_BASE_TIME_NS', 'BagMessage', 'BagSummary',
+           'ODOM_FRAME', 'CAMERA_FRAME', 'DEFAULT_BASE_TIME_NS', 'BagMessage', 'BagSummary',
            'write_bag', 'read_bag', 'typestore', 'prepare_bag_dir', 'BAG_VERSION']
 
 logger = logging.getLogger(__name__)
@@ -127,21 +134,48 @@ class _Messages:
             distortion_model='plumb_bob', d=np.zeros(5), k=K.reshape(-1).astype(np.float64),
             r=np.eye(3).reshape(-1), p=projection.reshape(-1), binning_x=0, binning_y=0, roi=roi)
 
-    def transform(self, stamp_ns: int, child: str, pose: np.ndarray):
+    def transform(self, stamp_ns: int, child: str, pose: np.ndarray, parent: str = WORLD_FRAME):
         q = rotmat_to_quat_xyzw(pose[:3, :3])
         t = self.t
         transform = t['geometry_msgs/msg/Transform'](
             translation=t['geometry_msgs/msg/Vector3'](*map(float, pose[:3, 3])),
             rotation=t['geometry_msgs/msg/Quaternion'](*map(float, q)))
         return t['geometry_msgs/msg/TransformStamped'](
-            header=self.header(stamp_ns, WORLD_FRAME), child_frame_id=child, transform=transform)
+            header=self.header(stamp_ns, parent), child_frame_id=child, transform=transform)
+
+    def frame_messages(self, stamp_ns: int, frame, reading: SensorReading,
+                       include_depth: bool) -> list[tuple[str, object]]:
+        """``(topic, message)`` of one frame: image, camera info, depth, /tf."""
+        height, width = frame.depth.shape
+        messages = [(TOPIC_IMAGE, self.image(stamp_ns, frame.rgb, 'rgb8')),
+                    (TOPIC_CAMERA_INFO, self.camera_info(stamp_ns, frame.K, height, width))]
+        if include_depth:
+            messages.append((TOPIC_DEPTH, self.image(stamp_ns, reading.depth, '32FC1')))
+        messages.append((TOPIC_TF, self.frame_tf(stamp_ns, frame, reading)))
+        return messages
+
+    def frame_tf(self, stamp_ns: int, frame, reading: SensorReading):
+        """The /tf message of one frame: ground truth, and the odometry if there is one
+        (then the ground truth places ``odom``: the camera frame has one parent)."""
+        if reading.T_odom_cam is None:
+            transforms = [self.transform(stamp_ns, CAMERA_FRAME, frame.T_world_cam)]
+        else:
+            transforms = [
+                self.transform(stamp_ns, ODOM_FRAME,
+                               world_to_odom(frame.T_world_cam, reading.T_odom_cam)),
+                self.transform(stamp_ns, CAMERA_FRAME, reading.T_odom_cam, ODOM_FRAME)]
+        transforms += [
+            self.transform(stamp_ns, object_frame(GROUND_TRUTH_OBJECT_PREFIX, object_id), pose)
+            for object_id, pose in sorted(frame.object_poses.items())]
+        return self.tf(transforms)
 
     def tf(self, transforms: list):
         return self.t['tf2_msgs/msg/TFMessage'](transforms=transforms)
 
 
-def write_bag(generator, path, *, include_depth: bool = False, overwrite: bool = False,
-              base_time_ns: int = DEFAULT_BASE_TIME_NS, frames: Iterable[int] | None = None,
+def write_bag(generator, path, *, include_depth: bool = False, sensors: SensorRig = SensorRig(),
+              overwrite: bool = False, base_time_ns: int = DEFAULT_BASE_TIME_NS,
+              frames: Iterable[int] | None = None,
               on_frame: Callable[[int], None] | None = None) -> BagSummary:
     """Write a generated sequence as a ROS 2 bag directory with MCAP storage.
 
@@ -149,16 +183,23 @@ def write_bag(generator, path, *, include_depth: bool = False, overwrite: bool =
         generator: a :class:`~pointmap_ros.data.scenes.SceneGenerator`.
         path: bag directory to create (rosbag2 layout: ``metadata.yaml`` + ``*.mcap``).
         include_depth: also write ``/camera/depth`` (32FC1 metres).
+        sensors: the robot sensors: odometry on ``/tf`` (``odom`` -> camera) and the depth
+            camera's errors (needs ``include_depth``); default: exact depth, no odometry.
         overwrite: replace an existing bag directory at ``path``.
         base_time_ns: stamp of frame 0; frame t is at ``base_time_ns + t / fps``.
-        frames: frame indices to write (default: all, in order).
+        frames: frame indices to write (default: all, in order); the sensors read them in
+            this order (odometry integrates them as a robot would).
         on_frame: called with each frame index after it is written (progress bars).
 
     Raises:
-        ConfigError: ``path`` exists and ``overwrite`` is off, or exists but is not a bag.
+        ConfigError: ``path`` exists and ``overwrite`` is off, or exists but is not a bag;
+            a depth model without ``include_depth``.
     """
     from rosbags.rosbag2 import StoragePlugin, Writer
 
+    if sensors.depth is not None and not include_depth:
+        raise ConfigError('a depth sensor model needs include_depth (it degrades /camera/depth)',
+                          name='sensors')
     path = prepare_bag_dir(path, overwrite)
     store = typestore()
     build = _Messages(store)
@@ -169,6 +210,7 @@ def write_bag(generator, path, *, include_depth: bool = False, overwrite: bool =
     if include_depth:
         topics[TOPIC_DEPTH] = 'sensor_msgs/msg/Image'
     counts = dict.fromkeys(topics, 0)
+    run = sensors.start()
     with Writer(path, version=BAG_VERSION, storage_plugin=StoragePlugin.MCAP) as writer:
         conns = {topic: writer.add_connection(topic, msgtype, typestore=store)
                  for topic, msgtype in topics.items()}
@@ -180,17 +222,8 @@ def write_bag(generator, path, *, include_depth: bool = False, overwrite: bool =
         for t in frames:
             f = generator.render(t)
             stamp_ns = base_time_ns + int(round(f.stamp * 1e9))
-            height, width = f.depth.shape
-            put(TOPIC_IMAGE, stamp_ns, build.image(stamp_ns, f.rgb, 'rgb8'))
-            put(TOPIC_CAMERA_INFO, stamp_ns, build.camera_info(stamp_ns, f.K, height, width))
-            if include_depth:
-                put(TOPIC_DEPTH, stamp_ns, build.image(stamp_ns, f.depth, '32FC1'))
-            transforms = [build.transform(stamp_ns, CAMERA_FRAME, f.T_world_cam)]
-            transforms += [
-                build.transform(stamp_ns, object_frame(GROUND_TRUTH_OBJECT_PREFIX, object_id),
-                                pose)
-                for object_id, pose in sorted(f.object_poses.items())]
-            put(TOPIC_TF, stamp_ns, build.tf(transforms))
+            for topic, msg in build.frame_messages(stamp_ns, f, run.read(f), include_depth):
+                put(topic, stamp_ns, msg)
             if on_frame is not None:
                 on_frame(t)
     logger.info('wrote %d frames to %s', len(frames), path)

@@ -24,7 +24,8 @@ import numpy as np
 from pointmap_ros.geometry.transforms import (
     rotation_angle, rotvec_to_rotmat, se3_compose, se3_from_rt, se3_inverse)
 
-__all__ = ['OdometryModel', 'odometry_poses', 'odometry_drift', 'ROBOT_CAMERA_MOUNT']
+__all__ = ['OdometryModel', 'OdometrySensor', 'odometry_poses', 'odometry_drift',
+           'ROBOT_CAMERA_MOUNT']
 
 #: ``T_odom_cam`` of a forward-looking camera 1 m above the odometry origin: optical z
 #: along the body x axis, optical x along body -y, optical y along body -z (REP-103).
@@ -60,6 +61,52 @@ class OdometryModel:
         return OdometryModel(drift_rel, self.jitter_m * factor, self.jitter_deg * factor)
 
 
+class OdometrySensor:
+    """The odometry of :func:`odometry_poses`, one reading at a time, for runs of unknown
+    length (a synthetic camera looping its scene keeps integrating, as a robot driving the
+    same route again does).
+
+    Readings equal :func:`odometry_poses` over the poses read so far, exactly: the random
+    draws (scale error and drift axis at construction, then one jitter per reading after
+    the first) come in the same order.
+    """
+
+    def __init__(self, model: OdometryModel = OdometryModel(), seed: int = 0,
+                 base: np.ndarray = ROBOT_CAMERA_MOUNT):
+        self.model = model
+        self._rng = np.random.default_rng(seed)
+        self._scale_error = model.drift_rel * self._rng.choice([-1.0, 1.0])
+        axis = self._rng.standard_normal(3)
+        self._drift_axis = axis / np.linalg.norm(axis)
+        self._integrated = np.asarray(base, np.float64)
+        self._previous_true: np.ndarray | None = None
+
+    def read(self, T_world_cam: np.ndarray) -> np.ndarray:
+        """``T_odom_cam`` ``[4, 4]`` reported for the next true pose ``T_world_cam``: the
+        first reading is ``base`` exactly, later ones integrate the measured increment from
+        the previous true pose, plus this reading's jitter."""
+        T_world_cam = np.asarray(T_world_cam, np.float64)
+        previous, self._previous_true = self._previous_true, T_world_cam
+        if previous is None:
+            return self._integrated.copy()
+        self._integrated = se3_compose(self._integrated,
+                                       self._measured_increment(previous, T_world_cam))
+        rotation_noise = rotvec_to_rotmat(np.deg2rad(self.model.jitter_deg)
+                                          * self._rng.standard_normal(3))
+        jitter = se3_from_rt(rotation_noise, self.model.jitter_m * self._rng.standard_normal(3))
+        return se3_compose(self._integrated, jitter)
+
+    def _measured_increment(self, previous: np.ndarray, current: np.ndarray) -> np.ndarray:
+        """The true increment with its translation scaled by ``1 + scale_error``, followed
+        by the heading drift (``drift_rel`` radians per metre) for the distance covered."""
+        increment = se3_compose(se3_inverse(previous), current)
+        distance = float(np.linalg.norm(increment[:3, 3]))
+        measured = increment.copy()
+        measured[:3, 3] *= 1.0 + self._scale_error
+        drift = rotvec_to_rotmat(self._drift_axis * self.model.drift_rel * distance)
+        return se3_compose(measured, se3_from_rt(drift, np.zeros(3)))
+
+
 def odometry_poses(T_world_cam: np.ndarray, model: OdometryModel = OdometryModel(),
                    seed: int = 0, base: np.ndarray = ROBOT_CAMERA_MOUNT) -> np.ndarray:
     """``[N, 4, 4]`` ``T_odom_cam`` the odometry reports for the true poses ``T_world_cam``.
@@ -67,33 +114,10 @@ def odometry_poses(T_world_cam: np.ndarray, model: OdometryModel = OdometryModel
     The first reading is ``base`` exactly; each later one composes the true increment
     between consecutive frames, its translation scaled by ``1 + scale_error`` and followed
     by the heading drift for the distance it covers, then adds the reading's jitter.
-    Same seed, same result.
+    Same seed, same result (:class:`OdometrySensor` reads the same one pose at a time).
     """
-    T_world_cam = np.asarray(T_world_cam, np.float64)
-    rng = np.random.default_rng(seed)
-    scale_error = model.drift_rel * rng.choice([-1.0, 1.0])
-    axis = rng.standard_normal(3)
-    axis /= np.linalg.norm(axis)
-    drift_rate = model.drift_rel  # radians per metre
-    integrated = [np.asarray(base, np.float64)]
-    for previous, current in zip(T_world_cam[:-1], T_world_cam[1:]):
-        increment = se3_compose(se3_inverse(previous), current)
-        distance = float(np.linalg.norm(increment[:3, 3]))
-        measured = increment.copy()
-        measured[:3, 3] *= 1.0 + scale_error
-        measured = se3_compose(measured, se3_from_rt(
-            rotvec_to_rotmat(axis * drift_rate * distance), np.zeros(3)))
-        integrated.append(se3_compose(integrated[-1], measured))
-    readings = []
-    for index, pose in enumerate(integrated):
-        if index == 0:
-            readings.append(pose)
-            continue
-        rotation_noise = rotvec_to_rotmat(np.deg2rad(model.jitter_deg)
-                                          * rng.standard_normal(3))
-        jitter = se3_from_rt(rotation_noise, model.jitter_m * rng.standard_normal(3))
-        readings.append(se3_compose(pose, jitter))
-    return np.stack(readings)
+    sensor = OdometrySensor(model, seed, base)
+    return np.stack([sensor.read(pose) for pose in np.asarray(T_world_cam, np.float64)])
 
 
 def odometry_drift(T_odom_cam: np.ndarray, T_world_cam: np.ndarray) -> tuple[float, float]:

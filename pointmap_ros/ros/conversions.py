@@ -76,12 +76,22 @@ def rgb_to_image(rgb: np.ndarray, header, encoding: str = 'rgb8') -> Image:
                  data=pixels.tobytes())
 
 
-def depth_to_image(depth: np.ndarray, header) -> Image:
-    """``[H, W]`` metres (0 = none) -> ``32FC1`` Image with NaN where there is no depth."""
-    metres = np.where(depth > 0, depth, np.nan).astype('<f4')
-    return Image(header=header, height=metres.shape[0], width=metres.shape[1],
-                 encoding='32FC1', is_bigendian=False, step=metres.shape[1] * 4,
-                 data=metres.tobytes())
+def depth_to_image(depth: np.ndarray, header, encoding: str = '32FC1') -> Image:
+    """``[H, W]`` metres (0 = none) -> depth Image, as drivers send it: ``32FC1`` metres with
+    NaN where there is no depth, or ``16UC1`` whole millimetres with 0 there (REP-118; depth
+    beyond 65.535 m does not fit and reads as none)."""
+    depth = np.asarray(depth)
+    if encoding == '32FC1':  # values as given (tests send inf on purpose), no data -> NaN
+        pixels = np.where(depth > 0, depth, np.nan).astype('<f4')
+    elif encoding == '16UC1':
+        has_data = np.isfinite(depth) & (depth > 0)
+        millimetres = np.round(np.where(has_data, depth, 0.0).astype(np.float64) * 1000.0)
+        pixels = np.where(millimetres <= np.iinfo(np.uint16).max, millimetres, 0).astype('<u2')
+    else:
+        raise ValueError(f"depth encoding must be '32FC1' or '16UC1', got {encoding!r}")
+    return Image(header=header, height=pixels.shape[0], width=pixels.shape[1],
+                 encoding=encoding, is_bigendian=False, step=pixels.shape[1] * pixels.itemsize,
+                 data=pixels.tobytes())
 
 
 def K_to_camera_info(K: np.ndarray, height: int, width: int, header) -> CameraInfo:

@@ -19,14 +19,18 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from pointmap_ros.data.depth_sensor import DepthSensorModel
+from pointmap_ros.data.odometry import OdometryModel
 from pointmap_ros.errors import ConfigError
+from pointmap_ros.frames import ODOM_FRAME
 from pointmap_ros.pipeline import PipelineConfig
 from pointmap_ros.pipeline.correspondence import CROSS_TIME_SOURCES
 from pointmap_ros.ros.qos import QOS_CHOICES
 
-__all__ = ['ParamSpec', 'PARAMS', 'PARAMS_BY_NAME', 'CAMERA_PARAMS', 'ros_value', 'defaults',
-           'check_value', 'validate', 'pipeline_config', 'declare_parameters', 'engine_kwargs',
-           'render_yaml']
+__all__ = ['ParamSpec', 'PARAMS', 'PARAMS_BY_NAME', 'CAMERA_PARAMS', 'CAMERA_PARAMS_BY_NAME',
+           'ros_value', 'defaults',
+           'check_value', 'validate', 'validate_camera', 'pipeline_config', 'declare_parameters',
+           'engine_kwargs', 'render_yaml']
 
 _BACKENDS = ('auto', 'torch', 'onnxruntime', 'tensorrt', 'oracle')
 _TOPIC_RE = re.compile(r'^[~/]?[A-Za-z_][A-Za-z0-9_/]*$')
@@ -233,15 +237,19 @@ PARAMS: list[ParamSpec] = _NODE_PARAMS + _PIPELINE_PARAMS
 PARAMS_BY_NAME = {p.name: p for p in PARAMS}
 
 
+# The synthetic camera's simulated sensors take their defaults from the error models.
+_DEPTH_SENSOR = DepthSensorModel()
+_ODOMETRY = OdometryModel()
+
 # The synthetic camera node's own table (same ParamSpec rules; all read-only, read once).
 CAMERA_PARAMS: list[ParamSpec] = [
     ParamSpec('namespace', '/camera', 'Camera namespace the topics are published under.'),
     ParamSpec('image_topic', 'image_raw', 'Image topic relative to namespace.'),
     ParamSpec('camera_info_topic', 'camera_info', 'CameraInfo topic relative to namespace.'),
-    ParamSpec('depth_topic', 'depth', 'Depth topic relative to namespace (32FC1 metres).'),
+    ParamSpec('depth_topic', 'depth', 'Depth topic relative to namespace (depth_encoding).'),
     ParamSpec('publish_depth', False, 'Also publish the depth image.'),
-    ParamSpec('publish_tf', True,
-              'Publish ground truth on /tf (world -> frame_id, gt_object_<k>).'),
+    ParamSpec('publish_tf', True, 'Publish ground truth on /tf: world_frame -> frame_id (-> '
+              'odom_frame instead with publish_odometry) and world_frame -> gt_object_<k>.'),
     ParamSpec('publish_clock', False,
               'Publish each frame stamp on /clock (drives use_sim_time graphs).'),
     ParamSpec('frame_id', 'camera_optical_frame',
@@ -274,7 +282,40 @@ CAMERA_PARAMS: list[ParamSpec] = [
     ParamSpec('qos', 'reliable', 'Reliability of the image/camera_info/depth publishers.',
               choices=QOS_CHOICES),
     ParamSpec('shutdown_when_done', False, 'Exit after the last frame (ignored with loop).'),
+    # -- simulated robot sensors (data/sensor_rig.py) -------------------------------------
+    ParamSpec('depth_encoding', '32FC1', "Depth image encoding: '32FC1' metres (NaN = no "
+              "data) or '16UC1' millimetres (0 = no data, REP-118).",
+              choices=('32FC1', '16UC1')),
+    ParamSpec('depth_noise', 0.0, 'Depth noise of the simulated RGB-D sensor (standard '
+              'deviation relative to the depth); 0 = the exact rendered depth (no noise, '
+              'holes or range limit); > 0 = a sensor with the depth_* error values below.',
+              range=(0.0, 1.0)),
+    ParamSpec('depth_dropout', _DEPTH_SENSOR.dropout, 'With depth_noise > 0: fraction of all '
+              'pixels without data (random).', range=(0.0, 1.0)),
+    ParamSpec('depth_edge_hole_prob', _DEPTH_SENSOR.edge_hole_prob, 'With depth_noise > 0: '
+              'probability that a pixel at a depth edge has no data.', range=(0.0, 1.0)),
+    ParamSpec('depth_flying_prob', _DEPTH_SENSOR.flying_prob, 'With depth_noise > 0: '
+              'probability that another depth-edge pixel reads between the two surfaces.',
+              range=(0.0, 1.0)),
+    ParamSpec('depth_min_m', _DEPTH_SENSOR.min_m, 'With depth_noise > 0: nearest depth the '
+              'sensor measures (m); must be below depth_max_m.', range=(0.0, 1000.0)),
+    ParamSpec('depth_max_m', _DEPTH_SENSOR.max_m, 'With depth_noise > 0: farthest depth the '
+              'sensor measures (m).', range=(0.01, 10000.0)),
+    ParamSpec('publish_odometry', False, 'Publish odometry on /tf: odom_frame -> frame_id, the '
+              'true camera pose with drift and jitter (odometry_*), as a robot reports it.'),
+    ParamSpec('odom_frame', ODOM_FRAME, 'Fixed frame of the odometry (REP-105), where the first '
+              'frame is a camera 1 m above the origin looking along x.'),
+    ParamSpec('odometry_drift', _ODOMETRY.drift_rel, 'Odometry drift per metre travelled '
+              '(scale error and heading drift in rad/m; 0.01 = about 1 % of the distance).',
+              range=(0.0, 1.0)),
+    ParamSpec('odometry_jitter_m', _ODOMETRY.jitter_m, 'Odometry translation noise of each '
+              'reading (standard deviation, m; does not accumulate).', range=(0.0, 1.0)),
+    ParamSpec('odometry_jitter_deg', _ODOMETRY.jitter_deg, 'Odometry rotation noise of each '
+              'reading (standard deviation, degrees; does not accumulate).', range=(0.0, 45.0)),
+    ParamSpec('noise_seed', 0, 'Seed of the odometry error and the depth noise (the scene '
+              'is set by seed).', range=(0, 2**31 - 1)),
 ]
+CAMERA_PARAMS_BY_NAME = {p.name: p for p in CAMERA_PARAMS}
 
 
 def ros_value(value: Any) -> Any:
@@ -323,6 +364,24 @@ def validate(values: dict[str, Any]) -> str | None:
         pipeline_config(values).validate()
     except ConfigError as exc:
         return str(exc)
+    return None
+
+
+def validate_camera(values: dict[str, Any]) -> str | None:
+    """Reason why this complete set of synthetic camera values is unusable, or None."""
+    for name, value in values.items():
+        if (reason := check_value(CAMERA_PARAMS_BY_NAME[name], value)) is not None:
+            return reason
+    for name in ('frame_id', 'world_frame', 'odom_frame'):
+        if not _FRAME_RE.match(values[name]):
+            return f'{name}={values[name]!r} is not a valid frame name'
+    frames = [values['frame_id'], values['world_frame'], values['odom_frame']]
+    if values['publish_odometry'] and len(set(frames)) < 3:
+        # TF: each frame has one parent; world -> odom -> frame_id needs three frames.
+        return f'frame_id, world_frame and odom_frame must differ, got {frames}'
+    if values['depth_min_m'] >= values['depth_max_m']:
+        return (f"depth_min_m={values['depth_min_m']} must be below "
+                f"depth_max_m={values['depth_max_m']}")
     return None
 
 

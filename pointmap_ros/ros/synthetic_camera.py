@@ -1,8 +1,20 @@
 """``synthetic_camera_node``: plays a generated dynamic scene live, like a camera driver.
 
 Publishes ``<namespace>/image_raw`` (rgb8 or bgr8), ``<namespace>/camera_info`` and optionally
-``<namespace>/depth`` (32FC1 metres), all with the same header, plus the ground
-truth on ``/tf``: ``world -> <frame_id>`` (the true camera pose) and ``world -> gt_object_<k>``.
+``<namespace>/depth`` (32FC1 metres or 16UC1 millimetres), all with the same header, plus the
+ground truth on ``/tf``: ``world -> <frame_id>`` (the true camera pose) and
+``world -> gt_object_<k>``.
+
+Robot sensors (data/sensor_rig.py), so that consumers get the priors a robot gives them:
+``depth_noise`` > 0 turns the exact rendered depth into an RGB-D sensor's (noise, holes,
+flying pixels, range), and ``publish_odometry`` adds the camera pose as odometry reports it,
+drifting: ``odom -> <frame_id>``. A TF frame has one parent, so with odometry the ground
+truth of the camera becomes ``world -> odom``, the correction a perfect localiser would
+publish (REP-105's ``map -> odom``): ``world -> odom -> <frame_id>`` is still the true pose,
+and every consumer that looks up ``world -> <frame_id>`` (RViz, the tests) still gets it.
+The sensors read the frames in the order played: with ``loop`` the odometry keeps
+integrating (the jump from the last frame back to the first counts as motion, like a robot
+driving back to its start) and depth noise never repeats.
 
 Stamps (``stamp_source``): ``clock`` (default) stamps each frame with this node's clock at
 publication, i.e. ROS time, which is simulated time under ``use_sim_time``; ``scene`` stamps
@@ -29,18 +41,61 @@ from rosgraph_msgs.msg import Clock as ClockMsg
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Bool, Header
 
+from pointmap_ros.data.depth_sensor import DepthSensorModel
+from pointmap_ros.data.odometry import OdometryModel
 from pointmap_ros.data.scenes import live_scene_config
+from pointmap_ros.data.sensor_rig import SensorReading, SensorRig, world_to_odom
 from pointmap_ros.errors import ConfigError
 from pointmap_ros.frames import GROUND_TRUTH_OBJECT_PREFIX, object_frame
 from pointmap_ros.ros.conversions import (K_to_camera_info, depth_to_image, matrix_to_transform,
                                           ns_to_stamp, rgb_to_image)
 from pointmap_ros.ros.outputs import world_rotation
-from pointmap_ros.ros.params import CAMERA_PARAMS, check_value, declare_parameters
+from pointmap_ros.ros.params import CAMERA_PARAMS, declare_parameters, validate_camera
 from pointmap_ros.ros.qos import latched_qos, make_qos
 from pointmap_ros.ros.runner import node_arg_parser, run_node
 from pointmap_ros.ros.tf import TfPublisher
 
-__all__ = ['SyntheticCameraNode', 'main', 'CAMERA_PARAMS']
+__all__ = ['SyntheticCameraNode', 'main', 'CAMERA_PARAMS', 'sensor_rig', 'frame_transforms']
+
+
+def sensor_rig(values: dict) -> SensorRig:
+    """The simulated sensors the camera parameters ``values`` describe."""
+    odometry = (OdometryModel(values['odometry_drift'], values['odometry_jitter_m'],
+                              values['odometry_jitter_deg'])
+                if values['publish_odometry'] else None)
+    depth = (DepthSensorModel(
+        noise_rel=values['depth_noise'], dropout=values['depth_dropout'],
+        edge_hole_prob=values['depth_edge_hole_prob'], flying_prob=values['depth_flying_prob'],
+        min_m=values['depth_min_m'], max_m=values['depth_max_m'])
+        if values['publish_depth'] and values['depth_noise'] > 0 else None)
+    return SensorRig(odometry=odometry, depth=depth, seed=values['noise_seed'])
+
+
+def frame_transforms(frame, reading: SensorReading, stamp, values: dict) -> list:
+    """TransformStamped list of one played frame: the ground truth (``publish_tf``) and the
+    odometry (``publish_odometry``), each frame with exactly one parent."""
+    camera, odom = values['frame_id'], values['odom_frame']
+    transforms = []
+    if values['publish_tf']:
+        # The scene's world is the first camera's optical frame; re-express it in the
+        # published convention (the reconstruction node does the same with its world).
+        T_published_world = np.eye(4)
+        T_published_world[:3, :3] = world_rotation(values['world_frame_convention'])
+        world = values['world_frame']
+        T_world_cam = T_published_world @ frame.T_world_cam
+        if reading.T_odom_cam is None:
+            transforms.append(matrix_to_transform(T_world_cam, stamp, world, camera))
+        else:  # the camera's one parent is odom: the ground truth places odom instead
+            transforms.append(matrix_to_transform(
+                world_to_odom(T_world_cam, reading.T_odom_cam), stamp, world, odom))
+        transforms += [matrix_to_transform(
+            T_published_world @ T_world_object, stamp, world,
+            object_frame(GROUND_TRUTH_OBJECT_PREFIX, object_id))
+            for object_id, T_world_object in sorted(frame.object_poses.items())]
+    if reading.T_odom_cam is not None:
+        transforms.append(matrix_to_transform(reading.T_odom_cam, stamp, odom, camera))
+    return transforms
+
 
 class SyntheticCameraNode(Node):
     """Publishes one generated frame per timer tick once the start conditions hold."""
@@ -48,9 +103,8 @@ class SyntheticCameraNode(Node):
     def __init__(self, **kwargs):
         super().__init__('synthetic_camera_node', **kwargs)
         values = declare_parameters(self, CAMERA_PARAMS)
-        for spec in CAMERA_PARAMS:
-            if (reason := check_value(spec, values[spec.name])) is not None:
-                raise ConfigError(reason, name=spec.name, value=values[spec.name])
+        if (reason := validate_camera(values)) is not None:
+            raise ConfigError(reason)
         from pointmap_ros.data.scenes import SceneGenerator
         self._scene = SceneGenerator(
             live_scene_config(values['scene'], values['height'], values['width'],
@@ -67,7 +121,9 @@ class SyntheticCameraNode(Node):
             if values['publish_depth'] else None)
         self._pub_clock = (self.create_publisher(ClockMsg, '/clock', 10)
                            if values['publish_clock'] else None)
-        self._tf = TfPublisher(self) if values['publish_tf'] else None
+        self._tf = (TfPublisher(self) if values['publish_tf'] or values['publish_odometry']
+                    else None)
+        self._sensors = sensor_rig(values).start()
         self._consumer_ready = not values['wait_for_ready']
         if values['wait_for_ready']:
             self.create_subscription(Bool, values['wait_for_ready'], self._on_ready, latched_qos())
@@ -82,15 +138,7 @@ class SyntheticCameraNode(Node):
         self._gate = self.create_timer(0.05, self._check_start, clock=self._steady)
         self._period = 1.0 / rate
         self._timer = None
-        waits = [f"true on {values['wait_for_ready']}"] * bool(values['wait_for_ready'])
-        waits += ['matched subscribers'] * bool(values['wait_for_subscribers'])
-        waits.append(f"{values['start_delay_s']} s")
-        looping = ', looping' if values['loop'] else ''
-        self.get_logger().info(
-            f"scene '{values['scene']}' (seed {values['seed']}, {values['frames']} frames "
-            f"{values['height']}x{values['width']} at {values['fps']} fps{looping}) on "
-            f"{namespace} at {rate} Hz, "
-            f"stamps from {values['stamp_source']}; starting after {' and '.join(waits)}")
+        self.get_logger().info(_describe(values, namespace, rate, self._sensors.rig))
 
     def _on_ready(self, msg: Bool) -> None:
         if bool(msg.data) != self._consumer_ready:
@@ -149,9 +197,11 @@ class SyntheticCameraNode(Node):
 
     def publish_frame(self, t: int, stamp_ns: int | None = None) -> None:
         """Publish scene frame ``t`` (image, camera_info, depth, /tf, /clock), stamped
-        ``stamp_ns`` (default: the scene time t / fps)."""
+        ``stamp_ns`` (default: the scene time t / fps). Each call is the sensors' next
+        reading (odometry integrates the frames in the order they are published)."""
         values = self._values
         frame = self._scene.render(t)
+        reading = self._sensors.read(frame)
         if stamp_ns is None:
             stamp_ns = int(round(t * 1e9 / values['fps']))
         stamp = ns_to_stamp(stamp_ns)
@@ -159,24 +209,33 @@ class SyntheticCameraNode(Node):
             self._pub_clock.publish(ClockMsg(clock=stamp))
         header = Header(stamp=stamp, frame_id=values['frame_id'])
         if self._tf is not None:
-            # The scene's world is the first camera's optical frame; re-express it in the
-            # published convention (the reconstruction node does the same with its world).
-            T_published_world = np.eye(4)
-            T_published_world[:3, :3] = world_rotation(values['world_frame_convention'])
-            world = values['world_frame']
-            transforms = [matrix_to_transform(T_published_world @ frame.T_world_cam, stamp,
-                                              world, values['frame_id'])]
-            transforms += [matrix_to_transform(
-                T_published_world @ T_world_object, stamp, world,
-                object_frame(GROUND_TRUTH_OBJECT_PREFIX, object_id))
-                for object_id, T_world_object in sorted(frame.object_poses.items())]
-            self._tf.send(transforms)
+            self._tf.send(frame_transforms(frame, reading, stamp, values))
         self._pub_info.publish(K_to_camera_info(frame.K, values['height'], values['width'],
                                                 header))
         if self._pub_depth is not None:
-            self._pub_depth.publish(depth_to_image(frame.depth, header))
+            self._pub_depth.publish(depth_to_image(reading.depth, header,
+                                                   values['depth_encoding']))
         self._pub_image.publish(rgb_to_image(frame.rgb, header, values['encoding']))
 
+
+def _describe(values: dict, namespace: str, rate: float, rig: SensorRig) -> str:
+    """The start-up log line: what is played, how, with which sensors, and when."""
+    waits = [f"true on {values['wait_for_ready']}"] * bool(values['wait_for_ready'])
+    waits += ['matched subscribers'] * bool(values['wait_for_subscribers'])
+    waits.append(f"{values['start_delay_s']} s")
+    looping = ', looping' if values['loop'] else ''
+    sensors = []
+    if rig.odometry is not None:
+        sensors.append(f"odometry {values['odom_frame']} -> {values['frame_id']} (drift "
+                       f"{rig.odometry.drift_rel})")
+    if values['publish_depth']:
+        sensors.append(f"depth {values['depth_encoding']} "
+                       + ('exact' if rig.depth is None else f'noise {rig.depth.noise_rel}'))
+    with_sensors = f"; {', '.join(sensors)} (noise seed {rig.seed})" if sensors else ''
+    return (f"scene '{values['scene']}' (seed {values['seed']}, {values['frames']} frames "
+            f"{values['height']}x{values['width']} at {values['fps']} fps{looping}) on "
+            f"{namespace} at {rate} Hz, stamps from {values['stamp_source']}{with_sensors}; "
+            f"starting after {' and '.join(waits)}")
 
 def main(args: list[str] | None = None) -> int:
     """Console entry point ``synthetic_camera_node``."""

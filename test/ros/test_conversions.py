@@ -70,6 +70,22 @@ def test_depth_32fc1_metres_nonfinite_become_nan():
     np.testing.assert_array_equal(depth[1:], m[1:])
 
 
+def test_depth_to_image_round_trips_in_both_encodings():
+    metres = RNG.uniform(0.3, 6.0, (H, W)).astype(np.float32)
+    metres[0, :3] = [0.0, np.nan, 70.0]  # no data, no data, beyond 16UC1's 65.535 m
+    header = Header(frame_id='cam')
+    as_float = conv.depth_to_image(metres, header)
+    assert (as_float.encoding, as_float.step, as_float.header.frame_id) == ('32FC1', W * 4, 'cam')
+    np.testing.assert_array_equal(conv.image_to_depth(as_float)[1:], metres[1:])
+    as_mm = conv.depth_to_image(metres, header, '16UC1')
+    assert (as_mm.encoding, as_mm.step) == ('16UC1', W * 2)
+    back = conv.image_to_depth(as_mm)
+    assert np.isnan(back[0, :3]).all()
+    np.testing.assert_allclose(back[1:], metres[1:], atol=0.0005 + 1e-6)
+    with pytest.raises(ValueError, match='depth encoding'):
+        conv.depth_to_image(metres, header, 'mono8')
+
+
 @pytest.mark.parametrize('values', [np.full((H, W), np.nan), np.full((H, W), np.inf),
                                     np.zeros((H, W))])
 def test_depth_without_any_valid_pixel_is_rejected(values):

@@ -25,7 +25,7 @@ OUTPUTS = {'points', 'scene_flow', 'dynamic_points', 'motion_mask', 'instance_id
            'markers'}
 ARGUMENTS = {'cameras', 'params_file', 'backend', 'model', 'cross_time_source',
              'engine_cache_dir', 'rviz', 'rviz_config', 'use_sim_time', 'demo', 'log_level',
-             'world_frame_convention'}
+             'world_frame_convention', 'demo_odometry', 'demo_depth', 'demo_depth_noise'}
 
 
 def launch_tree():
