@@ -80,10 +80,11 @@ def relative_odometry(T_odom_ref: np.ndarray | None, T_odom_cam: np.ndarray | No
 
 
 def scale_sample(points_kf: np.ndarray, pixels: np.ndarray, K: np.ndarray,
-                 T_kf_cam_m: np.ndarray, min_parallax_px: float
+                 T_kf_cam_m: np.ndarray, min_parallax_px: float,
+                 expected_units_per_metre: float | None = None
                  ) -> tuple[float, float] | None:
-    """``(window units per metre, median parallax px)`` measured on one pair from the
-    parallax of static points.
+    """``(window units per metre, parallax px per unit of it)`` measured on one pair from
+    the parallax of static points.
 
     ``points_kf`` ``[N, 3]`` (window units, keyframe camera) are seen at ``pixels``
     ``[N, 2]`` by the current camera, which the odometry puts at ``T_kf_cam_m`` (metres).
@@ -95,10 +96,14 @@ def scale_sample(points_kf: np.ndarray, pixels: np.ndarray, K: np.ndarray,
     little). Only the points and the odometry enter, not the maps' own relative pose (a
     PnP translation confuses a sideways step with a turn when the view is narrow).
 
-    None when fewer than 16 points or the median translation parallax is below
-    ``min_parallax_px`` (the pixels would not measure the scale). The parallax is returned
-    because the sample's error is a roughly constant flow error over it: the window weighs
-    its samples by its square (:func:`window_units_per_metre`).
+    The second value, the median of ``f |n b_z - b_xy| / A_z``, times the scale is the
+    translation's parallax in pixels; it does not depend on the estimate, so the window can
+    weigh its samples by it (:func:`window_units_per_metre`) and gate them on it without
+    favouring the samples that noise made large (a sample's own estimate would: a rotation
+    jitter that inflates it also inflates its apparent parallax). None when fewer than 16
+    points or the parallax -- with ``expected_units_per_metre`` (the window's scale so far)
+    when given, else this sample's -- is below ``min_parallax_px``: the pixels would not
+    measure the scale.
     """
     finite = np.all(np.isfinite(points_kf), axis=1)
     if np.count_nonzero(finite) < 16:
@@ -116,15 +121,18 @@ def scale_sample(points_kf: np.ndarray, pixels: np.ndarray, K: np.ndarray,
     samples = np.sum(measured * direction, axis=1)[usable] / direction_sq[usable]
     weights = direction_sq[usable] / rotated[usable, 2] ** 2
     estimate = _weighted_median(samples, weights)
-    parallax_px = float(np.median(K[0, 0] * np.sqrt(weights) * estimate))
-    if not np.isfinite(estimate) or estimate <= 0 or parallax_px < min_parallax_px:
+    parallax_per_unit = float(np.median(K[0, 0] * np.sqrt(weights)))
+    if not np.isfinite(estimate) or estimate <= 0:
         return None
-    return float(estimate), parallax_px
+    if parallax_per_unit * (expected_units_per_metre or estimate) < min_parallax_px:
+        return None
+    return float(estimate), parallax_per_unit
 
 
 def window_units_per_metre(samples) -> float | None:
-    """The window's scale from its ``(units per metre, parallax px)`` samples: their median
-    weighted by the squared parallax (None without samples)."""
+    """The window's scale from its :func:`scale_sample` samples: their median weighted by
+    the square of their parallax per unit (the inverse variance of a constant flow error;
+    None without samples)."""
     if not samples:
         return None
     values, parallax = np.array(samples, np.float64).T

@@ -82,7 +82,7 @@ class _CameraState:
         self.last_stamp: float | None = None
         self.focal_fits: collections.deque = collections.deque(maxlen=32)  # plausible only
         self.depth_scales: collections.deque = collections.deque(maxlen=32)
-        # (window units per metre, parallax px) measured against odometry (scale_sample).
+        # (window units per metre, parallax px per unit) against odometry (scale_sample).
         self.odometry_scales: collections.deque = collections.deque(maxlen=32)
         # Are the window's units metres? None until the keyframe's first pair defines them
         # (a metric engine's or a depth-fused pair: metres; else that pair's units).
@@ -331,11 +331,14 @@ class DynamicReconPipeline:
                                           self.config, self.grid,
                                           fused=self.cross_time_source == 'fused',
                                           prior=prior)
-        if prior is not None and self._scale_unknown(camera):
+        # Only odometry the images agreed with measures the scale (a slipped wheel's jump
+        # would otherwise be the largest-parallax sample of the window).
+        if prior is not None and motion.odometry == 'fused' and self._scale_unknown(camera):
             static = keyframe_pair.valid_j & ~motion.mask
             sample = scale_sample(*parallax_points(keyframe_pair, static, intrinsics.K, stride),
                                   intrinsics.K, prior.T_kf_cam_m,
-                                  self.config.odometry_min_parallax_px)
+                                  self.config.odometry_min_parallax_px,
+                                  prior.window_per_metre)
             if sample is not None:
                 camera.odometry_scales.append(sample)
         # The frame has a pose: from here on nothing raises, so the state may change.

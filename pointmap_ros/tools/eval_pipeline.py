@@ -58,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--engine', choices=('oracle', 'oracle-two-map', 'checkpoint'),
                         default='checkpoint')
     parser.add_argument('--checkpoint', help='model checkpoint (default: the shipped one)')
+    parser.add_argument('--oracle-units-per-metre', type=float, default=None, metavar='UNITS',
+                        help='oracle engines: serve the maps in other units, flagged up to '
+                             'scale, as a network without metric scale gives them (the '
+                             'metres must then come from depth or odometry)')
     parser.add_argument('--backend', default='auto',
                         help='inference backend for --engine checkpoint')
     parser.add_argument('--precision', default='fp32',
@@ -100,8 +104,9 @@ def _engine_factory(args):
     if args.engine.startswith('oracle'):
         two_map = args.engine == 'oracle-two-map'
         size = tuple(int(v) for v in (args.size or '192x256').split('x'))
-        return (lambda scene, seed: OracleEngine.from_scene(scene, seed=seed, two_map=two_map),
-                size)
+        units = args.oracle_units_per_metre
+        return (lambda scene, seed: OracleEngine.from_scene(scene, seed=seed, two_map=two_map,
+                                                            units_per_metre=units), size)
     checkpoint = args.checkpoint or str(SHIPPED_MODEL)
     engine = create_engine(args.backend, checkpoint=checkpoint, device=args.device,
                            precision=args.precision)
@@ -131,6 +136,7 @@ def main(argv=None) -> int:
                                         camera_scale=args.camera_scale,
                                         depth_sensor=depth_sensor, odometry=odometry))
     result = {'engine': args.engine, 'checkpoint': args.checkpoint, 'split': args.split,
+              'oracle_units_per_metre': args.oracle_units_per_metre,
               'precision': args.precision if args.engine == 'checkpoint' else None,
               'cross_time_source': args.cross_time_source, 'size': [height, width],
               'camera_scale': args.camera_scale,

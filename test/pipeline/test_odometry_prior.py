@@ -52,10 +52,10 @@ def test_scale_sample_measures_window_units_per_metre(units):
     points = _seen_points(T_window) * 1.0  # window units: the wall is 4 units ahead
     pixels = np.stack(np.meshgrid(np.arange(64.0), np.arange(48.0)), axis=-1).reshape(-1, 2)
     points = points.reshape(-1, 3)
-    value, parallax_px = scale_sample(points, pixels, K, T_odometry_m, 0.5)
+    value, parallax_per_unit = scale_sample(points, pixels, K, T_odometry_m, 0.5)
     assert value == pytest.approx(units, rel=1e-9)
     # the wall is 4 units = 4 / units metres ahead; 30 cm sideways, f = 100 px
-    assert parallax_px == pytest.approx(100 * 0.3 * units / 4, rel=0.3)
+    assert parallax_per_unit * units == pytest.approx(100 * 0.3 * units / 4, rel=0.3)
     # the same move 100 x shorter shows as sub-pixel parallax: no sample
     short = se3_from_rt(T_odometry_m[:3, :3], 0.01 * T_odometry_m[:3, 3])
     short_points = _seen_points(se3_from_rt(short[:3, :3], units * short[:3, 3])).reshape(-1, 3)
