@@ -200,8 +200,9 @@ class TfBuffer:
         return True
 
     def clear(self) -> None:
-        """Forget every transform (e.g. after a jump back in time, as tf2 does)."""
-        self._edges.clear()
+        """Forget every dynamic transform (after a jump back in time, as tf2's listener
+        does); static transforms stay, as in tf2 (they hold at every time)."""
+        self._edges = {child: edge for child, edge in self._edges.items() if edge.static}
 
     # -- queries --------------------------------------------------------------------------
     def frames(self) -> set[str]:

@@ -177,3 +177,11 @@ def test_loops_and_malformed_transforms_are_rejected():
     nan_pose[0, 3] = np.nan
     with pytest.raises(ValueError, match='not finite'):
         put(buffer, 'c', 'd', nan_pose)
+
+
+def test_clear_forgets_dynamic_transforms_but_keeps_static_ones(robot):
+    robot.clear()
+    np.testing.assert_allclose(robot.lookup_transform('base_link', 'camera_optical', 5 * S),
+                               MOUNT @ OPTICAL, atol=1e-12)
+    with pytest.raises(FrameNotFoundError):
+        robot.lookup_transform('odom', 'base_link', S)
