@@ -108,16 +108,29 @@ class OdometrySource:
 
     def __init__(self, node, odom_frame: str, *, timeout_s: float = 0.05,
                  cache_time_s: float = DEFAULT_CACHE_TIME_S):
+        try:
+            tf_lookup = _Tf2RosLookup(node, cache_time_s)
+        except ImportError:
+            tf_lookup = _SubscribedLookup(node, cache_time_s)
+        self._init(odom_frame, timeout_s, node.get_logger(), tf_lookup)
+
+    @classmethod
+    def over_buffer(cls, buffer: TfBuffer, odom_frame: str, logger) -> 'OdometrySource':
+        """A source reading a TfBuffer its owner fills, without waiting (pointmap-replay
+        feeds it the bag's TF; the bag order replaces the wait). ``logger`` needs
+        ``warning`` and ``info`` (a ``logging.Logger`` will do)."""
+        source = cls.__new__(cls)
+        source._init(odom_frame, 0.0, logger, _BufferLookup(buffer))
+        return source
+
+    def _init(self, odom_frame: str, timeout_s: float, logger, tf_lookup) -> None:
         self.odom_frame = odom_frame
         self.timeout_s = float(timeout_s)
         self.stats = OdometryStats()
-        self._logger = node.get_logger()
-        try:
-            self._tf = _Tf2RosLookup(node, cache_time_s)
-        except ImportError:
-            self._tf = _SubscribedLookup(node, cache_time_s)
+        self._logger = logger
+        self._tf = tf_lookup
         #: How TF is read, for logs and /diagnostics.
-        self.kind = self._tf.kind
+        self.kind = tf_lookup.kind
 
     def pose_at(self, camera_frame: str, stamp_ns: int) -> np.ndarray | None:
         """``T_odom_cam`` ``[4, 4]`` float64 of ``camera_frame`` at ``stamp_ns``, or None
@@ -170,6 +183,22 @@ class _Tf2RosLookup:
 
     def close(self) -> None:
         self._listener.unregister()
+
+
+class _BufferLookup:
+    """A TfBuffer filled by its owner; looked up at once (no one else can fill it
+    meanwhile)."""
+
+    kind = 'TfBuffer (bag)'
+
+    def __init__(self, buffer: TfBuffer):
+        self._buffer = buffer
+
+    def lookup(self, target: str, source: str, stamp_ns: int, timeout_s: float) -> np.ndarray:
+        return self._buffer.lookup_transform(target, source, stamp_ns)
+
+    def close(self) -> None:
+        pass
 
 
 class _SubscribedLookup:
