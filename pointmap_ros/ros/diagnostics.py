@@ -191,18 +191,17 @@ def build_diagnostics(node_name: str, snap: dict, stamp, hardware_id: str = '') 
 
     statuses = [input_status, processing_status, engine_status]
     if snap.get('odometry') is not None:
-        statuses.append(_odometry_status(node_name, snap['odometry'],
-                                         snap.get('odometry_decisions', {}), hardware_id))
+        statuses.append(_odometry_status(node_name, snap, hardware_id))
     msg = DiagnosticArray(status=statuses)
     msg.header.stamp = stamp
     return msg
 
 
-def _odometry_status(node_name: str, odometry: dict, decisions: dict,
-                     hardware_id: str) -> DiagnosticStatus:
-    """The odometry prior: ``odometry`` is ``OdometrySource.snapshot()``, ``decisions`` the
-    per-camera counts of ``PipelineOutput.odometry``. WARN while any of the recent frames
-    had no odometry: the pose is then the map-only one, without the prior."""
+def _odometry_status(node_name: str, snap: dict, hardware_id: str) -> DiagnosticStatus:
+    """The odometry prior: ``snap['odometry']`` is ``OdometrySource.snapshot()``,
+    ``snap['odometry_decisions']`` the per-camera counts of ``PipelineOutput.odometry``.
+    WARN while any of the recent frames had no odometry: their pose is the map-only one."""
+    odometry, decisions = snap['odometry'], snap.get('odometry_decisions', {})
     without = odometry['without']
     values = {'odometry frame': odometry['frame'], 'TF source': odometry['source'],
               'frames with odometry': odometry['with'],

@@ -177,7 +177,8 @@ class ReconCore:
         """The TF reader of the odometry prior, None while ``odom_frame`` is empty (off)."""
         if not values['odom_frame']:
             return None
-        source = OdometrySource(self, values['odom_frame'], timeout_s=values['odom_timeout_s'])
+        source = OdometrySource.from_node(self, values['odom_frame'],
+                                          timeout_s=values['odom_timeout_s'])
         camera_frame = values['odom_camera_frame'] or "each image's frame_id"
         self.get_logger().info(f"odometry prior: {values['odom_frame']} -> {camera_frame} "
                                f'from TF via {source.kind}')

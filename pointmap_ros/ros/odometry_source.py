@@ -97,33 +97,22 @@ class OdometryStats:
 
 
 class OdometrySource:
-    """``T_odom_cam`` of an image from TF, with tf2_ros when available.
+    """``T_odom_cam`` of an image from TF, counted and logged as the node reports it.
+
+    Build it with :meth:`from_node` (live: tf2_ros when available, else our TfBuffer behind
+    /tf and /tf_static subscriptions) or :meth:`from_buffer` (a TfBuffer its owner fills:
+    pointmap-replay with the bag's TF).
 
     Args:
-        node: the rclpy node whose executor receives TF.
+        tf_lookup: answers ``lookup(target, source, stamp_ns, timeout_s) -> [4, 4]`` or raises
+            :class:`~pointmap_ros.ros.tf_buffer.TransformLookupError`; has ``kind`` and
+            ``close()``.
         odom_frame: the odometry frame (REP-105 ``odom``).
+        logger: has ``warning`` and ``info`` (an rclpy logger or a ``logging.Logger``).
         timeout_s: longest wait for the image's transform to arrive (s).
-        cache_time_s: how long TF is kept (s; tf2's default 10 s).
     """
 
-    def __init__(self, node, odom_frame: str, *, timeout_s: float = 0.05,
-                 cache_time_s: float = DEFAULT_CACHE_TIME_S):
-        try:
-            tf_lookup = _Tf2RosLookup(node, cache_time_s)
-        except ImportError:
-            tf_lookup = _SubscribedLookup(node, cache_time_s)
-        self._init(odom_frame, timeout_s, node.get_logger(), tf_lookup)
-
-    @classmethod
-    def over_buffer(cls, buffer: TfBuffer, odom_frame: str, logger) -> 'OdometrySource':
-        """A source reading a TfBuffer its owner fills, without waiting (pointmap-replay
-        feeds it the bag's TF; the bag order replaces the wait). ``logger`` needs
-        ``warning`` and ``info`` (a ``logging.Logger`` will do)."""
-        source = cls.__new__(cls)
-        source._init(odom_frame, 0.0, logger, _BufferLookup(buffer))
-        return source
-
-    def _init(self, odom_frame: str, timeout_s: float, logger, tf_lookup) -> None:
+    def __init__(self, tf_lookup, odom_frame: str, logger, *, timeout_s: float = 0.05):
         self.odom_frame = odom_frame
         self.timeout_s = float(timeout_s)
         self.stats = OdometryStats()
@@ -131,6 +120,23 @@ class OdometrySource:
         self._tf = tf_lookup
         #: How TF is read, for logs and /diagnostics.
         self.kind = tf_lookup.kind
+
+    @classmethod
+    def from_node(cls, node, odom_frame: str, *, timeout_s: float = 0.05,
+                  cache_time_s: float = DEFAULT_CACHE_TIME_S) -> 'OdometrySource':
+        """Live TF received by ``node``'s executor: tf2_ros' Buffer and TransformListener
+        where tf2_ros imports, else our TfBuffer fed by /tf and /tf_static subscriptions."""
+        try:
+            tf_lookup = _Tf2RosLookup(node, cache_time_s)
+        except ImportError:
+            tf_lookup = _SubscribedLookup(node, cache_time_s)
+        return cls(tf_lookup, odom_frame, node.get_logger(), timeout_s=timeout_s)
+
+    @classmethod
+    def from_buffer(cls, buffer: TfBuffer, odom_frame: str, logger) -> 'OdometrySource':
+        """A TfBuffer its owner fills, looked up without waiting (pointmap-replay feeds it the
+        bag's TF and holds frames itself)."""
+        return cls(_BufferLookup(buffer), odom_frame, logger, timeout_s=0.0)
 
     def pose_at(self, camera_frame: str, stamp_ns: int) -> np.ndarray | None:
         """``T_odom_cam`` ``[4, 4]`` float64 of ``camera_frame`` at ``stamp_ns``, or None
@@ -177,7 +183,7 @@ class _Tf2RosLookup:
             raise ExtrapolationError(str(exc)) from exc
         except tf2.ConnectivityException as exc:
             raise ConnectivityError(str(exc)) from exc
-        except (tf2.LookupException, tf2.TimeoutException) as exc:
+        except tf2.TransformException as exc:  # Lookup, Timeout, InvalidArgument
             raise FrameNotFoundError(str(exc)) from exc
         return transform_to_matrix(transform.transform)
 

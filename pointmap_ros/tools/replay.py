@@ -142,7 +142,7 @@ class BagOdometry:
         from pointmap_ros.ros.odometry_source import OdometrySource
         from pointmap_ros.ros.tf_buffer import TfBuffer
         self.buffer = TfBuffer()
-        self.source = OdometrySource.over_buffer(self.buffer, odom_frame,
+        self.source = OdometrySource.from_buffer(self.buffer, odom_frame,
                                                  logging.getLogger('pointmap-replay'))
         self.invalid_transforms = 0
 

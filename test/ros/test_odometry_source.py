@@ -86,7 +86,7 @@ def test_a_lookup_waits_for_tf_that_arrives_after_the_image(ros_node):
 
     from pointmap_ros.ros.odometry_source import OdometrySource
     from pointmap_ros.ros.qos import tf_qos, tf_static_qos
-    source = OdometrySource(ros_node, 'odom', timeout_s=30.0)
+    source = OdometrySource.from_node(ros_node, 'odom', timeout_s=30.0)
     assert source.kind == 'TfBuffer (/tf, /tf_static)'  # tf2_ros has no wheel
     dynamic = ros_node.create_publisher(TFMessage, '/tf', tf_qos())
     static = ros_node.create_publisher(TFMessage, '/tf_static', tf_static_qos())
