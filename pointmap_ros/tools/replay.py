@@ -273,7 +273,8 @@ def replay(in_bag: Path, out_bag: Path, values: dict, *, copy_inputs: bool = Tru
     summary = {'out_bag': str(out_bag), 'frames_out': frames_out, 'dropped': dict(drops),
                'topics': dict(bag.counts), 'seconds': time.monotonic() - start}
     if odometry is not None:
-        summary['odometry'] = odometry.source.snapshot()
+        summary['odometry'] = {**odometry.source.snapshot(),
+                               'invalid_transforms': odometry.invalid_transforms}
     return summary
 
 
@@ -311,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     if (odometry := summary.get('odometry')) is not None:
         print(f"  odometry ({odometry['frame']}): {odometry['with']} frames with, "
               f"without: {odometry['without']}")
+        if odometry['invalid_transforms']:
+            print(f"  ignored {odometry['invalid_transforms']} invalid transforms in /tf")
     return 0
 
 

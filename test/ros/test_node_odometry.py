@@ -11,8 +11,10 @@ and the later frames have none (their stamps lie after the last odometry sample:
 extrapolation into the future).
 
 The pipeline's decision (``PipelineOutput.odometry``) is asserted strictly once the
-pipeline's odometry prior exists (``PipelineConfig.odometry_prior``); until then the
-pipeline reports 'none' for every frame and only that is accepted.
+pipeline's odometry prior exists (``PipelineConfig.odometry_prior``, switched on through its
+node parameter when there is one): some frames must be 'fused' or 'odometry' (the oracle's
+exact maps and 1 % drifting odometry agree over these few frames). Until then the pipeline
+reports 'none' for every frame and only that is accepted.
 """
 
 import numpy as np
@@ -23,6 +25,7 @@ from ros_harness import (Collector, ScenePublisher, oracle_args, recon_process, 
 from pointmap_ros.data.odometry import ROBOT_CAMERA_MOUNT, odometry_poses
 from pointmap_ros.geometry.transforms import se3_compose, se3_inverse
 from pointmap_ros.pipeline import PipelineConfig
+from pointmap_ros.ros import params as P
 
 pytestmark = pytest.mark.ros  # needs rclpy and DDS
 
@@ -30,6 +33,8 @@ FRAMES_WITH_TF = 6
 FRAMES_WITHOUT_TF = 5
 CAMERA_FRAME = 'camera_optical_frame'
 PIPELINE_HAS_PRIOR = hasattr(PipelineConfig(), 'odometry_prior')
+# Switch the pipeline's prior on where the node has a parameter for it (whatever its default).
+PRIOR_PARAMETER = {'odometry_prior': True} if 'odometry_prior' in P.PARAMS_BY_NAME else {}
 
 
 class RobotTf:
@@ -104,7 +109,7 @@ def test_odometry_from_tf_is_used_then_missing_tf_is_counted_and_warned(ros_node
     collector = Collector(ros_node)
     publisher = ScenePublisher(ros_node)
     robot = RobotTf(ros_node, publisher.scene, FRAMES_WITH_TF + FRAMES_WITHOUT_TF)
-    args = oracle_args(odom_frame='odom', diagnostics_period_s=0.2)
+    args = oracle_args(odom_frame='odom', diagnostics_period_s=0.2, **PRIOR_PARAMETER)
     with recon_process(args) as proc:
         wait_for_node(ros_node, proc, publisher)
         spin_until(ros_node, robot.matched, 30, "the node's /tf and /tf_static subscriptions",
