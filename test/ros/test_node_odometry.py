@@ -109,7 +109,10 @@ def test_odometry_from_tf_is_used_then_missing_tf_is_counted_and_warned(ros_node
     collector = Collector(ros_node)
     publisher = ScenePublisher(ros_node)
     robot = RobotTf(ros_node, publisher.scene, FRAMES_WITH_TF + FRAMES_WITHOUT_TF)
-    args = oracle_args(odom_frame='odom', diagnostics_period_s=0.2, **PRIOR_PARAMETER)
+    # TF and images travel on different topics, so a frame's TF, sent first, may still
+    # arrive after its image: odom_timeout_s covers that even on a loaded machine.
+    args = oracle_args(odom_frame='odom', odom_timeout_s=0.5, diagnostics_period_s=0.2,
+                       **PRIOR_PARAMETER)
     with recon_process(args) as proc:
         wait_for_node(ros_node, proc, publisher)
         spin_until(ros_node, robot.matched, 30, "the node's /tf and /tf_static subscriptions",
