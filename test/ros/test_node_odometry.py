@@ -19,8 +19,10 @@ reports 'none' for every frame and only that is accepted.
 
 import numpy as np
 import pytest
-from ros_harness import (Collector, ScenePublisher, oracle_args, recon_process, spin_until,
-                         wait_for_node)
+from ros_harness import (NODE, Collector, ScenePublisher, oracle_args, recon_process,
+                         spin_until, wait_for_node)
+
+import helpers
 
 from pointmap_ros.data.odometry import ROBOT_CAMERA_MOUNT, odometry_poses
 from pointmap_ros.geometry.transforms import se3_compose, se3_inverse
@@ -44,6 +46,7 @@ class RobotTf:
         from tf2_msgs.msg import TFMessage
 
         from pointmap_ros.ros.qos import tf_qos, tf_static_qos
+        self._node = node
         self._message = TFMessage
         self._dynamic = node.create_publisher(TFMessage, '/tf', tf_qos())
         self._static = node.create_publisher(TFMessage, '/tf_static', tf_static_qos())
@@ -52,9 +55,13 @@ class RobotTf:
         self.T_odom_cam = odometry_poses(true_poses, seed=0, base=ROBOT_CAMERA_MOUNT)
 
     def matched(self) -> bool:
-        """Both publishers reach the node (/tf also reaches this test's Collector)."""
-        return (self._dynamic.get_subscription_count() >= 2
-                and self._static.get_subscription_count() >= 1)
+        """The node under test subscribes to /tf and /tf_static (this process's Collectors
+        also subscribe to /tf, so a bare subscription count would not tell)."""
+        return all(any(info.node_name == NODE[1:] for info in
+                       self._node.get_subscriptions_info_by_topic(topic))
+                   and publisher.get_subscription_count() > 0
+                   for topic, publisher in (('/tf', self._dynamic),
+                                            ('/tf_static', self._static)))
 
     def publish_static(self) -> None:
         from pointmap_ros.ros.conversions import matrix_to_transform, ns_to_stamp
@@ -104,8 +111,18 @@ def play(ros_node, proc, collector, publisher, frames, before_image=None):
     return stamps
 
 
+def node_process(kind: str, args: list[str]) -> helpers.PythonProcess:
+    """The plain node as installed, or the lifecycle node (configures and activates
+    itself): both share ReconCore, so both must read odometry the same way."""
+    if kind == 'lifecycle':
+        return helpers.PythonProcess(module='pointmap_ros.ros.lifecycle_node', args=args,
+                                     name='lifecycle')
+    return recon_process(args)
+
+
 @pytest.mark.slow
-def test_odometry_from_tf_is_used_then_missing_tf_is_counted_and_warned(ros_node):
+@pytest.mark.parametrize('kind', ['node', 'lifecycle'])
+def test_odometry_from_tf_is_used_then_missing_tf_is_counted_and_warned(ros_node, kind):
     collector = Collector(ros_node)
     publisher = ScenePublisher(ros_node)
     robot = RobotTf(ros_node, publisher.scene, FRAMES_WITH_TF + FRAMES_WITHOUT_TF)
@@ -113,7 +130,7 @@ def test_odometry_from_tf_is_used_then_missing_tf_is_counted_and_warned(ros_node
     # arrive after its image: odom_timeout_s covers that even on a loaded machine.
     args = oracle_args(odom_frame='odom', odom_timeout_s=0.5, diagnostics_period_s=0.2,
                        **PRIOR_PARAMETER)
-    with recon_process(args) as proc:
+    with node_process(kind, args) as proc:
         wait_for_node(ros_node, proc, publisher)
         spin_until(ros_node, robot.matched, 30, "the node's /tf and /tf_static subscriptions",
                    proc)
