@@ -60,9 +60,16 @@ def test_chain_of_three_edges_composes_in_order(robot):
 
 
 def test_exact_at_sample_stamps_and_slerp_between(robot):
-    np.testing.assert_allclose(robot.lookup_transform('odom', 'base_link', 1), BASE_AT_0,
-                               atol=1e-8)  # 1 ns after the first sample
     np.testing.assert_allclose(robot.lookup_transform('odom', 'base_link', 1 * S), BASE_AT_1,
+                               atol=1e-12)
+    later = TfBuffer()  # stamp 0 means "latest", so check the oldest sample's exactness here
+    first, second = pose((0.3, -0.1, 0.2), (1, 2, 3)), pose((-0.4, 0.5, 0.1), (4, 5, 6))
+    put(later, 'odom', 'base_link', first, 2 * S)
+    put(later, 'odom', 'base_link', second, 3 * S)
+    # (up to the quaternion round trip of the message)
+    np.testing.assert_allclose(later.lookup_transform('odom', 'base_link', 2 * S), first,
+                               atol=1e-12)
+    np.testing.assert_allclose(later.lookup_transform('odom', 'base_link', 3 * S), second,
                                atol=1e-12)
     for fraction in (0.25, 0.5, 0.75):
         expected = about_z(fraction * np.pi / 2, (2.0 * fraction, 0.0, 0.0))
