@@ -25,7 +25,8 @@ ROS_ONLY = ('pointmap_ros.ros', 'pointmap_ros.msg', 'pointmap_ros.tools.demo',
 # CameraStream core is a plain object under the node, like tf2's Buffer under its listener.
 ROS_FREE_EXCEPTIONS = ('pointmap_ros.tools.demo_render', 'pointmap_ros.ros.camera_stream',
                        'pointmap_ros.ros.outputs', 'pointmap_ros.ros.conversions',
-                       'pointmap_ros.ros.sync', 'pointmap_ros.ros.markers')
+                       'pointmap_ros.ros.sync', 'pointmap_ros.ros.markers',
+                       'pointmap_ros.ros.tf_buffer')
 
 _CHILD = '''
 import importlib, json, sys, traceback

@@ -8,7 +8,9 @@ publishes; everything a camera's frames go through is here, once:
    (:class:`~pointmap_ros.ros.sync.StampSynchronizer`), decodes and validates the set and
    returns a :class:`StreamFrame`: the pipeline's ``FrameInput`` plus the source header and
    its stamp in integer nanoseconds (kept as such for latency and output stamps);
-2. :meth:`CameraStream.process` runs the camera's pipeline on it;
+2. :meth:`CameraStream.process` runs the camera's pipeline on it, with the camera's pose in
+   the odometry frame at the image stamp when an odometry lookup is attached
+   (:meth:`CameraStream.attach_odometry`; the node's comes from TF);
 3. :meth:`CameraStream.outputs` turns the result into messages and TF transforms
    (:func:`~pointmap_ros.ros.outputs.build_outputs`) and remembers the markers drawn.
 
@@ -21,8 +23,9 @@ thread each step runs (the node: 1 on the executor, 2 and 3 on the inference wor
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
+import numpy as np
 from geometry_msgs.msg import TransformStamped
 from std_msgs.msg import Header
 
@@ -32,7 +35,13 @@ from pointmap_ros.ros import conversions
 from pointmap_ros.ros.outputs import OutputOptions, build_outputs, camera_name, camera_prefix
 from pointmap_ros.ros.sync import StampSynchronizer, SyncedInput
 
-__all__ = ['CameraStream', 'InputOptions', 'OutputOptions', 'StreamFrame', 'NoPipelineError']
+__all__ = ['CameraStream', 'InputOptions', 'OutputOptions', 'StreamFrame', 'NoPipelineError',
+           'OdometryLookup']
+
+#: ``(TF frame, stamp in integer ns) -> T_odom_cam [4, 4] or None``: the camera's pose in the
+#: odometry frame at an image's stamp (the node's is ``OdometrySource.pose_at``). It may wait
+#: briefly for TF, so it is called where :meth:`CameraStream.process` runs (the worker thread).
+OdometryLookup = Callable[[str, int], np.ndarray | None]
 
 
 class NoPipelineError(RuntimeError):
@@ -50,6 +59,8 @@ class InputOptions:
         sync_slop_s: largest stamp difference between an image and its partners (s).
         exact_sync: require identical stamps (``sync_slop_s`` ignored).
         sync_queue_size: messages buffered per input while waiting for partners.
+        odom_camera_frame: TF frame whose odometry pose is looked up; '' = the image's
+            ``header.frame_id`` (the optical frame).
     """
 
     image_topic: str = 'image_raw'
@@ -60,6 +71,7 @@ class InputOptions:
     sync_slop_s: float = 0.02
     exact_sync: bool = False
     sync_queue_size: int = 5
+    odom_camera_frame: str = ''
 
     @classmethod
     def from_parameters(cls, values: Mapping[str, Any]) -> 'InputOptions':
@@ -71,7 +83,8 @@ class InputOptions:
                    use_depth=bool(values['use_depth']),
                    sync_slop_s=float(values['sync_slop_s']),
                    exact_sync=bool(values['exact_sync']),
-                   sync_queue_size=int(values['sync_queue_size']))
+                   sync_queue_size=int(values['sync_queue_size']),
+                   odom_camera_frame=values['odom_camera_frame'])
 
 
 @dataclass(frozen=True)
@@ -116,6 +129,7 @@ class CameraStream:
         #: ``(reason, explanation)`` of a message the synchronizer dropped during the latest
         #: :meth:`on_message` call, else None (the caller logs it).
         self.sync_drop: tuple[str, str] | None = None
+        self._odometry: OdometryLookup | None = None
         self._marker_ids: frozenset[int] = frozenset()
 
     @classmethod
@@ -154,6 +168,15 @@ class CameraStream:
         self.pipeline = pipeline
         self._marker_ids = frozenset()
 
+    def attach_odometry(self, lookup: OdometryLookup | None) -> None:
+        """Give every later frame its odometry pose from ``lookup`` (None: no odometry)."""
+        self._odometry = lookup
+
+    def odometry_frame(self, frame: StreamFrame) -> str:
+        """The TF frame whose odometry pose ``frame`` needs: ``odom_camera_frame``, else the
+        image's own frame_id (each camera its own)."""
+        return self.inputs.odom_camera_frame or frame.header.frame_id
+
     def detach(self) -> None:
         """Forget the pipeline (the engine is being released)."""
         self.pipeline = None
@@ -186,6 +209,9 @@ class CameraStream:
     def process(self, frame: StreamFrame, skipped: int = 0) -> PipelineOutput | None:
         """Run the pipeline on ``frame``; None while no output is possible yet.
 
+        With an odometry lookup attached, the frame's ``T_odom_cam`` is looked up first
+        (it may wait briefly for TF: call this off the executor thread).
+
         Args:
             frame: from :meth:`on_message`.
             skipped: frames of this camera superseded before inference since the previous
@@ -198,7 +224,7 @@ class CameraStream:
         pipeline = self.pipeline  # read once: another thread may detach it meanwhile
         if pipeline is None:
             raise NoPipelineError(f'camera {self.name!r} has no pipeline (engine not loaded)')
-        return pipeline.process(frame.frame, skipped)
+        return pipeline.process(self._with_odometry(frame), skipped)
 
     def outputs(self, result: PipelineOutput,
                 header: Header) -> tuple[dict[str, Any], list[TransformStamped]]:
@@ -207,6 +233,14 @@ class CameraStream:
         built = build_outputs(result, header, self._output_options, self._marker_ids)
         self._marker_ids = built.marker_ids
         return built.messages, built.transforms
+
+    def _with_odometry(self, frame: StreamFrame) -> FrameInput:
+        """The frame's pipeline input, with ``T_odom_cam`` when a lookup is attached (a
+        copy: the StreamFrame stays as received)."""
+        if self._odometry is None:
+            return frame.frame
+        pose = self._odometry(self.odometry_frame(frame), frame.stamp_ns)
+        return replace(frame.frame, T_odom_cam=pose)
 
     def _decode(self, synced: SyncedInput) -> StreamFrame:
         rgb = conversions.image_to_rgb(synced.image)

@@ -4,7 +4,10 @@ Three statuses per node, named ``<node>: input``, ``<node>: processing`` and
 ``<node>: engine``: input rates per camera, output rate, per-stage milliseconds, latency from
 the source stamp to publication, drop counts per reason (and their total), frames superseded
 before inference per camera, and the engine's
-backend/state. :class:`NodeStats` is updated from the executor and the inference thread
+backend/state. A fourth, ``<node>: odometry``, exists while the odometry prior is on
+(parameter ``odom_frame``): frames with and without the camera's TF pose (by reason), the
+pipeline's decision per camera (``PipelineOutput.odometry``), WARN while recent frames lack
+odometry. :class:`NodeStats` is updated from the executor and the inference thread
 (hence the lock); :func:`build_diagnostics` turns a snapshot into the message.
 """
 
@@ -16,9 +19,12 @@ from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
-__all__ = ['RateMeter', 'NodeStats', 'build_diagnostics']
+__all__ = ['RateMeter', 'NodeStats', 'build_diagnostics', 'ODOMETRY_DECISIONS']
 
 _PLAUSIBLE_LATENCY_MS = 600e3  # latency beyond 10 min means the stamps use another clock
+#: ``PipelineOutput.odometry`` -> how /diagnostics words it (``<camera> odometry <words>``).
+ODOMETRY_DECISIONS = {'fused': 'fused', 'odometry': 'used (odometry won)',
+                      'maps': 'rejected (maps won)', 'none': 'not used'}
 
 
 class RateMeter:
@@ -61,6 +67,8 @@ class NodeStats:
         self.engine_state = 'not loaded'
         self.last_error = ''
         self.units = 'unknown (no output yet)'
+        #: (camera, PipelineOutput.odometry) -> frames, while the odometry prior is on.
+        self.odometry_decisions: collections.Counter = collections.Counter()
 
     def on_input(self, camera: str, now_s: float) -> None:
         with self._lock:
@@ -89,6 +97,11 @@ class NodeStats:
                 self.stage_ms.setdefault(stage, collections.deque(maxlen=self._window)).append(
                     float(ms))
 
+    def on_odometry_decision(self, camera: str, decision: str) -> None:
+        """How odometry entered one published frame's pose (``PipelineOutput.odometry``)."""
+        with self._lock:
+            self.odometry_decisions[camera, decision] += 1
+
     def set_engine(self, state: str, info: dict | None = None, error: str = '') -> None:
         with self._lock:
             self.engine_state = state
@@ -116,7 +129,14 @@ class NodeStats:
                 'engine_state': self.engine_state,
                 'last_error': self.last_error,
                 'units': self.units,
+                'odometry_decisions': {f'{camera} odometry {_decision_words(decision)}': n
+                                       for (camera, decision), n
+                                       in sorted(self.odometry_decisions.items())},
             }
+
+
+def _decision_words(decision: str) -> str:
+    return ODOMETRY_DECISIONS.get(decision, decision)
 
 
 def _kv(values: dict) -> list[KeyValue]:
@@ -169,6 +189,34 @@ def build_diagnostics(node_name: str, snap: dict, stamp, hardware_id: str = '') 
         hardware_id=hardware_id, message=f"{snap['engine'].get('backend', '?')} {state}",
         values=_kv(engine))
 
-    msg = DiagnosticArray(status=[input_status, processing_status, engine_status])
+    statuses = [input_status, processing_status, engine_status]
+    if snap.get('odometry') is not None:
+        statuses.append(_odometry_status(node_name, snap, hardware_id))
+    msg = DiagnosticArray(status=statuses)
     msg.header.stamp = stamp
     return msg
+
+
+def _odometry_status(node_name: str, snap: dict, hardware_id: str) -> DiagnosticStatus:
+    """The odometry prior: ``snap['odometry']`` is ``OdometrySource.snapshot()``,
+    ``snap['odometry_decisions']`` the per-camera counts of ``PipelineOutput.odometry``.
+    WARN while any of the recent frames had no odometry: their pose is the map-only one."""
+    odometry, decisions = snap['odometry'], snap.get('odometry_decisions', {})
+    without = odometry['without']
+    values = {'odometry frame': odometry['frame'], 'TF source': odometry['source'],
+              'frames with odometry': odometry['with'],
+              'frames without odometry': sum(without.values())}
+    values.update({f'frames without odometry ({reason})': n for reason, n in without.items()})
+    values.update(decisions)
+    if odometry['last_error']:
+        values['last lookup error'] = odometry['last_error']
+    recent_without = odometry['recent_without']
+    if recent_without:
+        level = DiagnosticStatus.WARN
+        message = (f"no odometry on {recent_without} of the last {odometry['recent']} frames "
+                   '(map-only poses)')
+    else:
+        level = DiagnosticStatus.OK
+        message = 'odometry on recent frames' if odometry['recent'] else 'no frames yet'
+    return DiagnosticStatus(level=level, name=f'{node_name}: odometry', hardware_id=hardware_id,
+                            message=message, values=_kv(values))

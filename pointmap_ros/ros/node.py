@@ -5,7 +5,9 @@ wires it to ROS. Executor thread: each subscription callback hands its message t
 camera's stream, which pairs, decodes and validates; a completed frame goes to the inference
 worker (pipeline/worker.py), which keeps the newest per camera. Timers publish diagnostics
 and the no-input warning. Worker thread: the stream runs the pipeline and builds the
-messages, the node publishes them with the *source image's* header stamp. ``~/ready``
+messages, the node publishes them with the *source image's* header stamp. With
+``odom_frame`` set, the stream first looks up the camera's pose in the odometry frame
+(ros/odometry_source.py; TF may need a few ms more, so on the worker thread). ``~/ready``
 (``std_msgs/Bool``, latched) says when the node is listening with its engine loaded. The full
 interface (topics, frames, QoS, parameters) is documented in docs/ros_interface.md.
 """
@@ -34,6 +36,7 @@ from pointmap_ros.pipeline.worker import InferenceWorker
 from pointmap_ros.ros import params as P
 from pointmap_ros.ros.camera_stream import CameraStream, NoPipelineError, StreamFrame
 from pointmap_ros.ros.diagnostics import NodeStats, build_diagnostics
+from pointmap_ros.ros.odometry_source import OdometrySource
 from pointmap_ros.ros.outputs import OutputOptions, flow_units, output_types
 from pointmap_ros.ros.qos import describe_qos, latched_qos, make_qos, overriding_options
 from pointmap_ros.ros.runner import node_arg_parser, run_node
@@ -153,8 +156,11 @@ class ReconCore:
         self._in_qos = in_qos
         self._in_qos_text = describe_qos(in_qos)
         self._out_qos = make_qos(values['output_qos'], values['output_queue_depth'])
+        self._odometry = self._make_odometry_source(values)
         for namespace in values['cameras']:
             stream = CameraStream.from_parameters(namespace, values)
+            if self._odometry is not None:
+                stream.attach_odometry(self._odometry.pose_at)
             self._cameras[stream.name] = _Camera(stream)
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         # Latched (transient local): a camera or test that starts later still gets the state.
@@ -166,6 +172,17 @@ class ReconCore:
         self.create_timer(values['diagnostics_period_s'], self._publish_diagnostics,
                           clock=self._steady)
         self.create_timer(1.0, self._check_input, clock=self._steady)
+
+    def _make_odometry_source(self, values: dict[str, Any]) -> OdometrySource | None:
+        """The TF reader of the odometry prior, None while ``odom_frame`` is empty (off)."""
+        if not values['odom_frame']:
+            return None
+        source = OdometrySource.from_node(self, values['odom_frame'],
+                                          timeout_s=values['odom_timeout_s'])
+        camera_frame = values['odom_camera_frame'] or "each image's frame_id"
+        self.get_logger().info(f"odometry prior: {values['odom_frame']} -> {camera_frame} "
+                               f'from TF via {source.kind}')
+        return source
 
     def _allocate(self) -> None:
         """Load the engine (raises EngineError & co.), build pipelines and publishers."""
@@ -269,6 +286,8 @@ class ReconCore:
         """Stop the worker and free the engine before the node itself goes."""
         self._deactivate()
         self._release_engine()
+        if (odometry := getattr(self, '_odometry', None)) is not None:
+            odometry.close()
         return super().destroy_node()
 
     # -- parameters ---------------------------------------------------------------------
@@ -384,6 +403,7 @@ class ReconCore:
         snap = self.stats.snapshot(now_s, extra)
         snap['pipeline_events'] = dict(events)
         snap['superseded'] = {name: superseded[name] for name in self._cameras}
+        snap['odometry'] = None if self._odometry is None else self._odometry.snapshot()
         return snap
 
     def _publish_diagnostics(self) -> None:
@@ -408,6 +428,8 @@ class ReconCore:
         self.stats.on_processed()
         if result is None:  # the camera's first frame only opens its window
             return
+        if self._odometry is not None:
+            self.stats.on_odometry_decision(camera, result.odometry)
         if not self.context.ok():  # shutting down: the publishers are unusable
             return
         publish_start = time.perf_counter()

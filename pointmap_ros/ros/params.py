@@ -76,6 +76,15 @@ _NODE_PARAMS = [
               'Pair each image with a CameraInfo (K). False: intrinsics are estimated.'),
     ParamSpec('use_depth', False, 'Pair each image with a depth image (metric geometry: '
               'fused into the maps when depth_prior, else the metric scale only).'),
+    ParamSpec('odom_frame', '', "Odometry frame (REP-105 'odom'): the camera's pose in it at "
+              "each image stamp is read from TF and given to the pipeline as the odometry "
+              "prior; '' = off."),
+    ParamSpec('odom_camera_frame', '', "TF frame whose pose in odom_frame is looked up; '' = "
+              "the image's header.frame_id, which must be the optical frame (REP-103: x "
+              "right, y down, z forward). Single camera only."),
+    ParamSpec('odom_timeout_s', 0.05, "Longest wait for an image's odometry TF, which "
+              "usually arrives just after the image (s; on the inference thread, never the "
+              "executor); then the frame goes on without odometry.", range=(0.0, 1.0)),
     ParamSpec('input_qos', 'sensor_data', 'Reliability of the input subscriptions.',
               choices=QOS_CHOICES),
     ParamSpec('input_queue_depth', 5, 'Keep-last depth of each input subscription (messages).',
@@ -358,6 +367,12 @@ def validate(values: dict[str, Any]) -> str | None:
             return f'{name}={values[name]!r} is not a valid frame name'
     if values['camera_frame'] and not _FRAME_RE.match(values['camera_frame']):
         return f"camera_frame={values['camera_frame']!r} is not a valid frame name"
+    for name in ('odom_frame', 'odom_camera_frame'):
+        if values[name] and not _FRAME_RE.match(values[name]):
+            return f'{name}={values[name]!r} is not a valid frame name'
+    if values['odom_camera_frame'] and len(cameras) > 1:
+        return ('odom_camera_frame must be empty with several cameras (each camera\'s image '
+                'frame_id is looked up)')
     if values['camera_frame'] and len(cameras) > 1:
         return 'camera_frame must be empty with several cameras (each gets <frame_id>_estimated)'
     try:

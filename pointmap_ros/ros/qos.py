@@ -9,7 +9,8 @@ Why these defaults (see docs/ros_interface.md, "QoS"):
   subscribers, so RViz (Reliable by default up to Kilted, ros2/rviz#1616) and planners both
   receive it. A shallow depth keeps a slow subscriber from building latency.
 * ``/tf``: tf2's own profile (reliable, volatile, keep-last 100), so our frames mix with
-  every other broadcaster.
+  every other broadcaster; ``/tf_static`` (read for the odometry prior): tf2's static
+  listener profile (reliable, transient local, keep-last 100).
 
 Every pub/sub is also created with ``QoSOverridingOptions`` so users can override single
 policies with ``qos_overrides.<topic>.<publisher|subscription>.<policy>`` parameters.
@@ -23,8 +24,8 @@ from rclpy.qos_overriding_options import QoSOverridingOptions
 
 from pointmap_ros.errors import ConfigError
 
-__all__ = ['QOS_CHOICES', 'make_qos', 'tf_qos', 'latched_qos', 'overriding_options',
-           'describe_qos']
+__all__ = ['QOS_CHOICES', 'make_qos', 'tf_qos', 'tf_static_qos', 'latched_qos',
+           'overriding_options', 'describe_qos']
 
 #: Allowed values of the ``input_qos`` / ``output_qos`` parameters.
 QOS_CHOICES = ('sensor_data', 'best_effort', 'reliable', 'system_default')
@@ -61,6 +62,15 @@ def tf_qos() -> QoSProfile:
     return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
                       reliability=ReliabilityPolicy.RELIABLE,
                       durability=DurabilityPolicy.VOLATILE)
+
+
+def tf_static_qos() -> QoSProfile:
+    """tf2's static listener profile (``tf2_ros.StaticListenerQoS``): reliable, transient
+    local, keep-last 100, so a listener that starts late still gets every static transform
+    broadcast before it."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
+                      reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 def latched_qos() -> QoSProfile:

@@ -11,7 +11,9 @@ Unlike the live node nothing is skipped: every synchronized frame is processed, 
 
 Output topics are the node's (``/dynamic_recon_node/points`` ...) plus ``/tf``; the input
 topics are copied too unless ``--no-inputs``. Messages are logged at the source image's bag
-time. Parameters: the node's table (``--params-file``, ``-p name:=value``).
+time. Parameters: the node's table (``--params-file``, ``-p name:=value``). With
+``odom_frame`` set, the odometry prior reads the bag's own ``/tf`` and ``/tf_static``, as the
+node reads them live (:class:`BagOdometry`, :class:`HeldFrames`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ import yaml
 
 from pointmap_ros.errors import ConfigError, PointmapError
 
-__all__ = ['OutputBag', 'msgtype_of', 'share_path', 'load_parameters', 'replay', 'main']
+__all__ = ['OutputBag', 'BagOdometry', 'HeldFrames', 'msgtype_of', 'share_path',
+           'load_parameters', 'replay', 'main']
 
 NODE_NAME = 'dynamic_recon_node'
 
@@ -126,28 +129,123 @@ def load_parameters(params_file: str | None, overrides: list[str]) -> dict:
     return values
 
 
-def replay(in_bag: Path, out_bag: Path, values: dict, *, copy_inputs: bool = True,
-           overwrite: bool = False, progress: bool = True) -> dict:
-    """Process ``in_bag`` with the node's pipeline; write ``out_bag``. Returns a summary."""
-    from rclpy.serialization import deserialize_message, serialize_message
-    from rosbags.highlevel import AnyReader
-    from tf2_msgs.msg import TFMessage
-    from tqdm import tqdm
+class BagOdometry:
+    """The odometry prior offline: the bag's ``/tf`` and ``/tf_static`` in a
+    :class:`~pointmap_ros.ros.tf_buffer.TfBuffer`, looked up like the node does (same
+    counts and log lines, from :class:`~pointmap_ros.ros.odometry_source.OdometrySource`)."""
 
+    TOPICS = {'/tf': False, '/tf_static': True}  # topic -> static
+
+    def __init__(self, odom_frame: str):
+        import logging
+
+        from pointmap_ros.ros.odometry_source import OdometrySource
+        from pointmap_ros.ros.tf_buffer import TfBuffer
+        self.buffer = TfBuffer()
+        self.source = OdometrySource.from_buffer(self.buffer, odom_frame,
+                                                 logging.getLogger('pointmap-replay'))
+        self.invalid_transforms = 0
+
+    def store(self, topic: str, msg) -> None:
+        """Add one TFMessage of the bag (malformed transforms are counted, not fatal)."""
+        for transform in msg.transforms:
+            try:
+                self.buffer.set_transform(transform, 'bag', self.TOPICS[topic])
+            except ValueError:
+                self.invalid_transforms += 1
+
+
+class HeldFrames:
+    """Completed frames waiting for the bag to be read ``hold_s`` past their image.
+
+    Live, the node waits up to ``odom_timeout_s`` for an image's TF, which usually arrives
+    just after the image; offline the bag's log time plays that clock, so TF logged up to
+    that much after the image is still used. Without the odometry prior ``hold_s`` is 0 and
+    every frame is due at once.
+    """
+
+    def __init__(self, hold_s: float):
+        self.hold_ns = int(round(hold_s * 1e9))
+        self._frames: collections.deque = collections.deque()  # (log_ns, stream, frame)
+
+    def hold(self, log_ns: int, stream, frame) -> None:
+        self._frames.append((log_ns, stream, frame))
+
+    def due(self, now_log_ns: int | None) -> list[tuple]:
+        """``(log_ns, stream, frame)`` of the frames whose wait is over at bag time
+        ``now_log_ns`` (None: all, the bag ended), oldest first."""
+        ready = []
+        while self._frames and (now_log_ns is None
+                                or self._frames[0][0] + self.hold_ns <= now_log_ns):
+            ready.append(self._frames.popleft())
+        return ready
+
+
+def _process_frame(held: tuple, bag: OutputBag, drops: collections.Counter) -> bool:
+    """Run one held frame through its stream and write its outputs at its image's log time;
+    True when it had outputs."""
+    from rclpy.serialization import serialize_message
+    from tf2_msgs.msg import TFMessage
+
+    from pointmap_ros.ros.outputs import output_topic, output_types
+    log_ns, stream, frame = held
+    try:
+        result = stream.process(frame)
+    except PointmapError as exc:
+        drops[getattr(exc, 'reason', type(exc).__name__)] += 1
+        return False
+    if result is None:
+        return False
+    messages, transforms = stream.outputs(result, frame.header)
+    message_types = output_types()
+    for key, message in messages.items():
+        bag.write(output_topic(NODE_NAME, stream.prefix, key),
+                  msgtype_of(message_types[key]), log_ns, serialize_message(message))
+    if transforms:
+        bag.write('/tf', 'tf2_msgs/msg/TFMessage', log_ns,
+                  serialize_message(TFMessage(transforms=transforms)))
+    return True
+
+
+def _make_streams(values: dict, engine, odometry: BagOdometry | None):
+    """One attached CameraStream per camera, and ``{input topic: (stream, kind)}``."""
     from pointmap_ros.pipeline import DynamicReconPipeline
     from pointmap_ros.ros import params as P
     from pointmap_ros.ros.camera_stream import CameraStream
+    streams, routes = [], {}
+    for namespace in values['cameras']:
+        stream = CameraStream.from_parameters(namespace, values)
+        stream.attach(DynamicReconPipeline(engine, P.pipeline_config(values)))
+        if odometry is not None:
+            stream.attach_odometry(odometry.source.pose_at)
+        routes.update({topic: (stream, kind) for kind, topic in stream.input_topics()})
+        streams.append(stream)
+    return streams, routes
+
+
+def _feed(stream, kind: str, msg, drops: collections.Counter):
+    """The frame ``msg`` completes, if any (a set rejected on arrival is counted)."""
+    try:
+        return stream.on_message(kind, msg)
+    except PointmapError as exc:
+        drops[getattr(exc, 'reason', type(exc).__name__)] += 1
+        return None
+
+
+def replay(in_bag: Path, out_bag: Path, values: dict, *, copy_inputs: bool = True,
+           overwrite: bool = False, progress: bool = True) -> dict:
+    """Process ``in_bag`` with the node's pipeline; write ``out_bag``. Returns a summary
+    (with ``odom_frame`` set also the odometry counts, as /diagnostics has them)."""
+    from rclpy.serialization import deserialize_message
+    from rosbags.highlevel import AnyReader
+    from tqdm import tqdm
+
     from pointmap_ros.ros.node import create_engine_from_params
-    from pointmap_ros.ros.outputs import output_topic, output_types
 
     engine = create_engine_from_params(values)
-    message_types = output_types()
-    streams = [CameraStream.from_parameters(namespace, values)
-               for namespace in values['cameras']]
-    routes = {}  # input topic -> (stream, kind)
-    for stream in streams:
-        stream.attach(DynamicReconPipeline(engine, P.pipeline_config(values)))
-        routes.update({topic: (stream, kind) for kind, topic in stream.input_topics()})
+    odometry = BagOdometry(values['odom_frame']) if values['odom_frame'] else None
+    held = HeldFrames(values['odom_timeout_s'] if odometry is not None else 0.0)
+    streams, routes = _make_streams(values, engine, odometry)
     drops: collections.Counter = collections.Counter()
     frames_out = 0
     start = time.monotonic()
@@ -160,31 +258,24 @@ def replay(in_bag: Path, out_bag: Path, values: dict, *, copy_inputs: bool = Tru
                                             unit='msg', disable=not progress, desc='replay'):
             if copy_inputs:
                 bag.write(connection.topic, connection.msgtype, log_ns, raw)
-            if connection.topic not in routes:
-                continue
-            stream, kind = routes[connection.topic]
-            msg = deserialize_message(bytes(raw), _message_class(connection.msgtype))
-            try:
-                frame = stream.on_message(kind, msg)
-                result = None if frame is None else stream.process(frame)
-            except PointmapError as exc:
-                drops[getattr(exc, 'reason', type(exc).__name__)] += 1
-                continue
-            if result is None:
-                continue
-            messages, transforms = stream.outputs(result, frame.header)
-            for key, message in messages.items():
-                bag.write(output_topic(NODE_NAME, stream.prefix, key),
-                          msgtype_of(message_types[key]), log_ns, serialize_message(message))
-            if transforms:
-                bag.write('/tf', 'tf2_msgs/msg/TFMessage', log_ns,
-                          serialize_message(TFMessage(transforms=transforms)))
-            frames_out += 1
+            topic = connection.topic
+            if topic in routes or (odometry is not None and topic in BagOdometry.TOPICS):
+                msg = deserialize_message(bytes(raw), _message_class(connection.msgtype))
+                if topic not in routes:
+                    odometry.store(topic, msg)
+                elif (frame := _feed(*routes[topic], msg, drops)) is not None:
+                    held.hold(log_ns, routes[topic][0], frame)
+            frames_out += sum(_process_frame(ready, bag, drops) for ready in held.due(log_ns))
+        frames_out += sum(_process_frame(ready, bag, drops) for ready in held.due(None))
     for stream in streams:
         drops.update(stream.synchronizer.dropped)
     engine.close()
-    return {'out_bag': str(out_bag), 'frames_out': frames_out, 'dropped': dict(drops),
-            'topics': dict(bag.counts), 'seconds': time.monotonic() - start}
+    summary = {'out_bag': str(out_bag), 'frames_out': frames_out, 'dropped': dict(drops),
+               'topics': dict(bag.counts), 'seconds': time.monotonic() - start}
+    if odometry is not None:
+        summary['odometry'] = {**odometry.source.snapshot(),
+                               'invalid_transforms': odometry.invalid_transforms}
+    return summary
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -218,6 +309,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f'  {topic:<40} {count}')
     if summary['dropped']:
         print(f"  dropped: {summary['dropped']}")
+    if (odometry := summary.get('odometry')) is not None:
+        print(f"  odometry ({odometry['frame']}): {odometry['with']} frames with, "
+              f"without: {odometry['without']}")
+        if odometry['invalid_transforms']:
+            print(f"  ignored {odometry['invalid_transforms']} invalid transforms in /tf")
     return 0
 
 

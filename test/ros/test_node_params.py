@@ -58,6 +58,9 @@ def test_table_is_complete_and_defaults_valid():
     ({'cameras': "['/a','/a']"}, 'duplicates'),                      # cross-field check
     ({'image_topic': '/abs/image'}, 'relative topic name'),
     ({'camera_frame': 'cam', 'cameras': "['/a','/b']"}, 'camera_frame must be empty'),
+    ({'odom_camera_frame': 'cam', 'cameras': "['/a','/b']"},
+     'odom_camera_frame must be empty'),
+    ({'odom_frame': 'odom frame'}, 'odom_frame'),
 ])
 def test_pure_validation_reasons(override, reason):
     values = {**P.defaults(), **{k: yaml.safe_load(v) if isinstance(v, str) and v[:1] == '['

@@ -127,3 +127,19 @@ def test_existing_output_is_not_overwritten_by_default(scene_bag, tmp_path):
     result = run_replay(path, tmp_path / 'out', *ORACLE, '--quiet', '--overwrite')
     assert result.returncode == 2 and 'not a bag' in result.stderr  # never deletes other data
     assert (tmp_path / 'out').is_dir()
+
+
+def test_odometry_prior_reads_the_bags_tf(scene_bag, tmp_path):
+    """The generated bag's ground truth ``world -> camera_optical_frame`` on /tf serves as
+    odometry: every frame finds its pose, and the outputs are those of the plain replay."""
+    gen, path = scene_bag
+    result = run_replay(path, tmp_path / 'out', *ORACLE, '--quiet', '-p', 'odom_frame:=world')
+    assert result.returncode == 0, result.stderr
+    expected = (f"odometry (world): {FRAMES} frames with, without: "
+                "{'missing': 0, 'extrapolation': 0, 'disconnected': 0}")
+    assert expected in result.stdout, result.stdout
+    check_output_bag(tmp_path / 'out', gen)
+    result = run_replay(path, tmp_path / 'out2', *ORACLE, '--quiet', '-p', 'odom_frame:=odom')
+    assert result.returncode == 0, result.stderr
+    assert f"'missing': {FRAMES}" in result.stdout  # no such frame: counted, never fatal
+    assert result.stderr.count('no odometry (missing)') == 1, result.stderr
