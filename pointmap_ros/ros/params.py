@@ -240,6 +240,18 @@ _PIPELINE_PARAMS = [
     _pipe('depth_edge_rel', 'Depth pixels whose inverse depth bends by more than this '
           'fraction along a row or column are flying pixels at a depth edge and not trusted '
           '(planes at any slant pass).', range=(0.001, 10.0), dynamic=True),
+    _pipe('odometry_prior', 'With odom_frame: fuse the odometry pose (TF) into the camera '
+          'pose and take the metric scale from it; false ignores odometry.', dynamic=True),
+    _pipe('odometry_weight', 'Weight of odometry in the pose while odometry and maps agree '
+          '(0 maps only, 1 odometry only).', range=(0.0, 1.0), dynamic=True),
+    _pipe('odometry_max_disagreement_deg', 'Odometry and maps disagree beyond this rotation '
+          'difference (deg); the one that better explains the static pixels is then used.',
+          range=(0.01, 180.0), dynamic=True),
+    _pipe('odometry_max_disagreement_rel', 'Odometry and maps disagree beyond this translation '
+          'difference (fraction of the scene depth).', range=(0.0001, 10.0), dynamic=True),
+    _pipe('odometry_min_parallax_px', 'Pairs whose translation moves static pixels by less '
+          'than this (median, model px) do not measure the metric scale.',
+          range=(0.01, 100.0), dynamic=True),
 ]
 
 PARAMS: list[ParamSpec] = _NODE_PARAMS + _PIPELINE_PARAMS
