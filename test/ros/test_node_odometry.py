@@ -10,11 +10,9 @@ its image, so every lookup of the first phase finds its transform at once; then 
 and the later frames have none (their stamps lie after the last odometry sample: tf2's
 extrapolation into the future).
 
-The pipeline's decision (``PipelineOutput.odometry``) is asserted strictly once the
-pipeline's odometry prior exists (``PipelineConfig.odometry_prior``, switched on through its
-node parameter when there is one): some frames must be 'fused' or 'odometry' (the oracle's
-exact maps and 1 % drifting odometry agree over these few frames). Until then the pipeline
-reports 'none' for every frame and only that is accepted.
+The pipeline's decisions (``PipelineOutput.odometry``, counted on /diagnostics) show the
+prior was used: the oracle's exact maps and 1 % drifting odometry agree over these few
+frames, so they are fused.
 """
 
 import numpy as np
@@ -26,17 +24,12 @@ import helpers
 
 from pointmap_ros.data.odometry import ROBOT_CAMERA_MOUNT, odometry_poses
 from pointmap_ros.geometry.transforms import se3_compose, se3_inverse
-from pointmap_ros.pipeline import PipelineConfig
-from pointmap_ros.ros import params as P
 
 pytestmark = pytest.mark.ros  # needs rclpy and DDS
 
 FRAMES_WITH_TF = 6
 FRAMES_WITHOUT_TF = 5
 CAMERA_FRAME = 'camera_optical_frame'
-PIPELINE_HAS_PRIOR = hasattr(PipelineConfig(), 'odometry_prior')
-# Switch the pipeline's prior on where the node has a parameter for it (whatever its default).
-PRIOR_PARAMETER = {'odometry_prior': True} if 'odometry_prior' in P.PARAMS_BY_NAME else {}
 
 
 class RobotTf:
@@ -128,8 +121,7 @@ def test_odometry_from_tf_is_used_then_missing_tf_is_counted_and_warned(ros_node
     robot = RobotTf(ros_node, publisher.scene, FRAMES_WITH_TF + FRAMES_WITHOUT_TF)
     # TF and images travel on different topics, so a frame's TF, sent first, may still
     # arrive after its image: odom_timeout_s covers that even on a loaded machine.
-    args = oracle_args(odom_frame='odom', odom_timeout_s=0.5, diagnostics_period_s=0.2,
-                       **PRIOR_PARAMETER)
+    args = oracle_args(odom_frame='odom', odom_timeout_s=0.5, diagnostics_period_s=0.2)
     with node_process(kind, args) as proc:
         wait_for_node(ros_node, proc, publisher)
         spin_until(ros_node, robot.matched, 30, "the node's /tf and /tf_static subscriptions",
@@ -147,11 +139,9 @@ def test_odometry_from_tf_is_used_then_missing_tf_is_counted_and_warned(ros_node
         spin_until(ros_node, lambda: sum(decision_counts(collector.diagnostics()).values())
                    == FRAMES_WITH_TF - 1, 10, 'decisions of every published frame', proc)
         decisions = decision_counts(collector.diagnostics())
-        if PIPELINE_HAS_PRIOR:
-            assert decisions.get('fused', 0) + decisions.get('used (odometry won)', 0) > 0, \
-                decisions
-        else:  # the pipeline's side is not merged yet: it reports 'none' for every frame
-            assert decisions == {'not used': FRAMES_WITH_TF - 1}, decisions
+        assert decisions.get('fused', 0) + decisions.get('used (odometry won)', 0) > 0, \
+            decisions
+        assert 'not used' not in decisions, decisions
 
         # TF stops: the node goes on publishing, counts the frames and warns.
         last = FRAMES_WITH_TF + FRAMES_WITHOUT_TF
