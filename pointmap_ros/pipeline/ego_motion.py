@@ -32,7 +32,8 @@ from pointmap_ros.pipeline.config import PipelineConfig
 from pointmap_ros.pipeline.motion import (
     ApertureMetric, camera_flow_model, camera_still, depth_residual, epipolar_residual,
     flow_motion, pose_residual, trim_occlusion_halo)
-from pointmap_ros.pipeline.odometry_prior import NO_ODOMETRY, OdometryPrior, fuse_pose
+from pointmap_ros.pipeline.odometry_prior import (
+    FUSED, NO_ODOMETRY, OdometryPrior, fuse_pose, reprojection_error)
 from pointmap_ros.pipeline.pair import PairView, WorkGrid
 from pointmap_ros.tracking.segmentation import PairMotion, pair_motion, remove_small_regions
 
@@ -126,10 +127,11 @@ def _pose(keyframe_pair: PairView, K: np.ndarray, static: np.ndarray, scene_dept
     exactly when the images show the camera ``still``), fused with the odometry ``prior``.
 
     "Still" only bounds the image motion (below ``camera_still_px``): a slow robot moves a
-    few centimetres before that shows. Within that bound the odometry is the only
-    measurement of how far, so while it agrees (the gates of
-    :func:`~pointmap_ros.pipeline.odometry_prior.fuse_pose`) a still camera takes the
-    odometry's pose (weight 1; a robot standing still reports millimetres of jitter).
+    few centimetres before that shows, while a robot standing still reports its odometry's
+    jitter. While the odometry agrees (the gates of
+    :func:`~pointmap_ros.pipeline.odometry_prior.fuse_pose`), the still camera takes
+    whichever of the two poses -- unmoved, or the odometry's -- better explains the static
+    pixels' points: a standing robot stays exactly put, a creeping one is followed.
     """
     try:
         map_pose = np.eye(4) if still else _pnp(keyframe_pair, K, static, config)
@@ -139,10 +141,16 @@ def _pose(keyframe_pair: PairView, K: np.ndarray, static: np.ndarray, scene_dept
         map_pose = None
     if prior is None or not config.odometry_prior:
         return _Pose(map_pose, NO_ODOMETRY)
+    static_points = static & keyframe_pair.valid_j
     T_kf_cam, decision = fuse_pose(
-        map_pose, prior, keyframe_pair.j_tj, static & keyframe_pair.valid_j, K, scene_depth,
+        map_pose, prior, keyframe_pair.j_tj, static_points, K, scene_depth,
         1.0 if still else config.odometry_weight, config.odometry_max_disagreement_deg,
         config.odometry_max_disagreement_rel, grid.stride)
+    if still and decision == FUSED and (
+            reprojection_error(map_pose, keyframe_pair.j_tj, static_points, K, grid.stride)
+            <= reprojection_error(T_kf_cam, keyframe_pair.j_tj, static_points, K,
+                                  grid.stride)):
+        T_kf_cam = map_pose
     return _Pose(T_kf_cam, decision)
 
 
