@@ -139,7 +139,7 @@ def _pose(keyframe_pair: PairView, K: np.ndarray, static: np.ndarray, scene_dept
         if prior is None or prior.T_kf_cam is None:
             raise
         map_pose = None
-    if prior is None or not config.odometry_prior:
+    if prior is None:  # (the pipeline passes none when odometry_prior is off)
         return _Pose(map_pose, NO_ODOMETRY)
     static_points = static & keyframe_pair.valid_j
     T_kf_cam, decision = fuse_pose(

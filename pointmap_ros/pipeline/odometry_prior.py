@@ -24,7 +24,9 @@ are; odometry is right to within its drift. Per frame, for the keyframe pair:
    wheel slipped, or movers pulled PnP): the pose that better explains the static pixels'
    points -- the smaller median reprojection error of ``P_t(t)`` of the pixels judged
    static -- is used alone; the image decides, not a fixed preference. Without a scale yet
-   (the first frames of an up-to-scale window) only the rotations are blended.
+   (the first frames of an up-to-scale window) only the rotations are blended. A camera the
+   images show still is handled in ego_motion.py (``_pose``): it keeps whichever of
+   "unmoved" and the odometry's pose better explains its static pixels.
 
 Frames without odometry (or whose keyframe has none) use the maps alone; so do all frames
 when ``odometry_prior`` is off.
@@ -37,10 +39,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from pointmap_ros.geometry.camera import project
-from pointmap_ros.pipeline.pair import PairView
 from pointmap_ros.geometry.transforms import (
     rotation_angle, rotmat_to_rotvec, rotvec_to_rotmat, se3_compose, se3_from_rt,
     se3_inverse)
+from pointmap_ros.pipeline.pair import PairView
 
 __all__ = ['OdometryPrior', 'relative_odometry', 'scale_sample', 'parallax_points',
            'window_units_per_metre', 'fuse_pose', 'reprojection_error']

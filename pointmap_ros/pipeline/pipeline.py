@@ -55,7 +55,7 @@ from pointmap_ros.pipeline.instances import (
     complete_instances, detect_objects, fit_instances, instance_labels)
 from pointmap_ros.pipeline.intrinsics import Intrinsics, frame_intrinsics
 from pointmap_ros.pipeline.odometry_prior import (
-    OdometryPrior, parallax_points, relative_odometry, scale_sample, window_units_per_metre)
+    FUSED, OdometryPrior, parallax_points, relative_odometry, scale_sample, window_units_per_metre)
 from pointmap_ros.pipeline.motion import ApertureMetric, aperture_metric
 from pointmap_ros.pipeline.outputs import (
     FrameInput, PipelineOutput, scaled, scaled_object, scaled_pose)
@@ -331,17 +331,8 @@ class DynamicReconPipeline:
                                           self.config, self.grid,
                                           fused=self.cross_time_source == 'fused',
                                           prior=prior)
-        # Only odometry the images agreed with measures the scale (a slipped wheel's jump
-        # would otherwise be the largest-parallax sample of the window).
-        if prior is not None and motion.odometry == 'fused' and self._scale_unknown(camera):
-            static = keyframe_pair.valid_j & ~motion.mask
-            sample = scale_sample(*parallax_points(keyframe_pair, static, intrinsics.K, stride),
-                                  intrinsics.K, prior.T_kf_cam_m,
-                                  self.config.odometry_min_parallax_px,
-                                  prior.window_per_metre)
-            if sample is not None:
-                camera.odometry_scales.append(sample)
         # The frame has a pose: from here on nothing raises, so the state may change.
+        self._measure_odometry_scale(camera, keyframe_pair, motion, prior, intrinsics.K)
         geometry = self._commit_pose(camera, frame, keyframe_pair, intrinsics, motion,
                                      scene_depth)
         timings['geometry'] = _ms(started)
@@ -367,6 +358,22 @@ class DynamicReconPipeline:
         else:
             window_per_metre = window_units_per_metre(camera.odometry_scales)
         return OdometryPrior(T_kf_cam_m, window_per_metre)
+
+    def _measure_odometry_scale(self, camera: _CameraState, keyframe_pair: PairView,
+                                motion: MotionResult, prior: OdometryPrior | None,
+                                K: np.ndarray) -> None:
+        """Add the keyframe pair's sample of window units per metre to the camera's
+        (odometry_prior.scale_sample) while the window's metres are unknown. Only odometry
+        the images agreed with measures it: a slipped wheel's jump would otherwise be the
+        largest-parallax sample of the window."""
+        if prior is None or motion.odometry != FUSED or not self._scale_unknown(camera):
+            return
+        static = keyframe_pair.valid_j & ~motion.mask
+        sample = scale_sample(*parallax_points(keyframe_pair, static, K, self.stride), K,
+                              prior.T_kf_cam_m, self.config.odometry_min_parallax_px,
+                              prior.window_per_metre)
+        if sample is not None:
+            camera.odometry_scales.append(sample)
 
     def _scale_unknown(self, camera: _CameraState) -> bool:
         """Whether the window's metres are still to be measured (up-to-scale units, no

@@ -16,29 +16,9 @@ FRAMES = 5
 
 
 def test_plays_every_frame_with_exact_stamps(ros_node):
-    from rclpy.qos import QoSProfile
-    from rosgraph_msgs.msg import Clock
-    from sensor_msgs.msg import CameraInfo, Image
-    from tf2_msgs.msg import TFMessage
-
     from pointmap_ros.ros.conversions import camera_info_to_K, image_to_depth, image_to_rgb
-    got = {k: [] for k in ('image', 'info', 'depth', 'tf', 'clock')}
-    qos = QoSProfile(depth=50)
-    for key, cls, topic in (('image', Image, '/sim/image_raw'),
-                            ('info', CameraInfo, '/sim/camera_info'),
-                            ('depth', Image, '/sim/depth'), ('tf', TFMessage, '/tf'),
-                            ('clock', Clock, '/clock')):
-        ros_node.create_subscription(cls, topic, lambda m, k=key: got[k].append(m), qos)
-    params = {'namespace': '/sim', 'frames': FRAMES, 'height': SCENE['height'],
-              'width': SCENE['width'], 'rate_hz': 20.0, 'publish_depth': True,
-              'publish_clock': True, 'encoding': 'bgr8', 'shutdown_when_done': True,
-              'stamp_source': 'scene', 'wait_for_subscribers': True, 'start_delay_s': 0.5}
-    args = ['--ros-args'] + [a for k, v in params.items() for a in ('-p', f'{k}:={v}')]
-    with helpers.PythonProcess(script=REPO / 'scripts' / 'nodes' / 'synthetic_camera_node',
-                               args=args, name='synthetic_camera') as proc:
-        spin_until(ros_node, lambda: not proc.running, 60, 'camera finished', proc)
-        spin_until(ros_node, lambda: len(got['image']) == FRAMES, 5, 'all frames', proc)
-        assert proc.proc.returncode == 0, proc.output()
+    got = play(ros_node, '/sim', {'publish_depth': True, 'publish_clock': True,
+                                  'encoding': 'bgr8'}, with_clock=True)
     stamps = [m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m in got['image']]
     assert stamps == [round(t * 1e9 / SCENE['fps']) for t in range(FRAMES)]
     assert [m.header.stamp for m in got['info']] == [m.header.stamp for m in got['image']]
@@ -63,17 +43,20 @@ def scene():
                                             SCENE['fps']), seed=0)
 
 
-def play(ros_node, namespace: str, params: dict) -> dict:
+def play(ros_node, namespace: str, params: dict, with_clock: bool = False) -> dict:
     """Run the camera over FRAMES frames (stamps t / fps) with ``params``; returns what it
-    published (it waits for a subscriber on each of its topics)."""
+    published (it waits for a subscriber on each of its topics), /clock too ``with_clock``."""
     from rclpy.qos import QoSProfile
+    from rosgraph_msgs.msg import Clock
     from sensor_msgs.msg import CameraInfo, Image
     from tf2_msgs.msg import TFMessage
-    got = {'image': [], 'info': [], 'depth': [], 'tf': []}
+    topics = [('image', Image, f'{namespace}/image_raw'),
+              ('info', CameraInfo, f'{namespace}/camera_info'),
+              ('depth', Image, f'{namespace}/depth'), ('tf', TFMessage, '/tf')]
+    topics += [('clock', Clock, '/clock')] * with_clock
+    got = {key: [] for key, _, _ in topics}
     qos = QoSProfile(depth=50)
-    for key, cls, topic in (('image', Image, f'{namespace}/image_raw'),
-                            ('info', CameraInfo, f'{namespace}/camera_info'),
-                            ('depth', Image, f'{namespace}/depth'), ('tf', TFMessage, '/tf')):
+    for key, cls, topic in topics:
         ros_node.create_subscription(cls, topic, lambda m, k=key: got[k].append(m), qos)
     params = {'namespace': namespace, 'frames': FRAMES, 'height': SCENE['height'],
               'width': SCENE['width'], 'rate_hz': 20.0, 'shutdown_when_done': True,
