@@ -63,8 +63,10 @@ class PipelineOutput:
     the frame's ``FrameInput.T_odom_cam`` entered its pose (docs/pipeline.md, "Odometry
     prior"): ``'none'`` (no odometry for this frame or its keyframe), ``'fused'`` (odometry
     and maps agreed and were blended), ``'odometry'`` / ``'maps'`` (they disagreed; the one
-    that better explains the static pixels' correspondences was used). Other drops (bad
-    input, stamps, pose loss) are not counted here.
+    that better explains the static pixels' correspondences was used); ``depth_fused``:
+    the frame's depth image was fused into its keyframe pair's maps (docs/pipeline.md,
+    "Depth prior"; False without depth, with the prior off or too sparse a depth). Other
+    drops (bad input, stamps, pose loss) are not counted here.
     """
 
     stamp: float
@@ -91,6 +93,7 @@ class PipelineOutput:
     keyframe_points_world: np.ndarray | None = None
     flow_valid: np.ndarray | None = None
     odometry: str = 'none'
+    depth_fused: bool = False
 
 
 def scaled(arr: np.ndarray, scale: float) -> np.ndarray:

@@ -99,6 +99,7 @@ class _Pair:
     ref: WindowFrame
     maps: DynamicPointMaps
     pixel_flow: PixelFlow | None
+    depth_fused: bool = False
 
 
 @dataclass(frozen=True)
@@ -267,10 +268,11 @@ class DynamicReconPipeline:
             flow = self._pixel_flow(ref, frame)
             timings['correspondence'] += _ms(started)
             started = time.perf_counter()
-            maps = self._depth_prior(camera, ref, frame, maps, flow)
+            fused = self._depth_prior(camera, ref, frame, maps, flow)
             timings['depth_prior'] += _ms(started)
             started = time.perf_counter()
-            pairs.append(_Pair(role, ref, self._cross_time(maps, flow), flow))
+            pairs.append(_Pair(role, ref, self._cross_time(maps if fused is None else fused, flow), flow,
+                               depth_fused=fused is not None))
             timings['correspondence'] += _ms(started)
         return pairs, time.thread_time() - cpu_started
 
@@ -281,21 +283,22 @@ class DynamicReconPipeline:
         return self.flow_source.pair_flow(ref, frame, self.size)
 
     def _depth_prior(self, camera: _CameraState, ref: WindowFrame, frame: WindowFrame,
-                     maps: DynamicPointMaps, flow: PixelFlow | None) -> DynamicPointMaps:
+                     maps: DynamicPointMaps, flow: PixelFlow | None
+                     ) -> DynamicPointMaps | None:
         """The pair's maps with both frames' depth fused in (metric; the relative pose
-        from the depth images and ``flow`` when there is one), or unchanged when the
-        prior is off, a frame has no depth, K is not known yet (no CameraInfo and no
-        estimate before the first pose) or the depth is too sparse."""
+        from the depth images and ``flow`` when there is one), or None when the prior is
+        off, a frame has no depth, K is not known yet (no CameraInfo and no estimate before
+        the first pose) or the depth is too sparse (the maps stay as they are)."""
         config = self.config
         K = frame.K if frame.K is not None else camera.window.keyframe.K
         if not config.depth_prior or ref.depth is None or frame.depth is None or K is None:
-            return maps
+            return None
         gate = (config.conf_threshold, config.conf_keep_quantile)
         fusion = fuse_depth_prior(
             maps, ref.depth, frame.depth, K, confidence_mask(maps.conf_i_ti, *gate),
             confidence_mask(maps.conf_j_tj, *gate), config.depth_min_m, config.depth_max_m,
             config.depth_edge_rel, config.conf_threshold, flow, self.stride, config.seed)
-        return maps if fusion is None else fusion.maps
+        return None if fusion is None else fusion.maps
 
     def _cross_time(self, maps: DynamicPointMaps, flow: PixelFlow | None
                     ) -> DynamicPointMaps:
@@ -340,7 +343,7 @@ class DynamicReconPipeline:
         instances = self._instances(views, motion, frame, intrinsics.K, geometry, aperture)
         timings['segmentation'] = _ms(started)
         return self._objects_and_output(camera, frame, views, motion, intrinsics, geometry,
-                                        instances, timings)
+                                        instances, timings, pairs[0].depth_fused)
 
     def _odometry_prior(self, camera: _CameraState, keyframe_pair: PairView,
                         frame: WindowFrame) -> OdometryPrior | None:
@@ -451,7 +454,8 @@ class DynamicReconPipeline:
     def _objects_and_output(self, camera: _CameraState, frame: WindowFrame,
                             views: list[PairView], motion: MotionResult,
                             intrinsics: Intrinsics, geometry: _Geometry,
-                            instances: _Instances, timings: dict[str, float]) -> PipelineOutput:
+                            instances: _Instances, timings: dict[str, float],
+                            depth_fused: bool) -> PipelineOutput:
         """Stage 7: object detections and tracks, the keyframe policy, the output."""
         keyframe_pair, keyframe = views[0], camera.window.keyframe
         started = time.perf_counter()
@@ -486,7 +490,7 @@ class DynamicReconPipeline:
             instance_ids=instance_ids, T_world_cam=scaled_pose(frame.T_world_cam, scale),
             keyframe_index=keyframe_index, objects=[scaled_object(o, scale) for o in objects],
             metric_scale=is_metric, scale=scale, timings_ms=timings,
-            skipped_frames=camera.skipped, odometry=motion.odometry,
+            skipped_frames=camera.skipped, odometry=motion.odometry, depth_fused=depth_fused,
             keyframe_points_world=self._keyframe_points_world(keyframe_pair, keyframe, scale))
 
     def _keyframe_points_world(self, keyframe_pair: PairView, keyframe: WindowFrame,

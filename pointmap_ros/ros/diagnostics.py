@@ -69,6 +69,8 @@ class NodeStats:
         self.units = 'unknown (no output yet)'
         #: (camera, PipelineOutput.odometry) -> frames, while the odometry prior is on.
         self.odometry_decisions: collections.Counter = collections.Counter()
+        #: camera -> published frames whose depth image was fused (PipelineOutput.depth_fused).
+        self.depth_fused: collections.Counter = collections.Counter()
 
     def on_input(self, camera: str, now_s: float) -> None:
         with self._lock:
@@ -96,6 +98,11 @@ class NodeStats:
             for stage, ms in timings_ms.items():
                 self.stage_ms.setdefault(stage, collections.deque(maxlen=self._window)).append(
                     float(ms))
+
+    def on_depth_fused(self, camera: str) -> None:
+        """One published frame had its depth image fused into its maps (depth prior)."""
+        with self._lock:
+            self.depth_fused[camera] += 1
 
     def on_odometry_decision(self, camera: str, decision: str) -> None:
         """How odometry entered one published frame's pose (``PipelineOutput.odometry``)."""
@@ -129,6 +136,7 @@ class NodeStats:
                 'engine_state': self.engine_state,
                 'last_error': self.last_error,
                 'units': self.units,
+                'depth_fused': dict(self.depth_fused),
                 'odometry_decisions': {f'{camera} odometry {_decision_words(decision)}': n
                                        for (camera, decision), n
                                        in sorted(self.odometry_decisions.items())},
@@ -170,6 +178,9 @@ def build_diagnostics(node_name: str, snap: dict, stamp, hardware_id: str = '') 
     # DynamicReconPipeline.event_counts(): frames published with a fallback (not drops).
     processing.update({f'pipeline {k}': v
                        for k, v in sorted(snap.get('pipeline_events', {}).items())})
+    # The depth prior at work (docs/pipeline.md, "Depth prior"): frames fused, per camera.
+    processing.update({f'{cam} frames with depth fused': n
+                       for cam, n in sorted(snap.get('depth_fused', {}).items())})
     message, level = f"{snap['output_hz']:.2f} Hz out", ok
     if snap['published'] and not -1e3 < snap['latency_ms'] < _PLAUSIBLE_LATENCY_MS:
         # Stamps from another clock: a bag without --clock/use_sim_time, or unsynced hosts.

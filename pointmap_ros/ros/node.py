@@ -430,6 +430,8 @@ class ReconCore:
             return
         if self._odometry is not None:
             self.stats.on_odometry_decision(camera, result.odometry)
+        if result.depth_fused:
+            self.stats.on_depth_fused(camera)
         if not self.context.ok():  # shutting down: the publishers are unusable
             return
         publish_start = time.perf_counter()

@@ -12,7 +12,8 @@ extrapolation into the future).
 
 The pipeline's decisions (``PipelineOutput.odometry``, counted on /diagnostics) show the
 prior was used: the oracle's exact maps and 1 % drifting odometry agree over these few
-frames, so they are fused.
+frames, so they are fused. Each frame also comes with its depth image, which the depth prior
+fuses (counted on /diagnostics too): both priors at once, as on an RGB-D robot.
 """
 
 import numpy as np
@@ -117,11 +118,12 @@ def node_process(kind: str, args: list[str]) -> helpers.PythonProcess:
 @pytest.mark.parametrize('kind', ['node', 'lifecycle'])
 def test_odometry_from_tf_is_used_then_missing_tf_is_counted_and_warned(ros_node, kind):
     collector = Collector(ros_node)
-    publisher = ScenePublisher(ros_node)
+    publisher = ScenePublisher(ros_node, depth=True)
     robot = RobotTf(ros_node, publisher.scene, FRAMES_WITH_TF + FRAMES_WITHOUT_TF)
     # TF and images travel on different topics, so a frame's TF, sent first, may still
     # arrive after its image: odom_timeout_s covers that even on a loaded machine.
-    args = oracle_args(odom_frame='odom', odom_timeout_s=0.5, diagnostics_period_s=0.2)
+    args = oracle_args(odom_frame='odom', odom_timeout_s=0.5, diagnostics_period_s=0.2,
+                       use_depth=True)
     with node_process(kind, args) as proc:
         wait_for_node(ros_node, proc, publisher)
         spin_until(ros_node, robot.matched, 30, "the node's /tf and /tf_static subscriptions",
@@ -142,6 +144,9 @@ def test_odometry_from_tf_is_used_then_missing_tf_is_counted_and_warned(ros_node
         assert decisions.get('fused', 0) + decisions.get('used (odometry won)', 0) > 0, \
             decisions
         assert 'not used' not in decisions, decisions
+        # ... and the depth prior too: every published frame fused its depth image.
+        assert collector.diagnostics()['processing/camera frames with depth fused'] == str(
+            FRAMES_WITH_TF - 1)
 
         # TF stops: the node goes on publishing, counts the frames and warns.
         last = FRAMES_WITH_TF + FRAMES_WITHOUT_TF
