@@ -17,9 +17,10 @@ and stamps frames with its ROS clock (simulated time under ``use_sim_time``). Wi
 ``backend:=oracle`` it plays the scene once instead, stamped ``t / fps``: the oracle serves
 the ground truth of the frame its stamp names, and only the scene's frames exist.
 ``demo_odometry:=true`` makes the camera publish the drifting odometry a robot has
-(``odom -> camera_optical_frame``; the ground truth then places ``odom`` in ``world``);
-``demo_depth:=true`` adds ``/camera/depth``, a noisy RGB-D sensor's with ``demo_depth_noise``
-above 0 (for the node to use it, set ``use_depth`` in ``params_file``).
+(``odom -> camera_optical_frame``; the ground truth then places ``odom`` in ``world``) and
+the node use it (``odom_frame: odom``, the odometry prior); ``demo_depth:=true`` adds
+``/camera/depth``, a noisy RGB-D sensor's with ``demo_depth_noise`` above 0, and the node
+uses it (``use_depth: true``, the depth prior).
 """
 
 import os
@@ -50,6 +51,7 @@ def _nodes(context):
         'cross_time_source': LaunchConfiguration('cross_time_source'),
         'engine_cache_dir': LaunchConfiguration('engine_cache_dir'),
         'use_sim_time': use_sim_time}
+    overrides.update(_demo_sensor_overrides(context))
     convention = LaunchConfiguration('world_frame_convention').perform(context)
     if convention:  # '' keeps the params_file value
         overrides['world_frame_convention'] = convention
@@ -76,16 +78,29 @@ def _nodes(context):
     return [recon, camera]
 
 
+def _demo_sensor_overrides(context) -> dict:
+    """Node parameters for the demo camera's simulated sensors: with ``demo:=true`` the
+    sensors switched on are meant to be used, so the node reads them as priors."""
+    def chosen(name):
+        return context.launch_configurations.get(name) == 'true'
+    if not chosen('demo'):
+        return {}
+    return {**({'odom_frame': 'odom'} if chosen('demo_odometry') else {}),
+            **({'use_depth': True} if chosen('demo_depth') else {})}
+
+
 def _demo_sensor_arguments() -> list:
     """The demo camera's simulated robot sensors (synthetic_camera_node parameters)."""
     return [
         DeclareLaunchArgument(
             'demo_odometry', default_value='false', choices=['true', 'false'],
             description='demo: the camera also publishes odometry with drift on /tf (odom -> '
-                        'camera_optical_frame; its ground truth becomes world -> odom).'),
+                        'camera_optical_frame; its ground truth becomes world -> odom), and '
+                        'the node uses it (odom_frame: odom).'),
         DeclareLaunchArgument(
             'demo_depth', default_value='false', choices=['true', 'false'],
-            description='demo: the camera also publishes /camera/depth (32FC1 metres).'),
+            description='demo: the camera also publishes /camera/depth (32FC1 metres), and '
+                        'the node uses it (use_depth: true).'),
         DeclareLaunchArgument(
             'demo_depth_noise', default_value='0.0',
             description='demo: relative noise of the simulated depth sensor, which then also '

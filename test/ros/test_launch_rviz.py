@@ -145,3 +145,23 @@ def test_launch_description_loads_with_our_nodes():
         opaque = next(e for e in description.entities if isinstance(e, OpaqueFunction))
         built = [n.node_executable for n in opaque.execute(context)]
         assert sorted(built) == ['dynamic_recon_node', 'synthetic_camera_node']
+
+
+@pytest.mark.parametrize('demo, odometry, depth, expected', [
+    ('true', 'true', 'true', {'odom_frame': 'odom', 'use_depth': True}),
+    ('true', 'false', 'true', {'use_depth': True}),
+    ('true', 'false', 'false', {}),
+    ('false', 'true', 'true', {}),  # no demo camera: the params_file decides
+])
+def test_demo_sensors_are_used_by_the_node(demo, odometry, depth, expected):
+    use_vendored_ros()
+    if not ros_launch_available():
+        skip_or_fail('ROS 2 `launch`/`launch_ros` are not importable (see above)')
+    from launch import LaunchContext
+    context = LaunchContext()
+    context.launch_configurations.update(
+        {'demo': demo, 'demo_odometry': odometry, 'demo_depth': depth})
+    module = load_launch_module(LAUNCH_FILE)
+    assert module._demo_sensor_overrides(context) == expected
+    for name, value in expected.items():  # real node parameters, valid values
+        assert P.check_value(P.PARAMS_BY_NAME[name], value) is None
