@@ -54,9 +54,10 @@ from pointmap_ros.pipeline.ego_motion import MotionResult, estimate_motion_and_p
 from pointmap_ros.pipeline.instances import (
     complete_instances, detect_objects, fit_instances, instance_labels)
 from pointmap_ros.pipeline.intrinsics import Intrinsics, frame_intrinsics
-from pointmap_ros.pipeline.odometry_prior import (
-    FUSED, OdometryPrior, parallax_points, relative_odometry, scale_sample, window_units_per_metre)
 from pointmap_ros.pipeline.motion import ApertureMetric, aperture_metric
+from pointmap_ros.pipeline.odometry_prior import (
+    FUSED, OdometryPrior, parallax_points, relative_odometry, scale_sample,
+    window_units_per_metre)
 from pointmap_ros.pipeline.outputs import (
     FrameInput, PipelineOutput, scaled, scaled_object, scaled_pose)
 from pointmap_ros.pipeline.pair import PairView, WorkGrid, window_scale
@@ -271,7 +272,8 @@ class DynamicReconPipeline:
             fused = self._depth_prior(camera, ref, frame, maps, flow)
             timings['depth_prior'] += _ms(started)
             started = time.perf_counter()
-            pairs.append(_Pair(role, ref, self._cross_time(maps if fused is None else fused, flow), flow,
+            maps = maps if fused is None else fused
+            pairs.append(_Pair(role, ref, self._cross_time(maps, flow), flow,
                                depth_fused=fused is not None))
             timings['correspondence'] += _ms(started)
         return pairs, time.thread_time() - cpu_started
