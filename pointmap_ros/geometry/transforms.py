@@ -15,7 +15,7 @@ import numpy as np
 __all__ = [
     'se3_from_rt', 'se3_inverse', 'se3_compose', 'se3_apply', 'rotmat_to_quat_xyzw',
     'quat_xyzw_to_rotmat', 'rotvec_to_rotmat', 'rotmat_to_rotvec', 'rotation_angle',
-    'pose_error',
+    'rotation_between', 'pose_error',
 ]
 
 _EPS = 1e-12
@@ -162,6 +162,13 @@ def rotmat_to_rotvec(R: np.ndarray) -> np.ndarray:
 def rotation_angle(R: np.ndarray) -> np.ndarray:
     """Rotation angle in radians, ``[...]``, of rotation matrices ``[..., 3, 3]``."""
     return np.linalg.norm(rotmat_to_rotvec(R), axis=-1)
+
+
+def rotation_between(R_a: np.ndarray, R_b: np.ndarray, fraction: float) -> np.ndarray:
+    """The rotation ``fraction`` of the way from ``R_a`` (0) to ``R_b`` (1) along the SO(3)
+    geodesic, ``[3, 3]``: quaternion slerp along the shortest arc (as tf2 interpolates)."""
+    R_a = _float(R_a)
+    return R_a @ rotvec_to_rotmat(fraction * rotmat_to_rotvec(R_a.T @ _float(R_b)))
 
 
 def pose_error(T_est: np.ndarray, T_ref: np.ndarray) -> tuple[float, float]:

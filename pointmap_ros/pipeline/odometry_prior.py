@@ -40,8 +40,7 @@ import numpy as np
 
 from pointmap_ros.geometry.camera import project
 from pointmap_ros.geometry.transforms import (
-    rotation_angle, rotmat_to_rotvec, rotvec_to_rotmat, se3_compose, se3_from_rt,
-    se3_inverse)
+    rotation_angle, rotation_between, se3_compose, se3_from_rt, se3_inverse)
 from pointmap_ros.pipeline.pair import PairView
 
 __all__ = ['OdometryPrior', 'relative_odometry', 'scale_sample', 'parallax_points',
@@ -210,7 +209,7 @@ def fuse_pose(T_map: np.ndarray | None, prior: OdometryPrior, points_kf: np.ndar
     translation_gap = (0.0 if T_odometry is None
                        else float(np.linalg.norm(T_map[:3, 3] - T_odometry[:3, 3])))
     if angle <= max_angle_deg and translation_gap <= max_translation_rel * scene_depth:
-        rotation = R_map @ rotvec_to_rotmat(weight * rotmat_to_rotvec(R_map.T @ R_odometry))
+        rotation = rotation_between(R_map, R_odometry, weight)
         translation = (T_map[:3, 3] if T_odometry is None
                        else (1 - weight) * T_map[:3, 3] + weight * T_odometry[:3, 3])
         return se3_from_rt(rotation, translation), FUSED

@@ -32,9 +32,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from geometry_msgs.msg import TransformStamped
 
-from pointmap_ros.geometry.transforms import (quat_xyzw_to_rotmat, rotmat_to_rotvec,
-                                              rotvec_to_rotmat, se3_compose, se3_from_rt,
+from pointmap_ros.geometry.transforms import (rotation_between, se3_compose, se3_from_rt,
                                               se3_inverse)
+from pointmap_ros.ros.conversions import stamp_to_ns, transform_to_matrix
 
 __all__ = ['TfBuffer', 'TransformLookupError', 'FrameNotFoundError', 'ConnectivityError',
            'ExtrapolationError', 'DEFAULT_CACHE_TIME_S']
@@ -132,10 +132,7 @@ class _Edge:
         before, after = index - 1, index
         fraction = ((stamp_ns - self.stamps[before])
                     / (self.stamps[after] - self.stamps[before]))
-        rotation_before = self.rotations[before]
-        # Geodesic on SO(3) (= quaternion slerp along the shortest arc, as tf2 does).
-        relative = rotmat_to_rotvec(rotation_before.T @ self.rotations[after])
-        rotation = rotation_before @ rotvec_to_rotmat(fraction * relative)
+        rotation = rotation_between(self.rotations[before], self.rotations[after], fraction)
         translation = ((1.0 - fraction) * self.translations[before]
                        + fraction * self.translations[after])
         return se3_from_rt(rotation, translation)
@@ -186,8 +183,7 @@ class TfBuffer:
             raise ValueError(f'transform from {authority!r} has unusable frame ids: parent '
                              f'{parent!r}, child {child!r}')
         rotation, translation = _rotation_translation(transform, authority)
-        stamp_ns = (int(transform.header.stamp.sec) * 1_000_000_000
-                    + int(transform.header.stamp.nanosec))
+        stamp_ns = stamp_to_ns(transform.header.stamp)
         edge = self._edges.get(child)
         if edge is None or edge.parent != parent or edge.static != is_static:
             edge = self._edges[child] = _Edge(parent, is_static, authority)
@@ -279,12 +275,12 @@ def _common_ancestor(source_chain: list[str], target_chain: list[str]) -> str | 
 def _rotation_translation(transform: TransformStamped,
                           authority: str) -> tuple[np.ndarray, np.ndarray]:
     """Rotation matrix and translation of a message, checked finite and non-degenerate."""
-    t, q = transform.transform.translation, transform.transform.rotation
-    translation = np.array([t.x, t.y, t.z], dtype=np.float64)
-    quaternion = np.array([q.x, q.y, q.z, q.w], dtype=np.float64)
-    if not (np.isfinite(translation).all() and np.isfinite(quaternion).all()
-            and np.linalg.norm(quaternion) > 1e-6):
+    q = transform.transform.rotation
+    # NaN-safe: a NaN norm fails the test too.
+    usable = np.linalg.norm([q.x, q.y, q.z, q.w]) > 1e-6
+    pose = transform_to_matrix(transform.transform) if usable else None
+    if pose is None or not np.isfinite(pose).all():
         raise ValueError(f'transform {transform.header.frame_id!r} -> '
                          f'{transform.child_frame_id!r} from {authority!r} is not finite or '
-                         f'has a zero quaternion: {translation}, {quaternion}')
-    return quat_xyzw_to_rotmat(quaternion), translation
+                         f'has a zero quaternion: {transform.transform}')
+    return pose[:3, :3], pose[:3, 3].copy()
