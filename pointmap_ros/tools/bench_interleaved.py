@@ -43,8 +43,32 @@ def _build(backend: str, precision: str, model_factory, name, shape, threads, wo
     from pointmap_ros.engines.onnx_export import export_onnx
     from pointmap_ros.engines.onnxruntime_engine import OnnxRuntimeEngine
     export = export_onnx(model_factory(), Path(workdir) / 'onnx', shape, model_name=name)
+    if precision == 'int8':
+        export = _dynamic_int8(export, Path(workdir) / 'onnx-int8')
     return OnnxRuntimeEngine(export, providers=['CPUExecutionProvider'],
                              intra_op_threads=threads)
+
+
+def _dynamic_int8(export, out_dir: Path):
+    """``export`` with ONNX Runtime's dynamic int8 quantisation of its MatMul/Gemm weights
+    (activations quantised per call; MLAS runs them on VNNI / AMX-int8 where the CPU has it).
+
+    Convolutions stay float32: as ``ConvInteger`` they ran 3x slower than float32 here, and a
+    statically quantised decoder (QLinearConv, calibrated) was no faster than float32 either
+    (docs/benchmarks.md). A measurement, not a shipped path: ``backend: auto`` never picks it.
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from pointmap_ros.engines.onnx_export import load_export
+    out_dir.mkdir(parents=True, exist_ok=True)
+    meta = json.loads(json.dumps(export.meta))
+    for part, source in (('encoder', export.encoder_path), ('decoder', export.decoder_path)):
+        target = out_dir / source.name
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8,
+                         op_types_to_quantize=['MatMul', 'Gemm'])
+        meta[part]['file'] = target.name
+    sidecar = out_dir / export.sidecar.name
+    sidecar.write_text(json.dumps(meta))
+    return load_export(sidecar)
 
 
 def run(size: str, shape, configs, rounds: int, threads: int, checkpoint=None) -> dict:
@@ -110,7 +134,8 @@ def main(argv=None) -> int:
     parser.add_argument('--size', default='small', choices=('tiny', 'small', 'official'))
     parser.add_argument('--resolution', default='512x288', help='WxH')
     parser.add_argument('--configs', default='torch:fp32,torch:bf16,onnxruntime:fp32',
-                        help='backend:precision[:auto] list (auto: torch ThreadGovernor); '
+                        help='backend:precision[:auto] list (auto: torch ThreadGovernor; '
+                             'onnxruntime:int8: dynamic int8 MatMul/Gemm, a measurement); '
                              'the first is the ratio baseline')
     parser.add_argument('--rounds', type=int, default=5)
     parser.add_argument('--threads', type=int, default=2)
