@@ -72,3 +72,29 @@ def test_bench_rejects_bad_arguments(argv):
 def test_bench_cuda_without_gpu_exits():
     with pytest.raises(SystemExit):
         bench.main(['--device', 'cuda'])
+
+
+def test_bench_int8_export_runs_close_to_float32(exports, tmp_path):
+    """The interleaved bench's int8 row: a real ONNX Runtime engine on the dynamically
+    quantised graphs, whose maps stay within 2 % of the float32 graphs' range on one pair
+    (int8 weights with per-call activation scales; the convolutions stay float32)."""
+    import numpy as np
+    from pointmap_ros.engines.onnxruntime_engine import OnnxRuntimeEngine
+    from pointmap_ros.tools.bench_interleaved import _dynamic_int8
+    from pointmap_ros.types import Frame
+
+    export = exports['tiny']
+    quantised = _dynamic_int8(export, tmp_path / 'int8')
+    assert quantised.shape == export.shape
+    assert quantised.decoder_path.parent == tmp_path / 'int8'
+    rng = np.random.default_rng(0)
+    frames = [Frame(rng.integers(0, 256, (*export.shape, 3), dtype=np.uint8), stamp=0.1 * k,
+                    key=f'f{k}') for k in range(2)]
+    reference = OnnxRuntimeEngine(export, intra_op_threads=1).infer(*frames)
+    maps = OnnxRuntimeEngine(quantised, intra_op_threads=1).infer(*frames)
+    for name in ('i_ti', 'i_tj', 'j_ti', 'j_tj'):
+        expected, got = reference.pts(name), maps.pts(name)
+        span = float(expected.max() - expected.min())
+        assert np.isfinite(got).all()
+        assert float(np.abs(got - expected).max()) <= 0.02 * span, name
+        assert not np.array_equal(got, expected), name  # the int8 graph really ran
