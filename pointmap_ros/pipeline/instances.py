@@ -89,7 +89,9 @@ def detect_objects(config: PipelineConfig, labels: np.ndarray, count: int,
             rigid motion moves its points less than this (RMS) is not an object. With noisy
             maps the per-pixel tests flag patches of static structure; as a whole they do not
             move (shipped model, held-out sequences: 33 spurious tracks -> 1, no object lost
-            on the validation scenes; twice the threshold lost one).
+            on the validation scenes; twice the threshold lost one). An instance whose
+            pixels mostly came from one track of the previous frame (``previous``) needs
+            only ``config.flow_hysteresis`` of it.
 
     Returns:
         ``(detections, label of each detection)``.
@@ -105,12 +107,17 @@ def detect_objects(config: PipelineConfig, labels: np.ndarray, count: int,
         destination = target[pixels].astype(np.float64)
         fit = _fit(config, source[pixels], destination, confidence[pixels], scene_depth,
                    noise, label)
-        if _displacement(fit, source[pixels]) < motion_threshold:
-            continue  # did not move as a whole: static structure noisy pixels flagged
         overlap = {}
         if use_previous:
             overlap = warped_overlap(previous[1].j_ti.reshape(-1, 3)[pixels], previous[0].K,
                                      previous[0].track_ids)
+        # Mostly a tracked object a frame ago: it keeps being one down to the mask's
+        # hysteresis of the threshold (right after a keyframe switch the keyframe pair spans
+        # one frame, and a slow object moves less than a fresh detection must).
+        continuing = max(overlap.values(), default=0.0) >= 0.5
+        threshold = motion_threshold * (config.flow_hysteresis if continuing else 1.0)
+        if _displacement(fit, source[pixels]) < threshold:
+            continue  # did not move as a whole: static structure noisy pixels flagged
         detections.append(Detection(
             points=se3_apply(T_world_kf, destination),
             motion=se3_compose(se3_compose(T_world_kf, fit.T), T_kf_world),

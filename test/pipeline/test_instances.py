@@ -1,0 +1,77 @@
+"""Object detections (pipeline/instances.detect_objects) on an analytic pair: an instance
+must move as a whole by the motion threshold, and one continuing a track of the previous
+frame by the mask's hysteresis of it."""
+
+import numpy as np
+import pytest
+
+from pointmap_ros.geometry.camera import unproject
+from pointmap_ros.pipeline import PipelineConfig
+from pointmap_ros.pipeline.correspondence import PixelFlow
+from pointmap_ros.pipeline.instances import detect_objects
+from pointmap_ros.pipeline.pair import PairView
+from pointmap_ros.tracking.window import WindowFrame
+from pointmap_ros.types import DynamicPointMaps, Frame
+
+H, W = 40, 56
+K = np.array([[50.0, 0, 27.5], [0, 50.0, 19.5], [0, 0, 1]])
+OBJECT = (slice(10, 25), slice(10, 30))
+THRESHOLD = 0.02  # the keyframe pair's 3D motion threshold, metres (RMS displacement)
+
+
+def _frame(index: int, track_ids=None) -> WindowFrame:
+    return WindowFrame(Frame(np.zeros((H, W, 3), np.uint8), 0.1 * index, f'k{index}'), index,
+                       K, T_world_cam=np.eye(4), track_ids=track_ids)
+
+
+def _pair(ref: WindowFrame, shift: float) -> PairView:
+    """Static camera at the origin; the object's pixels moved by ``shift`` metres along x
+    from the reference's time to now (a wall at 4 m, the object at 3 m)."""
+    depth = np.full((H, W), 4.0)
+    depth[OBJECT] = 3.0
+    before = unproject(depth, K).astype(np.float32)
+    now = before.copy()
+    now[OBJECT] += np.array([shift, 0.0, 0.0], np.float32)
+    ones = np.ones((H, W), np.float32)
+    maps = DynamicPointMaps(pts_i_ti=before, pts_i_tj=before, pts_j_ti=before, pts_j_tj=now,
+                            conf_i_ti=ones, conf_i_tj=ones, conf_j_ti=ones, conf_j_tj=ones,
+                            metric=True)
+    zero = np.zeros((H, W, 2), np.float32)
+    consistent = np.ones((H, W), bool)
+    return PairView('keyframe', ref, ref.frame.stamp + 0.1, maps, 1.0, 0.0, None,
+                    pixel_flow=PixelFlow(zero, zero, consistent, consistent))
+
+
+def _detections(shift: float, previous_track_ids=None):
+    config = PipelineConfig()
+    labels = np.zeros((H, W), np.int32)
+    labels[OBJECT] = 1
+    keyframe = _frame(0)
+    previous = None
+    if previous_track_ids is not None:
+        previous_frame = _frame(1, previous_track_ids)
+        previous = (previous_frame, _pair(previous_frame, 0.0))
+    detections, _ = detect_objects(config, labels, 1, _pair(keyframe, shift), keyframe,
+                                   previous, scene_depth=4.0, noise=0.001,
+                                   motion_threshold=THRESHOLD)
+    return detections
+
+
+def test_an_instance_must_move_by_the_threshold():
+    assert len(_detections(1.2 * THRESHOLD)) == 1
+    assert _detections(0.8 * THRESHOLD) == []
+
+
+@pytest.mark.parametrize('tracked_fraction, detected', [(1.0, True), (0.3, False)])
+def test_a_continuing_track_needs_only_the_hysteresis(tracked_fraction, detected):
+    hysteresis = PipelineConfig().flow_hysteresis
+    shift = 0.5 * (1.0 + hysteresis) * THRESHOLD  # between hysteresis x and 1 x threshold
+    track_ids = np.zeros((H, W), np.int32)
+    rows = OBJECT[0].stop - OBJECT[0].start
+    tracked_rows = slice(OBJECT[0].start, OBJECT[0].start + round(tracked_fraction * rows))
+    track_ids[tracked_rows, OBJECT[1]] = 7
+    detections = _detections(shift, track_ids)
+    assert bool(detections) == detected
+    if detected:
+        assert detections[0].overlap[7] == pytest.approx(1.0)
+    assert _detections(0.8 * hysteresis * THRESHOLD, track_ids) == []
