@@ -72,7 +72,9 @@ def instance_labels(config: PipelineConfig, stride: int, motion: np.ndarray,
 def detect_objects(config: PipelineConfig, labels: np.ndarray, count: int,
                    keyframe_pair: PairView, keyframe: WindowFrame,
                    previous: tuple[WindowFrame, PairView] | None, scene_depth: float,
-                   noise: float, motion_threshold: float) -> tuple[list[Detection], list[int]]:
+                   noise: float, motion_threshold: float,
+                   published_tracks: frozenset[int] = frozenset()
+                   ) -> tuple[list[Detection], list[int]]:
     """One :class:`Detection` per instance with >= 3 pixels of valid flow.
 
     Args:
@@ -90,8 +92,10 @@ def detect_objects(config: PipelineConfig, labels: np.ndarray, count: int,
             maps the per-pixel tests flag patches of static structure; as a whole they do not
             move (shipped model, held-out sequences: 33 spurious tracks -> 1, no object lost
             on the validation scenes; twice the threshold lost one). An instance whose
-            pixels mostly came from one track of the previous frame (``previous``) needs
-            only ``config.flow_hysteresis`` of it.
+            pixels mostly came from one published track of the previous frame
+            (``previous``, ``published_tracks``) needs only ``config.flow_hysteresis`` of it.
+        published_tracks: ids of the tracks published (confirmed) so far: a tentative
+            track must keep passing the full threshold until it is confirmed.
 
     Returns:
         ``(detections, label of each detection)``.
@@ -111,10 +115,11 @@ def detect_objects(config: PipelineConfig, labels: np.ndarray, count: int,
         if use_previous:
             overlap = warped_overlap(previous[1].j_ti.reshape(-1, 3)[pixels], previous[0].K,
                                      previous[0].track_ids)
-        # Mostly a tracked object a frame ago: it keeps being one down to the mask's
+        # Mostly a published object a frame ago: it keeps being one down to the mask's
         # hysteresis of the threshold (right after a keyframe switch the keyframe pair spans
         # one frame, and a slow object moves less than a fresh detection must).
-        continuing = max(overlap.values(), default=0.0) >= 0.5
+        continuing = max((fraction for track, fraction in overlap.items()
+                          if track in published_tracks), default=0.0) >= 0.5
         threshold = motion_threshold * (config.flow_hysteresis if continuing else 1.0)
         if _displacement(fit, source[pixels]) < threshold:
             continue  # did not move as a whole: static structure noisy pixels flagged

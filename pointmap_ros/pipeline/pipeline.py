@@ -466,7 +466,8 @@ class DynamicReconPipeline:
         detections, detection_labels = detect_objects(
             self.config, instances.labels, instances.count, keyframe_pair, keyframe, previous,
             geometry.scene_depth, motion.pair_motions[0].noise,
-            motion.pair_motions[0].threshold)
+            motion.pair_motions[0].threshold,
+            frozenset(track.id for track in camera.tracker.tracks if track.confirmed))
         timings['objects'] = _ms(started)
         started = time.perf_counter()
         track_ids, objects = camera.tracker.update(detections, frame.stamp,

@@ -1,6 +1,6 @@
 """Object detections (pipeline/instances.detect_objects) on an analytic pair: an instance
-must move as a whole by the motion threshold, and one continuing a track of the previous
-frame by the mask's hysteresis of it."""
+must move as a whole by the motion threshold, and one continuing a published track of the
+previous frame by the mask's hysteresis of it."""
 
 import numpy as np
 import pytest
@@ -42,7 +42,7 @@ def _pair(ref: WindowFrame, shift: float) -> PairView:
                     pixel_flow=PixelFlow(zero, zero, consistent, consistent))
 
 
-def _detections(shift: float, previous_track_ids=None):
+def _detections(shift: float, previous_track_ids=None, published=frozenset({7})):
     config = PipelineConfig()
     labels = np.zeros((H, W), np.int32)
     labels[OBJECT] = 1
@@ -53,7 +53,7 @@ def _detections(shift: float, previous_track_ids=None):
         previous = (previous_frame, _pair(previous_frame, 0.0))
     detections, _ = detect_objects(config, labels, 1, _pair(keyframe, shift), keyframe,
                                    previous, scene_depth=4.0, noise=0.001,
-                                   motion_threshold=THRESHOLD)
+                                   motion_threshold=THRESHOLD, published_tracks=published)
     return detections
 
 
@@ -75,3 +75,5 @@ def test_a_continuing_track_needs_only_the_hysteresis(tracked_fraction, detected
     if detected:
         assert detections[0].overlap[7] == pytest.approx(1.0)
     assert _detections(0.8 * hysteresis * THRESHOLD, track_ids) == []
+    # A tentative (unpublished) track must still pass the full threshold.
+    assert _detections(shift, track_ids, published=frozenset()) == []
