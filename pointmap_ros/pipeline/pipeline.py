@@ -467,7 +467,7 @@ class DynamicReconPipeline:
             self.config, instances.labels, instances.count, keyframe_pair, keyframe, previous,
             geometry.scene_depth, motion.pair_motions[0].noise,
             motion.pair_motions[0].threshold,
-            frozenset(track.id for track in camera.tracker.tracks if track.confirmed))
+            camera.tracker.published_ids)
         timings['objects'] = _ms(started)
         started = time.perf_counter()
         track_ids, objects = camera.tracker.update(detections, frame.stamp,

@@ -18,6 +18,7 @@ This is a tool, not a test: it asserts nothing about the numbers.
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime
 import json
 import os
@@ -60,7 +61,7 @@ def _dynamic_int8(export, out_dir: Path):
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from pointmap_ros.engines.onnx_export import load_export
     out_dir.mkdir(parents=True, exist_ok=True)
-    meta = json.loads(json.dumps(export.meta))
+    meta = copy.deepcopy(export.meta)
     for part, source in (('encoder', export.encoder_path), ('decoder', export.decoder_path)):
         target = out_dir / source.name
         quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8,

@@ -225,6 +225,11 @@ class ObjectTracker:
     def tracks(self) -> list[_Track]:
         return list(self._tracks)
 
+    @property
+    def published_ids(self) -> frozenset[int]:
+        """Ids of the confirmed tracks, the ones :meth:`update` publishes."""
+        return frozenset(tr.id for tr in self._tracks if tr.confirmed)
+
     def reanchor(self) -> None:
         """The current frame became the keyframe: anchors = poses now (no jump)."""
         for tr in self._tracks:

@@ -51,8 +51,10 @@ def test_birth_needs_min_hits_and_single_false_detection_dies():
     start = np.array([0.0, 0.0, 3.0])
     assert tr.update([detection(0.0, start)], 0.0, 3.0)[1] == []
     assert tr.update([detection(0.1, start)], 0.1, 3.0)[1] == []
+    assert tr.published_ids == frozenset()  # tentative: tracked, not published
     ids, objs = tr.update([detection(0.2, start)], 0.2, 3.0)
     assert [o.track_id for o in objs] == [1]
+    assert tr.published_ids == {1}
     tr2 = ObjectTracker(TrackerConfig(min_hits=2))
     tr2.update([detection(0.0, start)], 0.0, 3.0)
     tr2.update([], 0.1, 3.0)  # unconfirmed track missed once: gone
