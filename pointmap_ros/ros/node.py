@@ -252,9 +252,8 @@ class ReconCore:
         self._ready_pub.publish(Bool(data=True))
 
     def _deactivate(self) -> None:
-        # Not while shutting down: the context is gone and subscribers see the node vanish.
-        if (self._subscriptions or self._worker is not None) and self.context.ok():
-            self._ready_pub.publish(Bool(data=False))
+        if self._subscriptions or self._worker is not None:
+            self._announce_not_ready()
         for sub in self._subscriptions:
             self.destroy_subscription(sub)
         self._subscriptions.clear()
@@ -264,6 +263,19 @@ class ReconCore:
             self._worker.stop(timeout_s=30.0)  # let a running inference finish with the engine
             self._superseded.update(self._worker.superseded_by_camera())
             self._worker = None
+
+    def _announce_not_ready(self) -> None:
+        """Publish ready=False, unless shutdown has begun (subscribers see the node vanish)."""
+        if not self.context.ok():
+            return
+        try:
+            self._ready_pub.publish(Bool(data=False))
+        except Exception:
+            # SIGINT may invalidate the context between the check and the publish (seen on
+            # a loaded CI machine: RCLError "publisher's context is invalid"); only a
+            # failure on a live context is a bug.
+            if self.context.ok():
+                raise
 
     def _release(self) -> None:
         """Undo :meth:`_allocate`: publishers and engine."""
