@@ -142,7 +142,13 @@ def consistent_flow(flow: np.ndarray, reverse: np.ndarray, abs_tol_px: float = 0
 
 
 class FlowSource(Protocol):
-    """What the pipeline asks for the correspondences of a pair."""
+    """What the pipeline asks for the correspondences of a pair.
+
+    A source whose ``concurrent_with_inference`` attribute is true reads nothing but the
+    two frames' images, so the pipeline computes its flows on a helper thread while the
+    engine infers the same pairs (one call at a time, in schedule order); without the
+    attribute they are computed after inference, on the caller's thread.
+    """
 
     def pair_flow(self, ref: WindowFrame, current: WindowFrame,
                   size: tuple[int, int]) -> PixelFlow:
@@ -160,8 +166,11 @@ class DenseFlow:
         abs_tol_px, rel_tol: forward-backward tolerances (:func:`consistent_flow`), checked
             on the measured flow (absolute one in pixels of the flow's images).
 
-    Not thread-safe (one DIS instance): one per pipeline, used by its worker thread.
+    Not thread-safe (one DIS instance): one per pipeline, called by one thread at a time.
     """
+
+    #: Only the frames' grey images are read: safe to run beside the engine's inference.
+    concurrent_with_inference = True
 
     def __init__(self, preset: str = 'accurate', abs_tol_px: float = 0.75, rel_tol: float = 0.1):
         if preset not in _DIS_PRESETS:

@@ -35,6 +35,7 @@ import logging
 import math
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -137,7 +138,9 @@ class DynamicReconPipeline:
 
     Thread model: one worker calls :meth:`process`. A caller that drops frames while
     inference runs (the ROS node's worker keeps a keep-latest slot per camera) passes the
-    number its slot superseded to :meth:`process` as ``skipped``.
+    number its slot superseded to :meth:`process` as ``skipped``. The optical flow of a
+    frame's pairs runs on the pipeline's own helper thread, beside the engine's inference;
+    :meth:`close` ends it.
     """
 
     def __init__(self, engine: Engine, config: PipelineConfig | None = None,
@@ -154,6 +157,7 @@ class DynamicReconPipeline:
         self._cameras: dict[str, _CameraState] = {}
         self._events: collections.Counter = collections.Counter()
         self._events_lock = threading.Lock()
+        self._flow_thread: ThreadPoolExecutor | None = None  # started by the first flow
 
     def event_counts(self) -> dict[str, int]:
         """Totals of the fallbacks taken, by reason, over all cameras (thread-safe copy).
@@ -168,6 +172,13 @@ class DynamicReconPipeline:
     def _count(self, event: str) -> None:
         with self._events_lock:
             self._events[event] += 1
+
+    def close(self) -> None:
+        """Stop the flow thread (it also ends when the pipeline is garbage-collected).
+        The pipeline stays usable: a later frame starts a new one."""
+        if self._flow_thread is not None:
+            self._flow_thread.shutdown(wait=True, cancel_futures=True)
+            self._flow_thread = None
 
     def reset(self) -> None:
         """Forget all cameras' windows, keyframes and tracks."""
@@ -258,15 +269,24 @@ class DynamicReconPipeline:
                      timings: dict[str, float]) -> tuple[list[_Pair], float]:
         """The frame's scheduled pairs after inference and the correspondence stage, and
         the thread CPU seconds inference took (timings recorded in ``timings``)."""
+        schedule = list(camera.window.schedule())
+        pending_flows = self._start_flows(schedule, frame)
         started, cpu_started = time.perf_counter(), time.thread_time()
-        inferred = [(role, ref, self.engine.infer(ref.frame, frame.frame))
-                    for role, ref in camera.window.schedule()]
+        try:
+            inferred = [(role, ref, self.engine.infer(ref.frame, frame.frame))
+                        for role, ref in schedule]
+        except BaseException:
+            for pending in pending_flows:
+                if pending is not None:
+                    pending.cancel()
+            raise
         timings['inference'] = _ms(started)
         timings['correspondence'] = timings['depth_prior'] = 0.0
         pairs = []
-        for role, ref, maps in inferred:
+        for (role, ref, maps), pending in zip(inferred, pending_flows):
             started = time.perf_counter()
-            flow = self._pixel_flow(ref, frame)
+            # What is left of a flow started beside inference is waited for here.
+            flow = self._pixel_flow(ref, frame) if pending is None else pending.result()
             timings['correspondence'] += _ms(started)
             started = time.perf_counter()
             fused = self._depth_prior(camera, ref, frame, maps, flow)
@@ -277,6 +297,22 @@ class DynamicReconPipeline:
                                depth_fused=fused is not None))
             timings['correspondence'] += _ms(started)
         return pairs, time.thread_time() - cpu_started
+
+    def _start_flows(self, schedule: list[tuple[str, WindowFrame]], frame: WindowFrame
+                     ) -> list[Future | None]:
+        """The optical flow of each scheduled pair, started on the flow thread so that it
+        runs while the engine infers: it needs only the images, and the engine leaves a
+        core idle much of the time (small models spend most of a pair in single-threaded
+        dispatch). None per pair where the flow is computed after inference instead
+        (network cross-time maps, or a flow source not marked
+        ``concurrent_with_inference``)."""
+        if (self.cross_time_source == 'network'
+                or not getattr(self.flow_source, 'concurrent_with_inference', False)):
+            return [None] * len(schedule)
+        if self._flow_thread is None:
+            self._flow_thread = ThreadPoolExecutor(1, thread_name_prefix='pointmap_flow')
+        return [self._flow_thread.submit(self.flow_source.pair_flow, ref, frame, self.size)
+                for _, ref in schedule]
 
     def _pixel_flow(self, ref: WindowFrame, frame: WindowFrame) -> PixelFlow | None:
         """The pair's optical flow, None with network cross-time maps."""

@@ -165,6 +165,7 @@ class CameraStream:
 
     def attach(self, pipeline: DynamicReconPipeline) -> None:
         """Use ``pipeline`` from now on (a fresh one: empty window, no tracks)."""
+        self.detach()
         self.pipeline = pipeline
         self._marker_ids = frozenset()
 
@@ -178,7 +179,9 @@ class CameraStream:
         return self.inputs.odom_camera_frame or frame.header.frame_id
 
     def detach(self) -> None:
-        """Forget the pipeline (the engine is being released)."""
+        """Forget the pipeline (the engine is being released), ending its flow thread."""
+        if self.pipeline is not None:
+            self.pipeline.close()
         self.pipeline = None
 
     def set_pipeline_config(self, config: PipelineConfig) -> None:

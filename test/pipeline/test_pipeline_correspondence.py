@@ -10,6 +10,7 @@ flow up to bilinear sampling.
 
 import dataclasses
 import json
+import threading
 
 import cv2
 import numpy as np
@@ -24,6 +25,7 @@ from pointmap_ros.evaluation.pipeline_eval import eval_scene, evaluate_sequence
 from pointmap_ros.evaluation.true_flow import GroundTruthFlow
 from pointmap_ros.geometry.epipolar import fit_camera_flow
 from pointmap_ros.pipeline import DynamicReconPipeline, FrameInput, PipelineConfig
+from pointmap_ros.pipeline.correspondence import DenseFlow
 from pointmap_ros.pipeline.motion import aperture_metric
 from pointmap_ros.tools import eval_pipeline
 from pointmap_ros.tools.noise_study import EXACT_CONFIG, demo_scene
@@ -199,3 +201,41 @@ def test_shipped_model_tracks_nothing_on_static_structure():
     score = evaluate_sequence(lambda *_: engine, scene, split_seeds('val', 1, 600)[0],
                               PipelineConfig(), camera_scale=2)
     assert score.frames == 11 and score.objects_spurious == 0
+
+
+class _ThreadRecordingFlow:
+    """DIS flow that notes the thread of each call, declared safe beside inference or not."""
+
+    def __init__(self, concurrent: bool):
+        self.dense = DenseFlow()
+        self.concurrent_with_inference = concurrent
+        self.threads = set()
+
+    def pair_flow(self, ref, current, size):
+        self.threads.add(threading.current_thread())  # objects: idents are reused
+        return self.dense.pair_flow(ref, current, size)
+
+
+def test_optical_flow_runs_beside_inference_with_identical_outputs():
+    scene, seed = eval_scene(96, 128, num_frames=8), split_seeds('val', 1)[0]
+    gen = SceneGenerator(scene, seed=seed)
+    inputs = [FrameInput(image=f.rgb, stamp=f.stamp, K=gen.K)
+              for f in (gen.render(t) for t in range(scene.num_frames))]
+    runs = {}
+    for concurrent in (False, True):
+        source = _ThreadRecordingFlow(concurrent)
+        pipeline = DynamicReconPipeline(
+            OracleEngine.from_scene(scene, seed=seed, two_map=True), PipelineConfig(),
+            flow_source=source)
+        runs[concurrent] = [pipeline.process(inp) for inp in inputs[:5]]
+        pipeline.close()  # ends the flow thread; the pipeline stays usable
+        runs[concurrent] += [pipeline.process(inp) for inp in inputs[5:]]
+        helper_threads = source.threads - {threading.current_thread()}
+        # Beside inference: on a helper thread (a new one after close), never the caller's.
+        assert len(helper_threads) == (2 if concurrent else 0)
+        assert (threading.current_thread() in source.threads) != concurrent
+    for serial, beside in zip(runs[False][1:], runs[True][1:]):
+        np.testing.assert_array_equal(beside.T_world_cam, serial.T_world_cam)
+        np.testing.assert_array_equal(beside.motion_mask, serial.motion_mask)
+        np.testing.assert_array_equal(beside.flow, serial.flow)
+        assert [o.track_id for o in beside.objects] == [o.track_id for o in serial.objects]
