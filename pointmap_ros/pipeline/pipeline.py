@@ -300,18 +300,17 @@ class DynamicReconPipeline:
 
     def _start_flows(self, schedule: list[tuple[str, WindowFrame]], frame: WindowFrame
                      ) -> list[Future | None]:
-        """The optical flow of each scheduled pair, started on the flow thread so that it
-        runs while the engine infers: it needs only the images (at 96x128 it hid 11 of its
-        ~12 ms per frame behind the shipped model's inference on two cores). None per pair where the flow is computed after inference instead
-        (network cross-time maps, or a flow source not marked
-        ``concurrent_with_inference``)."""
+        """:meth:`_pixel_flow` of each scheduled pair, started on the flow thread so that
+        it runs while the engine infers: it needs only the images (at 96x128 it hid 11 of
+        its ~12 ms per frame behind the shipped model's inference on two cores). None per
+        pair where the flow is computed after inference instead (network cross-time maps,
+        or a flow source not marked ``concurrent_with_inference``)."""
         if (self.cross_time_source == 'network'
                 or not getattr(self.flow_source, 'concurrent_with_inference', False)):
             return [None] * len(schedule)
         if self._flow_thread is None:
             self._flow_thread = ThreadPoolExecutor(1, thread_name_prefix='pointmap_flow')
-        return [self._flow_thread.submit(self.flow_source.pair_flow, ref, frame, self.size)
-                for _, ref in schedule]
+        return [self._flow_thread.submit(self._pixel_flow, ref, frame) for _, ref in schedule]
 
     def _pixel_flow(self, ref: WindowFrame, frame: WindowFrame) -> PixelFlow | None:
         """The pair's optical flow, None with network cross-time maps."""
