@@ -92,6 +92,20 @@ class ApertureMetric:
         texture that fixes both flow components."""
         return np.clip(self.xx + self.yy - 1.0, 0.0, 1.0)
 
+    def resized(self, size: tuple[int, int]) -> 'ApertureMetric':
+        """The metric at ``size = (H, W)`` pixels: tensor components averaged down (bilinear
+        up); a pixel is textured when most of the area it covers is."""
+        height, width = size
+        if self.textured.shape == (height, width):
+            return self
+        interpolation = (cv2.INTER_AREA if width < self.textured.shape[1]
+                         else cv2.INTER_LINEAR)
+        xx, xy, yy = (cv2.resize(component, (width, height), interpolation=interpolation)
+                      for component in (self.xx, self.xy, self.yy))
+        textured = cv2.resize(self.textured.astype(np.float32), (width, height),
+                              interpolation=interpolation) >= 0.5
+        return ApertureMetric(xx, xy, yy, textured)
+
     def length(self, vectors: np.ndarray) -> np.ndarray:
         """``[H, W]`` float32 ``|r|_J`` of ``[H, W, 2]`` vectors (module docstring)."""
         x, y = vectors[..., 0], vectors[..., 1]
@@ -99,12 +113,14 @@ class ApertureMetric:
         return np.sqrt(np.maximum(squared, 0)).astype(np.float32)
 
 
-def aperture_metric(grey: np.ndarray, window: int = 7,
-                    min_gradient: float = 2.0) -> ApertureMetric:
-    """:class:`ApertureMetric` of a uint8 grey image at the resolution of the flow decisions.
+def aperture_metric(grey: np.ndarray, min_gradient: float,
+                    window: int = 7) -> ApertureMetric:
+    """:class:`ApertureMetric` of a uint8 grey image (the one the optical flow was measured
+    on: flatness is a property of the flow's pixels; :meth:`ApertureMetric.resized` brings it
+    to the decisions' resolution).
 
     ``min_gradient``: RMS intensity gradient (grey levels per pixel) over the window below
-    which the window counts as flat.
+    which the window counts as flat (``PipelineConfig.flow_min_gradient``).
     """
     image = grey.astype(np.float32)
     gx = cv2.Sobel(image, cv2.CV_32F, 1, 0, ksize=3) / 8

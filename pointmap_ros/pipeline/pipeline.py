@@ -363,8 +363,7 @@ class DynamicReconPipeline:
                                    keyframe_pair.gate(MapName.I_TI, stride))
         if not math.isfinite(scene_depth):
             raise PoseError('keyframe pair has no valid points', 'no_points')
-        aperture = (aperture_metric(DenseFlow.grey(frame.frame.image))
-                    if keyframe_pair.pixel_flow is not None else None)
+        aperture = (self._aperture(frame) if keyframe_pair.pixel_flow is not None else None)
         prior = self._odometry_prior(camera, keyframe_pair, frame)
         motion = estimate_motion_and_pose(views, intrinsics.K, scene_depth, aperture,
                                           self.config, self.grid,
@@ -380,6 +379,15 @@ class DynamicReconPipeline:
         timings['segmentation'] = _ms(started)
         return self._objects_and_output(camera, frame, views, motion, intrinsics, geometry,
                                         instances, timings, pairs[0].depth_fused)
+
+    def _aperture(self, frame: WindowFrame) -> ApertureMetric:
+        """Where the frame's optical flow is measured at all, and in which directions:
+        judged on the image the flow ran on (its pixels are the flow's precision), at model
+        resolution."""
+        grey = frame.flow_image
+        if grey is None:
+            grey = DenseFlow.grey(frame.frame.image)
+        return aperture_metric(grey, self.config.flow_min_gradient).resized(self.size)
 
     def _odometry_prior(self, camera: _CameraState, keyframe_pair: PairView,
                         frame: WindowFrame) -> OdometryPrior | None:

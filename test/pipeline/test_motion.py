@@ -8,6 +8,7 @@ import pytest
 
 from pointmap_ros.geometry.camera import unproject
 from pointmap_ros.geometry.transforms import rotvec_to_rotmat, se3_apply, se3_from_rt
+from pointmap_ros.pipeline import PipelineConfig
 from pointmap_ros.pipeline.motion import (
     aperture_metric, depth_residual, flow_motion, local_mean, trim_occlusion_halo)
 from pointmap_ros.tracking.rigid_motion import fit_rigid_motion
@@ -16,6 +17,7 @@ H, W = 48, 64
 K = np.array([[60.0, 0, 31.5], [0, 60.0, 23.5], [0, 0, 1]])
 INNER = (slice(8, -8), slice(8, -8))
 OBJECT = (slice(12, 30), slice(20, 40))
+MIN_GRADIENT = PipelineConfig().flow_min_gradient
 
 
 def test_depth_residual_is_the_relative_depth_change_and_nan_where_unknown():
@@ -36,12 +38,24 @@ def test_depth_residual_is_the_relative_depth_change_and_nan_where_unknown():
 
 def test_isotropy_is_zero_on_stripes_and_flat_image_and_high_on_texture():
     stripes = np.tile((np.arange(W) % 8 < 4).astype(np.uint8) * 200, (H, 1))
-    assert np.allclose(aperture_metric(stripes).isotropy[INNER], 0, atol=1e-5)
-    assert not aperture_metric(np.full((H, W), 90, np.uint8)).isotropy.any()
+    assert np.allclose(aperture_metric(stripes, MIN_GRADIENT).isotropy[INNER], 0, atol=1e-5)
+    assert not aperture_metric(np.full((H, W), 90, np.uint8), MIN_GRADIENT).isotropy.any()
     rng = np.random.default_rng(0)
     texture = cv2.GaussianBlur((rng.random((H, W)) * 255).astype(np.uint8), (0, 0), 1)
-    isotropy = aperture_metric(texture).isotropy[INNER]
+    isotropy = aperture_metric(texture, MIN_GRADIENT).isotropy[INNER]
     assert isotropy.max() <= 1.0 and np.median(isotropy) > 0.3
+
+
+def test_flat_means_an_rms_gradient_below_min_gradient():
+    # A grating I = 128 + A sin(2 pi x / period): RMS gradient A 2 pi / (period sqrt 2), here
+    # 1.5 grey levels per pixel, i.e. low-contrast texture that optical flow still tracks.
+    period = 16.0
+    amplitude = 1.5 * period * np.sqrt(2) / (2 * np.pi)
+    x = np.arange(W, dtype=np.float64)
+    grating = np.tile(np.round(128 + amplitude * np.sin(2 * np.pi * x / period)), (H, 1))
+    grating = grating.astype(np.uint8)
+    assert aperture_metric(grating, min_gradient=1.0).textured[INNER].all()
+    assert not aperture_metric(grating, min_gradient=2.0).textured[INNER].any()
 
 
 def _decision_inputs(seed: int = 0):

@@ -37,6 +37,8 @@ from pointmap_ros.tracking.tracker import TrackerConfig
 EXACT_CORRESPONDENCE = dict(EXACT_CONFIG, flow_min_px=0.01, flow_noise_mult=0.0,
                             camera_still_px=0.0, flow_hysteresis=1.0, flow_keyframe_max_age=0)
 
+MIN_GRADIENT = PipelineConfig().flow_min_gradient
+
 
 @pytest.fixture(scope='module')
 def exact_pair_of_runs():
@@ -121,7 +123,7 @@ def test_static_camera_stays_put_with_estimated_flow():
 
 def test_aperture_metric_ignores_motion_along_stripes():
     stripes = np.tile((np.arange(64) % 8 < 4).astype(np.uint8) * 200, (48, 1))  # vertical
-    metric = aperture_metric(stripes)
+    metric = aperture_metric(stripes, MIN_GRADIENT)
     along = np.zeros((48, 64, 2), np.float32)
     along[..., 1] = 2.0  # parallel to the stripes: unobservable
     across = np.zeros((48, 64, 2), np.float32)
@@ -131,9 +133,9 @@ def test_aperture_metric_ignores_motion_along_stripes():
     assert np.allclose(metric.length(across)[inner], 2.0, atol=1e-4)
     rng = np.random.default_rng(0)
     texture = cv2.GaussianBlur((rng.random((48, 64)) * 255).astype(np.uint8), (0, 0), 1)
-    isotropic = aperture_metric(texture).length(along)[inner]
+    isotropic = aperture_metric(texture, MIN_GRADIENT).length(along)[inner]
     assert np.median(isotropic) > 1.0  # textured: most of the length counts
-    assert not aperture_metric(np.full((48, 64), 90, np.uint8)).textured.any()
+    assert not aperture_metric(np.full((48, 64), 90, np.uint8), MIN_GRADIENT).textured.any()
 
 
 def test_epipolar_fit_separates_static_and_moving_correspondences():
