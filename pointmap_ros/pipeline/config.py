@@ -88,11 +88,11 @@ class PipelineConfig:
         flow_depth_min_isotropy: the depth test is only applied where the image texture fixes
             both flow components (structure-tensor ``lambda_min / lambda_max`` at least this;
             on a stripe the correspondence, hence the depth it reads, slides along it).
-        flow_min_gradient: image windows (7x7, model resolution) whose RMS intensity
-            gradient is below this many grey levels per pixel count as flat: their flow is
-            interpolated from the surroundings, so the motion test does not judge them. At
-            2.0, most of a low-contrast object (a noise-textured cylinder on a held-out
-            scene) went unjudged and unmasked.
+        flow_min_gradient: windows (7x7) of the image the optical flow ran on whose RMS
+            intensity gradient is below this many grey levels per pixel count as flat: their
+            flow is interpolated from the surroundings, so the motion test does not judge
+            them. At 2.0 (on the model image), most of a low-contrast object (a
+            noise-textured cylinder on a held-out scene) went unjudged and unmasked.
         flow_halo_px: moving pixels within this distance of the motion mask's border that
             lie behind a nearer moving pixel (by ``cluster_jump_rel``) are background the
             flow dragged along; 0 keeps them.

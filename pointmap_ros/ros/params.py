@@ -227,9 +227,9 @@ _PIPELINE_PARAMS = [
     _pipe('flow_border_px', 'The motion test does not judge pixels this close to the image '
           'border (optical flow there matches patches that leave the image) (flow px).',
           range=(0, 64), dynamic=True),
-    _pipe('flow_min_gradient', 'Image windows (7x7) whose RMS intensity gradient is below '
-          'this are flat: their optical flow is a guess and the motion test skips them '
-          '(grey levels per model px).', range=(0.0, 255.0), dynamic=True),
+    _pipe('flow_min_gradient', 'Windows (7x7) of the optical flow\'s image whose RMS intensity '
+          'gradient is below this are flat: their flow is a guess and the motion test skips '
+          'them (grey levels per flow px).', range=(0.0, 255.0), dynamic=True),
     _pipe('flow_halo_px', 'Moving pixels within this distance of the mask border that lie '
           'behind a nearer moving pixel are dropped (background dragged along by the flow; '
           '0 = keep them) (model px).', range=(0, 64), dynamic=True),

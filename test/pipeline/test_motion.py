@@ -58,6 +58,23 @@ def test_flat_means_an_rms_gradient_below_min_gradient():
     assert not aperture_metric(grating, min_gradient=2.0).textured[INNER].any()
 
 
+def test_aperture_resized_to_the_model_grid_keeps_directions_and_flat_regions():
+    # Vertical stripes on the left half, flat grey on the right, at twice the model size.
+    big = np.full((2 * H, 2 * W), 90, np.uint8)
+    big[:, :W] = np.tile((np.arange(W) % 8 < 4).astype(np.uint8) * 200, (2 * H, 1))
+    metric = aperture_metric(big, MIN_GRADIENT).resized((H, W))
+    assert metric.textured.shape == (H, W)
+    striped, flat = (slice(4, -4), slice(4, W // 2 - 4)), (slice(4, -4), slice(W // 2 + 4, -4))
+    assert metric.textured[striped].all() and not metric.textured[flat].any()
+    along = np.zeros((H, W, 2), np.float32)
+    along[..., 1] = 2.0
+    across = np.zeros((H, W, 2), np.float32)
+    across[..., 0] = 2.0
+    assert np.allclose(metric.length(along)[striped], 0.0, atol=1e-3)
+    assert np.allclose(metric.length(across)[striped], 2.0, atol=1e-3)
+    assert metric.resized((H, W)) is metric
+
+
 def _decision_inputs(seed: int = 0):
     """A pair whose object moves along the viewing ray: no 2D evidence, 5 % depth change."""
     rng = np.random.default_rng(seed)
