@@ -43,6 +43,8 @@ class PipelineConfig:
         min_instance_frac: smallest instance, as a fraction of the image.
         ransac_threshold_rel, ransac_iterations: rigid fit of each instance.
         max_fit_points: random subset of an instance's pixels used for its fit.
+        deforming_pieces: an instance that is not rigid moves as up to this many rigid
+            pieces blended by distance (its published flow; 1 = one rigid motion).
         work_pixels: statistics and segmentation run on a grid strided to about this many
             pixels (1 = full resolution up to 256x256; 2 at 512x288).
         rigid_residual_rel: an instance whose residual exceeds this fraction of its size is
@@ -150,6 +152,7 @@ class PipelineConfig:
     ransac_threshold_rel: float = 0.01
     ransac_iterations: int = 64
     max_fit_points: int = 500
+    deforming_pieces: int = 4
     work_pixels: int = 65536
     rigid_residual_rel: float = 0.05
     rigid_motion_residual_frac: float = 0.2
@@ -282,5 +285,6 @@ _VALUE_RULES = (
 #: (integer field, smallest value).
 _INTEGER_MINIMA = (('keyframe_max_age', 0), ('flow_keyframe_max_age', 0),
                    ('ransac_iterations', 1), ('flow_smooth_radius', 0), ('pose_reset_after', 1),
-                   ('max_fit_points', 3), ('work_pixels', 1), ('flow_halo_px', 0),
+                   ('max_fit_points', 3), ('deforming_pieces', 1), ('work_pixels', 1),
+                   ('flow_halo_px', 0),
                    ('flow_border_px', 0), ('flow_width', 16))

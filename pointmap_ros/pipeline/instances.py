@@ -11,6 +11,8 @@ anchoring in the tracker).
 
 from __future__ import annotations
 
+import dataclasses
+
 import cv2
 import numpy as np
 
@@ -19,7 +21,8 @@ from pointmap_ros.geometry.transforms import se3_apply, se3_compose, se3_inverse
 from pointmap_ros.pipeline.config import PipelineConfig
 from pointmap_ros.pipeline.motion import ApertureMetric, pose_residual
 from pointmap_ros.pipeline.pair import PairView
-from pointmap_ros.tracking.rigid_motion import RigidMotion, fit_rigid_motion
+from pointmap_ros.tracking.rigid_motion import (
+    RigidMotion, fit_blended_motion, fit_rigid_motion, refine_rigid_motion)
 from pointmap_ros.tracking.segmentation import segment_instances
 from pointmap_ros.tracking.tracker import Detection, warped_overlap
 from pointmap_ros.tracking.window import WindowFrame
@@ -140,18 +143,61 @@ def _displacement(fit: RigidMotion, points: np.ndarray) -> float:
 
 
 def fit_instances(config: PipelineConfig, labels: np.ndarray, count: int, view: PairView,
-                  scene_depth: float, noise: float) -> dict[int, RigidMotion]:
+                  scene_depth: float, noise: float, aperture: ApertureMetric | None = None,
+                  R_ref_cam: np.ndarray | None = None) -> dict[int, RigidMotion]:
     """Rigid motion of each instance over ``view``'s pair (reference frame, t_ref -> t).
 
     RANSAC + Umeyama on at most ``max_fit_points`` of the instance's pixels with known flow
     (the same fit as the object stage, and rigid only when the residual is also small next
     to the displacement, ``rigid_motion_residual_frac``); instances with fewer than 3 such
-    pixels are left out. ``noise``: the pair's flow noise.
+    pixels are left out. ``noise``: the pair's flow noise. Instances that are not rigid get
+    a locally rigid motion of up to ``deforming_pieces`` pieces (:func:`fit_blended_motion`).
+
+    With ``aperture`` (the current image's structure metric) and ``R_ref_cam`` (the
+    current camera's orientation in the reference frame), rigid fits are then refined in
+    each pixel's own metric (:func:`aperture_information`): a correspondence on an image
+    stripe slides along it, so Umeyama's isotropic cost pulls the motion towards the
+    slides (on a striped ball, towards no motion along the stripes); the refinement counts
+    only the residual across the stripe and along the viewing ray.
     """
     source, target = view.j_ti.reshape(-1, 3), view.j_tj.reshape(-1, 3)
-    return {label: _fit(config, source[pixels], target[pixels], None, scene_depth, noise,
-                        label, config.rigid_motion_residual_frac)
-            for label, pixels, _ in _instance_pixels(labels, count, view.valid_flow, config)}
+    threshold = _fit_threshold(config, scene_depth, noise)
+    fits = {}
+    for label, pixels, _ in _instance_pixels(labels, count, view.valid_flow, config):
+        fit = _fit(config, source[pixels], target[pixels], None, scene_depth, noise, label,
+                   config.rigid_motion_residual_frac)
+        if not fit.is_rigid:
+            fit = dataclasses.replace(fit, blended=fit_blended_motion(
+                source[pixels], target[pixels], threshold, config.deforming_pieces, fit.T,
+                config.ransac_iterations, config.seed + label))
+        elif aperture is not None and R_ref_cam is not None:
+            # The matched points (source) carry the slides: residuals in their frame.
+            earlier = refine_rigid_motion(
+                se3_inverse(fit.T), target[pixels], source[pixels],
+                aperture_information(aperture, pixels, R_ref_cam), threshold)
+            fit = dataclasses.replace(fit, T=se3_inverse(earlier))
+        fits[label] = fit
+    return fits
+
+
+def aperture_information(aperture: ApertureMetric, pixels: np.ndarray,
+                         R_ref_cam: np.ndarray) -> np.ndarray:
+    """``[N, 3, 3]`` information matrices of the correspondence points of flat ``pixels``
+    (reference camera frame), for :func:`refine_rigid_motion`.
+
+    A correspondence's point moves with its match: a match slid by ``d`` pixels at depth
+    ``z`` moves the point by ``z / f * (d, 0)`` in the camera's own axes. The optical flow is
+    measured across the image structure only (:class:`ApertureMetric`), so laterally the
+    information is the normalised structure tensor; along the viewing ray (the depth the
+    maps give) it is full. Rotated from the current camera's axes into the reference frame.
+    """
+    information = np.zeros((len(pixels), 3, 3))
+    information[:, 0, 0] = aperture.xx.ravel()[pixels]
+    information[:, 0, 1] = information[:, 1, 0] = aperture.xy.ravel()[pixels]
+    information[:, 1, 1] = aperture.yy.ravel()[pixels]
+    information[:, 2, 2] = 1.0
+    rotation = np.asarray(R_ref_cam, np.float64)
+    return rotation @ information @ rotation.T
 
 
 def _instance_pixels(labels: np.ndarray, count: int, known: np.ndarray,
@@ -184,9 +230,14 @@ def _fit(config: PipelineConfig, source: np.ndarray, target: np.ndarray,
     alone explains."""
     return fit_rigid_motion(
         source.astype(np.float64), target.astype(np.float64), weights,
-        max(config.ransac_threshold_rel * scene_depth, 2.5 * noise),
-        config.rigid_residual_rel, config.ransac_iterations, config.seed + label,
-        noise_rms=1.13 * noise, motion_residual_frac=motion_residual_frac)
+        _fit_threshold(config, scene_depth, noise), config.rigid_residual_rel,
+        config.ransac_iterations, config.seed + label, noise_rms=1.13 * noise,
+        motion_residual_frac=motion_residual_frac)
+
+
+def _fit_threshold(config: PipelineConfig, scene_depth: float, noise: float) -> float:
+    """Inlier distance of a rigid fit: relative to the scene, at least 2.5 x the noise."""
+    return max(config.ransac_threshold_rel * scene_depth, 2.5 * noise)
 
 
 def complete_instances(labels: np.ndarray, fits: dict[int, RigidMotion], view: PairView,

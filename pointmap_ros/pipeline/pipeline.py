@@ -483,9 +483,9 @@ class DynamicReconPipeline:
                                         flow_motion.threshold)
         fits, final_motion = {}, geometry.motion
         if flow_pair.pixel_flow is not None:
-            fits = fit_instances(config, labels, count, flow_pair, geometry.scene_depth,
-                                 flow_motion.noise)
             T_ref_cam = se3_compose(se3_inverse(flow_pair.ref.T_world_cam), frame.T_world_cam)
+            fits = fit_instances(config, labels, count, flow_pair, geometry.scene_depth,
+                                 flow_motion.noise, aperture, T_ref_cam[:3, :3])
             labels = complete_instances(labels, fits, flow_pair, T_ref_cam, K,
                                         geometry.points_cam, aperture, config, self.size)
             final_motion = geometry.motion | (geometry.valid & (labels > 0))

@@ -1,4 +1,6 @@
-"""Rigid motion of one object instance between two times (weighted Umeyama in RANSAC).
+"""Rigid motion of one object instance between two times (weighted Umeyama in RANSAC), its
+refinement in each correspondence's own metric, and the locally rigid motion of a deforming
+instance (rigid pieces blended by distance).
 
 A DPM pair gives, for the same pixels, their points at two times in one frame
 (``P_j(t_i)`` and ``P_j(t_j)``), i.e. exact 3D correspondences: no matching is needed.
@@ -11,8 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from pointmap_ros.geometry.alignment import ransac_umeyama
+from pointmap_ros.geometry.transforms import rotvec_to_rotmat, se3_apply, se3_from_rt
 
-__all__ = ['RigidMotion', 'fit_rigid_motion', 'object_size']
+__all__ = ['RigidMotion', 'BlendedMotion', 'fit_rigid_motion', 'fit_blended_motion',
+           'object_size', 'refine_rigid_motion']
 
 
 @dataclass
@@ -27,6 +31,8 @@ class RigidMotion:
         inlier_ratio: fraction of points within the RANSAC threshold.
         is_rigid: ``residual_rel <= rigid_residual_rel`` and inliers are the majority.
         size: RMS radius of the points at time b about their centroid.
+        blended: the locally rigid motion of an instance that is not rigid, where it was
+            fitted (:func:`fit_blended_motion`).
     """
 
     T: np.ndarray
@@ -35,6 +41,45 @@ class RigidMotion:
     inlier_ratio: float
     is_rigid: bool
     size: float
+    blended: 'BlendedMotion | None' = None
+
+
+@dataclass(frozen=True)
+class BlendedMotion:
+    """Locally rigid motion of a deforming instance: rigid pieces blended by distance.
+
+    A waving sheet or a walking person is not one rigid body, but each small part of it
+    moves almost rigidly (the local rigidity Dynamic 3D Gaussians builds on). A point ``x``
+    (time b) moves with the pieces' motions weighted by a Gaussian of its distance to each
+    piece's centre (linear blend skinning): ``x - sum_k w_k(x) T_k^-1 x``.
+
+    Attributes:
+        centres: ``[K, 3]`` the pieces' centroids at time b.
+        motions: ``[K, 4, 4]`` each piece's motion (time a to b).
+        radius: blending scale (RMS distance of the points to their piece's centre).
+    """
+
+    centres: np.ndarray
+    motions: np.ndarray
+    radius: float
+
+    def displacement(self, points_b: np.ndarray) -> np.ndarray:
+        """``[N, 3]`` how far each point (time b) moved since time a (NaN for a point
+        that is not finite)."""
+        points_b = np.asarray(points_b, np.float64)
+        result = np.full_like(points_b, np.nan)
+        finite = np.all(np.isfinite(points_b), axis=1)
+        points = points_b[finite]
+        distance_sq = np.sum(np.square(points[:, None, :] - self.centres[None]), axis=-1)
+        # Relative to each point's nearest piece, so far points do not underflow to 0/0.
+        nearest = distance_sq.min(axis=1, keepdims=True)
+        weights = np.exp(-0.5 * (distance_sq - nearest) / self.radius ** 2)
+        weights /= weights.sum(axis=1, keepdims=True)
+        rotations, translations = self.motions[:, :3, :3], self.motions[:, :3, 3]
+        earlier = (np.einsum('kji,nj->nki', rotations, points)  # T_k^-1 x = R^T (x - t)
+                   - np.einsum('kji,kj->ki', rotations, translations)[None])
+        result[finite] = points - np.einsum('nk,nki->ni', weights, earlier)
+        return result
 
 
 def object_size(points: np.ndarray) -> float:
@@ -80,3 +125,113 @@ def fit_rigid_motion(pts_a: np.ndarray, pts_b: np.ndarray, weights: np.ndarray |
         is_rigid = max(rms - 1.5 * noise_rms, 0.0) <= motion_residual_frac * displacement
     return RigidMotion(T=res.T, rms=rms, residual_rel=rel, inlier_ratio=ratio,
                        is_rigid=bool(is_rigid), size=size)
+
+
+def fit_blended_motion(pts_a: np.ndarray, pts_b: np.ndarray, threshold: float,
+                       pieces: int, fallback: np.ndarray, iterations: int = 64,
+                       seed: int = 0, min_points: int = 20) -> BlendedMotion:
+    """:class:`BlendedMotion` of a deforming instance from ``[N, 3]`` correspondences.
+
+    The points at time b are split into at most ``pieces`` compact pieces (k-means with a
+    deterministic farthest-point start) of at least ``min_points`` each; each piece gets
+    its own RANSAC + Umeyama fit with inlier distance ``threshold``. A correspondence's
+    error is spatially correlated (optical flow is smooth), so a piece of a few hundred
+    points averages far more of it than a small window would. ``fallback`` (the
+    instance's single rigid fit) stands in for a piece of fewer than 3 points, and for the
+    whole instance when it is too small to split.
+    """
+    pts_a = np.asarray(pts_a, np.float64)
+    pts_b = np.asarray(pts_b, np.float64)
+    fallback = np.asarray(fallback, np.float64)
+    count = int(min(pieces, len(pts_b) // max(min_points, 1)))
+    if count < 2:
+        return BlendedMotion(pts_b.mean(axis=0)[None], fallback[None],
+                             max(object_size(pts_b), 1e-9))
+    assignment, centres = _kmeans(pts_b, count)
+    motions = np.stack([
+        ransac_umeyama(pts_a[assignment == piece], pts_b[assignment == piece], threshold,
+                       iterations=iterations, seed=seed + piece).T
+        if np.count_nonzero(assignment == piece) >= 3 else fallback
+        for piece in range(count)])
+    radius = np.sqrt(np.mean(np.sum(np.square(pts_b - centres[assignment]), axis=1)))
+    return BlendedMotion(centres, motions, max(float(radius), 1e-9))
+
+
+def _kmeans(points: np.ndarray, count: int, rounds: int = 10
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """(assignment ``[N]``, centres ``[count, 3]``) of Lloyd's k-means, started from
+    farthest-point samples (deterministic), no cluster left empty."""
+    centres = [points[np.argmin(np.sum(np.square(points - points.mean(0)), axis=1))]]
+    distance_sq = np.sum(np.square(points - centres[0]), axis=1)
+    for _ in range(count - 1):
+        centres.append(points[np.argmax(distance_sq)])
+        distance_sq = np.minimum(distance_sq, np.sum(np.square(points - centres[-1]), axis=1))
+    centres = np.array(centres)
+    for _ in range(rounds):
+        assignment = np.argmin(np.sum(np.square(points[:, None] - centres[None]), axis=-1),
+                               axis=1)
+        updated = np.array([points[assignment == k].mean(0) if np.any(assignment == k)
+                            else centres[k] for k in range(count)])
+        if np.allclose(updated, centres):
+            break
+        centres = updated
+    assignment = np.argmin(np.sum(np.square(points[:, None] - centres[None]), axis=-1), axis=1)
+    return assignment, centres
+
+
+def refine_rigid_motion(T: np.ndarray, pts_a: np.ndarray, pts_b: np.ndarray,
+                        information: np.ndarray, scale: float, iterations: int = 5,
+                        damping: float = 1e-3) -> np.ndarray:
+    """``T`` refined so that ``pts_b ~ T pts_a`` in each pair's own metric.
+
+    Minimises ``sum_k rho(e_k^T W_k e_k)`` with ``e_k = T a_k - b_k``: Gauss-Newton on a
+    left perturbation ``T <- exp(xi) T``, Cauchy weights of scale ``scale`` (iteratively
+    reweighted), Levenberg damping of ``damping`` times the mean diagonal of the normal
+    matrix. With ``W_k = I`` it is a robust least-squares rigid fit (Umeyama's cost); a
+    ``W_k`` that vanishes along a direction ignores the residual along it. Directions no
+    point constrains (all ``W_k`` blind to them) keep the initial ``T``: the damping holds
+    the step there at zero.
+
+    Args:
+        T: ``[4, 4]`` initial motion (e.g. :func:`fit_rigid_motion`'s).
+        pts_a, pts_b: ``[N, 3]`` correspondences.
+        information: ``[N, 3, 3]`` symmetric positive semi-definite ``W_k`` (the inverse of
+            each correspondence's error covariance, up to one common factor).
+        scale: residual length (in the ``W`` metric) at which a pair's weight halves.
+        iterations: Gauss-Newton steps.
+        damping: relative Levenberg damping.
+
+    Returns:
+        ``[4, 4]`` float64 refined ``T`` (``T`` itself for fewer than 3 pairs).
+    """
+    if len(pts_a) < 3:
+        return T
+    pts_a = np.asarray(pts_a, np.float64)
+    pts_b = np.asarray(pts_b, np.float64)
+    information = np.asarray(information, np.float64)
+    for _ in range(iterations):
+        moved = se3_apply(T, pts_a)
+        residual = moved - pts_b
+        weighted = np.einsum('nij,nj->ni', information, residual)
+        squared = np.einsum('ni,ni->n', residual, weighted)
+        robust = 1.0 / (1.0 + squared / scale ** 2)  # Cauchy IRLS weights
+        # Jacobian of exp(xi) T a at xi = 0, xi = (v, w): [I | -[Ta]x].
+        jacobian = np.zeros((len(moved), 3, 6))
+        jacobian[:, :, :3] = np.eye(3)
+        jacobian[:, :, 3:] = -_skew(moved)
+        weighted_jacobian = robust[:, None, None] * np.einsum('nij,njk->nik', information,
+                                                              jacobian)
+        normal = np.einsum('nji,njk->ik', jacobian, weighted_jacobian)
+        gradient = np.einsum('nji,nj->i', weighted_jacobian, residual)
+        normal += damping * max(np.trace(normal) / 6.0, 1e-30) * np.eye(6)
+        step = -np.linalg.solve(normal, gradient)
+        T = se3_from_rt(rotvec_to_rotmat(step[3:]), step[:3]) @ T
+    return T
+
+
+def _skew(vectors: np.ndarray) -> np.ndarray:
+    """``[N, 3, 3]`` cross-product matrices of ``[N, 3]`` vectors."""
+    x, y, z = vectors[:, 0], vectors[:, 1], vectors[:, 2]
+    zero = np.zeros_like(x)
+    return np.stack([np.stack([zero, -z, y], -1), np.stack([z, zero, -x], -1),
+                     np.stack([-y, x, zero], -1)], -2)

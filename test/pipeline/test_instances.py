@@ -1,6 +1,7 @@
 """Object detections (pipeline/instances.detect_objects) on an analytic pair: an instance
 must move as a whole by the motion threshold, and one continuing a published track of the
-previous frame by the mask's hysteresis of it."""
+previous frame by the mask's hysteresis of it. Instance fits (fit_instances): matches that
+slid along image stripes do not bias the refined motion."""
 
 import numpy as np
 import pytest
@@ -8,7 +9,8 @@ import pytest
 from pointmap_ros.geometry.camera import unproject
 from pointmap_ros.pipeline import PipelineConfig
 from pointmap_ros.pipeline.correspondence import PixelFlow
-from pointmap_ros.pipeline.instances import detect_objects
+from pointmap_ros.pipeline.instances import detect_objects, fit_instances
+from pointmap_ros.pipeline.motion import ApertureMetric
 from pointmap_ros.pipeline.pair import PairView
 from pointmap_ros.tracking.window import WindowFrame
 from pointmap_ros.types import DynamicPointMaps, Frame
@@ -77,3 +79,47 @@ def test_a_continuing_track_needs_only_the_hysteresis(tracked_fraction, detected
     assert _detections(0.8 * hysteresis * THRESHOLD, track_ids) == []
     # A tentative (unpublished) track must still pass the full threshold.
     assert _detections(shift, track_ids, published=frozenset()) == []
+
+
+def test_instance_fit_ignores_matches_slid_along_stripes():
+    """The object moves 5 cm right and 3 cm down. Its left half has horizontal stripes,
+    where optical flow sees only vertical motion, its right half vertical ones; each
+    half's matches slid back along its stripes by 30 % of the motion there (optical flow on
+    stripes underestimates it). Umeyama follows the slides; the stripe-aware refinement
+    recovers the exact motion from what each half does measure."""
+    motion = np.array([0.05, 0.03, 0.0], np.float32)
+    left = np.zeros((H, W), bool)
+    left[:, :20] = True
+    depth = np.full((H, W), 4.0)
+    depth[OBJECT] = 3.0
+    now = unproject(depth, K).astype(np.float32)
+    before = now.copy()
+    before[OBJECT] -= motion
+    on_object = np.zeros((H, W), bool)
+    on_object[OBJECT] = True
+    slid = before.copy()
+    slid[on_object & left] += np.array([0.3 * motion[0], 0.0, 0.0], np.float32)
+    slid[on_object & ~left] += np.array([0.0, 0.3 * motion[1], 0.0], np.float32)
+    ones = np.ones((H, W), np.float32)
+    maps = DynamicPointMaps(pts_i_ti=before, pts_i_tj=before, pts_j_ti=slid, pts_j_tj=now,
+                            conf_i_ti=ones, conf_i_tj=ones, conf_j_ti=ones, conf_j_tj=ones,
+                            metric=True)
+    zero = np.zeros((H, W, 2), np.float32)
+    consistent = np.ones((H, W), bool)
+    view = PairView('gap1', _frame(0), 0.1, maps, 1.0, 0.0, None,
+                    pixel_flow=PixelFlow(zero, zero, consistent, consistent))
+    # Stripes: horizontal on the left (gradient along y), vertical on the right.
+    aperture = ApertureMetric(xx=np.where(left, 0.0, 1.0).astype(np.float32),
+                              xy=np.zeros((H, W), np.float32),
+                              yy=np.where(left, 1.0, 0.0).astype(np.float32),
+                              textured=np.ones((H, W), bool))
+    labels = np.zeros((H, W), np.int32)
+    labels[OBJECT] = 1
+    config = PipelineConfig()
+    plain = fit_instances(config, labels, 1, view, scene_depth=4.0, noise=0.001)[1]
+    refined = fit_instances(config, labels, 1, view, scene_depth=4.0, noise=0.001,
+                            aperture=aperture, R_ref_cam=np.eye(3))[1]
+    assert plain.is_rigid and refined.is_rigid
+    assert np.linalg.norm(plain.T[:3, 3] - motion) > 0.005  # biased by the slides
+    np.testing.assert_allclose(refined.T[:3, 3], motion, atol=1e-4)
+    np.testing.assert_allclose(refined.T[:3, :3], np.eye(3), atol=1e-4)
