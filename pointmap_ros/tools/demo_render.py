@@ -1,8 +1,11 @@
 """Pictures of a demo run: ``summary.png`` (whole run) and ``summary.gif`` (frame by frame).
 
-Each picture has two panels: the camera image (rebuilt from the cloud's ``rgb`` field) with
-the pixels of tracked objects tinted by track colour and other moving pixels (``motion_mask``:
-moving, not, or not yet, part of a published track) in red, and a top-down view of the
+The camera images (rebuilt from the cloud's ``rgb`` field) have the pixels of tracked
+objects tinted by track colour and other moving pixels (``motion_mask``: moving, not, or
+not yet, part of a published track) in red; ``summary.png`` shows four of them, evenly spaced
+over the run and ending with the last (one frame shows a moment; motion decisions vary from
+frame to frame, e.g. right after a keyframe switch), next to the last frame's top-down view
+of the
 world frame (x right, z forward: the first camera's optical frame seen from above) with the
 static reconstruction, the moving points coloured by track, the object tracks with their ids
 and the estimated camera trajectory. Inputs are the messages the demo recorded, decoded by
@@ -30,17 +33,20 @@ def _colour(track_id: int) -> tuple[float, float, float]:
 
 
 def _frames(received) -> list[dict]:
-    """Per output frame: world points, colours, validity and instance ids, by stamp."""
+    """Per output frame: world points, colours, validity, instance ids and motion mask, by
+    stamp, with the seconds since the run's first output."""
     ids = {stamp: image_to_array(msg) for stamp, msg in received['instance_ids']}
     masks = {stamp: image_to_array(msg) > 0 for stamp, msg in received['motion_mask']}
     frames = []
+    first = min((stamp for stamp, _ in received['points']), default=0)
     for stamp, msg in received['points']:
         if stamp not in ids:
             continue
         arr = cloud_to_array(msg)
         xyz = np.stack([arr['x'], arr['y'], arr['z']], axis=-1)
-        frames.append({'stamp': stamp, 'xyz': xyz, 'rgb': unpack_rgb(arr['rgb']),
-                       'valid': np.isfinite(xyz).all(-1), 'ids': ids[stamp],
+        frames.append({'stamp': stamp, 'elapsed_s': (stamp - first) * 1e-9, 'xyz': xyz,
+                       'rgb': unpack_rgb(arr['rgb']), 'valid': np.isfinite(xyz).all(-1),
+                       'ids': ids[stamp],
                        'moving': masks.get(stamp, np.zeros(ids[stamp].shape, bool))})
     return frames
 
@@ -61,10 +67,15 @@ def _tracks(received) -> tuple[dict, list]:
     return objects, sorted(camera, key=lambda item: item[0])
 
 
-def _draw(axes, frame, static, tracks, camera, limits) -> None:
+def _draw(axes, frame, static, tracks, camera, limits, units) -> None:
     ax_img, ax_top = axes
+    _draw_camera(ax_img, frame)
+    _draw_top(ax_top, frame, static, tracks, camera, limits, units)
+
+
+def _draw_camera(ax_img, frame) -> None:
+    """The camera image with moving pixels tinted (red, or the track's colour)."""
     ax_img.clear()
-    ax_top.clear()
     image = frame['rgb'].astype(np.float32) / 255.0
     untracked = frame['moving'] & (frame['ids'] == 0)
     image[untracked] = 0.45 * image[untracked] + 0.55 * np.array(_MOVING_RGB)
@@ -72,10 +83,14 @@ def _draw(axes, frame, static, tracks, camera, limits) -> None:
         sel = frame['ids'] == tid
         image[sel] = 0.45 * image[sel] + 0.55 * np.array(_colour(int(tid)))
     ax_img.imshow(image)
-    ax_img.set_title(f"camera, t = {frame['stamp'] * 1e-9:.2f} s\n(moving: red; tracked "
-                     'objects: track colour)')
+    ax_img.set_title(f"camera, {frame['elapsed_s']:.1f} s into the run\n(moving: red; "
+                     'tracked objects: track colour)')
     ax_img.axis('off')
 
+
+def _draw_top(ax_top, frame, static, tracks, camera, limits, units) -> None:
+    """Top-down view: static points, the frame's moving points, tracks, camera path."""
+    ax_top.clear()
     xyz, rgb = static
     ax_top.scatter(xyz[:, 0], xyz[:, 2], s=1, c=rgb, alpha=0.35, linewidths=0)
     step = (slice(None, None, _SUBSAMPLE),) * 2
@@ -97,8 +112,8 @@ def _draw(axes, frame, static, tracks, camera, limits) -> None:
     ax_top.set_xlim(*limits[0])
     ax_top.set_ylim(*limits[1])
     ax_top.set_aspect('equal')
-    ax_top.set_xlabel('x (right)')
-    ax_top.set_ylabel('z (forward)')
+    ax_top.set_xlabel(f'x (right), {units}')
+    ax_top.set_ylabel(f'z (forward), {units}')
     ax_top.set_title('top-down: reconstruction, moving points, object tracks')
 
 
@@ -113,6 +128,8 @@ def render_summary(received, out: Path) -> list[Path]:
     if not frames:
         return []
     tracks, camera = _tracks(received)
+    # The node's lengths are metres only with a metric scale (odometry, depth, a metric model).
+    units = 'm' if any(m.metric_scale for _, m in received['objects']) else 'model units'
     step = (slice(None, None, _SUBSAMPLE),) * 2
     keep = [(f['xyz'][step][m], f['rgb'][step][m] / 255.0)
             for f in frames for m in [(f['valid'] & (f['ids'] == 0))[step]]]
@@ -121,14 +138,22 @@ def render_summary(received, out: Path) -> list[Path]:
     pad = 0.1 * (hi - lo)
     limits = ((lo[0] - pad[0], hi[0] + pad[0]), (min(lo[2] - pad[2], 0.0), hi[2] + pad[2]))
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5.5), gridspec_kw={'width_ratios': [1, 1.2]})
-    _draw(axes, frames[-1], static, tracks, camera, limits)
-    fig.tight_layout()
     png = Path(out) / 'summary.png'
-    fig.savefig(png, dpi=110)
+    summary = plt.figure(figsize=(15, 6.5))
+    grid = summary.add_gridspec(2, 3, width_ratios=[1, 1, 1.6])
+    shown = sorted({round(len(frames) * q) - 1 for q in (0.25, 0.5, 0.75, 1.0)} - {-1})
+    for slot, index in enumerate(shown):
+        _draw_camera(summary.add_subplot(grid[slot // 2, slot % 2]), frames[index])
+    _draw_top(summary.add_subplot(grid[:, 2]), frames[-1], static, tracks, camera, limits,
+              units)
+    summary.tight_layout()
+    summary.savefig(png, dpi=100)
+    plt.close(summary)
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.5), gridspec_kw={'width_ratios': [1, 1.2]})
 
     def update(k):  # each GIF frame shows that frame's own static points
-        _draw(axes, frames[k], keep[k], tracks, camera, limits)
+        _draw(axes, frames[k], keep[k], tracks, camera, limits, units)
 
     gif = Path(out) / 'summary.gif'
     FuncAnimation(fig, update, frames=len(frames)).save(gif, writer=PillowWriter(fps=4),
