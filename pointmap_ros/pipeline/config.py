@@ -103,8 +103,10 @@ class PipelineConfig:
         flow_hysteresis: pixels that moved in the reference frame keep moving down to this
             fraction of the threshold (an object slowing at a turning point stays moving).
         flow_reliable_px: the maps are trusted for the induced flow when the pixels the
-            epipolar fit calls static miss it by at most this (median); else the epipolar
-            residual decides.
+            epipolar fit calls static miss it by at most this (median)...
+        flow_reliable_ratio: ...and by at most this multiple of the epipolar fit's own
+            median residual on them (the flow's noise floor); else the epipolar residual
+            decides.
         flow_inlier_px: RANSAC threshold of the epipolar / homography fit.
         camera_still_px: the camera did not move when the static pixels' median flow is
             below this; its pose is then kept exactly.
@@ -178,6 +180,7 @@ class PipelineConfig:
     flow_border_px: int = 4
     flow_hysteresis: float = 0.5
     flow_reliable_px: float = 1.5
+    flow_reliable_ratio: float = 3.0
     flow_inlier_px: float = 1.0
     camera_still_px: float = 0.25
     depth_prior: bool = True
@@ -268,8 +271,9 @@ _VALUE_RULES = (
     (('keyframe_min_overlap', 'min_region_frac', 'min_instance_frac'),
      lambda value: 0.0 <= value < 1.0, 'expected a value in [0, 1)'),
     (('keyframe_min_confidence', 'conf_threshold', 'motion_speed_rel', 'motion_min_rel',
-      'motion_noise_mult', 'flow_min_px', 'flow_reliable_px', 'flow_inlier_px',
-      'flow_noise_mult', 'flow_depth_min_rel', 'camera_still_px', 'flow_min_gradient'),
+      'motion_noise_mult', 'flow_min_px', 'flow_reliable_px', 'flow_reliable_ratio',
+      'flow_inlier_px', 'flow_noise_mult', 'flow_depth_min_rel', 'camera_still_px',
+      'flow_min_gradient'),
      _non_negative, 'expected a finite value >= 0'),
     (('cluster_jump_rel', 'cluster_flow_jump_rel', 'ransac_threshold_rel',
       'rigid_residual_rel', 'pnp_reprojection_px', 'depth_edge_rel'),

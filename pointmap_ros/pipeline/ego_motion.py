@@ -241,6 +241,10 @@ def _pair_decision(view: PairView, points_cam: np.ndarray, T_ref_cam: np.ndarray
     return flow_motion(
         pose, epipolar, observed,
         stride=grid.stride, reliable_px=config.flow_reliable_px * pixel_scale,
+        # The relative test is for what a network estimated: a depth sensor's per-pixel
+        # noise raises the ratio on long baselines while its pose and depth tests still pay
+        # (docs/pipeline.md, step 5).
+        reliable_ratio=None if view.measured_depth else config.flow_reliable_ratio,
         inlier_px=config.flow_inlier_px * pixel_scale, noise_mult=config.flow_noise_mult,
         min_px=config.flow_min_px * pixel_scale, was_moving=was_moving,
         hysteresis=config.flow_hysteresis, depth_res=depth_change,

@@ -72,6 +72,8 @@ class PairView:
             (:func:`~pointmap_ros.geometry.pointmap.confidence_mask`).
         pixel_flow: the pair's dense 2D correspondences when the correspondence stage ran
             (its cross-time maps are then already in ``maps``), else None.
+        measured_depth: the same-time maps carry a depth sensor's measurements (depth
+            prior), not only the network's estimate.
 
     Attributes:
         dt: the pair's time gap ``stamp - ref.stamp``, s.
@@ -79,10 +81,11 @@ class PairView:
 
     def __init__(self, role: str, ref: WindowFrame, stamp: float, maps: DynamicPointMaps,
                  scale: float, conf_threshold: float, conf_keep_quantile: float | None,
-                 pixel_flow: PixelFlow | None = None):
+                 pixel_flow: PixelFlow | None = None, measured_depth: bool = False):
         self.role, self.ref, self.maps, self.scale = role, ref, maps, float(scale)
         self.dt = stamp - ref.stamp
         self.pixel_flow = pixel_flow
+        self.measured_depth = measured_depth
         self._gate_args = (conf_threshold, conf_keep_quantile)
         self._thresholds: dict[MapName, float] = {}
 

@@ -437,7 +437,8 @@ class DynamicReconPipeline:
         return [PairView(pair.role, pair.ref, frame.stamp, pair.maps,
                          1.0 if pair.maps.metric and camera.metric_window is not False
                          else window_scale(pair.ref, pair.maps, self.stride, *gate),
-                         *gate, pixel_flow=pair.pixel_flow) for pair in pairs]
+                         *gate, pixel_flow=pair.pixel_flow, measured_depth=pair.depth_fused)
+                for pair in pairs]
 
     def _commit_pose(self, camera: _CameraState, frame: WindowFrame, keyframe_pair: PairView,
                      intrinsics: Intrinsics, motion: MotionResult,

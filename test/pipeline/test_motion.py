@@ -111,6 +111,29 @@ def test_depth_test_is_not_used_when_the_maps_are_not_trusted():
     assert decision.test == 'epipolar' and not decision.moving.any()
 
 
+def test_maps_far_noisier_than_the_flow_are_not_trusted():
+    """A network's depth errors are smooth blobs: here the static pixels miss the induced
+    flow by 0.8 px (median; under ``reliable_px``) where the flow's own epipolar fit leaves
+    0.16 px, and a wall patch misses it by 4 px. Trusted in absolute terms only, the pose
+    test calls the patch moving; relative to the flow's noise floor the maps are not
+    trusted, and the epipolar test (which the patch does not fool) decides."""
+    rng = np.random.default_rng(3)
+    pose_res = np.abs(rng.normal(0.0, 1.0, (H, W))).astype(np.float32)
+    patch = (slice(2, 10), slice(30, 40))
+    pose_res[patch] = 4.0
+    epipolar_res = np.abs(rng.normal(0.0, 0.2, (H, W))).astype(np.float32)
+    observed = np.ones((H, W), bool)
+    args = dict(stride=1, reliable_px=1.5, inlier_px=1.0, noise_mult=3.0, min_px=1.0)
+    absolute = flow_motion(pose_res, epipolar_res, observed, **args)
+    assert absolute.test == 'pose' and absolute.moving[patch].mean() > 0.8  # (corners: filter)
+    ratio = PipelineConfig().flow_reliable_ratio
+    relative = flow_motion(pose_res, epipolar_res, observed, reliable_ratio=ratio, **args)
+    assert relative.test == 'epipolar' and not relative.moving.any()
+    # Exact maps: their residual is the flow's own noise, so they stay trusted.
+    exact = flow_motion(epipolar_res * 1.1, epipolar_res, observed, reliable_ratio=ratio, **args)
+    assert exact.test == 'pose'
+
+
 def test_pixels_without_a_point_are_judged_by_the_epipolar_residual():
     # A weak model is unsure of the moving object: no point, hence no pose residual there.
     rng = np.random.default_rng(2)
