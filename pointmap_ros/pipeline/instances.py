@@ -182,8 +182,8 @@ def fit_instances(config: PipelineConfig, labels: np.ndarray, count: int, view: 
 
 def aperture_information(aperture: ApertureMetric, pixels: np.ndarray,
                          R_ref_cam: np.ndarray) -> np.ndarray:
-    """``[N, 3, 3]`` information matrices of the correspondence points of flat ``pixels``
-    (reference camera frame), for :func:`refine_rigid_motion`.
+    """``[N, 3, 3]`` information matrices of the correspondence points of ``pixels``
+    (flattened indices; reference camera frame), for :func:`refine_rigid_motion`.
 
     A correspondence's point moves with its match: a match slid by ``d`` pixels at depth
     ``z`` moves the point by ``z / f * (d, 0)`` in the camera's own axes. The optical flow is

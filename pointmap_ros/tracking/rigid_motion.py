@@ -160,7 +160,8 @@ def fit_blended_motion(pts_a: np.ndarray, pts_b: np.ndarray, threshold: float,
 def _kmeans(points: np.ndarray, count: int, rounds: int = 10
             ) -> tuple[np.ndarray, np.ndarray]:
     """(assignment ``[N]``, centres ``[count, 3]``) of Lloyd's k-means, started from
-    farthest-point samples (deterministic), no cluster left empty."""
+    farthest-point samples (deterministic; a cluster Lloyd empties keeps its centre and may
+    stay empty, which :func:`fit_blended_motion` covers with its fallback)."""
     centres = [points[np.argmin(np.sum(np.square(points - points.mean(0)), axis=1))]]
     distance_sq = np.sum(np.square(points - centres[0]), axis=1)
     for _ in range(count - 1):
@@ -185,9 +186,10 @@ def refine_rigid_motion(T: np.ndarray, pts_a: np.ndarray, pts_b: np.ndarray,
     """``T`` refined so that ``pts_b ~ T pts_a`` in each pair's own metric.
 
     Minimises ``sum_k rho(e_k^T W_k e_k)`` with ``e_k = T a_k - b_k``: Gauss-Newton on a
-    left perturbation ``T <- exp(xi) T``, Cauchy weights of scale ``scale`` (iteratively
-    reweighted), Levenberg damping of ``damping`` times the mean diagonal of the normal
-    matrix. With ``W_k = I`` it is a robust least-squares rigid fit (Umeyama's cost); a
+    left perturbation ``T <- (R(w), v) T`` (``xi = (v, w)``, ``R`` Rodrigues), Cauchy
+    weights of scale ``scale`` (iteratively reweighted), Levenberg damping of ``damping``
+    times the mean diagonal of the normal matrix. With ``W_k = I`` it is a robust
+    least-squares rigid fit (Umeyama's cost); a
     ``W_k`` that vanishes along a direction ignores the residual along it. Directions no
     point constrains (all ``W_k`` blind to them) keep the initial ``T``: the damping holds
     the step there at zero.
@@ -215,7 +217,7 @@ def refine_rigid_motion(T: np.ndarray, pts_a: np.ndarray, pts_b: np.ndarray,
         weighted = np.einsum('nij,nj->ni', information, residual)
         squared = np.einsum('ni,ni->n', residual, weighted)
         robust = 1.0 / (1.0 + squared / scale ** 2)  # Cauchy IRLS weights
-        # Jacobian of exp(xi) T a at xi = 0, xi = (v, w): [I | -[Ta]x].
+        # Jacobian of the perturbed T a at xi = 0: [I | -[Ta]x].
         jacobian = np.zeros((len(moved), 3, 6))
         jacobian[:, :, :3] = np.eye(3)
         jacobian[:, :, 3:] = -_skew(moved)

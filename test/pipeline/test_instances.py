@@ -34,13 +34,20 @@ def _pair(ref: WindowFrame, shift: float) -> PairView:
     before = unproject(depth, K).astype(np.float32)
     now = before.copy()
     now[OBJECT] += np.array([shift, 0.0, 0.0], np.float32)
+    return _view('keyframe', ref, before, before, now)
+
+
+def _view(role: str, ref: WindowFrame, before: np.ndarray, matched: np.ndarray,
+          now: np.ndarray) -> PairView:
+    """A confident pair 0.1 s after ``ref``: the reference's points ``before``, the current
+    pixels' points ``now`` and where their correspondences put them earlier, ``matched``."""
     ones = np.ones((H, W), np.float32)
-    maps = DynamicPointMaps(pts_i_ti=before, pts_i_tj=before, pts_j_ti=before, pts_j_tj=now,
+    maps = DynamicPointMaps(pts_i_ti=before, pts_i_tj=before, pts_j_ti=matched, pts_j_tj=now,
                             conf_i_ti=ones, conf_i_tj=ones, conf_j_ti=ones, conf_j_tj=ones,
                             metric=True)
     zero = np.zeros((H, W, 2), np.float32)
     consistent = np.ones((H, W), bool)
-    return PairView('keyframe', ref, ref.frame.stamp + 0.1, maps, 1.0, 0.0, None,
+    return PairView(role, ref, ref.frame.stamp + 0.1, maps, 1.0, 0.0, None,
                     pixel_flow=PixelFlow(zero, zero, consistent, consistent))
 
 
@@ -100,14 +107,7 @@ def test_instance_fit_ignores_matches_slid_along_stripes():
     slid = before.copy()
     slid[on_object & left] += np.array([0.3 * motion[0], 0.0, 0.0], np.float32)
     slid[on_object & ~left] += np.array([0.0, 0.3 * motion[1], 0.0], np.float32)
-    ones = np.ones((H, W), np.float32)
-    maps = DynamicPointMaps(pts_i_ti=before, pts_i_tj=before, pts_j_ti=slid, pts_j_tj=now,
-                            conf_i_ti=ones, conf_i_tj=ones, conf_j_ti=ones, conf_j_tj=ones,
-                            metric=True)
-    zero = np.zeros((H, W, 2), np.float32)
-    consistent = np.ones((H, W), bool)
-    view = PairView('gap1', _frame(0), 0.1, maps, 1.0, 0.0, None,
-                    pixel_flow=PixelFlow(zero, zero, consistent, consistent))
+    view = _view('gap1', _frame(0), before, slid, now)
     # Stripes: horizontal on the left (gradient along y), vertical on the right.
     aperture = ApertureMetric(xx=np.where(left, 0.0, 1.0).astype(np.float32),
                               xy=np.zeros((H, W), np.float32),
