@@ -15,7 +15,7 @@ import numpy as np
 __all__ = [
     'se3_from_rt', 'se3_inverse', 'se3_compose', 'se3_apply', 'rotmat_to_quat_xyzw',
     'quat_xyzw_to_rotmat', 'rotvec_to_rotmat', 'rotmat_to_rotvec', 'rotation_angle',
-    'rotation_between', 'pose_error',
+    'rotation_between', 'pose_error', 'skew',
 ]
 
 _EPS = 1e-12
@@ -127,6 +127,16 @@ def quat_xyzw_to_rotmat(q: np.ndarray) -> np.ndarray:
     return R.reshape(q.shape[:-1] + (3, 3))
 
 
+def skew(vectors: np.ndarray) -> np.ndarray:
+    """Cross-product matrices ``[..., 3, 3]`` of vectors ``[..., 3]``: ``skew(a) @ b ==
+    cross(a, b)``."""
+    v = _float(vectors)
+    x, y, z = np.moveaxis(v, -1, 0)
+    zero = np.zeros_like(x)
+    return np.stack([zero, -z, y, z, zero, -x, -y, x, zero], axis=-1).reshape(
+        v.shape[:-1] + (3, 3))
+
+
 def rotvec_to_rotmat(rotvec: np.ndarray) -> np.ndarray:
     """Rotation vectors ``[..., 3]`` (radians) -> rotations ``[..., 3, 3]`` (Rodrigues).
 
@@ -138,9 +148,7 @@ def rotvec_to_rotmat(rotvec: np.ndarray) -> np.ndarray:
     a_safe = np.where(small, 1.0, a)
     s = np.where(small, 1.0, np.sin(a_safe) / a_safe)
     c = np.where(small, 0.5, (1 - np.cos(a_safe)) / a_safe ** 2)
-    x, y, z = np.moveaxis(v, -1, 0)
-    zero = np.zeros_like(x)
-    Kx = np.stack([zero, -z, y, z, zero, -x, -y, x, zero], axis=-1).reshape(v.shape[:-1] + (3, 3))
+    Kx = skew(v)
     eye = np.broadcast_to(np.eye(3, dtype=v.dtype), Kx.shape)
     return eye + s * Kx + c * (Kx @ Kx)
 

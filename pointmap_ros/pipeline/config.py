@@ -290,5 +290,4 @@ _VALUE_RULES = (
 _INTEGER_MINIMA = (('keyframe_max_age', 0), ('flow_keyframe_max_age', 0),
                    ('ransac_iterations', 1), ('flow_smooth_radius', 0), ('pose_reset_after', 1),
                    ('max_fit_points', 3), ('deforming_pieces', 1), ('work_pixels', 1),
-                   ('flow_halo_px', 0),
-                   ('flow_border_px', 0), ('flow_width', 16))
+                   ('flow_halo_px', 0), ('flow_border_px', 0), ('flow_width', 16))

@@ -229,13 +229,15 @@ def run(args) -> int:
 
 
 def _print_summary(args, received, sent, elapsed, out, files, log_path) -> None:
+    from pointmap_ros.tools.demo_render import has_metric_scale
+
     diag = {}
     if received['diagnostics']:
         diag = {kv.key: kv.value for s in received['diagnostics'][-1][1].status
                 for kv in s.values}
     processed = len(received['points'])
     ids = sorted({o.id for _, m in received['objects'] for o in m.objects})
-    metric = any(m.metric_scale for _, m in received['objects'])
+    metric = has_metric_scale(received)
     stamps = [s for s, _ in received['points']]
     dropped = {k[8:]: v for k, v in diag.items() if k.startswith('dropped ') and v != '0'}
     print(f'\npointmap-demo finished in {elapsed:.1f} s')

@@ -5,11 +5,10 @@ objects tinted by track colour and other moving pixels (``motion_mask``: moving,
 not yet, part of a published track) in red; ``summary.png`` shows four of them, evenly spaced
 over the run and ending with the last (one frame shows a moment; motion decisions vary from
 frame to frame, e.g. right after a keyframe switch), next to the last frame's top-down view
-of the
-world frame (x right, z forward: the first camera's optical frame seen from above) with the
-static reconstruction, the moving points coloured by track, the object tracks with their ids
-and the estimated camera trajectory. Inputs are the messages the demo recorded, decoded by
-declared fields.
+of the world frame (x right, z forward: the first camera's optical frame seen from above)
+with the static reconstruction, the moving points coloured by track, the object tracks with
+their ids and the estimated camera trajectory. Inputs are the messages the demo recorded,
+decoded by declared fields.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ import numpy as np
 from pointmap_ros.ros.conversions import cloud_to_array, image_to_array, stamp_to_ns, unpack_rgb
 from pointmap_ros.ros.markers import track_color
 
-__all__ = ['render_summary']
+__all__ = ['render_summary', 'has_metric_scale']
 
 _MOVING_RGB = (0.9, 0.1, 0.1)  # moving pixels outside any published track
 _SUBSAMPLE = 3  # every n-th pixel of a cloud in the top-down view (readability and speed)
@@ -30,6 +29,12 @@ _SUBSAMPLE = 3  # every n-th pixel of a cloud in the top-down view (readability 
 def _colour(track_id: int) -> tuple[float, float, float]:
     c = track_color(track_id)
     return c.r, c.g, c.b
+
+
+def has_metric_scale(received) -> bool:
+    """Whether the node's lengths were metres (a metric scale from odometry, depth or a
+    metric model), from the recorded object messages."""
+    return any(msg.metric_scale for _, msg in received['objects'])
 
 
 def _frames(received) -> list[dict]:
@@ -128,8 +133,7 @@ def render_summary(received, out: Path) -> list[Path]:
     if not frames:
         return []
     tracks, camera = _tracks(received)
-    # The node's lengths are metres only with a metric scale (odometry, depth, a metric model).
-    units = 'm' if any(m.metric_scale for _, m in received['objects']) else 'model units'
+    units = 'm' if has_metric_scale(received) else 'model units'
     step = (slice(None, None, _SUBSAMPLE),) * 2
     keep = [(f['xyz'][step][m], f['rgb'][step][m] / 255.0)
             for f in frames for m in [(f['valid'] & (f['ids'] == 0))[step]]]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pointmap_ros.geometry.alignment import ransac_umeyama
-from pointmap_ros.geometry.transforms import rotvec_to_rotmat, se3_apply, se3_from_rt
+from pointmap_ros.geometry.transforms import rotvec_to_rotmat, se3_apply, se3_from_rt, skew
 
 __all__ = ['RigidMotion', 'BlendedMotion', 'fit_rigid_motion', 'fit_blended_motion',
            'object_size', 'refine_rigid_motion']
@@ -220,7 +220,7 @@ def refine_rigid_motion(T: np.ndarray, pts_a: np.ndarray, pts_b: np.ndarray,
         # Jacobian of the perturbed T a at xi = 0: [I | -[Ta]x].
         jacobian = np.zeros((len(moved), 3, 6))
         jacobian[:, :, :3] = np.eye(3)
-        jacobian[:, :, 3:] = -_skew(moved)
+        jacobian[:, :, 3:] = -skew(moved)
         weighted_jacobian = robust[:, None, None] * np.einsum('nij,njk->nik', information,
                                                               jacobian)
         normal = np.einsum('nji,njk->ik', jacobian, weighted_jacobian)
@@ -229,11 +229,3 @@ def refine_rigid_motion(T: np.ndarray, pts_a: np.ndarray, pts_b: np.ndarray,
         step = -np.linalg.solve(normal, gradient)
         T = se3_from_rt(rotvec_to_rotmat(step[3:]), step[:3]) @ T
     return T
-
-
-def _skew(vectors: np.ndarray) -> np.ndarray:
-    """``[N, 3, 3]`` cross-product matrices of ``[N, 3]`` vectors."""
-    x, y, z = vectors[:, 0], vectors[:, 1], vectors[:, 2]
-    zero = np.zeros_like(x)
-    return np.stack([np.stack([zero, -z, y], -1), np.stack([z, zero, -x], -1),
-                     np.stack([-y, x, zero], -1)], -2)

@@ -5,7 +5,7 @@ import pytest
 
 from pointmap_ros.geometry.transforms import (
     pose_error, quat_xyzw_to_rotmat, rotation_angle, rotmat_to_quat_xyzw, rotmat_to_rotvec,
-    rotvec_to_rotmat, se3_apply, se3_compose, se3_from_rt, se3_inverse)
+    rotvec_to_rotmat, se3_apply, se3_compose, se3_from_rt, se3_inverse, skew)
 
 
 def random_rotvecs(n, seed=0):
@@ -63,3 +63,10 @@ def test_pose_error_reports_translation_and_degrees():
     t_err, r_err = pose_error(T, np.eye(4))
     assert t_err == pytest.approx(0.005)
     assert r_err == pytest.approx(2.0)
+
+
+def test_skew_is_the_cross_product_matrix():
+    rng = np.random.default_rng(7)
+    a, b = rng.normal(size=(5, 3)), rng.normal(size=(5, 3))
+    np.testing.assert_allclose(skew(a) @ b[..., None], np.cross(a, b)[..., None], atol=1e-12)
+    np.testing.assert_allclose(skew(a[0]), -skew(a[0]).T)
