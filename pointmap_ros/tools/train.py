@@ -116,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help='Charbonnier width c of the scaled flow error (0: plain L21)')
     opt.add_argument('--dynamic-weight', type=float, default=0.0,
                      help='St4RTrack fixed weight of moving pixels (x max static conf; 0: off)')
+    opt.add_argument('--dynamic-confidence', action='store_true',
+                     help='with --dynamic-weight: still learn the moving pixels\' confidence '
+                     'from their detached error (the node gates points by confidence)')
     run = p.add_argument_group('run')
     run.add_argument('--out', required=True, help='output folder')
     run.add_argument('--resume', action='store_true', help='continue from --out/last.*')
@@ -205,6 +208,7 @@ def loss_config(args) -> DPMLossConfig:
     return DPMLossConfig(map_weights=tuple(args.map_weights), flow_weight=args.flow_weight,
                          flow_scale=args.flow_scale, flow_scale_floor=args.flow_scale_floor,
                          flow_moving_share=share, dynamic_weight=args.dynamic_weight,
+                         dynamic_confidence=args.dynamic_confidence,
                          flow_charbonnier=args.flow_charbonnier)
 
 

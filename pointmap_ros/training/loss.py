@@ -16,6 +16,10 @@ m, with valid pixels V_m and normalised points x = X / s::
 averaged per sample before the batch, so samples with few valid pixels are not drowned out.
 ``dynamic_weight`` > 0 replaces the learned weight of moving pixels by a fixed
 ``dynamic_weight * max(conf of static pixels)`` (detached, no log-conf term; St4RTrack).
+With ``dynamic_confidence`` the moving pixels' confidence is still learned, from their detached
+error (``conf * sg(err) - alpha * log conf``, the same optimum ``alpha / err`` as any other
+pixel): the node gates points by confidence, and a fixed weight alone leaves the confidence of
+moving pixels untrained, so points the network learned to place would still be dropped.
 
 **Flow term** (``flow_weight`` > 0; issue 11). The confidence-weighted map term alone lets the
 network give up on moving pixels (it learned conf ~10 on static and ~1.1 on moving pixels, so
@@ -68,6 +72,8 @@ class DPMLossConfig:
         map_weights: loss weight per map, in ``MAP_NAMES`` order.
         dynamic_weight: St4RTrack-style fixed weight for moving pixels in the map term, as a
             multiple of the sample's maximum static confidence; 0 disables it.
+        dynamic_confidence: with ``dynamic_weight``, keep learning the moving pixels'
+            confidence from their detached error (module docstring).
         flow_weight: weight of the scene-flow term; 0 disables it.
         flow_scale: 'flow' (divide by the flow's own scale) or 'geometry' (see module doc).
         flow_scale_floor: lower bound of the flow scale, in units of the shared point
@@ -84,6 +90,7 @@ class DPMLossConfig:
     alpha: float = 0.2
     map_weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
     dynamic_weight: float = 0.0
+    dynamic_confidence: bool = False
     flow_weight: float = 1.0
     flow_scale: str = 'flow'
     flow_scale_floor: float = 0.005
@@ -230,7 +237,10 @@ class DPMLoss(torch.nn.Module):
                 dyn = motion[name] & valid[name]
                 static_conf = torch.where(valid[name] & ~dyn, conf, torch.zeros_like(conf))
                 fixed = cfg.dynamic_weight * static_conf.flatten(1).amax(1).clamp(min=1.0)
-                term = torch.where(dyn, fixed.detach()[:, None, None] * err, term)
+                dyn_term = fixed.detach()[:, None, None] * err
+                if cfg.dynamic_confidence:
+                    dyn_term = dyn_term + conf * err.detach() - cfg.alpha * torch.log(conf)
+                term = torch.where(dyn, dyn_term, term)
             total = total + weight * _masked_mean(term, valid[name]).mean()
             metrics[f'reg_{name}'] = _masked_mean(err.detach(), valid[name]).mean()
             metrics[f'conf_{name}'] = _masked_mean(conf.detach(), valid[name]).mean()

@@ -123,6 +123,29 @@ def test_dynamic_weight_fixes_the_weight_of_moving_pixels():
     assert float(loss.detach()) > float(plain.detach())
 
 
+def test_dynamic_confidence_keeps_learning_the_moving_pixels_confidence():
+    batch = _batch(seed=5)
+    pred = _pred_from(batch)
+    for m in MAP_NAMES:
+        pred[f'pts_{m}'] = (pred[f'pts_{m}'] + 0.1).requires_grad_(True)
+        pred[f'conf_{m}'] = torch.full_like(pred[f'conf_{m}'], 2.0).requires_grad_(True)
+    fixed_only = DPMLoss(DPMLossConfig(dynamic_weight=5.0, flow_weight=0.0))
+    learned = DPMLoss(DPMLossConfig(dynamic_weight=5.0, dynamic_confidence=True,
+                                    flow_weight=0.0))
+    grads = []
+    for loss_fn in (fixed_only, learned, DPMLoss(PLAIN)):
+        loss, _ = loss_fn(pred, batch)
+        grads.append(torch.autograd.grad(loss, [pred['pts_i_tj'], pred['conf_i_tj']]))
+    moving = batch['motion_i']
+    # The points keep the fixed weight: the confidence term sees a detached error.
+    assert torch.equal(grads[0][0], grads[1][0])
+    assert not torch.allclose(grads[1][0][moving], grads[2][0][moving])
+    # The moving pixels' confidence gets the plain objective's gradient (err - alpha / conf),
+    # where the fixed weight alone gives it none.
+    assert torch.all(grads[0][1][moving] == 0)
+    assert torch.allclose(grads[1][1], grads[2][1], rtol=1e-5, atol=1e-9)
+
+
 def test_flow_weight_adds_the_flow_term():
     batch = _batch(seed=6)
     pred = _pred_from(batch)
