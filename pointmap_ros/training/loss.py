@@ -107,6 +107,10 @@ class DPMLossConfig:
         if self.dynamic_weight < 0 or self.flow_weight < 0:
             raise ConfigError('dynamic_weight and flow_weight must be >= 0, got '
                               f'{self.dynamic_weight} and {self.flow_weight}')
+        if self.dynamic_confidence and self.dynamic_weight == 0:
+            raise ConfigError('dynamic_confidence needs dynamic_weight > 0 (without the fixed '
+                              'weight every pixel already learns its confidence)',
+                              name='dynamic_confidence', value=self.dynamic_confidence)
         if self.flow_scale not in FLOW_SCALES:
             raise ConfigError(f'flow_scale={self.flow_scale!r}; expected one of {FLOW_SCALES}',
                               name='flow_scale', value=self.flow_scale)

@@ -144,6 +144,8 @@ def test_dynamic_confidence_keeps_learning_the_moving_pixels_confidence():
     # where the fixed weight alone gives it none.
     assert torch.all(grads[0][1][moving] == 0)
     assert torch.allclose(grads[1][1], grads[2][1], rtol=1e-5, atol=1e-9)
+    with pytest.raises(ConfigError, match='dynamic_confidence'):
+        DPMLoss(DPMLossConfig(dynamic_confidence=True, flow_weight=0.0))
 
 
 def test_flow_weight_adds_the_flow_term():
