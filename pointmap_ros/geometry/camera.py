@@ -9,6 +9,8 @@ Convention:
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from pointmap_ros.errors import CalibrationError, InputError
@@ -87,9 +89,17 @@ def crop_intrinsics(K: np.ndarray, x0: int, y0: int) -> np.ndarray:
 
 
 def pixel_grid(height: int, width: int, dtype=np.float64) -> np.ndarray:
-    """``[H, W, 2]`` pixel coordinates (u, v) of pixel centres."""
+    """``[H, W, 2]`` pixel coordinates (u, v) of pixel centres (cached per size and dtype:
+    read-only, shared by every caller)."""
+    return _pixel_grid(int(height), int(width), np.dtype(dtype))
+
+
+@functools.lru_cache(maxsize=16)
+def _pixel_grid(height: int, width: int, dtype: np.dtype) -> np.ndarray:
     v, u = np.mgrid[0:height, 0:width].astype(dtype)
-    return np.stack([u, v], axis=-1)
+    grid = np.stack([u, v], axis=-1)
+    grid.flags.writeable = False
+    return grid
 
 
 def project(points: np.ndarray, K: np.ndarray) -> np.ndarray:

@@ -15,8 +15,6 @@ Convention: points are in the OpenCV optical frame, pixel centres at integers, p
 
 from __future__ import annotations
 
-import functools
-
 import cv2
 import numpy as np
 
@@ -28,12 +26,6 @@ from pointmap_ros.geometry.transforms import (rotvec_to_rotmat, se3_apply, se3_f
 __all__ = ['relative_pose_pnp']
 
 
-@functools.lru_cache(maxsize=4)
-def _grid(height: int, width: int) -> np.ndarray:
-    """``[H * W, 2]`` float64 pixel centres, cached (built once per resolution)."""
-    grid = pixel_grid(height, width).reshape(-1, 2)
-    grid.flags.writeable = False
-    return grid
 
 
 def relative_pose_pnp(pts_j_in_i: np.ndarray, K: np.ndarray, mask: np.ndarray | None = None,
@@ -87,7 +79,7 @@ def relative_pose_pnp(pts_j_in_i: np.ndarray, K: np.ndarray, mask: np.ndarray | 
     if len(idx) < 6:
         raise PoseError(f'PnP needs >= 6 usable pixels, got {len(idx)}', 'pnp_too_few_points')
     rng = np.random.default_rng(seed)
-    grid = _grid(H, W)
+    grid = pixel_grid(H, W).reshape(-1, 2)
     flat = pts.reshape(-1, 3)
     sample = idx if len(idx) <= max_points else rng.choice(idx, max_points, replace=False)
     sample = sample[np.isfinite(flat[sample]).all(1)]

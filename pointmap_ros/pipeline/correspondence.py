@@ -30,7 +30,6 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from pointmap_ros.geometry.pointmap import set_invalid_nan
 from pointmap_ros.tracking.window import WindowFrame
 from pointmap_ros.types import DynamicPointMaps, MapName
 
@@ -255,7 +254,6 @@ def sample_map(values: np.ndarray, flow: np.ndarray, jump_rel: float = 0.05) -> 
     # Replicated borders, so a read exactly on the last row/column is not a blend with the
     # outside; targets beyond the image are set to NaN explicitly below.
     bilinear = cv2.remap(src, tx, ty, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    nearest = cv2.remap(src, tx, ty, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
     z = src[..., 2]
     # Is the 2x2 neighbourhood whose top-left corner is (floor x, floor y) one surface?
     kernel = np.ones((2, 2), np.uint8)
@@ -267,8 +265,15 @@ def sample_map(values: np.ndarray, flow: np.ndarray, jump_rel: float = 0.05) -> 
                        borderMode=cv2.BORDER_REPLICATE).view(bool)
     jump = ~smooth | ~np.isfinite(bilinear[..., 2])
     inside = (tx >= -0.5) & (tx <= W - 0.5) & (ty >= -0.5) & (ty <= H - 0.5)
-    sampled = np.where(jump[..., None], nearest, bilinear)
-    return np.where(inside[..., None], sampled, np.float32(np.nan))
+    # Indexed writes of the few pixels that differ (NumPy's broadcast of an [H, W, 1] mask
+    # over the channels costs more than the two remaps together).
+    sampled = bilinear.reshape(H * W, -1)
+    jumped = np.flatnonzero(jump)
+    if jumped.size:
+        nearest = cv2.remap(src, tx, ty, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
+        sampled[jumped] = nearest.reshape(H * W, -1)[jumped]
+    sampled[np.flatnonzero(~inside)] = np.nan
+    return bilinear
 
 
 def _warp_with_confidence(points: np.ndarray, conf: np.ndarray, flow: np.ndarray,
@@ -276,33 +281,42 @@ def _warp_with_confidence(points: np.ndarray, conf: np.ndarray, flow: np.ndarray
                           ) -> tuple[np.ndarray, np.ndarray]:
     """Points and confidence of the other image read through ``flow``; invalid -> NaN / 1."""
     sampled = sample_map(np.concatenate([points, conf[..., None]], axis=-1), flow)
-    ok = valid & np.isfinite(sampled[..., 2])
-    pts = set_invalid_nan(np.ascontiguousarray(sampled[..., :3]), ok)
+    failed = np.flatnonzero(~(valid & np.isfinite(sampled[..., 2])))
+    pts = np.ascontiguousarray(sampled[..., :3])
+    pts.reshape(-1, 3)[failed] = np.nan
     # A correspondence is as trustworthy as the less confident of its two ends; 1 is the
     # floor of DUSt3R confidences (1 + exp(x)), i.e. "no confidence".
     out_conf = np.minimum(sampled[..., 3], own_conf)
-    out_conf[~ok] = 1.0
+    out_conf.reshape(-1)[failed] = 1.0
     return pts, out_conf
 
 
-def correspondence_cross_time(maps: DynamicPointMaps, flow: PixelFlow) -> DynamicPointMaps:
+def correspondence_cross_time(maps: DynamicPointMaps, flow: PixelFlow,
+                              forward: bool = True) -> DynamicPointMaps:
     """``maps`` with ``P_i(t_j)`` and ``P_j(t_i)`` rebuilt from the same-time maps and the
     pair's correspondences (module docstring); NaN where occluded or out of frame.
 
-    The same-time maps and their confidences are kept unchanged.
+    The same-time maps and their confidences are kept unchanged. ``forward=False`` skips
+    ``P_i(t_j)`` (all NaN, confidence 1) for a caller that never reads it: the pipeline's
+    motion, pose and scene flow are all of image j's pixels.
     """
-    i_tj, conf_i_tj = _warp_with_confidence(maps.pts_j_tj, maps.conf_j_tj, flow.forward,
-                                            flow.forward_valid, maps.conf_i_ti)
+    if forward:
+        i_tj, conf_i_tj = _warp_with_confidence(maps.pts_j_tj, maps.conf_j_tj, flow.forward,
+                                                flow.forward_valid, maps.conf_i_ti)
+    else:
+        i_tj = np.full_like(maps.pts_i_ti, np.nan)
+        conf_i_tj = np.ones_like(maps.conf_i_ti)
     j_ti, conf_j_ti = _warp_with_confidence(maps.pts_i_ti, maps.conf_i_ti, flow.backward,
                                             flow.backward_valid, maps.conf_j_tj)
     return dataclasses.replace(maps, pts_i_tj=i_tj, conf_i_tj=conf_i_tj,
                                pts_j_ti=j_ti, conf_j_ti=conf_j_ti)
 
 
-def fuse_cross_time(network: DynamicPointMaps, correspondence: DynamicPointMaps
-                    ) -> DynamicPointMaps:
+def fuse_cross_time(network: DynamicPointMaps, correspondence: DynamicPointMaps,
+                    forward: bool = True) -> DynamicPointMaps:
     """Per pixel: the correspondence's cross-time point where it is observed (valid), the
-    network's elsewhere.
+    network's elsewhere (all of ``P_i(t_j)`` when the correspondences skipped it:
+    ``forward=False`` of :func:`correspondence_cross_time`).
 
     Why this rule: where the flow is forward-backward consistent the point is *measured*
     (same-time geometry at the matched pixel) and beats any regression of where a point
@@ -312,12 +326,16 @@ def fuse_cross_time(network: DynamicPointMaps, correspondence: DynamicPointMaps
     averaging by confidence would weigh apples against oranges.
     """
     def pick(name: MapName) -> tuple[np.ndarray, np.ndarray]:
-        measured = np.isfinite(correspondence.pts(name)[..., 2])
-        pts = np.where(measured[..., None], correspondence.pts(name), network.pts(name))
-        conf = np.where(measured, correspondence.conf(name), network.conf(name))
-        return pts.astype(np.float32), conf.astype(np.float32)
+        # Most pixels are measured: copy the correspondence's, write the network's rows.
+        unmeasured = np.flatnonzero(~np.isfinite(correspondence.pts(name)[..., 2]))
+        pts = correspondence.pts(name).astype(np.float32)  # a fresh copy
+        conf = correspondence.conf(name).astype(np.float32)
+        pts.reshape(-1, 3)[unmeasured] = network.pts(name).reshape(-1, 3)[unmeasured]
+        conf.reshape(-1)[unmeasured] = network.conf(name).reshape(-1)[unmeasured]
+        return pts, conf
 
-    i_tj, conf_i_tj = pick(MapName.I_TJ)
+    i_tj, conf_i_tj = (pick(MapName.I_TJ) if forward
+                       else (network.pts_i_tj, network.conf_i_tj))
     j_ti, conf_j_ti = pick(MapName.J_TI)
     return dataclasses.replace(network, pts_i_tj=i_tj, conf_i_tj=conf_i_tj,
                                pts_j_ti=j_ti, conf_j_ti=conf_j_ti)

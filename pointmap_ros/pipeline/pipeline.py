@@ -105,6 +105,16 @@ class _Pair:
 
 
 @dataclass(frozen=True)
+class _ImageMotion:
+    """What the current frame's images alone say (no maps needed, so it is computed beside
+    inference): the optical flow of each scheduled pair and the frame's aperture metric.
+    All None with network cross-time maps."""
+
+    aperture: ApertureMetric | None
+    flows: list[PixelFlow | None]
+
+
+@dataclass(frozen=True)
 class _Geometry:
     """The current frame's points under its final pose (window units, camera frame)."""
 
@@ -222,9 +232,9 @@ class DynamicReconPipeline:
             frame.T_world_cam = np.eye(4)
             camera.window.set_keyframe(frame)
         else:
-            pairs, inference_cpu = self._infer_pairs(camera, frame, timings)
+            pairs, aperture, inference_cpu = self._infer_pairs(camera, frame, timings)
             try:
-                out = self._geometry(camera, frame, pairs, timings)
+                out = self._geometry(camera, frame, pairs, aperture, timings)
             except PoseError as exc:
                 self._pose_lost(camera, frame, exc)  # raises, unless frame re-anchors
             else:
@@ -266,57 +276,62 @@ class DynamicReconPipeline:
         return DenseFlow.grey(resize_crop(raw, (flow_height, flow_width))[0])
 
     def _infer_pairs(self, camera: _CameraState, frame: WindowFrame,
-                     timings: dict[str, float]) -> tuple[list[_Pair], float]:
-        """The frame's scheduled pairs after inference and the correspondence stage, and
-        the thread CPU seconds inference took (timings recorded in ``timings``)."""
+                     timings: dict[str, float]
+                     ) -> tuple[list[_Pair], ApertureMetric | None, float]:
+        """The frame's scheduled pairs after inference and the correspondence stage, the
+        frame's aperture metric, and the thread CPU seconds inference took (timings
+        recorded in ``timings``)."""
         schedule = list(camera.window.schedule())
-        pending_flows = self._start_flows(schedule, frame)
+        pending = self._start_image_motion(schedule, frame)
         started, cpu_started = time.perf_counter(), time.thread_time()
         try:
             inferred = [(role, ref, self.engine.infer(ref.frame, frame.frame))
                         for role, ref in schedule]
         except BaseException:
-            for pending in pending_flows:
-                if pending is not None:
-                    pending.cancel()
+            if pending is not None:
+                pending.cancel()
             raise
         timings['inference'] = _ms(started)
-        timings['correspondence'] = timings['depth_prior'] = 0.0
+        inference_cpu = time.thread_time() - cpu_started
+        started = time.perf_counter()
+        # What is left of the image work started beside inference is waited for here.
+        image_motion = self._image_motion(schedule, frame) if pending is None else pending.result()
+        timings['correspondence'] = _ms(started)
+        timings['depth_prior'] = 0.0
         pairs = []
-        for (role, ref, maps), pending in zip(inferred, pending_flows):
-            started = time.perf_counter()
-            # What is left of a flow started beside inference is waited for here.
-            flow = self._pixel_flow(ref, frame) if pending is None else pending.result()
-            timings['correspondence'] += _ms(started)
+        for (role, ref, maps), flow in zip(inferred, image_motion.flows):
             started = time.perf_counter()
             fused = self._depth_prior(camera, ref, frame, maps, flow)
             timings['depth_prior'] += _ms(started)
             started = time.perf_counter()
             maps = maps if fused is None else fused
-            pairs.append(_Pair(role, ref, self._cross_time(maps, flow), flow,
+            pairs.append(_Pair(role, ref, self._cross_time(role, maps, flow), flow,
                                depth_fused=fused is not None))
             timings['correspondence'] += _ms(started)
-        return pairs, time.thread_time() - cpu_started
+        return pairs, image_motion.aperture, inference_cpu
 
-    def _start_flows(self, schedule: list[tuple[str, WindowFrame]], frame: WindowFrame
-                     ) -> list[Future | None]:
-        """:meth:`_pixel_flow` of each scheduled pair, started on the flow thread so that
-        it runs while the engine infers: it needs only the images (at 96x128 it hid 11 of
-        its ~12 ms per frame behind the shipped model's inference on two cores). None per
-        pair where the flow is computed after inference instead (network cross-time maps,
-        or a flow source not marked ``concurrent_with_inference``)."""
+    def _start_image_motion(self, schedule: list[tuple[str, WindowFrame]],
+                            frame: WindowFrame) -> Future | None:
+        """:meth:`_image_motion`, started on the flow thread so that it runs while the
+        engine infers: it needs only the images (at 96x128 the optical flow hid 11 of its
+        ~12 ms per frame behind the shipped model's inference on two cores). None where it
+        runs after inference instead (network cross-time maps, or a flow source not marked
+        ``concurrent_with_inference``)."""
         if (self.cross_time_source == 'network'
                 or not getattr(self.flow_source, 'concurrent_with_inference', False)):
-            return [None] * len(schedule)
+            return None
         if self._flow_thread is None:
             self._flow_thread = ThreadPoolExecutor(1, thread_name_prefix='pointmap_flow')
-        return [self._flow_thread.submit(self._pixel_flow, ref, frame) for _, ref in schedule]
+        return self._flow_thread.submit(self._image_motion, schedule, frame)
 
-    def _pixel_flow(self, ref: WindowFrame, frame: WindowFrame) -> PixelFlow | None:
-        """The pair's optical flow, None with network cross-time maps."""
+    def _image_motion(self, schedule: list[tuple[str, WindowFrame]],
+                      frame: WindowFrame) -> _ImageMotion:
+        """The correspondence stage's image-only half for the frame's scheduled pairs."""
         if self.cross_time_source == 'network':
-            return None
-        return self.flow_source.pair_flow(ref, frame, self.size)
+            return _ImageMotion(None, [None] * len(schedule))
+        return _ImageMotion(self._aperture(frame),
+                            [self.flow_source.pair_flow(ref, frame, self.size)
+                             for _, ref in schedule])
 
     def _depth_prior(self, camera: _CameraState, ref: WindowFrame, frame: WindowFrame,
                      maps: DynamicPointMaps, flow: PixelFlow | None
@@ -336,20 +351,23 @@ class DynamicReconPipeline:
             config.depth_edge_rel, config.conf_threshold, flow, self.stride, config.seed)
         return None if fusion is None else fusion.maps
 
-    def _cross_time(self, maps: DynamicPointMaps, flow: PixelFlow | None
+    def _cross_time(self, role: str, maps: DynamicPointMaps, flow: PixelFlow | None
                     ) -> DynamicPointMaps:
         """The pair's maps with cross-time maps from the configured source (``flow`` is
-        None exactly with network cross-time maps)."""
+        None exactly with network cross-time maps). Image i's pixels at t_j are only read
+        for the keyframe's tracks (``keyframe_tracks``): other pairs skip them."""
         if flow is None:
             return maps
-        corresponded = correspondence_cross_time(maps, flow)
+        forward = role == 'keyframe' and self.config.keyframe_tracks
+        corresponded = correspondence_cross_time(maps, flow, forward=forward)
         if self.cross_time_source == 'fused':
-            corresponded = fuse_cross_time(maps, corresponded)
+            corresponded = fuse_cross_time(maps, corresponded, forward=forward)
         return corresponded
 
     # -- stages -------------------------------------------------------------------------
     def _geometry(self, camera: _CameraState, frame: WindowFrame, pairs: list[_Pair],
-                  timings: dict[str, float]) -> PipelineOutput:
+                  aperture: ApertureMetric | None, timings: dict[str, float]
+                  ) -> PipelineOutput:
         """Stages 2-7 of the module docstring for a frame with a keyframe."""
         started = time.perf_counter()
         views = self._views(camera, frame, pairs)
@@ -363,7 +381,6 @@ class DynamicReconPipeline:
                                    keyframe_pair.gate(MapName.I_TI, stride))
         if not math.isfinite(scene_depth):
             raise PoseError('keyframe pair has no valid points', 'no_points')
-        aperture = (self._aperture(frame) if keyframe_pair.pixel_flow is not None else None)
         prior = self._odometry_prior(camera, keyframe_pair, frame)
         motion = estimate_motion_and_pose(views, intrinsics.K, scene_depth, aperture,
                                           self.config, self.grid,

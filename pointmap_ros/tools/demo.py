@@ -245,9 +245,12 @@ def _print_summary(args, received, sent, elapsed, out, files, log_path) -> None:
           f"({diag.get('device', diag.get('selection', 'cpu'))})")
     print(f'  frames     {len(sent)} sent, {processed} with outputs (the first frame only '
           f'opens the window); stamps equal input stamps: {set(stamps) <= set(sent)}')
+    frame_ms = float(diag.get('stage total (ms)', 0.0))
+    inference_ms = float(diag.get('stage inference (ms)', 0.0))
+    outside = (f'; outside it {frame_ms - inference_ms:.1f} ms = '
+               f'{100 * (frame_ms - inference_ms) / frame_ms:.0f} %' if frame_ms > 0 else '')
     print(f"  rate       {float(diag.get('output rate (Hz)', 0.0)):.2f} outputs/s; "
-          f"{float(diag.get('stage total (ms)', 0.0)):.0f} ms per frame "
-          f"(inference {float(diag.get('stage inference (ms)', 0.0)):.0f} ms)")
+          f"{frame_ms:.1f} ms per frame (inference {inference_ms:.1f} ms{outside})")
     print(f'  dropped    {dropped or "none"}')
     print(f"  objects    {len(ids)} tracked (ids {', '.join(map(str, ids)) or '-'}); lengths "
           f"in {'metres' if metric else 'model units (no metric scale)'}")

@@ -192,3 +192,24 @@ def test_checkpoint_provenance_marks_converted_heads():
     assert cross_time_heads({'source': {'cross_time_validation': {'epe': 'x'}}}) == 'trained'
     assert OracleEngine(lambda a, b: None, (8, 8), two_map=True).cross_time_heads == 'withheld'
     assert OracleEngine(lambda a, b: None, (8, 8)).cross_time_heads == 'exact'
+
+
+def test_skipping_the_forward_direction_leaves_the_backward_maps_unchanged():
+    """``forward=False`` (the pipeline's pairs without keyframe tracks) skips ``P_i(t_j)``
+    only: image j's cross-time map is the full computation's, the skipped map invalid, and
+    ``fused`` then keeps the network's ``P_i(t_j)``."""
+    forward, backward = square_flows()
+    in_i, in_j = square_masks()
+    depth_i = np.where(in_i, 2.0, 5.0).astype(np.float32)
+    depth_j = np.where(in_j, 2.0, 5.0).astype(np.float32)
+    network = _maps(depth_i, depth_j)
+    flow = PixelFlow(forward, backward, consistent_flow(forward, backward),
+                     consistent_flow(backward, forward))
+    full = correspondence_cross_time(network, flow)
+    skipped = correspondence_cross_time(network, flow, forward=False)
+    np.testing.assert_array_equal(skipped.pts_j_ti, full.pts_j_ti)
+    np.testing.assert_array_equal(skipped.conf_j_ti, full.conf_j_ti)
+    assert np.isnan(skipped.pts_i_tj).all() and (skipped.conf_i_tj == 1.0).all()
+    fused = fuse_cross_time(network, skipped, forward=False)
+    np.testing.assert_array_equal(fused.pts_i_tj, network.pts_i_tj)
+    np.testing.assert_array_equal(fused.pts_j_ti, fuse_cross_time(network, full).pts_j_ti)
