@@ -11,7 +11,7 @@ from pointmap_ros.errors import InputError
 
 __all__ = ['squared_norm', 'vector_norm', 'valid_mask', 'confidence_mask',
            'confidence_threshold', 'invalid_as_nan', 'set_invalid_nan', 'depth_from_points',
-           'median_depth', 'scale_from_depth', 'depth_ratio', 'depth_edges']
+           'median', 'median_depth', 'scale_from_depth', 'depth_ratio', 'depth_edges']
 
 
 def squared_norm(v: np.ndarray) -> np.ndarray:
@@ -95,6 +95,21 @@ def _quantile(values: np.ndarray, q: float) -> float:
     return float(b - diff * (1 - gamma) if gamma >= 0.5 else a + diff * gamma)
 
 
+def median(values: np.ndarray) -> float:
+    """``float(np.median(values))`` of a non-empty array, bit for bit (NaN if any value is):
+    the same partition without NumPy's generic machinery (~30 us of Python per call, a
+    dozen calls per frame)."""
+    flat = np.ravel(values)
+    half = flat.size // 2
+    if flat.size % 2:
+        part = np.partition(flat, (half, -1))  # -1: a NaN sorts last
+        middle = part[half]
+    else:
+        part = np.partition(flat, (half - 1, half, -1))
+        middle = part[half - 1:half + 1].mean()  # as np.median does
+    return float('nan') if np.isnan(part[-1]) else float(middle)
+
+
 def invalid_as_nan(valid: np.ndarray, dtype=np.float32) -> np.ndarray:
     """``[H, W, 3]`` additive mask: 0 where ``valid`` ``[H, W]`` (bool), NaN elsewhere.
 
@@ -133,7 +148,7 @@ def median_depth(points: np.ndarray, mask: np.ndarray | None = None) -> float:
     if mask is not None:
         ok &= mask
     z = points[..., 2][ok]
-    return float(np.median(z)) if z.size else float('nan')
+    return median(z) if z.size else float('nan')
 
 
 def depth_ratio(z_ref: np.ndarray, z: np.ndarray, mask: np.ndarray | None = None,
@@ -144,7 +159,7 @@ def depth_ratio(z_ref: np.ndarray, z: np.ndarray, mask: np.ndarray | None = None
         ok &= mask
     if np.count_nonzero(ok) < min_pixels:
         return None
-    return float(np.median(z_ref[ok] / z[ok]))
+    return median(z_ref[ok] / z[ok])
 
 
 def scale_from_depth(points: np.ndarray, depth: np.ndarray, mask: np.ndarray | None = None,

@@ -30,7 +30,7 @@ __all__ = ['relative_pose_pnp']
 
 def relative_pose_pnp(pts_j_in_i: np.ndarray, K: np.ndarray, mask: np.ndarray | None = None,
                       reprojection_error_px: float = 5.0, iterations: int = 100,
-                      max_points: int = 500, refine_points: int = 1000,
+                      max_points: int = 500, refine_points: int = 500,
                       seed: int = 0, stride: int = 1) -> tuple[np.ndarray, int]:
     """``T_cami_camj`` from image j's points expressed in camera i's frame.
 

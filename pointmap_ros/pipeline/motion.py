@@ -46,6 +46,7 @@ import numpy as np
 
 from pointmap_ros.geometry.camera import pixel_grid, project
 from pointmap_ros.geometry.epipolar import CameraFlowModel, fit_camera_flow
+from pointmap_ros.geometry.pointmap import median
 from pointmap_ros.geometry.transforms import se3_apply
 
 __all__ = ['FlowMotion', 'ApertureMetric', 'aperture_metric', 'camera_flow_model',
@@ -199,7 +200,7 @@ def camera_still(flow: np.ndarray, static: np.ndarray, stride: int, still_px: fl
         return False
     # Per component: a NumPy sum over a last axis of length 2 costs several times more.
     flow_x, flow_y = flow[::stride, ::stride, 0][keep], flow[::stride, ::stride, 1][keep]
-    return float(np.median(np.sqrt(flow_x * flow_x + flow_y * flow_y))) < still_px
+    return median(np.sqrt(flow_x * flow_x + flow_y * flow_y)) < still_px
 
 
 def flow_motion(pose_res: np.ndarray | None, epipolar_res: np.ndarray | None,
@@ -269,12 +270,12 @@ def _maps_reliable(pose_res: np.ndarray, epipolar_res: np.ndarray, observed: np.
     with_point = np.isfinite(pose_static)
     if np.count_nonzero(with_point) < 32:
         return False
-    pose_noise = float(np.median(pose_static[with_point]))
+    pose_noise = median(pose_static[with_point])
     if pose_noise > reliable_px:
         return False
     if reliable_ratio is None:
         return True
-    flow_noise = float(np.median(epipolar_res[::stride, ::stride][static][with_point]))
+    flow_noise = median(epipolar_res[::stride, ::stride][static][with_point])
     return pose_noise <= reliable_ratio * flow_noise
 
 
@@ -288,7 +289,7 @@ def _filtered_threshold(residual: np.ndarray, judged: np.ndarray, stride: int,
         residual = cv2.medianBlur(np.where(judged, residual, np.float32(0)).astype(np.float32),
                                   filter_size)
     sub = residual[::stride, ::stride][judged[::stride, ::stride]]
-    noise = float(np.median(sub)) if sub.size else 0.0
+    noise = median(sub) if sub.size else 0.0
     return residual, max(floor, noise_mult * noise)
 
 
@@ -357,19 +358,34 @@ def _trim_halo(moving: np.ndarray, depth: np.ndarray, flow: np.ndarray, jump_rel
     static_depth = local_mean(depth[..., None], ~moving & known, window)[..., 0]
     with np.errstate(invalid='ignore'):
         dragged = (behind & (depth >= static_depth * (1 - jump_rel))
-                   & (np.linalg.norm(flow - front_flow, axis=-1)
-                      <= drag_ratio * np.linalg.norm(front_flow - static_flow, axis=-1)))
+                   & (_length(flow - front_flow)
+                      <= drag_ratio * _length(front_flow - static_flow)))
     return moving & ~dragged
+
+
+def _length(vectors: np.ndarray) -> np.ndarray:
+    """``[H, W]`` length of ``[H, W, 2]`` vectors, per component (a NumPy reduction over a
+    last axis of length 2 costs several times more)."""
+    x, y = vectors[..., 0], vectors[..., 1]
+    return np.sqrt(x * x + y * y)
 
 
 def local_mean(values: np.ndarray, known: np.ndarray, window: int) -> np.ndarray:
     """``[H, W, C]`` mean of ``values`` over the ``known`` pixels of each ``window``-square
-    (normalised box filter; NaN where the window holds no known pixel)."""
+    (normalised box filter; NaN where the window holds no known pixel).
+
+    Channel by channel into OpenCV's interleaved layout: NumPy broadcasts of an ``[H, W, 1]``
+    mask over the channels cost twice the filters themselves.
+    """
     size = (window, window)
-    total = cv2.boxFilter(np.where(known[..., None], values, 0).astype(np.float32), -1, size,
+    channels = values.shape[-1]
+    planes = [np.where(known, values[..., channel], np.float32(0)).astype(np.float32)
+              for channel in range(channels)]
+    total = cv2.boxFilter(cv2.merge(planes) if channels > 1 else planes[0], -1, size,
                           normalize=False, borderType=cv2.BORDER_CONSTANT)
-    total = total.reshape(values.shape)  # OpenCV drops a single channel
     count = cv2.boxFilter(known.astype(np.float32), -1, size, normalize=False,
-                          borderType=cv2.BORDER_CONSTANT)[..., None]
+                          borderType=cv2.BORDER_CONSTANT)
+    if channels > 1:
+        count = cv2.merge([count] * channels)
     with np.errstate(invalid='ignore', divide='ignore'):
-        return np.where(count > 0, total / count, np.float32(np.nan)).astype(np.float32)
+        return (total / count).reshape(values.shape)

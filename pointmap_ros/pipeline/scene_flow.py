@@ -40,8 +40,12 @@ def published_flow(flow_pair: PairView, R_cam_ref: np.ndarray, time_unit: float,
     flow_valid = valid & flow_pair.valid_flow
     flow_ref = flow_pair.flow_j
     if flow_pair.pixel_flow is not None:
-        flow_ref = np.where(motion[..., None], rigid_flow(labels, fits, flow_pair),
-                            np.float32(0))
+        # Zero, with the moving pixels' rows written (fewer than the static ones; an
+        # [H, W, 1] mask broadcast over the channels costs more).
+        moving_rows = np.flatnonzero(motion)
+        flow_ref = np.zeros(flow_pair.flow_j.shape, np.float32)
+        rigid_rows = rigid_flow(labels, fits, flow_pair).reshape(-1, 3)
+        flow_ref.reshape(-1, 3)[moving_rows] = rigid_rows[moving_rows]
         # A moving pixel outside every fitted instance (a blob too small to be an object,
         # mostly at occlusion borders) has only its own correspondence, whose 3D error was
         # 7x its true flow on the held-out scenes: unknown is more honest than that.

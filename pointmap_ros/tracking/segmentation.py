@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from pointmap_ros.geometry.pointmap import squared_norm, vector_norm
+from pointmap_ros.geometry.pointmap import median, squared_norm, vector_norm
 
 __all__ = ['flow_noise', 'motion_threshold', 'smooth_flow', 'PairMotion', 'pair_motion',
            'remove_small_regions', 'segment_instances']
@@ -27,7 +27,7 @@ def flow_noise(flow_norm: np.ndarray, valid: np.ndarray, max_samples: int = 1638
     v = flow_norm[valid]
     if v.size > max_samples:
         v = v[::v.size // max_samples]
-    return float(np.median(v)) if v.size else 0.0
+    return median(v) if v.size else 0.0
 
 
 def motion_threshold(noise: float, scene_depth: float, dt: float, speed_rel: float,

@@ -89,3 +89,15 @@ def test_private_quantile_equals_numpy_quantile(dtype):
         values = (rng.standard_normal(n) * 3 + 2).astype(dtype)
         for q in (0.0, 0.1, 0.25, 0.5, 0.77, 0.9, 1.0):
             assert _quantile(values, q) == float(np.quantile(values, q)), (n, q)
+
+
+@pytest.mark.parametrize('dtype', [np.float32, np.float64, np.int64])
+def test_median_equals_numpy_median(dtype):
+    from pointmap_ros.geometry.pointmap import median
+    rng = np.random.default_rng(5)
+    for n in [*range(1, 40), 999, 1000, 8191, 8192]:
+        values = (rng.normal(0.0, 1.0, n) * rng.uniform(0.1, 100.0)).astype(dtype)
+        assert median(values) == float(np.median(values)), n
+        if dtype != np.int64 and n > 2:
+            values[rng.integers(n)] = np.nan  # NaN propagates, as in NumPy
+            assert np.isnan(median(values)) and np.isnan(np.median(values))
