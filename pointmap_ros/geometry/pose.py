@@ -26,8 +26,6 @@ from pointmap_ros.geometry.transforms import (rotvec_to_rotmat, se3_apply, se3_f
 __all__ = ['relative_pose_pnp']
 
 
-
-
 def relative_pose_pnp(pts_j_in_i: np.ndarray, K: np.ndarray, mask: np.ndarray | None = None,
                       reprojection_error_px: float = 5.0, iterations: int = 100,
                       max_points: int = 500, refine_points: int = 500,

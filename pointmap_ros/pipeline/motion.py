@@ -388,4 +388,6 @@ def local_mean(values: np.ndarray, known: np.ndarray, window: int) -> np.ndarray
     if channels > 1:
         count = cv2.merge([count] * channels)
     with np.errstate(invalid='ignore', divide='ignore'):
-        return (total / count).reshape(values.shape)
+        # (The box filter's running sums may leave a rounding residue where no pixel is.)
+        mean = np.where(count > 0, total / count, np.float32(np.nan))
+    return mean.reshape(values.shape)
