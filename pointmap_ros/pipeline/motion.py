@@ -286,11 +286,23 @@ def _filtered_threshold(residual: np.ndarray, judged: np.ndarray, stride: int,
     if filter_size > 1:
         # Optical flow errors are heavy-tailed speckle; real motion covers whole surfaces.
         # A median over a small window keeps object borders and drops isolated misses.
-        residual = cv2.medianBlur(np.where(judged, residual, np.float32(0)).astype(np.float32),
-                                  filter_size)
+        residual = _median_blur(np.where(judged, residual, np.float32(0)), filter_size, floor)
     sub = residual[::stride, ::stride][judged[::stride, ::stride]]
     noise = median(sub) if sub.size else 0.0
     return residual, max(floor, noise_mult * noise)
+
+
+def _median_blur(residual: np.ndarray, filter_size: int, floor: float) -> np.ndarray:
+    """``filter_size`` median filter of a non-negative ``[H, W]`` residual, in 16-bit steps
+    of 1/256 of the decision ``floor`` (OpenCV's 16-bit median is 2-3x faster than its float
+    one at these sizes): the steps are far below any threshold, and the values saturate at
+    256 floors, far above any."""
+    if not floor > 0:
+        return cv2.medianBlur(residual.astype(np.float32), filter_size)
+    unit = floor / 256.0
+    steps = np.clip(residual * np.float32(1.0 / unit) + np.float32(0.5), 0, 65535)
+    filtered = cv2.medianBlur(steps.astype(np.uint16), filter_size)
+    return filtered.astype(np.float32) * np.float32(unit)
 
 
 def _exceeds(residual: np.ndarray, judged: np.ndarray, threshold: float,
