@@ -74,8 +74,9 @@ def fit_camera_flow(src: np.ndarray, dst: np.ndarray, threshold_px: float = 1.0,
 
     The homography uses OpenCV's USAC_FAST sampler (local optimisation, early exit): ~3x
     faster than its plain RANSAC on a flow with 30 % outliers, at an equal inlier count; on
-    validation sequences motion IoU and the pose were unchanged (shipped model 0.5877
-    against 0.5871). Its F counterpart is 20x slower than plain RANSAC, which F keeps.
+    validation sequences motion IoU and the pose were unchanged (shipped model, 500
+    correspondences: 0.5877 against 0.5871), and so were the real clips' masks at 2000. Its
+    F counterpart is 20x slower than plain RANSAC, which F keeps.
 
     Args:
         src, dst: ``[N, 2]`` pixel positions.
