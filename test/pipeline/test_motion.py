@@ -237,3 +237,19 @@ def test_halo_trim_on_the_mask_bounding_box_equals_the_whole_frame():
         assert np.array_equal(trimmed, _trim_halo(moving, depth, flow, 0.1, halo_width, 1.5))
         removed += np.count_nonzero(moving & ~trimmed)
     assert removed > 0  # the comparison covered real trims
+
+
+def test_16_bit_median_filter_matches_the_float_one_to_its_step():
+    """The motion test's median filter runs in 16-bit steps of 1/256 of the decision floor:
+    within half a step of OpenCV's float filter below saturation (256 floors), and
+    saturated values stay above every threshold."""
+    from pointmap_ros.pipeline.motion import _median_blur
+    rng = np.random.default_rng(4)
+    floor = 0.5
+    residual = np.abs(rng.standard_cauchy((H, W))).astype(np.float32)  # heavy-tailed
+    exact = cv2.medianBlur(residual, 5)
+    fast = _median_blur(residual, 5, floor)
+    below = exact < 255 * floor
+    assert below.mean() > 0.9
+    np.testing.assert_allclose(fast[below], exact[below], atol=floor / 512 + 1e-6)
+    assert (fast[~below] >= 255 * floor).all()
