@@ -15,21 +15,25 @@ __all__ = ['squared_norm', 'vector_norm', 'valid_mask', 'confidence_mask',
 
 
 def squared_norm(v: np.ndarray) -> np.ndarray:
-    """``[...]`` squared Euclidean norm of ``[..., 3]`` vectors (same dtype).
+    """``[...]`` squared Euclidean norm of ``[..., C]`` vectors (same dtype; points have
+    C = 3, image flow C = 2).
 
-    Squares element-wise, then a matrix-vector product sums the triples: numpy reductions
-    and element-wise ops over a last axis of length 3 are several times slower at 512x288.
+    Squares element-wise, then a matrix-vector product sums the components: numpy
+    reductions and element-wise ops over a short last axis are several times slower at
+    512x288.
     A network can emit points beyond sqrt(float32 max) ~ 1.8e19 on pixels it has given up
     on; their squared norm is +inf, which every threshold treats as "too large", so the
     overflow is the intended result and not worth a RuntimeWarning per frame.
     """
     with np.errstate(over='ignore', invalid='ignore'):
         sq = np.square(v)
-        return (sq.reshape(-1, 3) @ np.ones(3, sq.dtype)).reshape(v.shape[:-1])
+        components = v.shape[-1]
+        return (sq.reshape(-1, components) @ np.ones(components, sq.dtype)).reshape(
+            v.shape[:-1])
 
 
 def vector_norm(v: np.ndarray) -> np.ndarray:
-    """``[...]`` Euclidean norm of ``[..., 3]`` vectors (see :func:`squared_norm`)."""
+    """``[...]`` Euclidean norm of ``[..., C]`` vectors (see :func:`squared_norm`)."""
     return np.sqrt(squared_norm(v))
 
 

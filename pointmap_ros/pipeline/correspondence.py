@@ -30,6 +30,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from pointmap_ros.geometry.pointmap import squared_norm
 from pointmap_ros.tracking.window import WindowFrame
 from pointmap_ros.types import DynamicPointMaps, MapName
 
@@ -113,12 +114,6 @@ def _grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def _squared_length(vectors: np.ndarray) -> np.ndarray:
-    """``[H, W]`` squared length of ``[H, W, 2]`` vectors (per component: a NumPy sum over a
-    last axis of length 2 is several times slower)."""
-    return vectors[..., 0] * vectors[..., 0] + vectors[..., 1] * vectors[..., 1]
-
-
 def consistent_flow(flow: np.ndarray, reverse: np.ndarray, abs_tol_px: float = 0.75,
                     rel_tol: float = 0.1) -> np.ndarray:
     """``[H, W]`` bool: ``flow``'s target is inside the image and ``reverse`` brings it back.
@@ -135,8 +130,8 @@ def consistent_flow(flow: np.ndarray, reverse: np.ndarray, abs_tol_px: float = 0
     inside = (tx >= -0.5) & (tx <= W - 0.5) & (ty >= -0.5) & (ty <= H - 0.5)
     back = cv2.remap(np.ascontiguousarray(reverse, np.float32), tx, ty, cv2.INTER_LINEAR,
                      borderMode=cv2.BORDER_REPLICATE)
-    miss = _squared_length(flow + back)
-    tol = abs_tol_px ** 2 + rel_tol ** 2 * (_squared_length(flow) + _squared_length(back))
+    miss = squared_norm(flow + back)
+    tol = abs_tol_px ** 2 + rel_tol ** 2 * (squared_norm(flow) + squared_norm(back))
     return inside & (miss <= tol)
 
 
@@ -253,7 +248,7 @@ def sample_map(values: np.ndarray, flow: np.ndarray, jump_rel: float = 0.05) -> 
     src = np.ascontiguousarray(values, np.float32)
     # Replicated borders, so a read exactly on the last row/column is not a blend with the
     # outside; targets beyond the image are set to NaN explicitly below.
-    bilinear = cv2.remap(src, tx, ty, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    sampled = cv2.remap(src, tx, ty, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     z = src[..., 2]
     # Is the 2x2 neighbourhood whose top-left corner is (floor x, floor y) one surface?
     kernel = np.ones((2, 2), np.uint8)
@@ -263,17 +258,17 @@ def sample_map(values: np.ndarray, flow: np.ndarray, jump_rel: float = 0.05) -> 
     one_surface = ((z_max - z_min) <= jump_rel * z_min).view(np.uint8)
     smooth = cv2.remap(one_surface, np.floor(tx), np.floor(ty), cv2.INTER_NEAREST,
                        borderMode=cv2.BORDER_REPLICATE).view(bool)
-    jump = ~smooth | ~np.isfinite(bilinear[..., 2])
+    jump = ~smooth | ~np.isfinite(sampled[..., 2])
     inside = (tx >= -0.5) & (tx <= W - 0.5) & (ty >= -0.5) & (ty <= H - 0.5)
-    # Indexed writes of the few pixels that differ (NumPy's broadcast of an [H, W, 1] mask
-    # over the channels costs more than the two remaps together).
-    sampled = bilinear.reshape(H * W, -1)
+    # Bilinear, with the few pixels that differ written by index (NumPy's broadcast of an
+    # [H, W, 1] mask over the channels costs more than the two remaps together).
+    rows = sampled.reshape(H * W, -1)  # a view: writes land in ``sampled``
     jumped = np.flatnonzero(jump)
     if jumped.size:
         nearest = cv2.remap(src, tx, ty, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
-        sampled[jumped] = nearest.reshape(H * W, -1)[jumped]
-    sampled[np.flatnonzero(~inside)] = np.nan
-    return bilinear
+        rows[jumped] = nearest.reshape(H * W, -1)[jumped]
+    rows[np.flatnonzero(~inside)] = np.nan
+    return sampled
 
 
 def _warp_with_confidence(points: np.ndarray, conf: np.ndarray, flow: np.ndarray,

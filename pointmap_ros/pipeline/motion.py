@@ -46,7 +46,7 @@ import numpy as np
 
 from pointmap_ros.geometry.camera import pixel_grid, project
 from pointmap_ros.geometry.epipolar import CameraFlowModel, fit_camera_flow
-from pointmap_ros.geometry.pointmap import median
+from pointmap_ros.geometry.pointmap import median, vector_norm
 from pointmap_ros.geometry.transforms import se3_apply
 
 __all__ = ['FlowMotion', 'ApertureMetric', 'aperture_metric', 'camera_flow_model',
@@ -197,12 +197,10 @@ def depth_residual(points_now: np.ndarray, points_before: np.ndarray) -> np.ndar
 def camera_still(flow: np.ndarray, static: np.ndarray, stride: int, still_px: float) -> bool:
     """True when the static pixels' flow is below ``still_px`` (median magnitude): the
     camera did not move between the two frames, whatever a noisy pose estimate says."""
-    keep = static[::stride, ::stride]
-    if np.count_nonzero(keep) < 16:
+    sub = flow[::stride, ::stride][static[::stride, ::stride]]
+    if len(sub) < 16:
         return False
-    # Per component: a NumPy sum over a last axis of length 2 costs several times more.
-    flow_x, flow_y = flow[::stride, ::stride, 0][keep], flow[::stride, ::stride, 1][keep]
-    return median(np.sqrt(flow_x * flow_x + flow_y * flow_y)) < still_px
+    return median(vector_norm(sub)) < still_px
 
 
 def flow_motion(pose_res: np.ndarray | None, epipolar_res: np.ndarray | None,
@@ -372,16 +370,9 @@ def _trim_halo(moving: np.ndarray, depth: np.ndarray, flow: np.ndarray, jump_rel
     static_depth = local_mean(depth[..., None], ~moving & known, window)[..., 0]
     with np.errstate(invalid='ignore'):
         dragged = (behind & (depth >= static_depth * (1 - jump_rel))
-                   & (_length(flow - front_flow)
-                      <= drag_ratio * _length(front_flow - static_flow)))
+                   & (vector_norm(flow - front_flow)
+                      <= drag_ratio * vector_norm(front_flow - static_flow)))
     return moving & ~dragged
-
-
-def _length(vectors: np.ndarray) -> np.ndarray:
-    """``[H, W]`` length of ``[H, W, 2]`` vectors, per component (a NumPy reduction over a
-    last axis of length 2 costs several times more)."""
-    x, y = vectors[..., 0], vectors[..., 1]
-    return np.sqrt(x * x + y * y)
 
 
 def local_mean(values: np.ndarray, known: np.ndarray, window: int) -> np.ndarray:
