@@ -41,7 +41,7 @@ from pointmap_ros.pipeline.odometry_prior import (
 from pointmap_ros.pipeline.pair import PairView, WorkGrid
 from pointmap_ros.tracking.segmentation import PairMotion, pair_motion, remove_small_regions
 
-__all__ = ['MotionResult', 'estimate_motion_and_pose']
+__all__ = ['KeyframeMotion', 'MotionResult', 'estimate_motion_and_pose', 'keyframe_motion']
 
 
 @dataclass(frozen=True)
@@ -65,20 +65,40 @@ class MotionResult:
 
 
 @dataclass(frozen=True)
-class _Evidence:
-    """Pose-independent motion evidence of one frame, computed once for every pose round."""
+class _Verdict:
+    """One pair's correspondence motion test under the frame's pose."""
 
-    scene_depth: float
-    motion_3d: np.ndarray
-    epipolar: list[np.ndarray | None]  # per view
-    was_moving: list[np.ndarray | None]  # per view
-    aperture: ApertureMetric
+    moving: np.ndarray  # [H, W] moving in the image-space test and displaced in 3D
+    observed: np.ndarray  # [H, W] pixels the image-space test could judge
+
+
+@dataclass(frozen=True)
+class KeyframeMotion:
+    """The keyframe pair's share of the correspondence motion stage: the frame's pose and
+    that pair's motion test under it.
+
+    It needs the keyframe pair alone (and the previous frames' masks), so the pipeline
+    computes it while the engine infers the frame's other pairs.
+
+    Attributes:
+        T_kf_cam, odometry: the frame's pose, as in :class:`MotionResult`.
+        points_cam: ``[H, W, 3]`` the keyframe pair's current points under that pose.
+        pair_motion: the pair's 3D-flow decision.
+        verdict: the pair's correspondence test under the pose.
+    """
+
+    T_kf_cam: np.ndarray
+    odometry: str
+    points_cam: np.ndarray
+    pair_motion: PairMotion
+    verdict: _Verdict
 
 
 def estimate_motion_and_pose(views: list[PairView], K: np.ndarray, scene_depth: float,
                              aperture: ApertureMetric | None, config: PipelineConfig,
                              grid: WorkGrid, fused: bool,
-                             prior: OdometryPrior | None = None) -> MotionResult:
+                             prior: OdometryPrior | None = None,
+                             keyframe: KeyframeMotion | None = None) -> MotionResult:
     """Motion mask and ``T_kf_cam`` of the current frame (module docstring).
 
     Args:
@@ -91,19 +111,17 @@ def estimate_motion_and_pose(views: list[PairView], K: np.ndarray, scene_depth: 
         fused: ``'fused'`` cross-time maps: pixels no correspondence can judge keep the
             network's 3D decision (else they are static).
         prior: the odometry's motion since the keyframe, when the frames carry odometry.
+        keyframe: :func:`keyframe_motion` of ``views[0]`` when it was computed already
+            (correspondences only); computed here otherwise.
 
     Raises:
         PoseError: PnP failed and no odometry with a known scale stands in.
     """
-    pair_motions = tuple(
-        pair_motion(view.flow_j, view.valid_flow, scene_depth, view.dt,
-                    config.motion_speed_rel, config.motion_min_rel, config.motion_noise_mult,
-                    config.flow_smooth_radius, grid.stride, flow_sq=view.flow_sq)
-        for view in views)
-    motion_3d = _clean(np.logical_or.reduce([decision.moving for decision in pair_motions]),
-                       config, grid)
     keyframe_pair = views[0]
     if keyframe_pair.pixel_flow is None:
+        pair_motions = tuple(_pair_3d_motion(view, scene_depth, config, grid) for view in views)
+        motion_3d = _clean(np.logical_or.reduce([decision.moving for decision in pair_motions]),
+                           config, grid)
         # PnP samples a few hundred static pixels; candidates stay full-size (~0.3 ms more
         # than the work grid at 512x288) because with noisy maps the pose error is dominated
         # by which slow movers the sample happens to contain, and the full-size draw keeps
@@ -111,9 +129,50 @@ def estimate_motion_and_pose(views: list[PairView], K: np.ndarray, scene_depth: 
         pose = _pose(keyframe_pair, K, keyframe_pair.valid_j & ~motion_3d, scene_depth,
                      config, grid, prior)
         return MotionResult(motion_3d, pose.T_kf_cam, pair_motions, pose.odometry)
-    mask, pose = _correspondence_motion_and_pose(views, K, scene_depth, motion_3d, aperture,
-                                                 config, grid, fused, prior)
-    return MotionResult(mask, pose.T_kf_cam, pair_motions, pose.odometry)
+    if keyframe is None:
+        keyframe = keyframe_motion(keyframe_pair, K, scene_depth, aperture, config, grid, prior)
+    T_world_cam = se3_compose(keyframe_pair.ref.T_world_cam, keyframe.T_kf_cam)
+    pair_motions, verdicts = [keyframe.pair_motion], [keyframe.verdict]
+    for view in views[1:]:
+        observed = view.valid_j & view.pixel_flow.backward_valid & aperture.textured
+        pair_motions.append(_pair_3d_motion(view, scene_depth, config, grid))
+        verdicts.append(_verdict(view, keyframe.points_cam, T_world_cam, K,
+                                 _epipolar(view, observed, config, grid), _warped_motion(view),
+                                 aperture, scene_depth, config, grid))
+    mask = _correspondence_mask(verdicts, pair_motions, keyframe_pair, keyframe.points_cam,
+                                config, grid, fused)
+    return MotionResult(mask, keyframe.T_kf_cam, tuple(pair_motions), keyframe.odometry)
+
+
+def keyframe_motion(keyframe_pair: PairView, K: np.ndarray, scene_depth: float,
+                    aperture: ApertureMetric, config: PipelineConfig, grid: WorkGrid,
+                    prior: OdometryPrior | None = None) -> KeyframeMotion:
+    """The pose by MonST3R's alternation, one step of it per frame (module docstring), and
+    the keyframe pair's motion test under that pose (correspondences only).
+
+    Raises:
+        PoseError: PnP failed and no odometry with a known scale stands in.
+    """
+    flow = keyframe_pair.pixel_flow
+    inlier_px = config.flow_inlier_px * flow.pixel_scale  # thresholds: flow-image pixels
+    observed = keyframe_pair.valid_j & flow.backward_valid
+    epipolar = _epipolar(keyframe_pair, observed, config, grid)
+    was_moving = _warped_motion(keyframe_pair)
+    static = observed if epipolar is None else observed & (epipolar < inlier_px)
+    if was_moving is not None:
+        # The previous frames' final masks, carried along the flow, leave the static set:
+        # MonST3R's pose-from-static / motion-under-pose alternation, one step per frame.
+        static &= ~was_moving
+    still = camera_still(flow.backward, static, grid.stride,
+                         config.camera_still_px * flow.pixel_scale)
+    pose = _pose(keyframe_pair, K, static, scene_depth, config, grid, prior, still)
+    points_cam = se3_apply(se3_inverse(pose.T_kf_cam), keyframe_pair.j_tj)
+    T_world_cam = se3_compose(keyframe_pair.ref.T_world_cam, pose.T_kf_cam)
+    return KeyframeMotion(
+        pose.T_kf_cam, pose.odometry, points_cam,
+        _pair_3d_motion(keyframe_pair, scene_depth, config, grid),
+        _verdict(keyframe_pair, points_cam, T_world_cam, K, epipolar, was_moving, aperture,
+                 scene_depth, config, grid))
 
 
 @dataclass(frozen=True)
@@ -158,60 +217,29 @@ def _pose(keyframe_pair: PairView, K: np.ndarray, static: np.ndarray, scene_dept
     return _Pose(T_kf_cam, decision)
 
 
-def _correspondence_motion_and_pose(views: list[PairView], K: np.ndarray, scene_depth: float,
-                                    motion_3d: np.ndarray, aperture: ApertureMetric,
-                                    config: PipelineConfig, grid: WorkGrid, fused: bool,
-                                    prior: OdometryPrior | None) -> tuple[np.ndarray, _Pose]:
-    """(motion mask, pose) by MonST3R's alternation, run online (module docstring)."""
-    keyframe_pair = views[0]
-    flow = keyframe_pair.pixel_flow
-    inlier_px = config.flow_inlier_px * flow.pixel_scale  # thresholds: flow-image pixels
-    observed = keyframe_pair.valid_j & flow.backward_valid
-    epipolar = _epipolar(keyframe_pair, observed, config, grid)
-    was_moving = [_warped_motion(view) for view in views]
-    static = observed if epipolar is None else observed & (epipolar < inlier_px)
-    if was_moving[0] is not None:
-        # The previous frames' final masks, carried along the flow, leave the static set:
-        # MonST3R's pose-from-static / motion-under-pose alternation, one step per frame.
-        static &= ~was_moving[0]
-    evidence = _Evidence(
-        scene_depth, motion_3d,
-        [epipolar] + [_epipolar(view, view.valid_j & view.pixel_flow.backward_valid
-                                & aperture.textured, config, grid) for view in views[1:]],
-        was_moving, aperture)
-    still = camera_still(flow.backward, static, grid.stride,
-                         config.camera_still_px * flow.pixel_scale)
-    pose = _pose(keyframe_pair, K, static, scene_depth, config, grid, prior, still)
-    return _correspondence_motion(views, K, pose.T_kf_cam, evidence, config, grid,
-                                  fused), pose
+def _pair_3d_motion(view: PairView, scene_depth: float, config: PipelineConfig,
+                    grid: WorkGrid) -> PairMotion:
+    """The pair's decision from its 3D scene flow alone (noise-adaptive threshold)."""
+    return pair_motion(view.flow_j, view.valid_flow, scene_depth, view.dt,
+                       config.motion_speed_rel, config.motion_min_rel, config.motion_noise_mult,
+                       config.flow_smooth_radius, grid.stride, flow_sq=view.flow_sq)
 
 
-def _correspondence_motion(views: list[PairView], K: np.ndarray, T_kf_cam: np.ndarray,
-                           evidence: _Evidence, config: PipelineConfig, grid: WorkGrid,
-                           fused: bool) -> np.ndarray:
-    """Union over pairs of the correspondence motion test under ``T_kf_cam``, cleaned up.
+def _correspondence_mask(verdicts: list[_Verdict], pair_motions: list[PairMotion],
+                         keyframe_pair: PairView, points_cam: np.ndarray,
+                         config: PipelineConfig, grid: WorkGrid, fused: bool) -> np.ndarray:
+    """Union over pairs of the correspondence motion test, cleaned up.
 
     Pixels without a consistent correspondence (occluded, out of view) keep the 3D-flow
     decision of the network's cross-time maps when ``fused``, and are static otherwise
-    (their cross-time points are unknown). A pixel must also be displaced by more than
-    ``motion_min_rel`` of the scene depth in 3D.
+    (their cross-time points are unknown).
     """
-    keyframe_pair = views[0]
-    points_cam = se3_apply(se3_inverse(T_kf_cam), keyframe_pair.j_tj)
-    T_world_cam = se3_compose(keyframe_pair.ref.T_world_cam, T_kf_cam)
-    moving = np.zeros(grid.size, bool)
-    unobserved = np.ones(grid.size, bool)
-    min_sq = (config.motion_min_rel * evidence.scene_depth) ** 2
-    for view, epipolar, was_moving in zip(views, evidence.epipolar, evidence.was_moving):
-        T_ref_cam = se3_compose(se3_inverse(view.ref.T_world_cam), T_world_cam)
-        decision = _pair_decision(view, points_cam, T_ref_cam, K, epipolar, was_moving,
-                                  evidence.aperture, config, grid)
-        # The 3D displacement check needs the pair's 3D flow; where the maps have none the
-        # image-space decision stands alone.
-        moving |= decision.moving & ((view.flow_sq > min_sq) | ~view.valid_flow)
-        unobserved &= ~decision.observed
+    moving = np.logical_or.reduce([verdict.moving for verdict in verdicts])
     if fused:
-        moving |= evidence.motion_3d & unobserved
+        unobserved = ~np.logical_or.reduce([verdict.observed for verdict in verdicts])
+        motion_3d = _clean(np.logical_or.reduce([decision.moving for decision in pair_motions]),
+                           config, grid)
+        moving |= motion_3d & unobserved
     if config.flow_halo_px:
         halo_width = int(round(config.flow_halo_px * keyframe_pair.pixel_flow.pixel_scale))
         moving = trim_occlusion_halo(moving, points_cam[..., 2],
@@ -220,17 +248,21 @@ def _correspondence_motion(views: list[PairView], K: np.ndarray, T_kf_cam: np.nd
     return _clean(moving, config, grid)
 
 
-def _pair_decision(view: PairView, points_cam: np.ndarray, T_ref_cam: np.ndarray,
-                   K: np.ndarray, epipolar: np.ndarray | None, was_moving: np.ndarray | None,
-                   aperture: ApertureMetric, config: PipelineConfig, grid: WorkGrid):
-    """One pair's :class:`~pointmap_ros.pipeline.motion.FlowMotion` (pose, epipolar and
-    depth tests) for the current points ``points_cam`` under ``T_ref_cam``.
+def _verdict(view: PairView, points_cam: np.ndarray, T_world_cam: np.ndarray, K: np.ndarray,
+             epipolar: np.ndarray | None, was_moving: np.ndarray | None,
+             aperture: ApertureMetric, scene_depth: float, config: PipelineConfig,
+             grid: WorkGrid) -> _Verdict:
+    """One pair's correspondence motion test (pose, epipolar and depth tests of
+    :func:`~pointmap_ros.pipeline.motion.flow_motion`) for the current points
+    ``points_cam`` of a camera at ``T_world_cam``.
 
     The pose and depth tests need the pixel's point, so they judge only pixels with a
     confident one; the epipolar test needs only the flow, so where the maps are unreliable
     it also judges the pixels the maps gave up on (a real subject a weak model is unsure
-    of is exactly what should be segmented).
+    of is exactly what should be segmented). A pixel must also be displaced by more than
+    ``motion_min_rel`` of the scene depth in 3D, where the pair's maps give a 3D flow.
     """
+    T_ref_cam = se3_compose(se3_inverse(view.ref.T_world_cam), T_world_cam)
     backward = view.pixel_flow.backward
     pixel_scale = view.pixel_flow.pixel_scale
     observed = _inside_border(view.pixel_flow.backward_valid & aperture.textured,
@@ -242,7 +274,7 @@ def _pair_decision(view: PairView, points_cam: np.ndarray, T_ref_cam: np.ndarray
     depth_change = np.where((aperture.isotropy >= config.flow_depth_min_isotropy)
                             & view.valid_flow,
                             depth_residual(view.j_tj, view.j_ti), np.float32(np.nan))
-    return flow_motion(
+    decision = flow_motion(
         pose, epipolar, observed,
         stride=grid.stride, reliable_px=config.flow_reliable_px * pixel_scale,
         # The relative test is for what a network estimated: a depth sensor's per-pixel
@@ -253,6 +285,10 @@ def _pair_decision(view: PairView, points_cam: np.ndarray, T_ref_cam: np.ndarray
         min_px=config.flow_min_px * pixel_scale, was_moving=was_moving,
         hysteresis=config.flow_hysteresis, depth_res=depth_change,
         min_depth_rel=config.flow_depth_min_rel)
+    # The 3D displacement check needs the pair's 3D flow; where the maps have none the
+    # image-space decision stands alone.
+    displaced = (view.flow_sq > (config.motion_min_rel * scene_depth) ** 2) | ~view.valid_flow
+    return _Verdict(decision.moving & displaced, decision.observed)
 
 
 def _inside_border(mask: np.ndarray, border: int) -> np.ndarray:

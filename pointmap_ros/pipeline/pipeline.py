@@ -11,7 +11,9 @@ stages that take values and return values:
 3. Intrinsics: CameraInfo, else a focal fit on the keyframe's own map (intrinsics.py).
 4. Motion and pose: the motion mask and ``T_kf_cam`` (ego_motion.py); PnP of the keyframe
    pair's ``P_t(t)`` on static pixels (geometry/pose.py explains why PnP), fused with the
-   robot's odometry when frames carry it (odometry_prior.py).
+   robot's odometry when frames carry it (odometry_prior.py). With correspondences, stages
+   1-4 of the keyframe pair (inferred first) give the pose and that pair's motion test
+   alone, so they run on the helper thread while the frame's other pairs infer.
 5. World frame = the first keyframe's optical frame. ``T_world_cam = T_world_kf @ T_kf_cam``
    comes straight from the keyframe pair (St4RTrack-style, no chaining of small steps inside a
    keyframe); when the keyframe switches, the new keyframe's pose is already known. When PnP
@@ -35,7 +37,7 @@ import logging
 import math
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,7 +53,8 @@ from pointmap_ros.pipeline.correspondence import (
     DenseFlow, FlowSource, PixelFlow, correspondence_cross_time, fuse_cross_time,
     resolve_cross_time_source)
 from pointmap_ros.pipeline.depth_prior import fuse_depth_prior
-from pointmap_ros.pipeline.ego_motion import MotionResult, estimate_motion_and_pose
+from pointmap_ros.pipeline.ego_motion import (
+    KeyframeMotion, MotionResult, estimate_motion_and_pose, keyframe_motion)
 from pointmap_ros.pipeline.instances import (
     complete_instances, detect_objects, fit_instances, instance_labels)
 from pointmap_ros.pipeline.intrinsics import Intrinsics, frame_intrinsics
@@ -115,6 +118,29 @@ class _ImageMotion:
 
 
 @dataclass(frozen=True)
+class _Inferred:
+    """A frame's scheduled pairs after inference."""
+
+    pairs: list[tuple[str, WindowFrame, DynamicPointMaps]]  # (role, reference, maps)
+    image_motion: _ImageMotion
+    keyframe: Future | None  # the keyframe stage, started beside the other pairs' inference
+    inference_cpu: float  # thread CPU seconds of the inference calls
+
+
+@dataclass(frozen=True)
+class _KeyframeStage:
+    """What the keyframe pair alone gives (``DynamicReconPipeline._keyframe_stage``)."""
+
+    pair: _Pair
+    view: PairView
+    intrinsics: Intrinsics
+    scene_depth: float
+    prior: OdometryPrior | None
+    motion: KeyframeMotion | None  # the pose and the pair's motion test (correspondences)
+    timings: dict[str, float]  # ms of its correspondence, depth prior and geometry work
+
+
+@dataclass(frozen=True)
 class _Geometry:
     """The current frame's points under its final pose (window units, camera frame)."""
 
@@ -148,9 +174,11 @@ class DynamicReconPipeline:
 
     Thread model: one worker calls :meth:`process`. A caller that drops frames while
     inference runs (the ROS node's worker keeps a keep-latest slot per camera) passes the
-    number its slot superseded to :meth:`process` as ``skipped``. The optical flow of a
-    frame's pairs runs on the pipeline's own helper thread, beside the engine's inference;
-    :meth:`close` ends it.
+    number its slot superseded to :meth:`process` as ``skipped``. The pipeline's own helper
+    thread works beside the engine's inference: the optical flow of a frame's pairs while
+    the pairs infer, then the keyframe pair's stages (cross-time maps, view, intrinsics,
+    pose, its motion test) while the other pairs infer. Neither changes state, and the
+    caller's thread waits for both before anything does; :meth:`close` ends the thread.
     """
 
     def __init__(self, engine: Engine, config: PipelineConfig | None = None,
@@ -232,16 +260,17 @@ class DynamicReconPipeline:
             frame.T_world_cam = np.eye(4)
             camera.window.set_keyframe(frame)
         else:
-            pairs, aperture, inference_cpu = self._infer_pairs(camera, frame, timings)
+            inferred = self._infer_pairs(camera, frame, timings)
             try:
-                out = self._geometry(camera, frame, pairs, aperture, timings)
+                out = self._geometry(camera, frame, inferred, timings)
             except PoseError as exc:
                 self._pose_lost(camera, frame, exc)  # raises, unless frame re-anchors
             else:
                 camera.pose_failures = 0
-                timings['pipeline'] = sum(v for k, v in timings.items() if k != 'inference')
+                timings['pipeline'] = sum(v for k, v in timings.items()
+                                          if k not in ('inference', 'beside_inference'))
                 timings['pipeline_cpu'] = (time.thread_time() - cpu_started
-                                           - inference_cpu) * 1e3
+                                           - inferred.inference_cpu) * 1e3
                 timings['total'] = _ms(started)
         # Only a frame processed without error enters the window and advances the stream.
         camera.window.push(frame)
@@ -276,20 +305,27 @@ class DynamicReconPipeline:
         return DenseFlow.grey(resize_crop(raw, (flow_height, flow_width))[0])
 
     def _infer_pairs(self, camera: _CameraState, frame: WindowFrame,
-                     timings: dict[str, float]
-                     ) -> tuple[list[_Pair], ApertureMetric | None, float]:
-        """The frame's scheduled pairs after inference and the correspondence stage, the
-        frame's aperture metric, and the thread CPU seconds inference took (timings
-        recorded in ``timings``)."""
+                     timings: dict[str, float]) -> _Inferred:
+        """Inference of the frame's scheduled pairs, the keyframe first; the image work
+        started beside it (optical flow, aperture) waited for; the keyframe stage started
+        beside the other pairs' inference where there are any (timings recorded in
+        ``timings``)."""
         schedule = list(camera.window.schedule())
         pending = self._start_image_motion(schedule, frame)
         started, cpu_started = time.perf_counter(), time.thread_time()
+        inferred, keyframe = [], None
         try:
-            inferred = [(role, ref, self.engine.infer(ref.frame, frame.frame))
-                        for role, ref in schedule]
+            for role, ref in schedule:
+                inferred.append((role, ref, self.engine.infer(ref.frame, frame.frame)))
+                if pending is not None and keyframe is None and len(schedule) > 1:
+                    # The keyframe pair alone gives the pose: work it out while the other
+                    # pairs infer (queued behind the image work on the same thread).
+                    keyframe = self._flow_thread.submit(self._keyframe_stage, camera, frame,
+                                                        inferred[0], pending)
         except BaseException:
-            if pending is not None:
-                pending.cancel()
+            for work in (pending, keyframe):
+                if work is not None and not work.cancel():
+                    wait([work])  # it reads the camera's state: not past this frame
             raise
         timings['inference'] = _ms(started)
         inference_cpu = time.thread_time() - cpu_started
@@ -298,17 +334,23 @@ class DynamicReconPipeline:
         image_motion = self._image_motion(schedule, frame) if pending is None else pending.result()
         timings['correspondence'] = _ms(started)
         timings['depth_prior'] = 0.0
-        pairs = []
-        for (role, ref, maps), flow in zip(inferred, image_motion.flows):
-            started = time.perf_counter()
-            fused = self._depth_prior(camera, ref, frame, maps, flow)
-            timings['depth_prior'] += _ms(started)
-            started = time.perf_counter()
-            maps = maps if fused is None else fused
-            pairs.append(_Pair(role, ref, self._cross_time(role, maps, flow), flow,
-                               depth_fused=fused is not None))
-            timings['correspondence'] += _ms(started)
-        return pairs, image_motion.aperture, inference_cpu
+        return _Inferred(inferred, image_motion, keyframe, inference_cpu)
+
+    def _pair(self, camera: _CameraState, frame: WindowFrame,
+              inferred: tuple[str, WindowFrame, DynamicPointMaps], flow: PixelFlow | None,
+              timings: dict[str, float]) -> _Pair:
+        """One inferred pair after the depth prior and the correspondence stage (their
+        milliseconds added to ``timings``)."""
+        role, ref, maps = inferred
+        started = time.perf_counter()
+        fused = self._depth_prior(camera, ref, frame, maps, flow)
+        timings['depth_prior'] += _ms(started)
+        started = time.perf_counter()
+        maps = maps if fused is None else fused
+        pair = _Pair(role, ref, self._cross_time(role, maps, flow), flow,
+                     depth_fused=fused is not None)
+        timings['correspondence'] += _ms(started)
+        return pair
 
     def _start_image_motion(self, schedule: list[tuple[str, WindowFrame]],
                             frame: WindowFrame) -> Future | None:
@@ -365,37 +407,77 @@ class DynamicReconPipeline:
         return corresponded
 
     # -- stages -------------------------------------------------------------------------
-    def _geometry(self, camera: _CameraState, frame: WindowFrame, pairs: list[_Pair],
-                  aperture: ApertureMetric | None, timings: dict[str, float]
-                  ) -> PipelineOutput:
-        """Stages 2-7 of the module docstring for a frame with a keyframe."""
+    def _geometry(self, camera: _CameraState, frame: WindowFrame, inferred: _Inferred,
+                  timings: dict[str, float]) -> PipelineOutput:
+        """Stages 1 (after inference) to 7 of the module docstring for a frame with a
+        keyframe."""
         started = time.perf_counter()
-        views = self._views(camera, frame, pairs)
+        if inferred.keyframe is None:
+            keyframe = self._keyframe_stage(camera, frame, inferred.pairs[0],
+                                            inferred.image_motion)
+            for stage, ms in keyframe.timings.items():
+                timings[stage] = timings.get(stage, 0.0) + ms
+        else:  # computed beside inference: what is left of it is the wait
+            keyframe = inferred.keyframe.result()
+            timings['beside_inference'] = sum(keyframe.timings.values())
+            timings['geometry'] = _ms(started)
+        pairs = [keyframe.pair] + [
+            self._pair(camera, frame, pair, flow, timings)
+            for pair, flow in zip(inferred.pairs[1:], inferred.image_motion.flows[1:])]
+        started = time.perf_counter()
+        views = [keyframe.view] + [self._view(camera, frame, pair) for pair in pairs[1:]]
         keyframe_pair = views[0]
-        intrinsics = frame_intrinsics(camera.camera_info_K, keyframe_pair, camera.focal_fits,
+        motion = estimate_motion_and_pose(views, keyframe.intrinsics.K, keyframe.scene_depth,
+                                          inferred.image_motion.aperture, self.config,
+                                          self.grid,
+                                          fused=self.cross_time_source == 'fused',
+                                          prior=keyframe.prior, keyframe=keyframe.motion)
+        # The frame has a pose: from here on nothing raises, so the state may change.
+        self._measure_odometry_scale(camera, keyframe_pair, motion, keyframe.prior,
+                                     keyframe.intrinsics.K)
+        geometry = self._commit_pose(camera, frame, keyframe_pair, keyframe.intrinsics, motion,
+                                     keyframe.scene_depth)
+        timings['geometry'] += _ms(started)
+        started = time.perf_counter()
+        instances = self._instances(views, motion, frame, keyframe.intrinsics.K, geometry,
+                                    inferred.image_motion.aperture)
+        timings['segmentation'] = _ms(started)
+        return self._objects_and_output(camera, frame, views, motion, keyframe.intrinsics,
+                                        geometry, instances, timings, pairs[0].depth_fused)
+
+    def _keyframe_stage(self, camera: _CameraState, frame: WindowFrame,
+                        inferred: tuple[str, WindowFrame, DynamicPointMaps],
+                        image_motion: _ImageMotion | Future) -> _KeyframeStage:
+        """Stages 1-4 for the keyframe pair alone: its cross-time maps and view, the
+        frame's intrinsics and scene depth, and with correspondences the pose and the
+        pair's motion test (:func:`keyframe_motion`). It changes no state, so it may run on
+        the helper thread while the engine infers the other pairs (``image_motion`` is then
+        that thread's earlier, finished work).
+
+        Raises:
+            PoseError: no valid points, or no pose (:func:`keyframe_motion`).
+        """
+        if isinstance(image_motion, Future):
+            image_motion = image_motion.result()
+        timings = {'correspondence': 0.0, 'depth_prior': 0.0}
+        pair = self._pair(camera, frame, inferred, image_motion.flows[0], timings)
+        started = time.perf_counter()
+        view = self._view(camera, frame, pair)
+        intrinsics = frame_intrinsics(camera.camera_info_K, view, camera.focal_fits,
                                       self.config, self.grid)
         if intrinsics.rejected:
             self._count('focal_rejected')
-        stride = self.stride
-        scene_depth = median_depth(keyframe_pair.strided(MapName.I_TI, stride),
-                                   keyframe_pair.gate(MapName.I_TI, stride))
+        scene_depth = median_depth(view.strided(MapName.I_TI, self.stride),
+                                   view.gate(MapName.I_TI, self.stride))
         if not math.isfinite(scene_depth):
             raise PoseError('keyframe pair has no valid points', 'no_points')
-        prior = self._odometry_prior(camera, keyframe_pair, frame)
-        motion = estimate_motion_and_pose(views, intrinsics.K, scene_depth, aperture,
-                                          self.config, self.grid,
-                                          fused=self.cross_time_source == 'fused',
-                                          prior=prior)
-        # The frame has a pose: from here on nothing raises, so the state may change.
-        self._measure_odometry_scale(camera, keyframe_pair, motion, prior, intrinsics.K)
-        geometry = self._commit_pose(camera, frame, keyframe_pair, intrinsics, motion,
-                                     scene_depth)
+        prior = self._odometry_prior(camera, view, frame)
+        motion = None
+        if view.pixel_flow is not None:  # (with network maps the pose needs every pair)
+            motion = keyframe_motion(view, intrinsics.K, scene_depth, image_motion.aperture,
+                                     self.config, self.grid, prior)
         timings['geometry'] = _ms(started)
-        started = time.perf_counter()
-        instances = self._instances(views, motion, frame, intrinsics.K, geometry, aperture)
-        timings['segmentation'] = _ms(started)
-        return self._objects_and_output(camera, frame, views, motion, intrinsics, geometry,
-                                        instances, timings, pairs[0].depth_fused)
+        return _KeyframeStage(pair, view, intrinsics, scene_depth, prior, motion, timings)
 
     def _aperture(self, frame: WindowFrame) -> ApertureMetric:
         """Where the frame's optical flow is measured at all, and in which directions:
@@ -444,18 +526,16 @@ class DynamicReconPipeline:
         fixed scale)."""
         return not camera.metric_window and self.config.fixed_scale is None
 
-    def _views(self, camera: _CameraState, frame: WindowFrame,
-               pairs: list[_Pair]) -> list[PairView]:
-        """Gated views of the pairs, each scale-aligned to the window: metric maps in a
-        metric window (or defining the window's units) as they are, others by their own
-        scale (a pair without depth in a depth-fused window, or any pair of an up-to-scale
+    def _view(self, camera: _CameraState, frame: WindowFrame, pair: _Pair) -> PairView:
+        """The pair's gated view, scale-aligned to the window: metric maps in a metric
+        window (or defining the window's units) as they are, others by their own scale (a
+        pair without depth in a depth-fused window, or any pair of an up-to-scale
         engine)."""
         gate = (self.config.conf_threshold, self.config.conf_keep_quantile)
-        return [PairView(pair.role, pair.ref, frame.stamp, pair.maps,
-                         1.0 if pair.maps.metric and camera.metric_window is not False
-                         else window_scale(pair.ref, pair.maps, self.stride, *gate),
-                         *gate, pixel_flow=pair.pixel_flow, measured_depth=pair.depth_fused)
-                for pair in pairs]
+        scale = (1.0 if pair.maps.metric and camera.metric_window is not False
+                 else window_scale(pair.ref, pair.maps, self.stride, *gate))
+        return PairView(pair.role, pair.ref, frame.stamp, pair.maps, scale, *gate,
+                        pixel_flow=pair.pixel_flow, measured_depth=pair.depth_fused)
 
     def _commit_pose(self, camera: _CameraState, frame: WindowFrame, keyframe_pair: PairView,
                      intrinsics: Intrinsics, motion: MotionResult,

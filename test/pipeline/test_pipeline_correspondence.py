@@ -21,6 +21,7 @@ from pointmap_ros.data.dataset import split_seeds
 from pointmap_ros.data.scenes import SceneGenerator
 from pointmap_ros.engines.factory import create_engine
 from pointmap_ros.engines.oracle_engine import OracleEngine
+from pointmap_ros.errors import PoseError
 from pointmap_ros.evaluation.pipeline_eval import eval_scene, evaluate_sequence
 from pointmap_ros.evaluation.true_flow import GroundTruthFlow
 from pointmap_ros.geometry.epipolar import fit_camera_flow
@@ -218,7 +219,7 @@ class _ThreadRecordingFlow:
         return self.dense.pair_flow(ref, current, size)
 
 
-def test_optical_flow_runs_beside_inference_with_identical_outputs():
+def test_image_and_keyframe_work_run_beside_inference_with_identical_outputs():
     scene, seed = eval_scene(96, 128, num_frames=8), split_seeds('val', 1)[0]
     gen = SceneGenerator(scene, seed=seed)
     inputs = [FrameInput(image=f.rgb, stamp=f.stamp, K=gen.K)
@@ -241,3 +242,55 @@ def test_optical_flow_runs_beside_inference_with_identical_outputs():
         np.testing.assert_array_equal(beside.motion_mask, serial.motion_mask)
         np.testing.assert_array_equal(beside.flow, serial.flow)
         assert [o.track_id for o in beside.objects] == [o.track_id for o in serial.objects]
+        # The keyframe stage ran beside the second pair's inference wherever there was one
+        # (the keyframe is not the previous frame), its milliseconds reported apart.
+        two_pairs = beside.keyframe_index < beside.frame_index - 1
+        assert ('beside_inference' in beside.timings_ms) == two_pairs
+        assert 'beside_inference' not in serial.timings_ms
+
+
+class _NoPointsAt:
+    """An engine whose pairs ending at the stamps in ``bad`` have no finite point."""
+
+    def __init__(self, engine, bad_stamps):
+        self._engine, self._bad = engine, set(bad_stamps)
+
+    def infer(self, frame_i, frame_j):
+        maps = self._engine.infer(frame_i, frame_j)
+        if frame_j.stamp not in self._bad:
+            return maps
+        return dataclasses.replace(maps, **{name: np.full_like(getattr(maps, name), np.nan)
+                                            for name in ('pts_i_ti', 'pts_i_tj',
+                                                         'pts_j_ti', 'pts_j_tj')})
+
+    def __getattr__(self, name):
+        return getattr(self._engine, name)
+
+
+def test_pose_error_raised_beside_inference_is_the_same_drop():
+    """A keyframe pair without points fails on the helper thread: the caller gets the same
+    PoseError as without the helper, and the next frames' outputs are unchanged."""
+    scene, seed = eval_scene(96, 128, num_frames=8), split_seeds('val', 1)[0]
+    gen = SceneGenerator(scene, seed=seed)
+    frames = [gen.render(t) for t in range(scene.num_frames)]
+    bad = {frames[3].stamp, frames[4].stamp}
+    runs = {}
+    for concurrent in (False, True):
+        pipeline = DynamicReconPipeline(
+            _NoPointsAt(OracleEngine.from_scene(scene, seed=seed, two_map=True), bad),
+            PipelineConfig(), flow_source=_ThreadRecordingFlow(concurrent))
+        results = []
+        for frame in frames:
+            try:
+                results.append(pipeline.process(FrameInput(frame.rgb, frame.stamp, K=gen.K)))
+            except PoseError as exc:
+                results.append(exc)
+        pipeline.close()
+        runs[concurrent] = results
+    for t, (serial, beside) in enumerate(zip(runs[False], runs[True])):
+        if frames[t].stamp in bad:
+            assert isinstance(serial, PoseError) and isinstance(beside, PoseError)
+            assert beside.reason == serial.reason == 'no_points'
+        elif t > 0:
+            np.testing.assert_array_equal(beside.T_world_cam, serial.T_world_cam)
+            np.testing.assert_array_equal(beside.motion_mask, serial.motion_mask)
