@@ -192,8 +192,35 @@ def test_thread_governor_leaves_a_collapsed_thread_count_and_probes_back():
     for _ in range(3):
         governor.run('decode', sleep)
     assert governor.current == 1
-    governor.run('decode', lambda: None)         # call 4 is a probe of 2 threads: fast again
+    for _ in range(3):                            # calls 4-6 at 1 thread
+        governor.run('decode', lambda: __import__('time').sleep(0.01))
+    assert governor.current == 1
+    governor.run('decode', lambda: None)         # call 7 is a probe of 2 threads: fast again
     assert governor.current == 2
+
+
+def test_thread_governor_backs_off_probes_that_lose_and_resets_on_a_switch():
+    from pointmap_ros.engines.torch_engine import ThreadGovernor
+    governor = ThreadGovernor(2, probe_every=4, max_probe_every=16)
+    threads_seen = []
+
+    def call(seconds_by_threads):
+        def work():
+            threads_seen.append(torch.get_num_threads())
+            __import__('time').sleep(seconds_by_threads[torch.get_num_threads()])
+        governor.run('decode', work)
+
+    slow_two = {1: 0.001, 2: 0.02}              # the steady state of a busy machine
+    governor.current = 1                        # (as after a collapse)
+    for _ in range(4 + 8 + 16 + 16):
+        call(slow_two)
+    # Probes of 2 threads lost at calls 4, 12, 28 and 44: intervals 4, 8, 16, then capped.
+    assert [i + 1 for i, n in enumerate(threads_seen) if n == 2] == [4, 12, 28, 44]
+    assert governor.current == 1 and governor.probe_every == 16
+    fast_two = {1: 0.02, 2: 0.001}               # the load went away
+    for _ in range(16):
+        call(fast_two)
+    assert governor.current == 2 and governor.probe_every == 4   # call 60's probe won
 
 
 def test_auto_threads_engine_matches_fixed_threads(model):
