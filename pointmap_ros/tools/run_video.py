@@ -96,8 +96,10 @@ def summarise(info: VideoInfo, outputs: list, stats: dict, engine_info: dict) ->
     if not outputs:
         return summary
     H, W = outputs[0].image.shape[:2]
-    for stage in outputs[0].timings_ms:
-        summary['ms_per_frame'][stage] = round(float(np.mean(
+    # Stages a frame did not run (``beside_inference`` needs two pairs) are averaged over
+    # the frames that ran them.
+    for stage in dict.fromkeys(stage for o in outputs for stage in o.timings_ms):
+        summary['ms_per_frame'][stage] = round(float(np.nanmean(
             [o.timings_ms.get(stage, np.nan) for o in outputs])), 2)
     focal = float(outputs[-1].K[0, 0])
     # Preprocessing scales by max(H/h, W/w) before cropping: undo it for the clip's own focal.
