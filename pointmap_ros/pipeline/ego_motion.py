@@ -13,7 +13,9 @@ estimated from static pixels only, and a pixel is static when the camera explain
   (:mod:`~pointmap_ros.pipeline.motion`). MonST3R alternates pose-from-static and
   motion-under-pose offline over a whole video; here each frame takes one step of that
   alternation, starting from where the previous frames left it (a second round inside the
-  frame changed no validation score). A camera whose static pixels do not move in the
+  frame changed no validation score). The pose and the keyframe pair's own test need that
+  pair alone (:func:`keyframe_motion`), so the pipeline computes them while the engine
+  infers the other pairs. A camera whose static pixels do not move in the
   image keeps its keyframe pose exactly (no drift of a still camera from noisy maps).
 - Odometry (when the frames carry it): every pose estimate is fused with the odometry's
   (:mod:`~pointmap_ros.pipeline.odometry_prior`), so the motion test runs under the fused

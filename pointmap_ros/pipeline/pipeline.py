@@ -411,13 +411,13 @@ class DynamicReconPipeline:
                   timings: dict[str, float]) -> PipelineOutput:
         """Stages 1 (after inference) to 7 of the module docstring for a frame with a
         keyframe."""
-        started = time.perf_counter()
         if inferred.keyframe is None:
             keyframe = self._keyframe_stage(camera, frame, inferred.pairs[0],
                                             inferred.image_motion)
             for stage, ms in keyframe.timings.items():
                 timings[stage] = timings.get(stage, 0.0) + ms
         else:  # computed beside inference: what is left of it is the wait
+            started = time.perf_counter()
             keyframe = inferred.keyframe.result()
             timings['beside_inference'] = sum(keyframe.timings.values())
             timings['geometry'] = _ms(started)
