@@ -64,8 +64,9 @@ class ThreadGovernor:
     A probe that loses doubles the interval to the next one (up to ``max_probe_every``
     calls), and a switch, by a probe or a collapse, resets it: a losing probe is a call at
     the slow count, and under steady load each cost up to the collapse itself (measured with
-    the pipeline's helper thread busy beside the small model at 96x128: probes every 16 calls
-    made the mean frame 10-60 % slower than never probing).
+    the pipeline's helper thread busy beside the small model at 96x128 and 1-2 busy processes:
+    probes every 16 calls made the mean frame 1.6-1.8x that with the back-off or without
+    probes; equal at idle).
 
     Call :meth:`run` with a kind (``'encode'``/``'decode'``) and a zero-argument function.
     """
