@@ -30,6 +30,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from pointmap_ros.geometry.camera import pixel_grid
 from pointmap_ros.geometry.pointmap import squared_norm
 from pointmap_ros.tracking.window import WindowFrame
 from pointmap_ros.types import DynamicPointMaps, MapName
@@ -108,8 +109,10 @@ class PixelFlow:
 
 @functools.lru_cache(maxsize=8)
 def _grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel-centre coordinate maps ``(x, y)``, ``[H, W]`` float32 each (cached, read-only)."""
-    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    """:func:`~pointmap_ros.geometry.camera.pixel_grid` as the separate contiguous ``(x,
+    y)`` float32 planes ``cv2.remap`` takes (cached, read-only)."""
+    grid = pixel_grid(height, width, np.float32)
+    x, y = np.ascontiguousarray(grid[..., 0]), np.ascontiguousarray(grid[..., 1])
     x.flags.writeable = y.flags.writeable = False
     return x, y
 

@@ -320,8 +320,8 @@ class DynamicReconPipeline:
                 if pending is not None and keyframe is None and len(schedule) > 1:
                     # The keyframe pair alone gives the pose: work it out while the other
                     # pairs infer (queued behind the image work on the same thread).
-                    keyframe = self._flow_thread.submit(self._keyframe_stage, camera, frame,
-                                                        inferred[0], pending)
+                    keyframe = self._flow_thread.submit(lambda: self._keyframe_stage(
+                        camera, frame, inferred[0], pending.result()))
         except BaseException:
             for work in (pending, keyframe):
                 if work is not None and not work.cancel():
@@ -447,18 +447,16 @@ class DynamicReconPipeline:
 
     def _keyframe_stage(self, camera: _CameraState, frame: WindowFrame,
                         inferred: tuple[str, WindowFrame, DynamicPointMaps],
-                        image_motion: _ImageMotion | Future) -> _KeyframeStage:
+                        image_motion: _ImageMotion) -> _KeyframeStage:
         """Stages 1-4 for the keyframe pair alone: its cross-time maps and view, the
         frame's intrinsics and scene depth, and with correspondences the pose and the
         pair's motion test (:func:`keyframe_motion`). It changes no state, so it may run on
-        the helper thread while the engine infers the other pairs (``image_motion`` is then
-        that thread's earlier, finished work).
+        the helper thread while the engine infers the other pairs (queued behind the image
+        work that gives ``image_motion``).
 
         Raises:
             PoseError: no valid points, or no pose (:func:`keyframe_motion`).
         """
-        if isinstance(image_motion, Future):
-            image_motion = image_motion.result()
         timings = {'correspondence': 0.0, 'depth_prior': 0.0}
         pair = self._pair(camera, frame, inferred, image_motion.flows[0], timings)
         started = time.perf_counter()
