@@ -45,6 +45,11 @@ class PipelineConfig:
         max_fit_points: random subset of an instance's pixels used for its fit.
         deforming_pieces: an instance that is not rigid moves as up to this many rigid
             pieces blended by distance (its published flow; 1 = one rigid motion).
+        affine_residual_frac: a rigid instance's published flow follows its affine fit
+            instead when that leaves at most this fraction of the rigid fit's residual (a
+            pulsing or stretching object; 0 = never). On the validation scenes 0.6 brought
+            the moving-pixel flow error of oracle-two-map from 0.224 to 0.211 of zero flow
+            (0.7 and 0.8 within 0.001 of it; docs/pipeline.md step 8).
         work_pixels: statistics and segmentation run on a grid strided to about this many
             pixels (1 = full resolution up to 256x256; 2 at 512x288).
         rigid_residual_rel: an instance whose residual exceeds this fraction of its size is
@@ -155,6 +160,7 @@ class PipelineConfig:
     ransac_iterations: int = 64
     max_fit_points: int = 500
     deforming_pieces: int = 4
+    affine_residual_frac: float = 0.6
     work_pixels: int = 65536
     rigid_residual_rel: float = 0.05
     rigid_motion_residual_frac: float = 0.2
@@ -280,7 +286,8 @@ _VALUE_RULES = (
      _positive, 'expected a finite value > 0'),
     (('flow_hysteresis', 'rigid_motion_residual_frac'),
      lambda value: 0.0 < value <= 1.0, 'expected a value in (0, 1]'),
-    (('flow_depth_min_isotropy', 'odometry_weight'), lambda value: 0.0 <= value <= 1.0,
+    (('flow_depth_min_isotropy', 'odometry_weight', 'affine_residual_frac'),
+     lambda value: 0.0 <= value <= 1.0,
      'expected a value in [0, 1]'),
     (('odometry_max_disagreement_deg', 'odometry_max_disagreement_rel',
       'odometry_min_parallax_px'), _positive, 'expected a finite value > 0'),

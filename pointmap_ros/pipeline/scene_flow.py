@@ -2,9 +2,9 @@
 
 With network cross-time maps it is the shortest-gap pair's ``P_j(t_j) - P_j(t_i)``. With
 correspondences, per pixel: exactly zero on static pixels (the camera explains their image
-motion: known, not missing); the instance's fitted rigid motion on rigid instances; its
-locally rigid motion (rigid pieces blended by distance) on deforming ones; unknown on moving
-pixels outside every instance.
+motion: known, not missing); the instance's fitted rigid motion on rigid instances (affine on
+one that stretches as a whole); its locally rigid motion (rigid pieces blended by distance)
+on deforming ones; unknown on moving pixels outside every instance.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import numpy as np
 
 from pointmap_ros.geometry.pointmap import set_invalid_nan
-from pointmap_ros.geometry.transforms import se3_apply, se3_inverse
 from pointmap_ros.pipeline.pair import PairView
 from pointmap_ros.tracking.rigid_motion import RigidMotion
 
@@ -67,7 +66,8 @@ def rigid_flow(labels: np.ndarray, fits: dict[int, RigidMotion],
     that error is spatially correlated (the flow is smooth, and fails in patches). A rigid
     object moves as one: its fit (:func:`~pointmap_ros.pipeline.instances.fit_instances`)
     averages those errors over hundreds of pixels, and gives every pixel of the instance the
-    flow ``x - T^-1 x`` (``x`` = its point now). Instances that are not rigid (a waving
+    flow ``x - T^-1 x`` (``x`` = its point now; ``T`` affine where the fit kept one, a
+    pulsing object). Instances that are not rigid (a waving
     sheet) move with their locally rigid fit, rigid pieces blended by distance
     (:class:`~pointmap_ros.tracking.rigid_motion.BlendedMotion`; their single fit where
     they have none): on the held-out scenes' deforming instances its error was 0.39 of
@@ -78,10 +78,6 @@ def rigid_flow(labels: np.ndarray, fits: dict[int, RigidMotion],
     target = view.j_tj.reshape(-1, 3)
     for label, fit in fits.items():
         members = np.flatnonzero(flat_labels == label)
-        now = target[members].astype(np.float64)
-        if fit.is_rigid or fit.blended is None:
-            moved = now - se3_apply(se3_inverse(fit.T), now)
-        else:
-            moved = fit.blended.displacement(now)
+        moved = fit.displacement(target[members].astype(np.float64))
         flat_flow[members] = moved.astype(np.float32)
     return flow

@@ -1,6 +1,7 @@
 """Rigid motion of one object instance between two times (weighted Umeyama in RANSAC), its
-refinement in each correspondence's own metric, and the locally rigid motion of a deforming
-instance (rigid pieces blended by distance).
+refinement in each correspondence's own metric, the affine motion of an instance that
+stretches as a whole, and the locally rigid motion of a deforming instance (rigid pieces
+blended by distance).
 
 A DPM pair gives, for the same pixels, their points at two times in one frame
 (``P_j(t_i)`` and ``P_j(t_j)``), i.e. exact 3D correspondences: no matching is needed.
@@ -13,10 +14,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from pointmap_ros.geometry.alignment import ransac_umeyama
-from pointmap_ros.geometry.transforms import rotvec_to_rotmat, se3_apply, se3_from_rt, skew
+from pointmap_ros.geometry.transforms import (
+    rotvec_to_rotmat, se3_apply, se3_from_rt, se3_inverse, skew)
 
 __all__ = ['RigidMotion', 'BlendedMotion', 'fit_rigid_motion', 'fit_blended_motion',
-           'object_size', 'refine_rigid_motion']
+           'fit_affine_motion', 'trimmed_rms', 'object_size', 'refine_rigid_motion']
+
+#: :func:`fit_affine_motion` fits the directions in which the points spread at least about
+#: this fraction of their mean spread (standard deviations); a flat or thin instance keeps
+#: the rigid rotation across itself, where its points cannot tell a stretch from noise.
+AFFINE_MIN_SPREAD_REL = 0.1
 
 
 @dataclass
@@ -33,6 +40,9 @@ class RigidMotion:
         size: RMS radius of the points at time b about their centroid.
         blended: the locally rigid motion of an instance that is not rigid, where it was
             fitted (:func:`fit_blended_motion`).
+        affine: ``[4, 4]`` the affine motion (time a to b) of a rigid-judged instance whose
+            residual it explains (:func:`fit_affine_motion`): a pulsing or stretching
+            object, whose deformation is small next to its size.
     """
 
     T: np.ndarray
@@ -42,6 +52,18 @@ class RigidMotion:
     is_rigid: bool
     size: float
     blended: 'BlendedMotion | None' = None
+    affine: np.ndarray | None = None
+
+    def displacement(self, points_b: np.ndarray) -> np.ndarray:
+        """``[N, 3]`` how far each point (time b) moved since time a, under the most
+        detailed motion fitted: the blended pieces of a non-rigid instance, else the affine
+        motion where one was kept, else ``T``."""
+        points_b = np.asarray(points_b, np.float64)
+        if not self.is_rigid and self.blended is not None:
+            return self.blended.displacement(points_b)
+        earlier = (se3_inverse(self.T) if self.affine is None
+                   else np.linalg.inv(self.affine))
+        return points_b - se3_apply(earlier, points_b)
 
 
 @dataclass(frozen=True)
@@ -113,9 +135,7 @@ def fit_rigid_motion(pts_a: np.ndarray, pts_b: np.ndarray, weights: np.ndarray |
         InputError: fewer than 3 points (from the alignment).
     """
     res = ransac_umeyama(pts_a, pts_b, threshold, weights, iterations=iterations, seed=seed)
-    keep = max(1, int(np.ceil(0.9 * len(res.residuals))))
-    r = np.partition(res.residuals, keep - 1)[:keep]  # the smallest 90 %
-    rms = float(np.sqrt(np.mean(r ** 2)))
+    rms = trimmed_rms(res.residuals)
     size = object_size(pts_b)
     rel = max(rms - 1.5 * noise_rms, 0.0) / size if size > 0 else 0.0
     ratio = float(np.mean(res.inliers))
@@ -125,6 +145,64 @@ def fit_rigid_motion(pts_a: np.ndarray, pts_b: np.ndarray, weights: np.ndarray |
         is_rigid = max(rms - 1.5 * noise_rms, 0.0) <= motion_residual_frac * displacement
     return RigidMotion(T=res.T, rms=rms, residual_rel=rel, inlier_ratio=ratio,
                        is_rigid=bool(is_rigid), size=size)
+
+
+def trimmed_rms(residuals: np.ndarray) -> float:
+    """RMS of the smallest 90 % of ``[N]`` residual lengths (a few outliers do not count,
+    a deformation of the whole does)."""
+    keep = max(1, int(np.ceil(0.9 * len(residuals))))
+    return float(np.sqrt(np.mean(np.square(np.partition(residuals, keep - 1)[:keep]))))
+
+
+def fit_affine_motion(pts_a: np.ndarray, pts_b: np.ndarray, rigid: np.ndarray,
+                      threshold: float, information: np.ndarray | None = None,
+                      min_spread_rel: float = AFFINE_MIN_SPREAD_REL, iterations: int = 10
+                      ) -> np.ndarray:
+    """``[4, 4]`` affine motion ``pts_b ~ A pts_a + t`` of the correspondences within
+    ``threshold`` of the ``rigid`` motion (its inliers), started from ``rigid``.
+
+    An object that pulses or stretches (a breathing ball, an inflating bag, a limb whose
+    reconstruction stretches) moves affinely as a whole; a rigid fit leaves that in its
+    residual. Minimises ``sum_k e_k^T W_k e_k``, ``e_k = A a_k + t - b_k``, ``W_k`` =
+    ``information`` (identity when None; :func:`refine_rigid_motion`'s metric, so a match
+    slid along an image stripe does not pass for a stretch): linear in the 12 unknowns,
+    solved with Levenberg damping of ``min_spread_rel^2`` times the linear part's mean
+    diagonal in the normal matrix, ``iterations`` times from ``rigid``. Directions the points hardly span (a
+    flat instance's normal, a stripe's direction) then stay at ``rigid``, the others reach
+    least squares (exact for exact affine correspondences that span space, within
+    ``(d / (1 + d))^iterations`` of the start's error for a direction ``1 / d`` times the
+    damping). Returns ``rigid`` when fewer than 12 inliers (4 per unknown row) remain.
+    """
+    pts_a = np.asarray(pts_a, np.float64)
+    pts_b = np.asarray(pts_b, np.float64)
+    rigid = np.asarray(rigid, np.float64)
+    inliers = np.linalg.norm(se3_apply(rigid, pts_a) - pts_b, axis=1) < threshold
+    if np.count_nonzero(inliers) < 12:
+        return rigid
+    # Centred on the source's mean, so the linear part and the translation decouple.
+    centre = pts_a[inliers].mean(axis=0)
+    source, target = pts_a[inliers] - centre, pts_b[inliers]
+    weights = (np.broadcast_to(np.eye(3), (len(source), 3, 3)) if information is None
+               else np.asarray(information, np.float64)[inliers])
+    # e = A s + c - b is linear in x = (A row-major, c): e = J x - b, J_k = [I (x) s_k^T | I].
+    jacobian = np.zeros((len(source), 3, 12))
+    for row in range(3):
+        jacobian[:, row, 3 * row:3 * row + 3] = source
+        jacobian[:, row, 9 + row] = 1.0
+    weighted_jacobian = np.einsum('nij,njk->nik', weights, jacobian)
+    normal = np.einsum('nji,njk->ik', jacobian, weighted_jacobian)
+    normal_target = np.einsum('nji,nj->i', weighted_jacobian, target)
+    # Relative to the linear part's mean diagonal (the mean squared spread of the points
+    # in the metric): the translation's diagonal, one per point, is far larger.
+    damping = min_spread_rel ** 2 * max(np.trace(normal[:9, :9]) / 9.0, 1e-300) * np.eye(12)
+    unknowns = np.concatenate([rigid[:3, :3].ravel(), se3_apply(rigid, centre[None])[0]])
+    for _ in range(iterations):
+        unknowns = unknowns + np.linalg.solve(normal + damping,
+                                              normal_target - normal @ unknowns)
+    motion = np.eye(4)
+    motion[:3, :3] = unknowns[:9].reshape(3, 3)
+    motion[:3, 3] = unknowns[9:] - motion[:3, :3] @ centre
+    return motion
 
 
 def fit_blended_motion(pts_a: np.ndarray, pts_b: np.ndarray, threshold: float,
