@@ -83,7 +83,10 @@ class PipelineConfig:
             (pipeline/correspondence.py has the measured accuracy and cost of each).
         flow_width: optical flow runs on the model crop at this many pixels across (at most
             the camera's width), then is resampled to the model resolution: with
-            ``flow_preset``, the knob between flow accuracy and its cost.
+            ``flow_preset``, the knob between flow accuracy and its cost. 256 against 224
+            on the validation scenes (oracle-two-map): motion IoU 0.929 -> 0.934,
+            moving-pixel flow error 0.212 -> 0.190 of zero flow, id switches 4 -> 0
+            (288: 0.931 / 0.183; 320: 0.917 / 0.174), ~4 ms more per pair at 288x512.
         flow_min_px: a pixel moves when its flow misses the camera-induced position by
             more than this many pixels (of the flow's images, see ``flow_width``; all
             ``flow_*_px`` and ``camera_still_px`` are in those pixels)...
@@ -176,7 +179,7 @@ class PipelineConfig:
     seed: int = 0
     cross_time_source: str = 'auto'
     flow_preset: str = 'accurate'
-    flow_width: int = 224
+    flow_width: int = 256
     flow_min_px: float = 1.0
     flow_noise_mult: float = 3.0
     flow_depth_min_rel: float = 0.02

@@ -76,8 +76,12 @@ def resolve_cross_time_source(requested: str, engine) -> tuple[str, str]:
 # than the preset: on validation sequences (192x256 model, 384x512 camera) motion IoU was
 # 0.75 for 'accurate' on 224-pixel-wide images and 0.78 / 0.81 / 0.88 for 'fast' / 'balanced'
 # / 'accurate' on the full 512 pixels, at about 7 / 12 / 50 ms per direction (one core);
-# on the test sequences, though, 'fast' at 512 scored 0.70 against 0.79 for the default
-# ('accurate' at flow_width 224, ~10 ms per direction), which is therefore kept.
+# on the test sequences, though, 'fast' at 512 scored 0.70 against 0.79 for 'accurate' at
+# flow_width 224 (~10 ms per direction), which was therefore kept; the default width is now
+# 256 (PipelineConfig.flow_width has the measurements). 'balanced' at 512 (2026-12-06,
+# validation, same cost as 'accurate' at 224): moving-pixel flow error 0.224 -> 0.213 of
+# zero flow but motion IoU 0.929 -> 0.874 and a spurious track (the motion test's pixel
+# thresholds are in the flow's pixels, half the size there).
 _DIS_PRESETS = {'fast': (cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, 1),
                 'balanced': (cv2.DISOPTICAL_FLOW_PRESET_FAST, 1),
                 'accurate': (cv2.DISOPTICAL_FLOW_PRESET_FAST, 0)}
@@ -158,8 +162,8 @@ class DenseFlow:
 
     Args:
         preset: ``'fast'`` (~7 ms per direction at 512x288 on one core), ``'balanced'``
-            (~12 ms) or ``'accurate'`` (~50 ms at 512x288, ~10 ms at the pipeline's default
-            224-pixel flow width); see ``_DIS_PRESETS``.
+            (~12 ms) or ``'accurate'`` (~50 ms at 512x288, ~10 ms at a 224-pixel flow width,
+            1.3 x that at the default 256); see ``_DIS_PRESETS``.
         abs_tol_px, rel_tol: forward-backward tolerances (:func:`consistent_flow`), checked
             on the measured flow (absolute one in pixels of the flow's images).
 

@@ -169,7 +169,7 @@ def test_exact_odometry_makes_an_up_to_scale_engine_metric(exact_flow, scale_rto
     """Exact maps in half metres + exact odometry: metric points and poses, the scale
     measured from the odometry's parallax alone. With the true 2D flow the metres are right
     to the depth sampling (nearest pixel: 1 %); with DIS flow on a camera of twice the
-    model's size (the flow runs at 224 pixels across) within the 3 % the issue asks. (At
+    model's size (the flow runs at 256 pixels across) within the 3 % the issue asks. (At
     128 pixels DIS shrinks this slow scene's sub-pixel parallax by up to 4 %.)"""
     gen, outputs = _run(_exact_odometry(), exact_flow=exact_flow,
                         camera_scale=1 if exact_flow else 2)
