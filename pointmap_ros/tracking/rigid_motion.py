@@ -166,12 +166,13 @@ def fit_affine_motion(pts_a: np.ndarray, pts_b: np.ndarray, rigid: np.ndarray,
     residual. Minimises ``sum_k e_k^T W_k e_k``, ``e_k = A a_k + t - b_k``, ``W_k`` =
     ``information`` (identity when None; :func:`refine_rigid_motion`'s metric, so a match
     slid along an image stripe does not pass for a stretch): linear in the 12 unknowns,
-    solved with Levenberg damping of ``min_spread_rel^2`` times the linear part's mean
-    diagonal in the normal matrix, ``iterations`` times from ``rigid``. Directions the points hardly span (a
-    flat instance's normal, a stripe's direction) then stay at ``rigid``, the others reach
-    least squares (exact for exact affine correspondences that span space, within
-    ``(d / (1 + d))^iterations`` of the start's error for a direction ``1 / d`` times the
-    damping). Returns ``rigid`` when fewer than 12 inliers (4 per unknown row) remain.
+    solved ``iterations`` times from ``rigid``, each step damped by ``min_spread_rel^2``
+    times the linear part's mean diagonal in the normal matrix. Directions the points
+    hardly span (a flat instance's normal, a stripe's direction) then stay at ``rigid``;
+    the others reach least squares (exact for exact affine correspondences that span
+    space: a direction whose normal-matrix value is ``1 / d`` times the damping keeps
+    ``(d / (1 + d))^iterations`` of the start's error). Returns ``rigid`` when fewer than
+    12 inliers (4 per unknown row) remain.
     """
     pts_a = np.asarray(pts_a, np.float64)
     pts_b = np.asarray(pts_b, np.float64)
