@@ -58,12 +58,16 @@ class MotionResult:
         pair_motions: the 3D-flow decision of each pair, in the order of the views (its
             noise and threshold scale the rigid fits and the instance split).
         odometry: how the odometry prior entered ``T_kf_cam`` (``PipelineOutput.odometry``).
+        maps_trusted: for each pair (views' order) with correspondences, whether the camera
+            test trusted its maps' depths (the pose test, not the epipolar fallback); empty
+            without correspondences.
     """
 
     mask: np.ndarray
     T_kf_cam: np.ndarray
     pair_motions: tuple[PairMotion, ...]
     odometry: str = NO_ODOMETRY
+    maps_trusted: tuple[bool, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,7 @@ class _Verdict:
 
     moving: np.ndarray  # [H, W] moving in the image-space test and displaced in 3D
     observed: np.ndarray  # [H, W] pixels the image-space test could judge
+    maps_trusted: bool  # the pose test decided (the maps' depths were reliable)
 
 
 @dataclass(frozen=True)
@@ -143,7 +148,8 @@ def estimate_motion_and_pose(views: list[PairView], K: np.ndarray, scene_depth: 
                                  aperture, scene_depth, config, grid))
     mask = _correspondence_mask(verdicts, pair_motions, keyframe_pair, keyframe.points_cam,
                                 config, grid, fused)
-    return MotionResult(mask, keyframe.T_kf_cam, tuple(pair_motions), keyframe.odometry)
+    return MotionResult(mask, keyframe.T_kf_cam, tuple(pair_motions), keyframe.odometry,
+                        tuple(verdict.maps_trusted for verdict in verdicts))
 
 
 def keyframe_motion(keyframe_pair: PairView, K: np.ndarray, scene_depth: float,
@@ -290,7 +296,7 @@ def _verdict(view: PairView, points_cam: np.ndarray, T_world_cam: np.ndarray, K:
     # The 3D displacement check needs the pair's 3D flow; where the maps have none the
     # image-space decision stands alone.
     displaced = (view.flow_sq > (config.motion_min_rel * scene_depth) ** 2) | ~view.valid_flow
-    return _Verdict(decision.moving & displaced, decision.observed)
+    return _Verdict(decision.moving & displaced, decision.observed, decision.test == 'pose')
 
 
 def _inside_border(mask: np.ndarray, border: int) -> np.ndarray:

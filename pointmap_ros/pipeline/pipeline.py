@@ -583,7 +583,8 @@ class DynamicReconPipeline:
             fits = fit_instances(config, labels, count, flow_pair, geometry.scene_depth,
                                  flow_motion.noise, aperture, T_ref_cam[:3, :3])
             labels = complete_instances(labels, fits, flow_pair, T_ref_cam, K,
-                                        geometry.points_cam, aperture, config, self.size)
+                                        geometry.points_cam, aperture, config, self.size,
+                                        motion.maps_trusted[flow_index])
             final_motion = geometry.motion | (geometry.valid & (labels > 0))
         R_cam_ref = se3_compose(se3_inverse(frame.T_world_cam), flow_pair.ref.T_world_cam)[:3, :3]
         flow, flow_valid = published_flow(

@@ -1,7 +1,8 @@
 """Object detections (pipeline/instances.detect_objects) on an analytic pair: an instance
 must move as a whole by the motion threshold, and one continuing a published track of the
 previous frame by the mask's hysteresis of it. Instance fits (fit_instances): matches that
-slid along image stripes do not bias the refined motion."""
+slid along image stripes do not bias the refined motion. Growth (grow_instances) reaches an
+object's outline and stops at the depth jump behind it."""
 
 import numpy as np
 import pytest
@@ -9,9 +10,11 @@ import pytest
 from pointmap_ros.geometry.camera import unproject
 from pointmap_ros.pipeline import PipelineConfig
 from pointmap_ros.pipeline.correspondence import PixelFlow
-from pointmap_ros.pipeline.instances import detect_objects, fit_instances
+from pointmap_ros.geometry.transforms import se3_from_rt
+from pointmap_ros.pipeline.instances import detect_objects, fit_instances, grow_instances
 from pointmap_ros.pipeline.motion import ApertureMetric
 from pointmap_ros.pipeline.pair import PairView
+from pointmap_ros.tracking.rigid_motion import RigidMotion
 from pointmap_ros.tracking.window import WindowFrame
 from pointmap_ros.types import DynamicPointMaps, Frame
 
@@ -38,17 +41,20 @@ def _pair(ref: WindowFrame, shift: float) -> PairView:
 
 
 def _view(role: str, ref: WindowFrame, before: np.ndarray, matched: np.ndarray,
-          now: np.ndarray) -> PairView:
+          now: np.ndarray, pixel_flow: PixelFlow | None = None) -> PairView:
     """A confident pair 0.1 s after ``ref``: the reference's points ``before``, the current
-    pixels' points ``now`` and where their correspondences put them earlier, ``matched``."""
+    pixels' points ``now`` and where their correspondences put them earlier, ``matched``
+    (``pixel_flow``: the pair's 2D correspondences, default zero flow)."""
     ones = np.ones((H, W), np.float32)
     maps = DynamicPointMaps(pts_i_ti=before, pts_i_tj=before, pts_j_ti=matched, pts_j_tj=now,
                             conf_i_ti=ones, conf_i_tj=ones, conf_j_ti=ones, conf_j_tj=ones,
                             metric=True)
-    zero = np.zeros((H, W, 2), np.float32)
-    consistent = np.ones((H, W), bool)
+    if pixel_flow is None:
+        zero = np.zeros((H, W, 2), np.float32)
+        consistent = np.ones((H, W), bool)
+        pixel_flow = PixelFlow(zero, zero, consistent, consistent)
     return PairView(role, ref, ref.frame.stamp + 0.1, maps, 1.0, 0.0, None,
-                    pixel_flow=PixelFlow(zero, zero, consistent, consistent))
+                    pixel_flow=pixel_flow)
 
 
 def _detections(shift: float, previous_track_ids=None, published=frozenset({7})):
@@ -123,3 +129,63 @@ def test_instance_fit_ignores_matches_slid_along_stripes():
     assert np.linalg.norm(plain.T[:3, 3] - motion) > 0.005  # biased by the slides
     np.testing.assert_allclose(refined.T[:3, 3], motion, atol=1e-4)
     np.testing.assert_allclose(refined.T[:3, :3], np.eye(3), atol=1e-4)
+
+
+def _grown(wall_depth: float, object_flow_on_wall: bool, textured: np.ndarray | None = None,
+           border_steps: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Growth of an instance made of the object less its outline (1 pixel ring, as the
+    motion test leaves it) on a wall at ``wall_depth``; the object (3 m) moved 6 cm right.
+    The wall's optical flow is the object's (``object_flow_on_wall``: only the surface test
+    can stop the growth) or zero (it is static). The object's extent covers the image.
+    Returns ``(grown instance mask, object mask)``."""
+    motion = np.array([0.06, 0.0, 0.0])
+    depth = np.full((H, W), wall_depth)
+    depth[OBJECT] = 3.0
+    now = unproject(depth, K).astype(np.float32)
+    before = now - motion.astype(np.float32)
+    on_object = np.zeros((H, W), bool)
+    on_object[OBJECT] = True
+    backward = np.zeros((H, W, 2), np.float32)
+    moved = np.ones((H, W), bool) if object_flow_on_wall else on_object
+    backward[moved, 0] = -K[0, 0] * motion[0] / 3.0  # where the object's pixels were
+    valid = np.ones((H, W), bool)
+    view = _view('gap1', _frame(0), before, before, now,
+                 PixelFlow(-backward, backward, valid, valid))
+    labels = np.zeros((H, W), np.int32)
+    labels[OBJECT[0].start + 1:OBJECT[0].stop - 1, OBJECT[1].start + 1:OBJECT[1].stop - 1] = 1
+    fit = RigidMotion(T=se3_from_rt(np.eye(3), motion), rms=0.0, residual_rel=0.0,
+                      inlier_ratio=1.0, is_rigid=True, size=10.0)
+    aperture = ApertureMetric(np.ones((H, W), np.float32), np.zeros((H, W), np.float32),
+                              np.ones((H, W), np.float32),
+                              valid if textured is None else textured)
+    grown = grow_instances(labels, {1: fit}, view, K, np.full((H, W), np.nan, np.float32),
+                           aperture, threshold_px=0.5, jump_rel=0.05, max_steps=8,
+                           border_steps=border_steps)
+    return grown == 1, on_object
+
+
+@pytest.mark.parametrize('wall_depth', [4.0, 3.1])
+def test_growth_takes_the_outline_and_stops_at_the_depth_jump(wall_depth):
+    """The outline joins: it is on the object's surface although it borders the far wall.
+    The wall 1 m behind does not, though its flow agrees with the object's motion; a wall
+    10 cm behind (3 %, under ``jump_rel``) is one surface with the object."""
+    grown, on_object = _grown(wall_depth, object_flow_on_wall=True)
+    if wall_depth == 4.0:
+        np.testing.assert_array_equal(grown, on_object)
+    else:
+        assert np.all(grown[on_object]) and np.count_nonzero(grown[~on_object]) > 0
+
+
+def test_border_rings_take_unjudged_pixels_never_contradicting_ones():
+    """A static wall 10 cm behind the object (one surface by depth): its pixels, whose flow
+    contradicts the object's motion, stay out even within the border rings; a flat patch of
+    it (no flow evidence) next to the object joins within them, and only within them (the
+    first ring is the object's outline, so 4 rings reach 3 columns beyond it)."""
+    flat = np.zeros((H, W), bool)
+    flat[OBJECT[0], OBJECT[1].stop:OBJECT[1].stop + 6] = True  # 6 columns right of the object
+    grown, on_object = _grown(3.1, object_flow_on_wall=False, textured=~flat, border_steps=4)
+    taken = grown & ~on_object
+    assert np.all(grown[on_object])
+    np.testing.assert_array_equal(
+        np.nonzero(taken.any(axis=0))[0], np.arange(OBJECT[1].stop, OBJECT[1].stop + 3))
+    assert np.all(flat[taken])
