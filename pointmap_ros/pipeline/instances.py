@@ -34,6 +34,7 @@ __all__ = ['instance_labels', 'detect_objects', 'fit_instances', 'complete_insta
 _CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
 _SQUARE = np.ones((3, 3), np.uint8)
 
+
 def instance_labels(config: PipelineConfig, stride: int, motion: np.ndarray,
                     points_cam: np.ndarray, flow: np.ndarray,
                     flow_floor: float) -> tuple[np.ndarray, int]:
@@ -310,9 +311,8 @@ def grow_instances(labels: np.ndarray, fits: dict[int, RigidMotion], view: PairV
     ``border_steps`` rings -- and it lies on the same surface (growth never enters a pixel
     behind a depth jump of more than ``jump_rel``: the object's own outline joins, the
     background just behind it does not, and growth cannot pass that ring) within the object's
-    extent (twice its
-    RMS radius from its centroid: a floor under a ball whose stripes hide the ball's motion
-    is not the ball). At most ``max_steps`` one-pixel rings are added. Non-rigid instances
+    extent (twice its RMS radius from its centroid: a floor under a ball whose stripes hide
+    the ball's motion is not the ball). At most ``max_steps`` one-pixel rings are added. Non-rigid instances
     (no motion model to check the flow against) only close their border.
 
     Args:
@@ -358,9 +358,9 @@ def _growth_surface(view: PairView, jump_rel: float, maps_trusted: bool) -> np.n
     2026-12-06, kept it out, one pixel ring of each object (on validation sequences,
     oracle-two-map and the shipped model with a depth sensor, 40 % of the moving pixels the
     growth could not reach). A network whose maps the camera test did not trust blurs depth
-    edges into ramps of small steps, which the one-sided test would climb into the
-    background (shipped model, validation: motion IoU 0.601 -> 0.588), so there both sides
-    of an edge stay out.
+    edges into ramps of small steps, which a one-sided test climbs into the background (a
+    link test between neighbours, measured on validation for every pair: shipped model motion
+    IoU 0.601 -> 0.588), so there both sides of an edge stay out.
     """
     depth = view.j_tj[..., 2]
     known = np.isfinite(depth)
@@ -395,8 +395,8 @@ def _grow_region(region: np.ndarray, candidates: np.ndarray, consistent: np.ndar
     """
     region = region.view(np.uint8)
     for step in range(max_steps):
-        allowed = candidates & (consistent | unknown) if step < border_steps else \
-            candidates & consistent
+        evidence = (consistent | unknown) if step < border_steps else consistent
+        allowed = candidates & evidence
         ring = (cv2.dilate(region, _SQUARE) > 0) & allowed
         if not ring.any():
             break
