@@ -79,8 +79,10 @@ class PipelineConfig:
             the network elsewhere) or ``'auto'`` (trust the network's cross-time maps only
             as far as they were shown to work: :func:`resolve_cross_time_source`).
             With correspondences, motion is decided in the image (pipeline/motion.py).
-        flow_preset: optical-flow preset, ``'fast'``, ``'balanced'`` or ``'accurate'``
-            (pipeline/correspondence.py has the measured accuracy and cost of each).
+        flow_preset: optical-flow preset, ``'fast'``, ``'balanced'``, ``'accurate'`` or
+            ``'dense'`` (``'accurate'`` with denser patches: more accurate moving objects
+            for about a quarter more flow time; pipeline/correspondence.py has the measured
+            accuracy and cost of each).
         flow_width: optical flow runs on the model crop at this many pixels across (at most
             the camera's width), then is resampled to the model resolution: with
             ``flow_preset``, the knob between flow accuracy and its cost. 256 against 224

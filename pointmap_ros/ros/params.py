@@ -24,7 +24,7 @@ from pointmap_ros.data.odometry import OdometryModel
 from pointmap_ros.errors import ConfigError
 from pointmap_ros.frames import ODOM_FRAME
 from pointmap_ros.pipeline import PipelineConfig
-from pointmap_ros.pipeline.correspondence import CROSS_TIME_SOURCES
+from pointmap_ros.pipeline.correspondence import CROSS_TIME_SOURCES, FLOW_PRESETS
 from pointmap_ros.ros.qos import QOS_CHOICES
 
 __all__ = ['ParamSpec', 'PARAMS', 'PARAMS_BY_NAME', 'CAMERA_PARAMS', 'CAMERA_PARAMS_BY_NAME',
@@ -216,6 +216,10 @@ _PIPELINE_PARAMS = [
     _pipe('flow_width', 'Optical flow runs on the model crop at this many pixels across '
           '(at most the camera width): flow accuracy against its cost (px).',
           range=(16, 4096)),
+    _pipe('flow_preset', "Optical flow (OpenCV DIS) settings: 'fast', 'balanced', "
+          "'accurate' or 'dense' ('accurate' with patches every 3 px instead of 4: moving "
+          'objects measured more accurately for about a quarter more flow time).',
+          choices=FLOW_PRESETS),
     _pipe('flow_min_px', 'With correspondences, a pixel moves when its image motion misses '
           'the camera-induced one by more than this (model px)...', range=(0.0, 100.0),
           dynamic=True),

@@ -43,7 +43,7 @@ from pointmap_ros.engines.factory import create_engine
 from pointmap_ros.engines.oracle_engine import OracleEngine
 from pointmap_ros.evaluation.pipeline_eval import eval_scene, evaluate_sequence, pool_scores
 from pointmap_ros.pipeline import PipelineConfig
-from pointmap_ros.pipeline.correspondence import CROSS_TIME_SOURCES
+from pointmap_ros.pipeline.correspondence import CROSS_TIME_SOURCES, FLOW_PRESETS
 
 __all__ = ['main', 'build_parser', 'SEED_OFFSET']
 
@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--device', default='cpu',
                         help="device for --engine checkpoint ('cpu', 'cuda', 'cuda:N')")
     parser.add_argument('--cross-time-source', choices=CROSS_TIME_SOURCES, default='auto')
+    parser.add_argument('--flow-preset', choices=FLOW_PRESETS,
+                        default=PipelineConfig.flow_preset,
+                        help='optical-flow settings (PipelineConfig.flow_preset)')
     parser.add_argument('--split', choices=('test', 'val'), default='test',
                         help="seed range: 'test' for reported numbers, 'val' for tuning "
                              '(disjoint from test and from training)')
@@ -120,7 +123,8 @@ def _engine_factory(args):
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     factory, (height, width) = _engine_factory(args)
-    config = PipelineConfig(cross_time_source=args.cross_time_source)
+    config = PipelineConfig(cross_time_source=args.cross_time_source,
+                            flow_preset=args.flow_preset)
     moving = [] if args.static_camera else split_seeds(args.split, args.sequences, SEED_OFFSET)
     static = split_seeds(args.split, args.sequences if args.static_camera else
                          args.static_sequences, SEED_OFFSET + args.sequences)
@@ -138,7 +142,8 @@ def main(argv=None) -> int:
     result = {'engine': args.engine, 'checkpoint': args.checkpoint, 'split': args.split,
               'oracle_units_per_metre': args.oracle_units_per_metre,
               'precision': args.precision if args.engine == 'checkpoint' else None,
-              'cross_time_source': args.cross_time_source, 'size': [height, width],
+              'cross_time_source': args.cross_time_source, 'flow_preset': args.flow_preset,
+              'size': [height, width],
               'camera_scale': args.camera_scale,
               'depth_sensor': dataclasses.asdict(depth_sensor) if depth_sensor else None,
               'odometry': dataclasses.asdict(odometry) if odometry else None,

@@ -13,8 +13,8 @@ import pytest
 from pointmap_ros.engines.oracle_engine import OracleEngine
 from pointmap_ros.model.checkpoint import cross_time_heads
 from pointmap_ros.pipeline.correspondence import (
-    DenseFlow, PixelFlow, consistent_flow, correspondence_cross_time, fuse_cross_time,
-    resolve_cross_time_source, sample_map)
+    FLOW_PRESETS, DenseFlow, PixelFlow, consistent_flow, correspondence_cross_time,
+    fuse_cross_time, resolve_cross_time_source, sample_map)
 from pointmap_ros.types import DynamicPointMaps
 
 H, W = 40, 60
@@ -148,14 +148,15 @@ def test_fused_prefers_observed_correspondences():
     np.testing.assert_array_equal(fused.conf_i_tj[~observed], network.conf_i_tj[~observed])
 
 
-def test_dis_flow_recovers_a_textured_translation():
+@pytest.mark.parametrize('preset', FLOW_PRESETS)
+def test_dis_flow_recovers_a_textured_translation(preset):
     rng = np.random.default_rng(0)
     import cv2
     texture = cv2.GaussianBlur(rng.random((H * 4, W * 4)).astype(np.float32), (0, 0), 2)
     texture = ((texture - texture.min()) / np.ptp(texture) * 255).astype(np.uint8)
     image_i = texture[20:20 + H * 2, 20:20 + W * 2]
     image_j = texture[20:20 + H * 2, 17:17 + W * 2]  # content moves 3 px right
-    flow = DenseFlow('fast').estimate(image_i, image_j, (H, W))
+    flow = DenseFlow(preset).estimate(image_i, image_j, (H, W))
     inner = (slice(5, -5), slice(5, -5))
     # Measured at twice the model resolution: 3 px there are 1.5 model pixels.
     assert abs(np.median(flow.forward[inner][..., 0]) - 1.5) < 0.1
