@@ -281,7 +281,7 @@ def _fit_threshold(config: PipelineConfig, scene_depth: float, noise: float) -> 
 def complete_instances(labels: np.ndarray, fits: dict[int, RigidMotion], view: PairView,
                        T_ref_cam: np.ndarray, K: np.ndarray, points_cam: np.ndarray,
                        aperture: ApertureMetric, config: PipelineConfig,
-                       size: tuple[int, int], maps_trusted: bool = True) -> np.ndarray:
+                       size: tuple[int, int], maps_trusted: bool) -> np.ndarray:
     """:func:`grow_instances` on ``view`` (the published-flow pair), with the camera test's
     residual under the current pose ``T_ref_cam`` and growth ranges from the image size:
     an eighth of the image at most, a third of that through pixels the flow cannot judge.
@@ -299,7 +299,7 @@ def complete_instances(labels: np.ndarray, fits: dict[int, RigidMotion], view: P
 def grow_instances(labels: np.ndarray, fits: dict[int, RigidMotion], view: PairView,
                    K: np.ndarray, camera_residual: np.ndarray, aperture: ApertureMetric,
                    threshold_px: float, jump_rel: float, max_steps: int,
-                   border_steps: int, maps_trusted: bool = True) -> np.ndarray:
+                   border_steps: int, maps_trusted: bool) -> np.ndarray:
     """Instance labels extended over the parts of each rigid object the camera test missed.
 
     The camera test cannot see motion along image stripes (aperture) or on flat texture.
@@ -312,8 +312,8 @@ def grow_instances(labels: np.ndarray, fits: dict[int, RigidMotion], view: PairV
     behind a depth jump of more than ``jump_rel``: the object's own outline joins, the
     background just behind it does not, and growth cannot pass that ring) within the object's
     extent (twice its RMS radius from its centroid: a floor under a ball whose stripes hide
-    the ball's motion is not the ball). At most ``max_steps`` one-pixel rings are added. Non-rigid instances
-    (no motion model to check the flow against) only close their border.
+    the ball's motion is not the ball). At most ``max_steps`` one-pixel rings are added.
+    Non-rigid instances (no motion model to check the flow against) only close their border.
 
     Args:
         labels: ``[H, W]`` int32 instances (0 = static).
@@ -329,6 +329,7 @@ def grow_instances(labels: np.ndarray, fits: dict[int, RigidMotion], view: PairV
         return labels
     surface = _growth_surface(view, jump_rel, maps_trusted)
     judged = view.pixel_flow.backward_valid & aperture.textured
+    unjudged, everywhere = ~judged, np.ones_like(judged)
     allowed_residual = np.maximum(
         threshold_px, np.where(np.isfinite(camera_residual), camera_residual, np.float32(0)))
     grown = labels.copy()
@@ -338,9 +339,9 @@ def grow_instances(labels: np.ndarray, fits: dict[int, RigidMotion], view: PairV
         near = np.sum(np.square(points - centroid), axis=-1) <= (2.0 * fit.size) ** 2
         if fit.is_rigid:
             consistent = judged & (_object_residual(fit, view, K, aperture) <= allowed_residual)
-            unknown = ~judged
+            unknown = unjudged
         else:  # no motion to check the flow against: the border closes over any pixel
-            consistent, unknown = np.zeros_like(judged), np.ones_like(judged)
+            consistent, unknown = np.zeros_like(judged), everywhere
         region = _grow_region(grown == label, surface & near & (grown == 0), consistent,
                               unknown, max_steps, border_steps)
         grown[region & (grown == 0)] = label

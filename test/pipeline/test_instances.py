@@ -160,7 +160,7 @@ def _grown(wall_depth: float, object_flow_on_wall: bool, textured: np.ndarray | 
                               valid if textured is None else textured)
     grown = grow_instances(labels, {1: fit}, view, K, np.full((H, W), np.nan, np.float32),
                            aperture, threshold_px=0.5, jump_rel=0.05, max_steps=8,
-                           border_steps=border_steps)
+                           border_steps=border_steps, maps_trusted=True)
     return grown == 1, on_object
 
 
