@@ -29,22 +29,24 @@ def _frame(index: int, track_ids=None) -> WindowFrame:
                        K, T_world_cam=np.eye(4), track_ids=track_ids)
 
 
-def _pair(ref: WindowFrame, shift: float) -> PairView:
-    """Static camera at the origin; the object's pixels moved by ``shift`` metres along x
-    from the reference's time to now (a wall at 4 m, the object at 3 m)."""
+def _pair(ref: WindowFrame, shift: float, region=OBJECT, measured_depth=False) -> PairView:
+    """Static camera at the origin; the object's pixels (``region``) moved by ``shift``
+    metres along x from the reference's time to now (a wall at 4 m, the object at 3 m)."""
     depth = np.full((H, W), 4.0)
-    depth[OBJECT] = 3.0
+    depth[region] = 3.0
     before = unproject(depth, K).astype(np.float32)
     now = before.copy()
-    now[OBJECT] += np.array([shift, 0.0, 0.0], np.float32)
-    return _view('keyframe', ref, before, before, now)
+    now[region] += np.array([shift, 0.0, 0.0], np.float32)
+    return _view('keyframe', ref, before, before, now, measured_depth=measured_depth)
 
 
 def _view(role: str, ref: WindowFrame, before: np.ndarray, matched: np.ndarray,
-          now: np.ndarray, pixel_flow: PixelFlow | None = None) -> PairView:
+          now: np.ndarray, pixel_flow: PixelFlow | None = None,
+          measured_depth: bool = False) -> PairView:
     """A confident pair 0.1 s after ``ref``: the reference's points ``before``, the current
     pixels' points ``now`` and where their correspondences put them earlier, ``matched``
-    (``pixel_flow``: the pair's 2D correspondences, default zero flow)."""
+    (``pixel_flow``: the pair's 2D correspondences, default zero flow; ``measured_depth``:
+    the maps carry a depth sensor's measurements)."""
     ones = np.ones((H, W), np.float32)
     maps = DynamicPointMaps(pts_i_ti=before, pts_i_tj=before, pts_j_ti=matched, pts_j_tj=now,
                             conf_i_ti=ones, conf_i_tj=ones, conf_j_ti=ones, conf_j_tj=ones,
@@ -54,7 +56,7 @@ def _view(role: str, ref: WindowFrame, before: np.ndarray, matched: np.ndarray,
         consistent = np.ones((H, W), bool)
         pixel_flow = PixelFlow(zero, zero, consistent, consistent)
     return PairView(role, ref, ref.frame.stamp + 0.1, maps, 1.0, 0.0, None,
-                    pixel_flow=pixel_flow)
+                    pixel_flow=pixel_flow, measured_depth=measured_depth)
 
 
 def _detections(shift: float, previous_track_ids=None, published=frozenset({7})):
@@ -92,6 +94,32 @@ def test_a_continuing_track_needs_only_the_hysteresis(tracked_fraction, detected
     assert _detections(0.8 * hysteresis * THRESHOLD, track_ids) == []
     # A tentative (unpublished) track must still pass the full threshold.
     assert _detections(shift, track_ids, published=frozenset()) == []
+
+
+@pytest.mark.parametrize('region, needed', [
+    (OBJECT, 0.5),                            # 300 pixels: the fit's noise is small
+    ((slice(10, 13), slice(10, 13)), 1.0)])   # 9 pixels, the smallest instance
+def test_depth_sensor_instances_need_the_threshold_scaled_by_their_fits_noise(region, needed):
+    """With a depth sensor's points (independent noise per pixel) a rigid fit over n pixels
+    is sqrt(n) times less noisy than one pixel: a large instance needs half the per-pixel
+    threshold, the smallest one (``min_instance_frac`` of the image) all of it. A network's
+    maps keep the per-pixel threshold whatever the size."""
+    config = PipelineConfig()
+    assert config.min_instance_frac * H * W == pytest.approx(9, abs=0.1)
+    labels = np.zeros((H, W), np.int32)
+    labels[region] = 1
+    keyframe = _frame(0)
+
+    def detected(shift, measured_depth):
+        detections, _ = detect_objects(
+            config, labels, 1, _pair(keyframe, shift, region, measured_depth), keyframe,
+            None, scene_depth=4.0, noise=0.001, motion_threshold=THRESHOLD)
+        return len(detections) == 1
+
+    assert detected(1.1 * needed * THRESHOLD, measured_depth=True)
+    assert not detected(0.9 * needed * THRESHOLD, measured_depth=True)
+    assert detected(1.1 * THRESHOLD, measured_depth=False)
+    assert not detected(0.9 * THRESHOLD, measured_depth=False)
 
 
 def test_instance_fit_ignores_matches_slid_along_stripes():
