@@ -64,7 +64,8 @@ from pointmap_ros.geometry.transforms import se3_compose, se3_inverse
 from pointmap_ros.pipeline import DynamicReconPipeline, FrameInput, PipelineConfig
 from pointmap_ros.pipeline.depth_prior import backproject
 
-__all__ = ['SequenceScore', 'evaluate_sequence', 'pool_scores', 'eval_scene']
+__all__ = ['SequenceScore', 'SequenceTrace', 'FrameSnapshot', 'evaluate_sequence', 'pool_scores',
+           'eval_scene']
 
 
 def eval_scene(height: int, width: int, static_camera: bool = False,
@@ -107,6 +108,85 @@ class SequenceScore:
     odometry_ate_rel: float = float('nan')
     odometry_drift_rel: float = float('nan')
     odometry_decisions: collections.Counter = field(default_factory=collections.Counter)
+    trace: 'SequenceTrace | None' = None
+
+
+@dataclass(frozen=True)
+class FrameSnapshot:
+    """One output frame as the figures show it (model resolution).
+
+    Attributes:
+        frame: frame number in the sequence.
+        image: ``[H, W, 3]`` uint8 the scene at model resolution.
+        motion: ``[H, W]`` bool the published motion mask.
+        motion_true: ``[H, W]`` bool the pixels that truly moved (the mask's ground truth).
+        track_ids: ``[H, W]`` int32 published track id per pixel (0 = none).
+        object_ids: ``[H, W]`` int32 true object id per pixel (0 = static scene).
+    """
+
+    frame: int
+    image: np.ndarray
+    motion: np.ndarray
+    motion_true: np.ndarray
+    track_ids: np.ndarray
+    object_ids: np.ndarray
+
+    def track_owners(self) -> dict[int, int]:
+        """Track id -> the moving object most of its pixels lie on (0 = none), as the
+        object metrics decide it."""
+        return _track_ownership(self.track_ids, self.object_ids, self.motion_true)
+
+
+@dataclass
+class SequenceTrace:
+    """What one sequence looked like frame by frame, for the figures of
+    :mod:`pointmap_ros.evaluation.pipeline_figures` (kept only when asked: it holds every
+    output frame's image).
+
+    Positions are in the world frame of the first camera (its optical axes: x right, y down,
+    z forward); the true ones in metres, the published ones in the pipeline's units until
+    :attr:`alignment` maps them (the similarity the trajectory metrics use: Umeyama with
+    scale for a moving camera, the median depth ratio for a static one).
+
+    Attributes:
+        seed: the sequence's seed.
+        static_camera: the camera stood still.
+        frames: output frame numbers.
+        mask_inter, mask_union: per output frame, the motion mask's intersection and union
+            with the true moving pixels (pixels).
+        moving_epe_m, moving_zero_m: per output frame, the mean scene-flow error over the
+            truly moving pixels with a published point, and that of predicting zero flow,
+            metres over the frame's gap (NaN without such pixels).
+        camera: ``[N, 3]`` published camera positions.
+        camera_true: ``[N, 3]`` true camera positions.
+        odometry: ``[T, 3]`` positions the odometry reported (every frame), or None.
+        tracks: track id -> list of ``(frame, position)`` of the published object frames'
+            origins.
+        objects_true: object id -> list of ``(frame, position)`` of the centroid of the
+            object's visible points while it moves (>= ``min_pixels`` moving pixels).
+        snapshots: every output frame (:class:`FrameSnapshot`).
+        alignment: ``(R, t, s)`` with ``true ~ s R p + t`` for a published position ``p``.
+    """
+
+    seed: int
+    static_camera: bool
+    frames: list = field(default_factory=list)
+    mask_inter: list = field(default_factory=list)
+    mask_union: list = field(default_factory=list)
+    moving_epe_m: list = field(default_factory=list)
+    moving_zero_m: list = field(default_factory=list)
+    camera: list = field(default_factory=list)
+    camera_true: list = field(default_factory=list)
+    odometry: np.ndarray | None = None
+    tracks: dict = field(default_factory=lambda: collections.defaultdict(list))
+    objects_true: dict = field(default_factory=lambda: collections.defaultdict(list))
+    snapshots: list = field(default_factory=list)
+    alignment: tuple = (np.eye(3), np.zeros(3), 1.0)
+
+    def aligned(self, positions: np.ndarray) -> np.ndarray:
+        """Published positions ``[..., 3]`` in the true world frame, metres."""
+        rotation, translation, scale = self.alignment
+        return scale * np.asarray(positions, np.float64) @ rotation.T + translation
 
 
 def _track_ownership(instance_ids: np.ndarray, gt_instances: np.ndarray,
@@ -127,7 +207,8 @@ def evaluate_sequence(engine_factory, scene: SceneConfig, seed: int,
                       config: PipelineConfig, min_pixels: int = 30,
                       camera_scale: int = 1,
                       depth_sensor: DepthSensorModel | None = None,
-                      odometry: OdometryModel | None = None) -> SequenceScore:
+                      odometry: OdometryModel | None = None,
+                      keep_trace: bool = False) -> SequenceScore:
     """Run the pipeline over one generated sequence and score it.
 
     Args:
@@ -143,6 +224,8 @@ def evaluate_sequence(engine_factory, scene: SceneConfig, seed: int,
             measures it (:func:`degrade_depth`, seed ``1000 * seed + t``).
         odometry: when given, each frame carries the camera pose this odometry reports
             (:func:`odometry_poses` of the true trajectory, seed ``seed``).
+        keep_trace: also record the sequence frame by frame (``score.trace``, a
+            :class:`SequenceTrace`) for figures.
     """
     gen = SceneGenerator(scene, seed=seed)
     camera = gen if camera_scale == 1 else SceneGenerator(
@@ -151,6 +234,7 @@ def evaluate_sequence(engine_factory, scene: SceneConfig, seed: int,
     engine = engine_factory(scene, seed)
     pipe = DynamicReconPipeline(engine, config)
     score = SequenceScore(static_camera=scene.camera_amplitude == 0)
+    trace = SequenceTrace(seed, score.static_camera) if keep_trace else None
     T_world0 = se3_inverse(gen.camera_pose(0))
     positions, positions_gt, depth_scales = [], [], []
     owners_per_track = collections.defaultdict(list)
@@ -201,8 +285,10 @@ def evaluate_sequence(engine_factory, scene: SceneConfig, seed: int,
         gt_prev = gen.pair_ground_truth(prev, t, dtype=np.float64)
         t_kf = out.keyframe_index  # frames are never skipped here: index == frame number
         gt_moving = gt_prev.motion_j | gen.pair_ground_truth(t_kf, t).motion_j
-        score.inter += int(np.count_nonzero(out.motion_mask & gt_moving))
-        score.union += int(np.count_nonzero(out.motion_mask | gt_moving))
+        inter = int(np.count_nonzero(out.motion_mask & gt_moving))
+        union = int(np.count_nonzero(out.motion_mask | gt_moving))
+        score.inter += inter
+        score.union += union
         # Scene flow of the current pixels over the shortest pair, in the current camera.
         R_cam_prev = gt_prev.T_cami_camj[:3, :3].T
         flow_gt = gt_prev.flow_j @ R_cam_prev.T
@@ -214,12 +300,14 @@ def evaluate_sequence(engine_factory, scene: SceneConfig, seed: int,
         score.flow_zero += float(zero[sel].sum())
         score.flow_n += int(sel.sum())
         moving = sel & gt_prev.motion_j
-        score.moving_err += float(err[moving].sum())
-        score.moving_zero += float(zero[moving].sum())
+        moving_err, moving_zero = float(err[moving].sum()), float(zero[moving].sum())
+        score.moving_err += moving_err
+        score.moving_zero += moving_zero
         score.moving_n += int(moving.sum())
         # Trajectory (world = the first camera).
         positions.append(out.T_world_cam[:3, 3].copy())
-        positions_gt.append(se3_compose(T_world0, frame.T_world_cam)[:3, 3])
+        T_world_cam_true = se3_compose(T_world0, frame.T_world_cam)
+        positions_gt.append(T_world_cam_true[:3, 3])
         # Objects.
         owners = _track_ownership(out.instance_ids, frame.instance_ids, gt_moving)
         for tid, gid in owners.items():
@@ -240,18 +328,30 @@ def evaluate_sequence(engine_factory, scene: SceneConfig, seed: int,
             ids, counts = np.unique(out.instance_ids[frame.instance_ids == gid],
                                     return_counts=True)
             majority[int(gid)].append(int(ids[np.argmax(counts)]))
+        if trace is not None:
+            _record_frame(trace, t, frame, out, gt_moving, T_world_cam_true, min_pixels,
+                          (inter, union), (moving_err, moving_zero, int(moving.sum())),
+                          first_depth)
         prev = t
     score.scales = depth_scales
     if positions:
+        alignment = _trajectory_alignment(np.array(positions), np.array(positions_gt),
+                                          score.static_camera, float(np.median(depth_scales)))
         score.drift_rel, score.ate_rel = _trajectory_errors(
-            np.array(positions), np.array(positions_gt), score.static_camera,
-            float(np.median(depth_scales)), first_depth)
+            np.array(positions), np.array(positions_gt), score.static_camera, alignment,
+            first_depth)
+        if trace is not None:
+            trace.alignment = alignment
     if odometry_readings is not None and first_depth is not None:
         odometry_positions = se3_compose(se3_inverse(odometry_readings[0]),
                                          odometry_readings)[:, :3, 3]
         true_positions = se3_compose(T_world0, true_poses)[:, :3, 3]
         score.odometry_drift_rel, score.odometry_ate_rel = _trajectory_errors(
-            odometry_positions, true_positions, score.static_camera, 1.0, first_depth)
+            odometry_positions, true_positions, score.static_camera,
+            _trajectory_alignment(odometry_positions, true_positions, score.static_camera, 1.0),
+            first_depth)
+        if trace is not None:
+            trace.odometry = odometry_positions
     for gid, n_seen in seen_frames.items():
         if n_seen < 3:
             continue
@@ -263,21 +363,62 @@ def evaluate_sequence(engine_factory, scene: SceneConfig, seed: int,
     for tid, gids in owners_per_track.items():
         if sum(g == 0 for g in gids) > 0.5 * len(gids):
             score.objects_spurious += 1
+    score.trace = trace
     return score
 
 
+def _record_frame(trace: SequenceTrace, t: int, frame, out, motion_true: np.ndarray,
+                  T_world_cam_true: np.ndarray, min_pixels: int, mask: tuple[int, int],
+                  moving_flow: tuple[float, float, int], depth: float) -> None:
+    """Append output frame ``t`` to ``trace`` (:class:`SequenceTrace`; flow sums in units
+    of ``depth``, as the metrics sum them)."""
+    trace.frames.append(t)
+    trace.mask_inter.append(mask[0])
+    trace.mask_union.append(mask[1])
+    moving_err, moving_zero, moving_n = moving_flow
+    trace.moving_epe_m.append(moving_err * depth / moving_n if moving_n else float('nan'))
+    trace.moving_zero_m.append(moving_zero * depth / moving_n if moving_n else float('nan'))
+    trace.camera.append(out.T_world_cam[:3, 3].copy())
+    trace.camera_true.append(T_world_cam_true[:3, 3].copy())
+    for obj in out.objects:
+        trace.tracks[obj.track_id].append((t, obj.T_world_obj[:3, 3].copy()))
+    depth_true = np.where(np.isfinite(frame.depth) & (frame.depth > 0), frame.depth, np.nan)
+    points_true = backproject(depth_true.astype(np.float32), frame.K)
+    for gid in np.unique(frame.instance_ids[motion_true]):
+        visible = (frame.instance_ids == gid) & np.isfinite(points_true[..., 2])
+        if gid <= 0 or np.count_nonzero(visible & motion_true) < min_pixels:
+            continue
+        centroid = points_true[visible].astype(np.float64).mean(axis=0)
+        trace.objects_true[int(gid)].append(
+            (t, T_world_cam_true[:3, :3] @ centroid + T_world_cam_true[:3, 3]))
+    trace.snapshots.append(FrameSnapshot(t, frame.rgb, out.motion_mask.copy(), motion_true,
+                                         out.instance_ids.astype(np.int32),
+                                         frame.instance_ids.astype(np.int32)))
+
+
+def _trajectory_alignment(positions: np.ndarray, true_positions: np.ndarray,
+                          static_camera: bool, scale: float) -> tuple:
+    """``(R, t, s)`` mapping published positions onto the true ones: Umeyama with scale
+    for a moving camera (at least 3 positions), else the given ``scale`` alone (a standing
+    camera's path has no shape to align; both worlds are the first camera's frame)."""
+    if static_camera or len(positions) < 3:
+        return np.eye(3), np.zeros(3), float(scale)
+    R, translation, similarity_scale = umeyama(positions, true_positions, with_scale=True)
+    return R, translation, float(similarity_scale)
+
+
 def _trajectory_errors(positions: np.ndarray, true_positions: np.ndarray, static_camera: bool,
-                       scale: float, depth: float) -> tuple[float, float]:
+                       alignment: tuple, depth: float) -> tuple[float, float]:
     """``(drift_rel, ate_rel)`` of a trajectory (module docstring): drift for a static
-    camera (largest distance from the start times ``scale``), ATE after a similarity
-    alignment otherwise; the other one NaN."""
+    camera (largest distance from the start, scaled), ATE after the similarity
+    ``alignment`` otherwise; the other one NaN."""
+    R, translation, scale = alignment
     if static_camera:
         drift = float(np.max(np.linalg.norm(positions - positions[0], axis=1)))
         return drift * scale / depth, float('nan')
     if len(positions) < 3:
         return float('nan'), float('nan')
-    R, translation, similarity_scale = umeyama(positions, true_positions, with_scale=True)
-    aligned = similarity_scale * positions @ R.T + translation
+    aligned = scale * positions @ R.T + translation
     return float('nan'), float(np.sqrt(np.mean(np.sum((aligned - true_positions) ** 2,
                                                         axis=1))) / depth)
 

@@ -42,6 +42,7 @@ from pointmap_ros.data.odometry import OdometryModel
 from pointmap_ros.engines.factory import create_engine
 from pointmap_ros.engines.oracle_engine import OracleEngine
 from pointmap_ros.evaluation.pipeline_eval import eval_scene, evaluate_sequence, pool_scores
+from pointmap_ros.evaluation.pipeline_figures import save_sequence_figure
 from pointmap_ros.pipeline import PipelineConfig
 from pointmap_ros.pipeline.correspondence import CROSS_TIME_SOURCES, FLOW_PRESETS
 
@@ -98,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help='feed each frame the camera pose of an odometry drifting DRIFT '
                              'per metre travelled (e.g. 0.01), jitter in proportion')
     parser.add_argument('--json', type=Path, help='write the metrics here')
+    parser.add_argument('--figures', type=Path, metavar='DIR',
+                        help='write one PNG per sequence here: masks on three frames, top '
+                             'view of camera and objects in metres, flow error per frame')
     parser.add_argument('--no-progress', action='store_true')
     return parser
 
@@ -120,6 +124,22 @@ def _engine_factory(args):
     return factory, tuple(engine.input_shape)
 
 
+def _figure_name(args, seed: int, still: bool) -> str:
+    return f'{args.engine}-{args.split}-{seed}{"-static" if still else ""}.png'
+
+
+def _figure_title(args, seed: int, still: bool) -> str:
+    """Engine, sequence and priors of one figure."""
+    engine = args.engine if args.engine != 'checkpoint' else (
+        f'checkpoint {Path(args.checkpoint).name}' if args.checkpoint else 'shipped model')
+    parts = [engine, f'{args.split} seed {seed}', 'static camera' if still else 'moving camera']
+    if args.depth:
+        parts.append(f'depth camera ({100 * args.depth_noise:g} % noise)')
+    if args.odometry_noise is not None:
+        parts.append(f'odometry ({100 * args.odometry_noise:g} % drift)')
+    return ', '.join(parts)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     factory, (height, width) = _engine_factory(args)
@@ -136,9 +156,14 @@ def main(argv=None) -> int:
     scores = []
     for seed, still in tqdm(jobs, desc='sequences', disable=args.no_progress, file=sys.stderr):
         scene = eval_scene(height, width, static_camera=still, num_frames=args.frames)
-        scores.append(evaluate_sequence(factory, scene, seed, config,
-                                        camera_scale=args.camera_scale,
-                                        depth_sensor=depth_sensor, odometry=odometry))
+        score = evaluate_sequence(factory, scene, seed, config, camera_scale=args.camera_scale,
+                                  depth_sensor=depth_sensor, odometry=odometry,
+                                  keep_trace=args.figures is not None)
+        if args.figures is not None:
+            save_sequence_figure(args.figures / _figure_name(args, seed, still), score.trace,
+                                 _figure_title(args, seed, still), score)
+            score = dataclasses.replace(score, trace=None)  # its images are no longer needed
+        scores.append(score)
     result = {'engine': args.engine, 'checkpoint': args.checkpoint, 'split': args.split,
               'oracle_units_per_metre': args.oracle_units_per_metre,
               'precision': args.precision if args.engine == 'checkpoint' else None,

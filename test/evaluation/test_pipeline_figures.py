@@ -1,0 +1,102 @@
+"""``pointmap-eval-pipeline --figures``: the per-sequence trace adds up to the scored metrics,
+and the figure shows masks, the top view in metres and the flow error per frame
+(evaluation/pipeline_eval.SequenceTrace, evaluation/pipeline_figures.py)."""
+
+import numpy as np
+import pytest
+
+from pointmap_ros.data.odometry import OdometryModel
+from pointmap_ros.engines.oracle_engine import OracleEngine
+from pointmap_ros.evaluation.pipeline_eval import FrameSnapshot, eval_scene, evaluate_sequence
+from pointmap_ros.evaluation.pipeline_figures import (
+    mask_overlay, save_sequence_figure, sequence_figure)
+from pointmap_ros.pipeline import PipelineConfig
+from pointmap_ros.tools import eval_pipeline
+
+SEED = 1_000_500  # a validation sequence
+
+
+def _oracle(scene, seed):
+    return OracleEngine.from_scene(scene, seed=seed)
+
+
+@pytest.fixture(scope='module')
+def exact_run():
+    """The exact four-map oracle over a short sequence."""
+    return evaluate_sequence(_oracle, eval_scene(96, 128, num_frames=8), SEED, PipelineConfig(),
+                             keep_trace=True)
+
+
+def test_the_trace_adds_up_to_the_scores(exact_run):
+    trace = exact_run.trace
+    assert len(trace.frames) == len(trace.snapshots) == exact_run.frames > 0
+    assert sum(trace.mask_inter) == exact_run.inter
+    assert sum(trace.mask_union) == exact_run.union
+    assert [snapshot.frame for snapshot in trace.snapshots] == trace.frames
+
+
+def test_exact_maps_trace_no_flow_error_and_the_true_camera_path(exact_run):
+    trace = exact_run.trace
+    moving_epe, moving_zero = np.array(trace.moving_epe_m), np.array(trace.moving_zero_m)
+    measured = np.isfinite(moving_epe)
+    assert measured.any()
+    assert np.all(moving_zero[measured] > 0.01)       # metres per frame gap
+    assert np.all(moving_epe[measured] < 1e-5 * moving_zero[measured])  # float32 rounding
+    np.testing.assert_allclose(trace.aligned(np.array(trace.camera)),
+                               np.array(trace.camera_true), atol=1e-6)
+    assert trace.odometry is None
+    assert trace.tracks and trace.objects_true
+
+
+def test_the_trace_holds_the_odometrys_own_path():
+    """1 % drift per metre travelled plus jitter of 1 mm: every frame's reading, in the
+    first camera's frame like the true path."""
+    score = evaluate_sequence(_oracle, eval_scene(48, 64, num_frames=5), SEED, PipelineConfig(),
+                              odometry=OdometryModel().scaled(0.01), keep_trace=True)
+    trace = score.trace
+    assert trace.odometry.shape == (5, 3)
+    np.testing.assert_allclose(trace.odometry[0], 0.0, atol=1e-12)
+    true_path = np.array(trace.camera_true)  # output frames 1..4
+    assert np.max(np.linalg.norm(trace.odometry[1:] - true_path, axis=1)) < 0.01
+
+
+def test_without_keep_trace_no_images_are_kept():
+    score = evaluate_sequence(_oracle, eval_scene(48, 64, num_frames=3), SEED, PipelineConfig())
+    assert score.trace is None
+
+
+def test_mask_overlay_colours_hits_false_pixels_and_misses():
+    motion = np.array([[True, True], [False, False]])
+    motion_true = np.array([[True, False], [True, False]])
+    snapshot = FrameSnapshot(0, np.zeros((2, 2, 3), np.uint8), motion, motion_true,
+                             np.zeros((2, 2), np.int32), np.zeros((2, 2), np.int32))
+    overlay = mask_overlay(snapshot, opacity=1.0)
+    assert overlay[0, 0].tolist() == [0, 200, 0]      # moving and masked: green
+    assert overlay[0, 1].tolist() == [230, 30, 30]    # static but masked: red
+    assert overlay[1, 0].tolist() == [40, 110, 255]   # moving but missed: blue
+    assert overlay[1, 1].tolist() == [0, 0, 0]        # static, unmasked: the image
+
+
+def test_the_figure_has_masks_a_metric_top_view_and_flow_errors(exact_run, tmp_path):
+    figure = sequence_figure(exact_run.trace, 'oracle, one sequence', exact_run)
+    axes = figure.get_axes()
+    assert len(axes) == 6
+    assert all(axis.get_title() for axis in axes)
+    top_view, flow, mask = axes[3], axes[4], axes[5]
+    assert top_view.get_xlabel() == 'x, right (m)' and top_view.get_ylabel() == 'z, forward (m)'
+    assert 'cm' in flow.get_ylabel() and 'IoU' in mask.get_ylabel()
+    labels = top_view.get_legend_handles_labels()[1]
+    assert 'camera, true' in labels and 'camera, published' in labels
+    assert any(label.startswith('track ') and 'on object' in label for label in labels)
+    path = save_sequence_figure(tmp_path / 'sequence.png', exact_run.trace, 'oracle',
+                                exact_run)
+    assert path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+def test_the_command_writes_one_figure_per_sequence(tmp_path):
+    figures = tmp_path / 'figures'
+    eval_pipeline.main(['--engine', 'oracle-two-map', '--split', 'val', '--sequences', '1',
+                        '--static-sequences', '1', '--frames', '5', '--size', '96x128',
+                        '--no-progress', '--figures', str(figures)])
+    names = sorted(path.name for path in figures.iterdir())
+    assert names == ['oracle-two-map-val-1000500.png', 'oracle-two-map-val-1000501-static.png']
