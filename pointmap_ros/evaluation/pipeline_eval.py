@@ -144,9 +144,10 @@ class SequenceTrace:
     output frame's image).
 
     Positions are in the world frame of the first camera (its optical axes: x right, y down,
-    z forward); the true ones in metres, the published ones in the pipeline's units until
-    :attr:`alignment` maps them (the similarity the trajectory metrics use: Umeyama with
-    scale for a moving camera, the median depth ratio for a static one).
+    z forward), the pipeline's world as well as the true one; the true ones in metres, the
+    published ones in the pipeline's units until :attr:`alignment` maps them (as published
+    when every output frame was metric, else times the median depth ratio, as the geometry
+    metrics align them).
 
     Attributes:
         seed: the sequence's seed.
@@ -165,7 +166,8 @@ class SequenceTrace:
         objects_true: object id -> list of ``(frame, position)`` of the centroid of the
             object's visible points while it moves (>= ``min_pixels`` moving pixels).
         snapshots: every output frame (:class:`FrameSnapshot`).
-        alignment: ``(R, t, s)`` with ``true ~ s R p + t`` for a published position ``p``.
+        alignment: ``(R, t, s)`` with ``true ~ s R p + t`` for a published position ``p``
+            (``R`` = I and ``t`` = 0: the units alone).
     """
 
     seed: int
@@ -341,7 +343,12 @@ def evaluate_sequence(engine_factory, scene: SceneConfig, seed: int,
             np.array(positions), np.array(positions_gt), score.static_camera, alignment,
             first_depth)
         if trace is not None:
-            trace.alignment = alignment
+            # Both worlds are the first camera's frame: only the units may differ. (A
+            # similarity fitted to a short camera path would turn distant objects by its
+            # rotation error.)
+            metric = score.metric_frames == score.frames
+            trace.alignment = (np.eye(3), np.zeros(3),
+                               1.0 if metric else float(np.median(depth_scales)))
     if odometry_readings is not None and first_depth is not None:
         odometry_positions = se3_compose(se3_inverse(odometry_readings[0]),
                                          odometry_readings)[:, :3, 3]
