@@ -245,7 +245,12 @@ class SceneGenerator:
 
     def object_pose(self, obj_id: int, t: int) -> np.ndarray:
         """``T_world_obj`` ``[4, 4]`` of object ``obj_id`` at frame ``t``."""
-        return self._object(obj_id).pose(self.stamp(t))
+        return self.object_pose_at(obj_id, self.stamp(t))
+
+    def object_pose_at(self, obj_id: int, time_s: float) -> np.ndarray:
+        """``T_world_obj`` ``[4, 4]`` of object ``obj_id`` at any time (seconds; for a
+        deforming object its local frame's pose)."""
+        return self._object(obj_id).pose(time_s)
 
     def points_at(self, ids: np.ndarray, canonical: np.ndarray, time_s: float) -> np.ndarray:
         """World positions ``[N, 3]`` at ``time_s`` seconds of material points.

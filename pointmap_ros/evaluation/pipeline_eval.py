@@ -30,7 +30,14 @@ ground-truth depth so scenes of any size weigh the same):
   flagged metric; ``object_centroid_err_m``, over every (track, frame) on a ground-truth
   object, the distance between the centroid of the track's published points and that of the
   true points of the same pixels, in metres (aligned like ``depth_absrel``): where the
-  published objects are, not their tracked pose.
+  published objects are, not their tracked pose; ``object_velocity_err_mps``, over the same
+  (published track, frame) pairs on rigid objects, the distance between the track's published linear
+  velocity and the true velocity of the material point its frame's origin stands for (the
+  point of the object under that origin, moved with the object's true motion), m/s, and
+  ``object_speed_mps`` the mean true speed of those points, its scale;
+  ``object_origin_err_m``, how far each such track's frame has left its object: the distance
+  between its published origin and the material point that origin stood for in the first
+  frame the track was published on that object, moved with the object's true motion.
 
 With a depth sensor model (``pointmap-eval-pipeline --depth``) every frame comes with the
 camera's depth degraded by :func:`~pointmap_ros.data.depth_sensor.degrade_depth` (seeded by
@@ -60,7 +67,7 @@ from pointmap_ros.data.odometry import OdometryModel, odometry_poses
 from pointmap_ros.data.scenes import SceneConfig, SceneGenerator
 from pointmap_ros.errors import PointmapError
 from pointmap_ros.geometry.alignment import umeyama
-from pointmap_ros.geometry.transforms import se3_compose, se3_inverse
+from pointmap_ros.geometry.transforms import se3_apply, se3_compose, se3_inverse
 from pointmap_ros.pipeline import DynamicReconPipeline, FrameInput, PipelineConfig
 from pointmap_ros.pipeline.depth_prior import backproject
 
@@ -103,6 +110,11 @@ class SequenceScore:
     metric_frames: int = 0
     centroid_err: float = 0.0
     centroid_n: int = 0
+    velocity_err: float = 0.0
+    velocity_speed: float = 0.0
+    velocity_n: int = 0
+    origin_err: float = 0.0
+    origin_n: int = 0
     scales: list = field(default_factory=list)
     metric_scale_errors: list = field(default_factory=list)
     odometry_ate_rel: float = float('nan')
@@ -245,6 +257,9 @@ def evaluate_sequence(engine_factory, scene: SceneConfig, seed: int,
     majority = collections.defaultdict(list)
     prev = None
     first_depth = None
+    # A deforming object has no one velocity: velocities are scored on rigid ones.
+    rigid_objects = {info.id for info in gen.objects if info.rigid}
+    origin_points = {}  # track id -> (object id, its origin in the object's own frame)
     true_poses = np.stack([gen.camera_pose(t) for t in range(gen.num_frames)])
     odometry_readings = (None if odometry is None
                          else odometry_poses(true_poses, odometry, seed=seed))
@@ -312,6 +327,7 @@ def evaluate_sequence(engine_factory, scene: SceneConfig, seed: int,
         positions_gt.append(T_world_cam_true[:3, 3])
         # Objects.
         owners = _track_ownership(out.instance_ids, frame.instance_ids, gt_moving)
+        published_objects = {obj.track_id: obj for obj in out.objects}
         for tid, gid in owners.items():
             owners_per_track[tid].append(gid)
             on_object = ok & (out.instance_ids == tid) & (frame.instance_ids == gid)
@@ -320,6 +336,22 @@ def evaluate_sequence(engine_factory, scene: SceneConfig, seed: int,
                 score.centroid_err += float(np.linalg.norm(
                     published - true_points[on_object].mean(axis=0)))
                 score.centroid_n += 1
+            if gid in rigid_objects and tid in published_objects:
+                obj = published_objects[tid]
+                origin = obj.T_world_obj[:3, 3] * geometry_scale
+                true_velocity = _material_velocity(gen, gid, t, T_world0, origin)
+                score.velocity_err += float(np.linalg.norm(
+                    obj.linear_velocity * geometry_scale - true_velocity))
+                score.velocity_speed += float(np.linalg.norm(true_velocity))
+                score.velocity_n += 1
+                # The object frame is attached to the object: its origin must stay on the
+                # material point it stood for when the track was first published on it.
+                attached = origin_points.setdefault(tid, (gid, _attach(gen, gid, t, T_world0,
+                                                                       origin)))
+                if attached[0] == gid:
+                    score.origin_err += float(np.linalg.norm(
+                        origin - _attached_position(gen, gid, t, T_world0, attached[1])))
+                    score.origin_n += 1
         for gid in np.unique(frame.instance_ids[gt_moving]):
             if gid <= 0 or np.count_nonzero((frame.instance_ids == gid) & gt_moving) < min_pixels:
                 continue
@@ -372,6 +404,36 @@ def evaluate_sequence(engine_factory, scene: SceneConfig, seed: int,
             score.objects_spurious += 1
     score.trace = trace
     return score
+
+
+def _attach(gen: SceneGenerator, object_id: int, t: int, T_world0: np.ndarray,
+            position: np.ndarray) -> np.ndarray:
+    """The point at ``position`` (the first camera's world, metres) at frame ``t`` in the
+    frame of object ``object_id``: the material point that moves with it."""
+    T_obj_world0 = se3_compose(se3_inverse(gen.object_pose(object_id, t)), se3_inverse(T_world0))
+    return se3_apply(T_obj_world0, position)
+
+
+def _attached_position(gen: SceneGenerator, object_id: int, time, T_world0: np.ndarray,
+                       attached: np.ndarray, at_seconds: bool = False) -> np.ndarray:
+    """Where the material point ``attached`` (:func:`_attach`) of object ``object_id`` is
+    at frame ``time`` (or at ``time`` seconds), in the first camera's world."""
+    pose = (gen.object_pose_at(object_id, time) if at_seconds
+            else gen.object_pose(object_id, time))
+    return se3_apply(se3_compose(T_world0, pose), attached)
+
+
+def _material_velocity(gen: SceneGenerator, object_id: int, t: int, T_world0: np.ndarray,
+                       position: np.ndarray, half_step: float = 1e-3) -> np.ndarray:
+    """True velocity (m/s, the first camera's world axes) of the material point of object
+    ``object_id`` that is at ``position`` (first camera's world, metres) at frame ``t``:
+    the point the published object frame's origin stands for, moved with the object's true
+    motion (a central difference of ``+-half_step`` s)."""
+    attached = _attach(gen, object_id, t, T_world0, position)
+    now = gen.stamp(t)
+    before, after = (_attached_position(gen, object_id, now + step, T_world0, attached,
+                                        at_seconds=True) for step in (-half_step, half_step))
+    return (after - before) / (2 * half_step)
 
 
 def _record_frame(trace: SequenceTrace, t: int, frame, out, motion_true: np.ndarray,
@@ -466,6 +528,12 @@ def pool_scores(scores: list[SequenceScore]) -> dict:
         'metric_frames': ratio([s.metric_frames for s in scores], [s.frames for s in scores]),
         'object_centroid_err_m': ratio([s.centroid_err for s in scores],
                                        [s.centroid_n for s in scores]),
+        'object_velocity_err_mps': ratio([s.velocity_err for s in scores],
+                                         [s.velocity_n for s in scores]),
+        'object_speed_mps': ratio([s.velocity_speed for s in scores],
+                                  [s.velocity_n for s in scores]),
+        'object_origin_err_m': ratio([s.origin_err for s in scores],
+                                     [s.origin_n for s in scores]),
         'scale_variation': mean([float(np.std(s.scales) / np.mean(s.scales))
                                  for s in scores if len(s.scales) > 1]),
         **_odometry_summary(scores, moving, static),
