@@ -31,10 +31,10 @@ ground-truth depth so scenes of any size weigh the same):
   object, the distance between the centroid of the track's published points and that of the
   true points of the same pixels, in metres (aligned like ``depth_absrel``): where the
   published objects are, not their tracked pose; ``object_velocity_err_mps``, over the same
-  (published track, frame) pairs on rigid objects, the distance between the track's published linear
-  velocity and the true velocity of the material point its frame's origin stands for (the
-  point of the object under that origin, moved with the object's true motion), m/s, and
-  ``object_speed_mps`` the mean true speed of those points, its scale;
+  (published track, frame) pairs on rigid objects, the distance between the track's
+  published linear velocity and the true velocity of the material point its frame's origin
+  stands for (the point of the object under that origin, moved with the object's true
+  motion), m/s, and ``object_speed_mps`` the mean true speed of those points, its scale;
   ``object_origin_err_m``, how far each such track's frame has left its object: the distance
   between its published origin and the material point that origin stood for in the first
   frame the track was published on that object, moved with the object's true motion.
@@ -157,9 +157,7 @@ class SequenceTrace:
 
     Positions are in the world frame of the first camera (its optical axes: x right, y down,
     z forward), the pipeline's world as well as the true one; the true ones in metres, the
-    published ones in the pipeline's units until :attr:`alignment` maps them (as published
-    when every output frame was metric, else times the median depth ratio, as the geometry
-    metrics align them).
+    published ones in the pipeline's units until :meth:`in_metres` converts them.
 
     Attributes:
         seed: the sequence's seed.
@@ -178,8 +176,11 @@ class SequenceTrace:
         objects_true: object id -> list of ``(frame, position)`` of the centroid of the
             object's visible points while it moves (>= ``min_pixels`` moving pixels).
         snapshots: every output frame (:class:`FrameSnapshot`).
-        alignment: ``(R, t, s)`` with ``true ~ s R p + t`` for a published position ``p``
-            (``R`` = I and ``t`` = 0: the units alone).
+        metres_per_unit: 1 when every output frame was metric, else the median depth ratio
+            (truth / published), as the geometry metrics align an up-to-scale output. Units
+            only: both worlds are the first camera's frame, and a similarity fitted to a
+            short camera path (as the ATE uses) would turn distant objects by its rotation
+            error (0.4 m at 4 m on a test sequence).
     """
 
     seed: int
@@ -195,12 +196,11 @@ class SequenceTrace:
     tracks: dict = field(default_factory=lambda: collections.defaultdict(list))
     objects_true: dict = field(default_factory=lambda: collections.defaultdict(list))
     snapshots: list = field(default_factory=list)
-    alignment: tuple = (np.eye(3), np.zeros(3), 1.0)
+    metres_per_unit: float = 1.0
 
-    def aligned(self, positions: np.ndarray) -> np.ndarray:
-        """Published positions ``[..., 3]`` in the true world frame, metres."""
-        rotation, translation, scale = self.alignment
-        return scale * np.asarray(positions, np.float64) @ rotation.T + translation
+    def in_metres(self, positions: np.ndarray) -> np.ndarray:
+        """Published positions ``[..., 3]`` in metres."""
+        return self.metres_per_unit * np.asarray(positions, np.float64)
 
 
 def _track_ownership(instance_ids: np.ndarray, gt_instances: np.ndarray,
@@ -339,18 +339,19 @@ def evaluate_sequence(engine_factory, scene: SceneConfig, seed: int,
             if gid in rigid_objects and tid in published_objects:
                 obj = published_objects[tid]
                 origin = obj.T_world_obj[:3, 3] * geometry_scale
-                true_velocity = _material_velocity(gen, gid, t, T_world0, origin)
+                true_velocity = _material_velocity(gen, gid, frame.stamp, T_world0, origin)
                 score.velocity_err += float(np.linalg.norm(
                     obj.linear_velocity * geometry_scale - true_velocity))
                 score.velocity_speed += float(np.linalg.norm(true_velocity))
                 score.velocity_n += 1
                 # The object frame is attached to the object: its origin must stay on the
                 # material point it stood for when the track was first published on it.
-                attached = origin_points.setdefault(tid, (gid, _attach(gen, gid, t, T_world0,
-                                                                       origin)))
+                attached = origin_points.setdefault(
+                    tid, (gid, _attach(gen, gid, frame.stamp, T_world0, origin)))
                 if attached[0] == gid:
                     score.origin_err += float(np.linalg.norm(
-                        origin - _attached_position(gen, gid, t, T_world0, attached[1])))
+                        origin - _attached_position(gen, gid, frame.stamp, T_world0,
+                                                    attached[1])))
                     score.origin_n += 1
         for gid in np.unique(frame.instance_ids[gt_moving]):
             if gid <= 0 or np.count_nonzero((frame.instance_ids == gid) & gt_moving) < min_pixels:
@@ -374,13 +375,8 @@ def evaluate_sequence(engine_factory, scene: SceneConfig, seed: int,
         score.drift_rel, score.ate_rel = _trajectory_errors(
             np.array(positions), np.array(positions_gt), score.static_camera, alignment,
             first_depth)
-        if trace is not None:
-            # Both worlds are the first camera's frame: only the units may differ. (A
-            # similarity fitted to a short camera path would turn distant objects by its
-            # rotation error.)
-            metric = score.metric_frames == score.frames
-            trace.alignment = (np.eye(3), np.zeros(3),
-                               1.0 if metric else float(np.median(depth_scales)))
+        if trace is not None and score.metric_frames < score.frames:
+            trace.metres_per_unit = float(np.median(depth_scales))
     if odometry_readings is not None and first_depth is not None:
         odometry_positions = se3_compose(se3_inverse(odometry_readings[0]),
                                          odometry_readings)[:, :3, 3]
@@ -406,33 +402,32 @@ def evaluate_sequence(engine_factory, scene: SceneConfig, seed: int,
     return score
 
 
-def _attach(gen: SceneGenerator, object_id: int, t: int, T_world0: np.ndarray,
+def _attach(gen: SceneGenerator, object_id: int, time_s: float, T_world0: np.ndarray,
             position: np.ndarray) -> np.ndarray:
-    """The point at ``position`` (the first camera's world, metres) at frame ``t`` in the
+    """The point at ``position`` (the first camera's world, metres) at ``time_s`` in the
     frame of object ``object_id``: the material point that moves with it."""
-    T_obj_world0 = se3_compose(se3_inverse(gen.object_pose(object_id, t)), se3_inverse(T_world0))
+    T_obj_world0 = se3_compose(se3_inverse(gen.object_pose_at(object_id, time_s)),
+                               se3_inverse(T_world0))
     return se3_apply(T_obj_world0, position)
 
 
-def _attached_position(gen: SceneGenerator, object_id: int, time, T_world0: np.ndarray,
-                       attached: np.ndarray, at_seconds: bool = False) -> np.ndarray:
+def _attached_position(gen: SceneGenerator, object_id: int, time_s: float,
+                       T_world0: np.ndarray, attached: np.ndarray) -> np.ndarray:
     """Where the material point ``attached`` (:func:`_attach`) of object ``object_id`` is
-    at frame ``time`` (or at ``time`` seconds), in the first camera's world."""
-    pose = (gen.object_pose_at(object_id, time) if at_seconds
-            else gen.object_pose(object_id, time))
-    return se3_apply(se3_compose(T_world0, pose), attached)
+    at ``time_s``, in the first camera's world."""
+    return se3_apply(se3_compose(T_world0, gen.object_pose_at(object_id, time_s)), attached)
 
 
-def _material_velocity(gen: SceneGenerator, object_id: int, t: int, T_world0: np.ndarray,
-                       position: np.ndarray, half_step: float = 1e-3) -> np.ndarray:
+def _material_velocity(gen: SceneGenerator, object_id: int, time_s: float,
+                       T_world0: np.ndarray, position: np.ndarray,
+                       half_step: float = 1e-3) -> np.ndarray:
     """True velocity (m/s, the first camera's world axes) of the material point of object
-    ``object_id`` that is at ``position`` (first camera's world, metres) at frame ``t``:
-    the point the published object frame's origin stands for, moved with the object's true
+    ``object_id`` that is at ``position`` (first camera's world, metres) at ``time_s``: the
+    point the published object frame's origin stands for, moved with the object's true
     motion (a central difference of ``+-half_step`` s)."""
-    attached = _attach(gen, object_id, t, T_world0, position)
-    now = gen.stamp(t)
-    before, after = (_attached_position(gen, object_id, now + step, T_world0, attached,
-                                        at_seconds=True) for step in (-half_step, half_step))
+    attached = _attach(gen, object_id, time_s, T_world0, position)
+    before, after = (_attached_position(gen, object_id, time_s + step, T_world0, attached)
+                     for step in (-half_step, half_step))
     return (after - before) / (2 * half_step)
 
 

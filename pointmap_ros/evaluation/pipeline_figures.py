@@ -39,7 +39,7 @@ def _top_view(ax, trace: SequenceTrace) -> None:
     """Camera paths and object positions from above: x (right) against z (forward) of the
     first camera, metres."""
     true_path = np.array(trace.camera_true)
-    published = trace.aligned(np.array(trace.camera))
+    published = trace.in_metres(np.array(trace.camera))
     ax.plot(true_path[:, 0], true_path[:, 2], 'k-', lw=2, label='camera, true')
     ax.plot(published[:, 0], published[:, 2], '--', color='tab:orange', lw=2,
             label='camera, published')
@@ -56,7 +56,7 @@ def _top_view(ax, trace: SequenceTrace) -> None:
                 label=f'object {object_id}, true (visible centroid)')
     owners = _track_owners(trace)
     for track_id, samples in sorted(trace.tracks.items()):
-        path = trace.aligned(np.array([position for _, position in samples]))
+        path = trace.in_metres(np.array([position for _, position in samples]))
         owner = owners.get(track_id, 0)
         label = (f'track {track_id} (on object {owner})' if owner
                  else f'track {track_id} (on no moving object)')

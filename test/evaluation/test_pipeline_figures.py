@@ -56,7 +56,7 @@ def test_material_velocity_is_the_objects_motion_at_that_point():
     before, after = (se3_apply(se3_compose(T_world0, gen.object_pose(object_id, frame)),
                                attached) for frame in (t - 1, t + 1))
     central = (after - before) / (gen.stamp(t + 1) - gen.stamp(t - 1))
-    velocity = _material_velocity(gen, object_id, t, T_world0, point)
+    velocity = _material_velocity(gen, object_id, gen.stamp(t), T_world0, point)
     assert np.linalg.norm(central) > 0.05
     np.testing.assert_allclose(velocity, central, atol=0.05 * np.linalg.norm(central))
 
@@ -76,7 +76,7 @@ def test_exact_maps_trace_no_flow_error_and_the_true_camera_path(exact_run):
     assert measured.any()
     assert np.all(moving_zero[measured] > 0.01)       # metres per frame gap
     assert np.all(moving_epe[measured] < 1e-5 * moving_zero[measured])  # float32 rounding
-    np.testing.assert_allclose(trace.aligned(np.array(trace.camera)),
+    np.testing.assert_allclose(trace.in_metres(np.array(trace.camera)),
                                np.array(trace.camera_true), atol=1e-6)
     assert trace.odometry is None
     assert trace.tracks and trace.objects_true

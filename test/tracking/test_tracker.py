@@ -46,11 +46,11 @@ def test_velocity_recovered_and_pose_follows_anchor(alpha):
     assert np.all(o.extent > 0.3) and np.all(o.extent < 0.7)
 
 
-def test_a_fit_that_misplaces_the_object_is_replaced_by_the_prediction():
+def test_a_fit_that_jumps_away_from_the_prediction_gives_way_to_it():
     """One frame's fit is wrong (a 40-degree turn about a point 4 m away, as a handful of
-    mismatched pixels give) while the object's points are where they should be: the track
-    keeps its constant-velocity pose for that frame, the next right fit takes over, and the
-    frame never leaves the object (it used to jump by metres and, re-anchored, stay there)."""
+    mismatched pixels give): the track keeps its constant-velocity pose for that frame, the
+    next right fit takes over, and the frame never leaves the object (it used to jump by
+    metres and, re-anchored at the next keyframe, stay there)."""
     tr = ObjectTracker(TrackerConfig(min_hits=2, velocity_alpha=1.0))
     start = np.array([0.0, 0.0, 3.0])
     for k in range(4):
@@ -62,7 +62,7 @@ def test_a_fit_that_misplaces_the_object_is_replaced_by_the_prediction():
     wrong = Detection(points=good.points, motion=se3_compose(turn, good.motion),
                       inlier_ratio=0.1, is_rigid=False, residual_rel=0.3)
     ids, (o,) = tr.update([wrong], 0.4, 3.0)
-    assert ids == [1]  # still associated (its points are where the track is)
+    assert ids == [1]  # still associated: its points are where the track is
     origin = CUBE.mean(0)
     true_origin = se3_apply(pose(0.4, start), origin)
     # The constant-velocity prediction: the origin off its arc by 0.1 mm at this turn rate.
