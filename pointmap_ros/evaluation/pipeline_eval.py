@@ -133,7 +133,6 @@ class FrameSnapshot:
         motion: ``[H, W]`` bool the published motion mask.
         motion_true: ``[H, W]`` bool the pixels that truly moved (the mask's ground truth).
         track_ids: ``[H, W]`` int32 published track id per pixel (0 = none).
-        object_ids: ``[H, W]`` int32 true object id per pixel (0 = static scene).
     """
 
     frame: int
@@ -141,12 +140,6 @@ class FrameSnapshot:
     motion: np.ndarray
     motion_true: np.ndarray
     track_ids: np.ndarray
-    object_ids: np.ndarray
-
-    def track_owners(self) -> dict[int, int]:
-        """Track id -> the moving object most of its pixels lie on (0 = none), as the
-        object metrics decide it."""
-        return _track_ownership(self.track_ids, self.object_ids, self.motion_true)
 
 
 @dataclass
@@ -175,6 +168,8 @@ class SequenceTrace:
             origins.
         objects_true: object id -> list of ``(frame, position)`` of the centroid of the
             object's visible points while it moves (>= ``min_pixels`` moving pixels).
+        track_owners: track id -> the moving object it lay on in each of its frames (0 =
+            none), as the object metrics decide it (most of its pixels).
         snapshots: every output frame (:class:`FrameSnapshot`).
         metres_per_unit: 1 when every output frame was metric, else the median depth ratio
             (truth / published), as the geometry metrics align an up-to-scale output. Units
@@ -195,6 +190,7 @@ class SequenceTrace:
     odometry: np.ndarray | None = None
     tracks: dict = field(default_factory=lambda: collections.defaultdict(list))
     objects_true: dict = field(default_factory=lambda: collections.defaultdict(list))
+    track_owners: dict = field(default_factory=dict)
     snapshots: list = field(default_factory=list)
     metres_per_unit: float = 1.0
 
@@ -346,8 +342,9 @@ def evaluate_sequence(engine_factory, scene: SceneConfig, seed: int,
                 score.velocity_n += 1
                 # The object frame is attached to the object: its origin must stay on the
                 # material point it stood for when the track was first published on it.
-                attached = origin_points.setdefault(
-                    tid, (gid, _attach(gen, gid, frame.stamp, T_world0, origin)))
+                if tid not in origin_points:
+                    origin_points[tid] = (gid, _attach(gen, gid, frame.stamp, T_world0, origin))
+                attached = origin_points[tid]
                 if attached[0] == gid:
                     score.origin_err += float(np.linalg.norm(
                         origin - _attached_position(gen, gid, frame.stamp, T_world0,
@@ -398,6 +395,8 @@ def evaluate_sequence(engine_factory, scene: SceneConfig, seed: int,
     for tid, gids in owners_per_track.items():
         if sum(g == 0 for g in gids) > 0.5 * len(gids):
             score.objects_spurious += 1
+    if trace is not None:
+        trace.track_owners = dict(owners_per_track)
     score.trace = trace
     return score
 
@@ -456,8 +455,7 @@ def _record_frame(trace: SequenceTrace, t: int, frame, out, motion_true: np.ndar
         trace.objects_true[int(gid)].append(
             (t, T_world_cam_true[:3, :3] @ centroid + T_world_cam_true[:3, 3]))
     trace.snapshots.append(FrameSnapshot(t, frame.rgb, out.motion_mask.copy(), motion_true,
-                                         out.instance_ids.astype(np.int32),
-                                         frame.instance_ids.astype(np.int32)))
+                                         out.instance_ids.astype(np.int32)))
 
 
 def _trajectory_alignment(positions: np.ndarray, true_positions: np.ndarray,

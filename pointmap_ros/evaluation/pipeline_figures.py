@@ -72,11 +72,8 @@ def _top_view(ax, trace: SequenceTrace) -> None:
 
 def _track_owners(trace: SequenceTrace) -> dict[int, int]:
     """Track id -> the object it lay on in most of its frames (0 = none)."""
-    votes: dict[int, list[int]] = {}
-    for snapshot in trace.snapshots:
-        for track_id, owner in snapshot.track_owners().items():
-            votes.setdefault(track_id, []).append(owner)
-    return {track_id: max(set(owners), key=owners.count) for track_id, owners in votes.items()}
+    return {track_id: max(set(owners), key=owners.count)
+            for track_id, owners in trace.track_owners.items()}
 
 
 def _flow_errors(ax, trace: SequenceTrace) -> None:

@@ -128,11 +128,11 @@ def detect_objects(config: PipelineConfig, labels: np.ndarray, count: int,
         # one frame, and a slow object moves less than a fresh detection must).
         continuing = max((fraction for track, fraction in overlap.items()
                           if track in published_tracks), default=0.0) >= 0.5
-        threshold = motion_threshold * (config.flow_hysteresis if continuing else 1.0)
+        hysteresis = config.flow_hysteresis if continuing else 1.0
+        threshold = motion_threshold * hysteresis
         if keyframe_pair.measured_depth:
-            threshold = _sensor_fit_threshold(
-                config, threshold, pixel_count, labels.size, scene_depth, keyframe_pair.dt,
-                config.flow_hysteresis if continuing else 1.0)
+            threshold = _sensor_fit_threshold(config, threshold, pixel_count, labels.size,
+                                              scene_depth, keyframe_pair.dt, hysteresis)
         if _displacement(fit, source[pixels]) < threshold:
             continue  # did not move as a whole: static structure noisy pixels flagged
         detections.append(Detection(

@@ -103,7 +103,7 @@ def test_mask_overlay_colours_hits_false_pixels_and_misses():
     motion = np.array([[True, True], [False, False]])
     motion_true = np.array([[True, False], [True, False]])
     snapshot = FrameSnapshot(0, np.zeros((2, 2, 3), np.uint8), motion, motion_true,
-                             np.zeros((2, 2), np.int32), np.zeros((2, 2), np.int32))
+                             np.zeros((2, 2), np.int32))
     overlay = mask_overlay(snapshot, opacity=1.0)
     assert overlay[0, 0].tolist() == [0, 200, 0]      # moving and masked: green
     assert overlay[0, 1].tolist() == [230, 30, 30]    # static but masked: red
