@@ -191,7 +191,8 @@ class DynamicReconPipeline:
         # Per-pixel statistics and segmentation run on a strided grid of ~work_pixels.
         self.grid = WorkGrid.for_size(self.size, self.config.work_pixels)
         self.stride = self.grid.stride
-        self.flow_source = flow_source or DenseFlow(self.config.flow_preset)
+        self.flow_source = flow_source or DenseFlow(self.config.flow_preset,
+                                                     warm_start=self.config.flow_warm_start)
         self._cameras: dict[str, _CameraState] = {}
         self._events: collections.Counter = collections.Counter()
         self._events_lock = threading.Lock()
@@ -371,9 +372,12 @@ class DynamicReconPipeline:
         """The correspondence stage's image-only half for the frame's scheduled pairs."""
         if self.cross_time_source == 'network':
             return _ImageMotion(None, [None] * len(schedule))
-        return _ImageMotion(self._aperture(frame),
-                            [self.flow_source.pair_flow(ref, frame, self.size)
-                             for _, ref in schedule])
+        # Nearest reference first: a flow source may start a longer pair's flow from the
+        # shorter ones (DenseFlow's warm start chains the previous frame's pairs).
+        order = sorted(range(len(schedule)), key=lambda index: -schedule[index][1].stamp)
+        flows = {index: self.flow_source.pair_flow(schedule[index][1], frame, self.size)
+                 for index in order}
+        return _ImageMotion(self._aperture(frame), [flows[index] for index in range(len(schedule))])
 
     def _depth_prior(self, camera: _CameraState, ref: WindowFrame, frame: WindowFrame,
                      maps: DynamicPointMaps, flow: PixelFlow | None

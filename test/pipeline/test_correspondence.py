@@ -13,8 +13,8 @@ import pytest
 from pointmap_ros.engines.oracle_engine import OracleEngine
 from pointmap_ros.model.checkpoint import cross_time_heads
 from pointmap_ros.pipeline.correspondence import (
-    FLOW_PRESETS, DenseFlow, PixelFlow, consistent_flow, correspondence_cross_time,
-    fuse_cross_time, resolve_cross_time_source, sample_map)
+    FLOW_PRESETS, DenseFlow, PixelFlow, compose_flow, consistent_flow,
+    correspondence_cross_time, fuse_cross_time, resolve_cross_time_source, sample_map)
 from pointmap_ros.types import DynamicPointMaps
 
 H, W = 40, 60
@@ -214,3 +214,110 @@ def test_skipping_the_forward_direction_leaves_the_backward_maps_unchanged():
     fused = fuse_cross_time(network, skipped, forward=False)
     np.testing.assert_array_equal(fused.pts_i_tj, network.pts_i_tj)
     np.testing.assert_array_equal(fused.pts_j_ti, fuse_cross_time(network, full).pts_j_ti)
+
+
+def _texture(rng: np.random.Generator, shape: tuple[int, int], blur: float) -> np.ndarray:
+    import cv2
+    texture = cv2.GaussianBlur(rng.random(shape).astype(np.float32), (0, 0), blur)
+    return ((texture - texture.min()) / np.ptp(texture) * 255).astype(np.uint8)
+
+
+# A textured patch crossing a still textured background fast: PATCH_STEP px per frame, so 4
+# frames apart it has moved 0.8 times its own size (at the pipeline's flow width).
+FAST_H, FAST_W, PATCH, PATCH_STEP = 192, 256, 40, 8
+
+
+def _fast_patch_frames(count: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(grey images, patch masks) of the patch moving PATCH_STEP px right per frame."""
+    rng = np.random.default_rng(3)
+    background, patch = _texture(rng, (FAST_H, FAST_W), 3.0), _texture(rng, (PATCH, PATCH), 3.0)
+    images, masks = [], []
+    for t in range(count):
+        image, mask = background.copy(), np.zeros((FAST_H, FAST_W), bool)
+        left = 30 + PATCH_STEP * t
+        image[60:60 + PATCH, left:left + PATCH] = patch
+        mask[60:60 + PATCH, left:left + PATCH] = True
+        images.append(image)
+        masks.append(mask)
+    return images, masks
+
+
+def _window_frames(images: list[np.ndarray], camera_id: str = 'cam0') -> list:
+    from pointmap_ros.pipeline.preprocess import make_frame
+    from pointmap_ros.tracking.window import WindowFrame
+    return [WindowFrame(make_frame(np.repeat(image[..., None], 3, axis=-1), 0.1 * t, camera_id),
+                        t, flow_image=image) for t, image in enumerate(images)]
+
+
+def _keyframe_flows(source: DenseFlow, frames: list) -> list[PixelFlow]:
+    """The flows of each frame t >= 2 against frame 0, asked after (t-1, t) as the pipeline
+    asks them (nearest reference first)."""
+    size = (FAST_H, FAST_W)
+    flows = []
+    for t in range(1, len(frames)):
+        source.pair_flow(frames[t - 1], frames[t], size)
+        if t >= 2:
+            flows.append(source.pair_flow(frames[0], frames[t], size))
+    return flows
+
+
+def test_warm_start_follows_an_object_that_moved_farther_than_its_size():
+    images, masks = _fast_patch_frames(5)
+    frames = _window_frames(images)
+    warm = _keyframe_flows(DenseFlow('accurate'), frames)[-1]
+    cold = _keyframe_flows(DenseFlow('accurate', warm_start=False), frames)[-1]
+    # Frame 4's patch was 4 * PATCH_STEP px to the left in frame 0.
+    inner = masks[4] & np.roll(masks[4], 3, axis=1) & np.roll(masks[4], -3, axis=1)
+    truth = np.array([-4 * PATCH_STEP, 0.0])
+    warm_error = np.linalg.norm(warm.backward[inner] - truth, axis=1)
+    cold_error = np.linalg.norm(cold.backward[inner] - truth, axis=1)
+    assert np.median(warm_error) < 0.5
+    assert np.median(cold_error) > 5.0  # DIS from zero loses it (why the chain exists)
+    assert warm.backward_valid[inner].mean() > 0.9
+    # The still background keeps its zero flow.
+    still = ~masks[0] & ~masks[4]
+    assert np.median(np.linalg.norm(warm.backward[still], axis=1)) < 0.1
+
+
+def test_a_cold_pair_after_a_warm_one_gets_what_a_fresh_source_gets():
+    # OpenCV's DIS changes how it treats a None start once it was given a start flow:
+    # the warm starts must not touch the instance the cold ones use.
+    images, _ = _fast_patch_frames(4)
+    frames = _window_frames(images)
+    source = DenseFlow('accurate')
+    _keyframe_flows(source, frames)  # ends with a warm-started pair
+    after = source.pair_flow(frames[2], frames[3], (FAST_H, FAST_W))
+    fresh = DenseFlow('accurate').pair_flow(frames[2], frames[3], (FAST_H, FAST_W))
+    np.testing.assert_array_equal(after.backward, fresh.backward)
+    np.testing.assert_array_equal(after.forward, fresh.forward)
+
+
+def test_the_chain_keeps_two_frames_per_camera_and_never_mixes_cameras():
+    images, _ = _fast_patch_frames(6)
+    source = DenseFlow('accurate')
+    frames_a, frames_b = _window_frames(images, 'a'), _window_frames(images[::-1], 'b')
+    for t in range(1, 6):
+        for frames in (frames_a, frames_b):  # interleaved cameras
+            source.pair_flow(frames[t - 1], frames[t], (FAST_H, FAST_W))
+            source.pair_flow(frames[0], frames[t], (FAST_H, FAST_W))
+    chain = source._chain
+    for camera, frames in (('a', frames_a), ('b', frames_b)):
+        assert chain._current[camera][0] == frames[5].frame.key
+        assert chain._previous[camera][0] == frames[4].frame.key
+        assert set(chain._current[camera][1]) == {frames[4].frame.key, frames[0].frame.key}
+    # Another camera's frames are never a chain's link.
+    assert chain.initial(frames_a[0].frame, frames_b[5].frame, images[0].shape) is None
+
+
+def test_composed_flow_is_the_chain_of_its_parts():
+    # Affine flows compose exactly (bilinear reads of a linear field are exact inside).
+    grid = np.stack(np.meshgrid(np.arange(W, dtype=np.float32),
+                                np.arange(H, dtype=np.float32)), axis=-1)
+    first = (0.05 * grid[..., ::-1] + np.float32([2.0, -1.0])).astype(np.float32)
+    second = (-0.03 * grid + np.float32([1.0, 0.5])).astype(np.float32)
+    composed = compose_flow(first, second)
+    middle = grid + first
+    expected = first + (-0.03 * middle + np.float32([1.0, 0.5]))
+    inside = ((middle[..., 0] >= 0) & (middle[..., 0] <= W - 1)
+              & (middle[..., 1] >= 0) & (middle[..., 1] <= H - 1))
+    np.testing.assert_allclose(composed[inside], expected[inside], atol=1e-3)

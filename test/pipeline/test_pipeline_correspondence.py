@@ -249,6 +249,46 @@ def test_image_and_keyframe_work_run_beside_inference_with_identical_outputs():
         assert 'beside_inference' not in serial.timings_ms
 
 
+class _OrderRecordingFlow:
+    """DIS flow that notes, per current frame, the reference stamps in the order asked."""
+
+    concurrent_with_inference = True
+
+    def __init__(self):
+        self.dense = DenseFlow()
+        self.asked: dict[float, list[float]] = {}
+
+    def pair_flow(self, ref, current, size):
+        self.asked.setdefault(current.stamp, []).append(ref.stamp)
+        return self.dense.pair_flow(ref, current, size)
+
+
+def test_pairs_are_asked_nearest_reference_first_and_warm_started_from_the_chain():
+    scene, seed = eval_scene(96, 128, num_frames=8), split_seeds('val', 1)[0]
+    gen = SceneGenerator(scene, seed=seed)
+    source = _OrderRecordingFlow()
+    pipeline = DynamicReconPipeline(OracleEngine.from_scene(scene, seed=seed, two_map=True),
+                                    PipelineConfig(flow_keyframe_max_age=4), flow_source=source)
+    warm_starts, chain_initial = [], source.dense._chain.initial
+
+    def recorded_initial(*args):
+        start = chain_initial(*args)
+        warm_starts.append(start)
+        return start
+
+    source.dense._chain.initial = recorded_initial
+    for t in range(scene.num_frames):
+        frame = gen.render(t)
+        pipeline.process(FrameInput(image=frame.rgb, stamp=frame.stamp, K=gen.K))
+    pipeline.close()
+    two_pairs = [stamps for stamps in source.asked.values() if len(stamps) == 2]
+    assert two_pairs, 'the keyframe stayed behind the previous frame at least once'
+    for stamps in source.asked.values():
+        assert stamps == sorted(stamps, reverse=True)
+    # Each frame's second pair (the keyframe, 2+ frames back) started from the chain.
+    assert sum(start is not None for start in warm_starts) == len(two_pairs)
+
+
 class _NoPointsAt:
     """An engine whose pairs ending at the stamps in ``bad`` have no finite point."""
 
