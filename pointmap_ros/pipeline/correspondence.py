@@ -269,62 +269,105 @@ class DenseFlow:
 
 def compose_flow(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     """``[H, W, 2]`` flow of the chain ``first`` (image a -> b) then ``second`` (b -> c):
-    ``first(u) + second(u + first(u))``, ``second`` read bilinearly (replicated border)."""
-    height, width = first.shape[:2]
+    ``first(u) + second(u + first(u))``."""
+    return first + _read_at(second, first)
+
+
+def _read_at(field: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """``field`` ``[H, W, C]`` read bilinearly at ``pixel + offset`` (replicated border)."""
+    height, width = offset.shape[:2]
     x, y = _grid(height, width)
-    later = cv2.remap(np.ascontiguousarray(second, np.float32), x + first[..., 0],
-                      y + first[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return first + later
+    return cv2.remap(np.ascontiguousarray(field, np.float32), x + offset[..., 0],
+                     y + offset[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+@dataclass
+class _MeasuredFrame:
+    """One frame's flows as :class:`DenseFlow` measured them: reference key -> (reference
+    stamp, forward flow reference -> frame, backward flow frame -> reference)."""
+
+    key: str
+    stamp: float
+    pairs: dict[str, tuple[float, np.ndarray, np.ndarray]]
 
 
 class _FlowChain:
     """The flows :class:`DenseFlow` measured for each camera's previous frame and, so far,
-    for its current one, to start a pair's flow from their chain.
+    for its current one, and the start flows they give a new pair (reference r, current c):
 
-    A pair (reference r, current c) starts from ``r -> p -> c`` where p is the camera's
-    previous frame: ``r -> p`` was measured with p's pairs, ``p -> c`` with c's nearest
-    pair (asked first). Frames are told apart by their keys; a camera's flows are dropped
-    once its next frame starts, so memory stays at two frames' pairs per camera.
+    - r is the camera's previous frame p (the nearest pair): p's own nearest pair (q, p)
+      carried on at constant image velocity, ``F_pc(u) = k F_qp(u - k F_qp(u))`` and
+      ``F_cp(v) = k F_pq(v + k F_pq(v))`` (one fixed-point step; ``k`` the ratio of the
+      frame gaps, used between 0.5 and 2);
+    - r is older (the keyframe): the chain ``r -> p -> c``, ``r -> p`` measured with p's
+      pairs and ``p -> c`` with c's nearest pair, which the pipeline asks first.
+
+    Frames are told apart by their keys; a camera's flows are dropped once its next frame
+    starts, so memory stays at two frames' pairs per camera.
     """
 
+    #: Frame-gap ratios beyond which the previous motion is no prediction (dropped frames).
+    _GAP_RATIO_RANGE = (0.5, 2.0)
+
     def __init__(self):
-        # camera id -> (frame key, {reference key: (forward, backward)}), for the
-        # previous frame and the current one.
-        self._previous: dict[str, tuple[str, dict]] = {}
-        self._current: dict[str, tuple[str, dict]] = {}
+        # camera id -> its previous frame and its current one.
+        self._previous: dict[str, _MeasuredFrame] = {}
+        self._current: dict[str, _MeasuredFrame] = {}
 
     def record(self, ref: Frame, current: Frame,
                flows: tuple[np.ndarray, np.ndarray]) -> None:
         camera = current.camera_id
-        key, pairs = self._current.get(camera, (None, None))
-        if key != current.key:
-            if key is not None:
-                self._previous[camera] = (key, pairs)
-            key, pairs = current.key, {}
-            self._current[camera] = (key, pairs)
+        measured = self._current.get(camera)
+        if measured is None or measured.key != current.key:
+            if measured is not None:
+                self._previous[camera] = measured
+            measured = self._current[camera] = _MeasuredFrame(current.key, current.stamp, {})
         for flow in flows:  # shared with the PixelFlow handed out: nobody may change them
             flow.flags.writeable = False
-        pairs[ref.key] = flows
+        measured.pairs[ref.key] = (ref.stamp, *flows)
 
     def initial(self, ref: Frame, current: Frame, shape: tuple[int, ...]
                 ) -> tuple[np.ndarray, np.ndarray] | None:
-        """``(forward, backward)`` of the chain through the previous frame, or None."""
+        """``(forward, backward)`` start flows of the pair at the flow images' ``shape``,
+        or None (no measured flows to start from)."""
         camera = current.camera_id
-        previous_key, previous_pairs = self._previous.get(camera, (None, {}))
-        current_key, current_pairs = self._current.get(camera, (None, {}))
-        if current_key != current.key:  # the frame's first pair: the current one is older
-            previous_key, previous_pairs = current_key, current_pairs
-            current_pairs = {}
-        if previous_key is None or previous_key == ref.key:
+        previous, measured = self._previous.get(camera), self._current.get(camera)
+        if measured is not None and measured.key != current.key:
+            previous, measured = measured, None  # the frame's first pair
+        if previous is None:
             return None
-        to_previous = previous_pairs.get(ref.key)
-        from_previous = current_pairs.get(previous_key)
+        if ref.key == previous.key:
+            start = self._constant_velocity(previous, current.stamp)
+        else:
+            start = self._chained(previous, measured, ref.key)
+        if start is None or any(flow.shape[:2] != tuple(shape[:2]) for flow in start):
+            return None  # nothing to start from, or the flow images changed size
+        return start
+
+    def _constant_velocity(self, previous: _MeasuredFrame, stamp: float
+                           ) -> tuple[np.ndarray, np.ndarray] | None:
+        if not previous.pairs:
+            return None
+        ref_stamp, forward, backward = max(previous.pairs.values(), key=lambda pair: pair[0])
+        low, high = self._GAP_RATIO_RANGE
+        if not previous.stamp > ref_stamp:
+            return None
+        ratio = (stamp - previous.stamp) / (previous.stamp - ref_stamp)
+        if not low <= ratio <= high:
+            return None
+        forward, backward = ratio * forward, ratio * backward
+        return _read_at(forward, -forward), _read_at(backward, backward)
+
+    @staticmethod
+    def _chained(previous: _MeasuredFrame, measured: _MeasuredFrame | None, ref_key: str
+                 ) -> tuple[np.ndarray, np.ndarray] | None:
+        to_previous = previous.pairs.get(ref_key)
+        from_previous = None if measured is None else measured.pairs.get(previous.key)
         if to_previous is None or from_previous is None:
             return None
-        if any(flow.shape[:2] != tuple(shape[:2]) for flow in (*to_previous, *from_previous)):
-            return None  # the flow images changed size (a new camera resolution)
-        return (compose_flow(to_previous[0], from_previous[0]),
-                compose_flow(from_previous[1], to_previous[1]))
+        _, forward_rp, backward_pr = to_previous
+        _, forward_pc, backward_cp = from_previous
+        return compose_flow(forward_rp, forward_pc), compose_flow(backward_cp, backward_pr)
 
 
 def _to_size(flow: np.ndarray, size: tuple[int, int]) -> np.ndarray:

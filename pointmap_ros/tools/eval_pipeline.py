@@ -74,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--flow-preset', choices=FLOW_PRESETS,
                         default=PipelineConfig.flow_preset,
                         help='optical-flow settings (PipelineConfig.flow_preset)')
+    parser.add_argument('--flow-warm-start', action=argparse.BooleanOptionalAction,
+                        default=PipelineConfig.flow_warm_start,
+                        help="start each pair's optical flow from the previous frame's "
+                             '(PipelineConfig.flow_warm_start)')
     parser.add_argument('--split', choices=('test', 'val'), default='test',
                         help="seed range: 'test' for reported numbers, 'val' for tuning "
                              '(disjoint from test and from training)')
@@ -144,7 +148,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     factory, (height, width) = _engine_factory(args)
     config = PipelineConfig(cross_time_source=args.cross_time_source,
-                            flow_preset=args.flow_preset)
+                            flow_preset=args.flow_preset, flow_warm_start=args.flow_warm_start)
     moving = [] if args.static_camera else split_seeds(args.split, args.sequences, SEED_OFFSET)
     static = split_seeds(args.split, args.sequences if args.static_camera else
                          args.static_sequences, SEED_OFFSET + args.sequences)
@@ -168,6 +172,7 @@ def main(argv=None) -> int:
               'oracle_units_per_metre': args.oracle_units_per_metre,
               'precision': args.precision if args.engine == 'checkpoint' else None,
               'cross_time_source': args.cross_time_source, 'flow_preset': args.flow_preset,
+              'flow_warm_start': args.flow_warm_start,
               'size': [height, width],
               'camera_scale': args.camera_scale,
               'depth_sensor': dataclasses.asdict(depth_sensor) if depth_sensor else None,

@@ -283,11 +283,11 @@ def test_a_cold_pair_after_a_warm_one_gets_what_a_fresh_source_gets():
     # OpenCV's DIS changes how it treats a None start once it was given a start flow:
     # the warm starts must not touch the instance the cold ones use.
     images, _ = _fast_patch_frames(4)
-    frames = _window_frames(images)
     source = DenseFlow('accurate')
-    _keyframe_flows(source, frames)  # ends with a warm-started pair
-    after = source.pair_flow(frames[2], frames[3], (FAST_H, FAST_W))
-    fresh = DenseFlow('accurate').pair_flow(frames[2], frames[3], (FAST_H, FAST_W))
+    _keyframe_flows(source, _window_frames(images))  # ends with a warm-started pair
+    other = _window_frames(images, 'other')  # a camera without measured flows: cold
+    after = source.pair_flow(other[2], other[3], (FAST_H, FAST_W))
+    fresh = DenseFlow('accurate').pair_flow(other[2], other[3], (FAST_H, FAST_W))
     np.testing.assert_array_equal(after.backward, fresh.backward)
     np.testing.assert_array_equal(after.forward, fresh.forward)
 
@@ -302,9 +302,9 @@ def test_the_chain_keeps_two_frames_per_camera_and_never_mixes_cameras():
             source.pair_flow(frames[0], frames[t], (FAST_H, FAST_W))
     chain = source._chain
     for camera, frames in (('a', frames_a), ('b', frames_b)):
-        assert chain._current[camera][0] == frames[5].frame.key
-        assert chain._previous[camera][0] == frames[4].frame.key
-        assert set(chain._current[camera][1]) == {frames[4].frame.key, frames[0].frame.key}
+        assert chain._current[camera].key == frames[5].frame.key
+        assert chain._previous[camera].key == frames[4].frame.key
+        assert set(chain._current[camera].pairs) == {frames[4].frame.key, frames[0].frame.key}
     # Another camera's frames are never a chain's link.
     assert chain.initial(frames_a[0].frame, frames_b[5].frame, images[0].shape) is None
 

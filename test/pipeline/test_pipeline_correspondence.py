@@ -263,7 +263,7 @@ class _OrderRecordingFlow:
         return self.dense.pair_flow(ref, current, size)
 
 
-def test_pairs_are_asked_nearest_reference_first_and_warm_started_from_the_chain():
+def test_pairs_are_asked_nearest_reference_first_and_warm_started():
     scene, seed = eval_scene(96, 128, num_frames=8), split_seeds('val', 1)[0]
     gen = SceneGenerator(scene, seed=seed)
     source = _OrderRecordingFlow()
@@ -285,8 +285,11 @@ def test_pairs_are_asked_nearest_reference_first_and_warm_started_from_the_chain
     assert two_pairs, 'the keyframe stayed behind the previous frame at least once'
     for stamps in source.asked.values():
         assert stamps == sorted(stamps, reverse=True)
-    # Each frame's second pair (the keyframe, 2+ frames back) started from the chain.
-    assert sum(start is not None for start in warm_starts) == len(two_pairs)
+    # Every pair but the first started from measured flows: the nearest ones from the
+    # previous frame's motion, the keyframe ones (2+ frames back) from the chain.
+    assert len(warm_starts) == sum(len(stamps) for stamps in source.asked.values())
+    assert warm_starts[0] is None
+    assert all(start is not None for start in warm_starts[1:])
 
 
 class _NoPointsAt:
