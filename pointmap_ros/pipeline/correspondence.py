@@ -178,17 +178,19 @@ class DenseFlow:
             1.3 x that at the default 256); see ``_DIS_PRESETS``.
         abs_tol_px, rel_tol: forward-backward tolerances (:func:`consistent_flow`), checked
             on the measured flow (absolute one in pixels of the flow's images).
-        warm_start: start a pair's flow from the chain of the flows measured before it
-            (:class:`_FlowChain`): the reference frame to the camera's previous frame, and
-            that frame to the current one. DIS matches coarse to fine from zero, and on a
-            small object that moved farther than its own size the coarse levels see only
-            the background's motion: on validation sequences the flow of moving pixels 2 / 3
-            / 4 frames apart kept 76 / 67 / 54 % of their true motion (projected on it) and
-            missed it by 29 / 40 / 51 % (end-point error over its length); from the chain 90
-            / 88 / 86 % and 17 / 19 / 21 %, and on static pixels 2-7 % less error.
-            Needs the pairs of a frame asked nearest reference first (the pipeline does).
+        warm_start: start a pair's flow from the flows measured before it
+            (:class:`_FlowChain`): the nearest pair from the previous frame's motion, a
+            longer one from the chain through the camera's previous frame. DIS matches
+            coarse to fine from zero, and on a small object that moved farther than its own
+            size the coarse levels see only the background's motion: on validation
+            sequences the flow of moving pixels 2 / 3 / 4 frames apart kept 76 / 67 / 54 %
+            of their true motion (projected on it) and missed it by 29 / 40 / 51 %
+            (end-point error over its length); from the chain 90 / 88 / 86 % and 17 / 19 /
+            21 %, and on static pixels 2-7 % less error. Needs the pairs of a frame asked
+            nearest reference first (the pipeline does).
 
-    Not thread-safe (one DIS instance): one per pipeline, called by one thread at a time.
+    Not thread-safe (its DIS instances and measured flows): one per pipeline, called by one
+    thread at a time.
     """
 
     #: Only the frames' grey images are read: safe to run beside the engine's inference.

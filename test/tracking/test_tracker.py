@@ -55,12 +55,7 @@ def test_a_fit_that_jumps_away_from_the_prediction_gives_way_to_it():
     start = np.array([0.0, 0.0, 3.0])
     for k in range(4):
         tr.update([detection(0.1 * k, start)], 0.1 * k, 3.0)
-    good = detection(0.4, start)
-    far_pivot = se3_from_rt(np.eye(3), np.array([4.0, 0.0, 3.0]))
-    turn = se3_compose(se3_compose(far_pivot, se3_from_rt(rotvec_to_rotmat(
-        np.array([0.0, np.radians(40.0), 0.0])), np.zeros(3))), se3_inverse(far_pivot))
-    wrong = Detection(points=good.points, motion=se3_compose(turn, good.motion),
-                      inlier_ratio=0.1, is_rigid=False, residual_rel=0.3)
+    wrong = _turned_about(detection(0.4, start), np.array([4.0, 0.0, 3.0]), 40.0)
     ids, (o,) = tr.update([wrong], 0.4, 3.0)
     assert ids == [1]  # still associated: its points are where the track is
     origin = CUBE.mean(0)
@@ -72,6 +67,57 @@ def test_a_fit_that_jumps_away_from_the_prediction_gives_way_to_it():
     ids, (o,) = tr.update([detection(0.5, start, anchor_t=0.4)], 0.5, 3.0)
     np.testing.assert_allclose(o.T_world_obj[:3, 3], se3_apply(pose(0.5, start), origin),
                                atol=1e-3)
+
+
+def _turned_about(det: Detection, pivot: np.ndarray, degrees: float) -> Detection:
+    """``det`` with its motion followed by a turn about the y axis through ``pivot``: the
+    fit a handful of mismatched pixels give (same points, wrong motion)."""
+    at_pivot = se3_from_rt(np.eye(3), pivot)
+    turn = se3_compose(se3_compose(at_pivot, se3_from_rt(rotvec_to_rotmat(
+        np.array([0.0, np.radians(degrees), 0.0])), np.zeros(3))), se3_inverse(at_pivot))
+    return Detection(points=det.points, motion=se3_compose(turn, det.motion),
+                     inlier_ratio=0.2, is_rigid=False, residual_rel=0.3)
+
+
+def test_a_first_fit_that_leaves_the_object_gives_way_to_the_pose_at_birth():
+    """A track's first update has no velocity to check its fit against; a fit that throws
+    the origin (a material point of the object) off the object's points is still wrong:
+    the track keeps its pose at birth, and the right fits after it take over."""
+    tr = ObjectTracker(TrackerConfig(min_hits=2))
+    start = np.array([0.0, 0.0, 3.0])
+    tr.update([detection(0.0, start)], 0.0, 3.0)
+    wrong = _turned_about(detection(0.1, start), np.array([4.0, 0.0, 3.0]), 130.0)
+    ids, (o,) = tr.update([wrong], 0.1, 3.0)
+    assert ids == [1]
+    origin = CUBE.mean(0)
+    np.testing.assert_allclose(o.T_world_obj[:3, 3], se3_apply(pose(0.0, start), origin),
+                               atol=1e-9)
+    for k in range(2, 5):
+        _, (o,) = tr.update([detection(0.1 * k, start)], 0.1 * k, 3.0)
+    # On its object again: the right motion applied to the anchor.
+    np.testing.assert_allclose(o.T_world_obj[:3, 3], se3_apply(pose(0.4, start), origin),
+                               atol=1e-9)
+
+
+def test_a_prediction_that_leaves_the_object_gives_way_to_the_fit():
+    """A wrong velocity (here planted: 20 m/s) carries the constant-velocity prediction off
+    the object; each right fit then looks like a jump from it. The prediction may only
+    stand in for a fit while it stays on the object's points: else the fit is taken and the
+    velocity measured afresh."""
+    tr = ObjectTracker(TrackerConfig(min_hits=2, velocity_alpha=1.0))
+    start = np.array([0.0, 0.0, 3.0])
+    for k in range(3):
+        tr.update([detection(0.1 * k, start)], 0.1 * k, 3.0)
+    (track,) = tr._tracks
+    track.v = np.array([20.0, 0.0, 0.0])
+    _, (o,) = tr.update([detection(0.3, start)], 0.3, 3.0)
+    origin = CUBE.mean(0)
+    np.testing.assert_allclose(o.T_world_obj[:3, 3], se3_apply(pose(0.3, start), origin),
+                               atol=1e-9)
+    np.testing.assert_array_equal(o.linear_velocity, np.zeros(3))  # measured afresh...
+    _, (o,) = tr.update([detection(0.4, start)], 0.4, 3.0)
+    fd = (se3_apply(pose(0.4, start), origin) - se3_apply(pose(0.3, start), origin)) / 0.1
+    np.testing.assert_allclose(o.linear_velocity, fd, atol=1e-9)  # ...from the next fit
 
 
 def test_birth_needs_min_hits_and_single_false_detection_dies():
