@@ -367,9 +367,31 @@ class _FlowChain:
         from_previous = None if measured is None else measured.pairs.get(previous.key)
         if to_previous is None or from_previous is None:
             return None
-        _, forward_rp, backward_pr = to_previous
+        ref_stamp, forward_rp, backward_pr = to_previous
         _, forward_pc, backward_cp = from_previous
-        return compose_flow(forward_rp, forward_pc), compose_flow(backward_cp, backward_pr)
+        if not ref_stamp < previous.stamp < measured.stamp:
+            return None
+        return (_chain_or_extend(forward_rp, forward_pc,
+                                 (measured.stamp - ref_stamp) / (previous.stamp - ref_stamp)),
+                _chain_or_extend(backward_cp, backward_pr,
+                                 (measured.stamp - ref_stamp) / (measured.stamp - previous.stamp)))
+
+
+def _chain_or_extend(first: np.ndarray, second: np.ndarray, extension: float) -> np.ndarray:
+    """``compose_flow(first, second)``, except where ``first`` leaves the image (the middle
+    image never saw the pixel, so ``second`` has nothing to say there: read at the border,
+    it is another pixel's flow, and on a striped wall at the image border DIS refined such a
+    start into a consistent wrong match): there ``first`` scaled by ``extension`` (the
+    ratio of the whole gap to the first one's, constant image velocity)."""
+    height, width = first.shape[:2]
+    x, y = _grid(height, width)
+    target_x, target_y = x + first[..., 0], y + first[..., 1]
+    outside = ((target_x < -0.5) | (target_x > width - 0.5)
+               | (target_y < -0.5) | (target_y > height - 0.5))
+    chained = compose_flow(first, second)
+    if outside.any():
+        chained[outside] = extension * first[outside]
+    return chained
 
 
 def _to_size(flow: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -321,3 +321,19 @@ def test_composed_flow_is_the_chain_of_its_parts():
     inside = ((middle[..., 0] >= 0) & (middle[..., 0] <= W - 1)
               & (middle[..., 1] >= 0) & (middle[..., 1] <= H - 1))
     np.testing.assert_allclose(composed[inside], expected[inside], atol=1e-3)
+
+
+def test_a_chain_whose_first_link_leaves_the_image_extends_that_link():
+    # Content moving 4 px right per frame: the last columns of the reference leave the
+    # middle image, which never saw them; their chained start is the first link carried on
+    # at the same image velocity (3 frames in all, the first link spans 1).
+    from pointmap_ros.pipeline.correspondence import _chain_or_extend
+    first = np.zeros((H, W, 2), np.float32)
+    first[..., 0] = 4.0
+    second = np.zeros((H, W, 2), np.float32)
+    second[..., 0] = 8.0
+    second[:, -5:, 0] = 100.0  # the border the first link's outside targets would read
+    chained = _chain_or_extend(first, second, 3.0)
+    np.testing.assert_array_equal(chained[:, :W - 10, 0], 12.0)  # 4 + 8, read inside
+    np.testing.assert_array_equal(chained[:, W - 4:, 0], 12.0)  # 3 * 4: left the image
+    np.testing.assert_array_equal(chained[..., 1], 0.0)
