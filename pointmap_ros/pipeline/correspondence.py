@@ -223,6 +223,9 @@ class DenseFlow:
         if self._chain is None:
             return self.estimate(grey_ref, grey_cur, size)
         initial = self._chain.initial(ref.frame, current.frame, grey_ref.shape)
+        if initial is not None:
+            initial = (_screened_start(grey_ref, grey_cur, initial[0]),
+                       _screened_start(grey_cur, grey_ref, initial[1]))
         flow, measured = self._estimate(grey_ref, grey_cur, size, initial)
         self._chain.record(ref.frame, current.frame, measured)
         return flow
@@ -267,6 +270,28 @@ class DenseFlow:
                          _mask_to_size(forward_valid, size), _mask_to_size(backward_valid, size),
                          size[1] / grey_i.shape[1])
         return flow, (forward, backward)
+
+
+def _screened_start(grey_from: np.ndarray, grey_to: np.ndarray, start: np.ndarray,
+                    window: int = 7) -> np.ndarray:
+    """``start`` (flow ``grey_from -> grey_to``) where it matches each pixel's
+    ``window``-square neighbourhood at least as well as no motion does, else zero.
+
+    A start carries motion measured before this pair over to it; where the motion has
+    changed since (a 1 fps clip: the real car clip's camera pans with the car, and the chain
+    of two 1-second flows put the car's start metres off), a start from zero lets DIS find
+    the motion coarse to fine as it would cold. Screened, the car's motion mask in the clip's
+    middle frame went from 1.9 % of the image (unscreened start) to 11.8 % (cold: 6.5 %).
+    """
+    source = grey_from.astype(np.float32)
+    target = grey_to.astype(np.float32)
+    height, width = source.shape
+    x, y = _grid(height, width)
+    moved = cv2.remap(target, x + start[..., 0], y + start[..., 1], cv2.INTER_LINEAR,
+                      borderMode=cv2.BORDER_REPLICATE)
+    miss_moved = cv2.blur(np.abs(moved - source), (window, window))
+    miss_still = cv2.blur(np.abs(target - source), (window, window))
+    return np.where((miss_moved <= miss_still)[..., None], start, np.float32(0))
 
 
 def compose_flow(first: np.ndarray, second: np.ndarray) -> np.ndarray:

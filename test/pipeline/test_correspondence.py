@@ -337,3 +337,20 @@ def test_a_chain_whose_first_link_leaves_the_image_extends_that_link():
     np.testing.assert_array_equal(chained[:, :W - 10, 0], 12.0)  # 4 + 8, read inside
     np.testing.assert_array_equal(chained[:, W - 4:, 0], 12.0)  # 3 * 4: left the image
     np.testing.assert_array_equal(chained[..., 1], 0.0)
+
+
+def test_a_start_is_kept_only_where_it_matches_better_than_no_motion():
+    # A start that moves everything with the patch: right on the patch, wrong on the still
+    # background (the case of a start carried over from motion that has since changed).
+    from pointmap_ros.pipeline.correspondence import _screened_start
+    images, masks = _fast_patch_frames(2)
+    start = np.zeros((FAST_H, FAST_W, 2), np.float32)
+    start[..., 0] = PATCH_STEP
+    screened = _screened_start(images[0], images[1], start)
+    inner = masks[0] & np.roll(masks[0], 4, axis=1) & np.roll(masks[0], -4, axis=1)
+    inner &= np.roll(inner, 4, axis=0) & np.roll(inner, -4, axis=0)
+    np.testing.assert_array_equal(screened[inner], start[inner])
+    far = ~(np.roll(masks[0], 12, axis=1) | np.roll(masks[0], -12, axis=1)
+            | np.roll(masks[0], 12, axis=0) | np.roll(masks[0], -12, axis=0) | masks[0])
+    # (A few background pixels whose neighbourhood happens to match as well keep it.)
+    assert np.mean(screened[far] == 0.0) > 0.999
