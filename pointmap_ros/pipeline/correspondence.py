@@ -180,11 +180,12 @@ class DenseFlow:
             on the measured flow (absolute one in pixels of the flow's images).
         warm_start: start a pair's flow from the flows measured before it
             (:class:`_FlowChain`): the nearest pair from the previous frame's motion, a
-            longer one from the chain through the camera's previous frame. DIS matches
-            coarse to fine from zero, and on a small object that moved farther than its own
-            size the coarse levels see only the background's motion: on validation
-            sequences the flow of moving pixels 2 / 3 / 4 frames apart kept 76 / 67 / 54 %
-            of their true motion (projected on it) and missed it by 29 / 40 / 51 %
+            longer one from the chain through the camera's previous frame, each pixel's
+            start kept where it matches better than no motion (:func:`_screened_start`).
+            DIS matches coarse to fine from zero, and on a small object that moved farther
+            than its own size the coarse levels see only the background's motion: on
+            validation sequences the flow of moving pixels 2 / 3 / 4 frames apart kept 76 /
+            67 / 54 % of their true motion (projected on it) and missed it by 29 / 40 / 51 %
             (end-point error over its length); from the chain 90 / 88 / 86 % and 17 / 19 /
             21 %, and on static pixels 2-7 % less error. Needs the pairs of a frame asked
             nearest reference first (the pipeline does).
@@ -278,10 +279,11 @@ def _screened_start(grey_from: np.ndarray, grey_to: np.ndarray, start: np.ndarra
     ``window``-square neighbourhood at least as well as no motion does, else zero.
 
     A start carries motion measured before this pair over to it; where the motion has
-    changed since (a 1 fps clip: the real car clip's camera pans with the car, and the chain
-    of two 1-second flows put the car's start metres off), a start from zero lets DIS find
-    the motion coarse to fine as it would cold. Screened, the car's motion mask in the clip's
-    middle frame went from 1.9 % of the image (unscreened start) to 11.8 % (cold: 6.5 %).
+    changed since (a 1 fps clip: the real car clip's camera pans with the car, and starts
+    carried over one or two seconds missed the car's image motion), a start from zero lets
+    DIS find the motion coarse to fine as it would cold. Screened, the car's motion mask in
+    the clip's middle frame went from 1.9 % of the image (unscreened start) to 11.8 % (cold:
+    6.5 %).
     """
     source = grey_from.astype(np.float32)
     target = grey_to.astype(np.float32)
