@@ -36,8 +36,8 @@ from pointmap_ros.tracking.window import WindowFrame
 from pointmap_ros.types import DynamicPointMaps, Frame, MapName
 
 __all__ = ['PixelFlow', 'FlowSource', 'DenseFlow', 'consistent_flow', 'compose_flow',
-           'sample_map', 'correspondence_cross_time', 'fuse_cross_time', 'resolve_cross_time_source',
-           'CROSS_TIME_SOURCES', 'FLOW_PRESETS']
+           'sample_map', 'correspondence_cross_time', 'fuse_cross_time',
+           'resolve_cross_time_source', 'CROSS_TIME_SOURCES', 'FLOW_PRESETS']
 
 #: Where the cross-time maps come from: the network's heads, the correspondences, the
 #: correspondences where observed and the network elsewhere, or chosen by the engine.
@@ -222,7 +222,7 @@ class DenseFlow:
             # The source was switched on at run time: the model images of both instead.
             grey_ref, grey_cur = self.grey(ref.frame.image), self.grey(current.frame.image)
         if self._chain is None:
-            return self.estimate(grey_ref, grey_cur, size)
+            return self._estimate(grey_ref, grey_cur, size, None)[0]
         initial = self._chain.initial(ref.frame, current.frame, grey_ref.shape)
         if initial is not None:
             initial = (_screened_start(grey_ref, grey_cur, initial[0]),
@@ -231,19 +231,19 @@ class DenseFlow:
         self._chain.record(ref.frame, current.frame, measured)
         return flow
 
-    def estimate(self, grey_i: np.ndarray, grey_j: np.ndarray, size: tuple[int, int],
-                 initial: tuple[np.ndarray, np.ndarray] | None = None) -> PixelFlow:
+    def estimate(self, grey_i: np.ndarray, grey_j: np.ndarray,
+                 size: tuple[int, int]) -> PixelFlow:
         """Flows of a pair of grey images (equal shapes, the model crop at any scale >= 1),
-        resampled to ``size = (H, W)`` model pixels, with their consistency masks.
-
-        ``initial``: ``(forward, backward)`` flows at the grey images' resolution that DIS
-        starts from instead of zero (it still matches through its whole pyramid)."""
-        return self._estimate(grey_i, grey_j, size, initial)[0]
+        resampled to ``size = (H, W)`` model pixels, with their consistency masks (a cold
+        start: no flows measured before)."""
+        return self._estimate(grey_i, grey_j, size, None)[0]
 
     def _estimate(self, grey_i: np.ndarray, grey_j: np.ndarray, size: tuple[int, int],
                   initial: tuple[np.ndarray, np.ndarray] | None
                   ) -> tuple[PixelFlow, tuple[np.ndarray, np.ndarray]]:
-        """:meth:`estimate`, and the ``(forward, backward)`` flows as measured."""
+        """:meth:`estimate` from the ``initial`` ``(forward, backward)`` flows at the grey
+        images' resolution (None: from zero; DIS still matches through its whole pyramid),
+        and the ``(forward, backward)`` flows as measured."""
         grey_i, grey_j = np.ascontiguousarray(grey_i), np.ascontiguousarray(grey_j)
         # The presets' pyramid levels are for 512-pixel-wide images: smaller ones are
         # matched one level finer per halving, so a small camera is not matched on a
@@ -407,9 +407,8 @@ class _FlowChain:
 def _chain_or_extend(first: np.ndarray, second: np.ndarray, extension: float) -> np.ndarray:
     """``compose_flow(first, second)``, except where ``first`` leaves the image (the middle
     image never saw the pixel, so ``second`` has nothing to say there: read at the border,
-    it is another pixel's flow, and on a striped wall at the image border DIS refined such a
-    start into a consistent wrong match): there ``first`` scaled by ``extension`` (the
-    ratio of the whole gap to the first one's, constant image velocity)."""
+    it would be another pixel's flow): there ``first`` scaled by ``extension`` (the ratio of
+    the whole gap to the first one's, constant image velocity)."""
     height, width = first.shape[:2]
     x, y = _grid(height, width)
     target_x, target_y = x + first[..., 0], y + first[..., 1]
