@@ -83,10 +83,11 @@ class PipelineConfig:
             ``'dense'`` (``'accurate'`` with denser patches: more accurate moving objects
             for about a quarter more flow time; pipeline/correspondence.py has the measured
             accuracy and cost of each).
-        flow_warm_start: start each pair's optical flow from the chain of the flows
-            measured for the previous frame (:class:`~pointmap_ros.pipeline.correspondence.
-            DenseFlow`): keyframe pairs several frames apart then follow moving objects
-            that DIS alone loses at its coarse levels.
+        flow_warm_start: start each pair's optical flow from the flows measured for the
+            previous frame, kept per pixel where they match better than no motion
+            (:class:`~pointmap_ros.pipeline.correspondence.DenseFlow`): keyframe pairs
+            several frames apart then follow moving objects that DIS alone loses at its
+            coarse levels.
         flow_width: optical flow runs on the model crop at this many pixels across (at most
             the camera's width), then is resampled to the model resolution: with
             ``flow_preset``, the knob between flow accuracy and its cost. 256 against 224

@@ -220,9 +220,9 @@ _PIPELINE_PARAMS = [
           "'accurate' or 'dense' ('accurate' with patches every 3 px instead of 4: moving "
           'objects measured more accurately for about a quarter more flow time).',
           choices=FLOW_PRESETS),
-    _pipe('flow_warm_start', "Start each pair's optical flow from the chain of the previous "
-          "frame's flows: keyframe pairs several frames apart then follow moving objects "
-          'that the flow alone loses.'),
+    _pipe('flow_warm_start', "Start each pair's optical flow from the flows measured for the "
+          'previous frame (kept per pixel where they match better than no motion): keyframe '
+          'pairs several frames apart then follow moving objects that the flow alone loses.'),
     _pipe('flow_min_px', 'With correspondences, a pixel moves when its image motion misses '
           'the camera-induced one by more than this (model px)...', range=(0.0, 100.0),
           dynamic=True),
