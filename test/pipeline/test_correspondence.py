@@ -13,8 +13,11 @@ import pytest
 from pointmap_ros.engines.oracle_engine import OracleEngine
 from pointmap_ros.model.checkpoint import cross_time_heads
 from pointmap_ros.pipeline.correspondence import (
-    FLOW_PRESETS, DenseFlow, PixelFlow, compose_flow, consistent_flow,
-    correspondence_cross_time, fuse_cross_time, resolve_cross_time_source, sample_map)
+    FLOW_PRESETS, DenseFlow, PixelFlow, _chain_or_extend, _screened_start, compose_flow,
+    consistent_flow, correspondence_cross_time, fuse_cross_time, resolve_cross_time_source,
+    sample_map)
+from pointmap_ros.pipeline.preprocess import make_frame
+from pointmap_ros.tracking.window import WindowFrame
 from pointmap_ros.types import DynamicPointMaps
 
 H, W = 40, 60
@@ -243,8 +246,6 @@ def _fast_patch_frames(count: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
 
 
 def _window_frames(images: list[np.ndarray], camera_id: str = 'cam0') -> list:
-    from pointmap_ros.pipeline.preprocess import make_frame
-    from pointmap_ros.tracking.window import WindowFrame
     return [WindowFrame(make_frame(np.repeat(image[..., None], 3, axis=-1), 0.1 * t, camera_id),
                         t, flow_image=image) for t, image in enumerate(images)]
 
@@ -327,7 +328,6 @@ def test_a_chain_whose_first_link_leaves_the_image_extends_that_link():
     # Content moving 4 px right per frame: the last columns of the reference leave the
     # middle image, which never saw them; their chained start is the first link carried on
     # at the same image velocity (3 frames in all, the first link spans 1).
-    from pointmap_ros.pipeline.correspondence import _chain_or_extend
     first = np.zeros((H, W, 2), np.float32)
     first[..., 0] = 4.0
     second = np.zeros((H, W, 2), np.float32)
@@ -342,7 +342,6 @@ def test_a_chain_whose_first_link_leaves_the_image_extends_that_link():
 def test_a_start_is_kept_only_where_it_matches_better_than_no_motion():
     # A start that moves everything with the patch: right on the patch, wrong on the still
     # background (the case of a start carried over from motion that has since changed).
-    from pointmap_ros.pipeline.correspondence import _screened_start
     images, masks = _fast_patch_frames(2)
     start = np.zeros((FAST_H, FAST_W, 2), np.float32)
     start[..., 0] = PATCH_STEP
