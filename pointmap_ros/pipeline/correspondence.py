@@ -133,6 +133,18 @@ def _grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
+def _targets(flow: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(x, y, inside)`` of ``flow``'s targets ``pixel + flow`` (``[H, W]`` float32 planes,
+    as ``cv2.remap`` takes them) and whether each lies inside the image (pixel centres at
+    integer coordinates, so the image spans -0.5 to size - 0.5)."""
+    height, width = flow.shape[:2]
+    x, y = _grid(height, width)
+    target_x, target_y = x + flow[..., 0], y + flow[..., 1]
+    inside = ((target_x >= -0.5) & (target_x <= width - 0.5)
+              & (target_y >= -0.5) & (target_y <= height - 0.5))
+    return target_x, target_y, inside
+
+
 def consistent_flow(flow: np.ndarray, reverse: np.ndarray, abs_tol_px: float = 0.75,
                     rel_tol: float = 0.1) -> np.ndarray:
     """``[H, W]`` bool: ``flow``'s target is inside the image and ``reverse`` brings it back.
@@ -143,10 +155,7 @@ def consistent_flow(flow: np.ndarray, reverse: np.ndarray, abs_tol_px: float = 0
         abs_tol_px, rel_tol: the round trip may miss by ``sqrt(abs^2 + rel^2 (|flow|^2 +
             |reverse at target|^2))`` pixels (Sundaram et al.: 0.71 px and 0.1).
     """
-    H, W = flow.shape[:2]
-    x, y = _grid(H, W)
-    tx, ty = x + flow[..., 0], y + flow[..., 1]
-    inside = (tx >= -0.5) & (tx <= W - 0.5) & (ty >= -0.5) & (ty <= H - 0.5)
+    tx, ty, inside = _targets(flow)
     back = cv2.remap(np.ascontiguousarray(reverse, np.float32), tx, ty, cv2.INTER_LINEAR,
                      borderMode=cv2.BORDER_REPLICATE)
     miss = squared_norm(flow + back)
@@ -287,10 +296,7 @@ def _screened_start(grey_from: np.ndarray, grey_to: np.ndarray, start: np.ndarra
     """
     source = grey_from.astype(np.float32)
     target = grey_to.astype(np.float32)
-    height, width = source.shape
-    x, y = _grid(height, width)
-    moved = cv2.remap(target, x + start[..., 0], y + start[..., 1], cv2.INTER_LINEAR,
-                      borderMode=cv2.BORDER_REPLICATE)
+    moved = _read_at(target, start)
     miss_moved = cv2.blur(np.abs(moved - source), (window, window))
     miss_still = cv2.blur(np.abs(target - source), (window, window))
     return np.where((miss_moved <= miss_still)[..., None], start, np.float32(0))
@@ -303,11 +309,11 @@ def compose_flow(first: np.ndarray, second: np.ndarray) -> np.ndarray:
 
 
 def _read_at(field: np.ndarray, offset: np.ndarray) -> np.ndarray:
-    """``field`` ``[H, W, C]`` read bilinearly at ``pixel + offset`` (replicated border)."""
-    height, width = offset.shape[:2]
-    x, y = _grid(height, width)
-    return cv2.remap(np.ascontiguousarray(field, np.float32), x + offset[..., 0],
-                     y + offset[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    """``field`` ``[H, W]`` or ``[H, W, C]`` read bilinearly at ``pixel + offset`` (replicated
+    border)."""
+    target_x, target_y, _ = _targets(offset)
+    return cv2.remap(np.ascontiguousarray(field, np.float32), target_x, target_y,
+                     cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 @dataclass
@@ -409,11 +415,7 @@ def _chain_or_extend(first: np.ndarray, second: np.ndarray, extension: float) ->
     image never saw the pixel, so ``second`` has nothing to say there: read at the border,
     it would be another pixel's flow): there ``first`` scaled by ``extension`` (the ratio of
     the whole gap to the first one's, constant image velocity)."""
-    height, width = first.shape[:2]
-    x, y = _grid(height, width)
-    target_x, target_y = x + first[..., 0], y + first[..., 1]
-    outside = ((target_x < -0.5) | (target_x > width - 0.5)
-               | (target_y < -0.5) | (target_y > height - 0.5))
+    outside = ~_targets(first)[2]
     chained = compose_flow(first, second)
     if outside.any():
         chained[outside] = extension * first[outside]
@@ -455,8 +457,7 @@ def sample_map(values: np.ndarray, flow: np.ndarray, jump_rel: float = 0.05) -> 
     the background behind it. Targets outside the image give NaN.
     """
     H, W = flow.shape[:2]
-    x, y = _grid(H, W)
-    tx, ty = x + flow[..., 0], y + flow[..., 1]
+    tx, ty, inside = _targets(flow)
     src = np.ascontiguousarray(values, np.float32)
     # Replicated borders, so a read exactly on the last row/column is not a blend with the
     # outside; targets beyond the image are set to NaN explicitly below.
@@ -471,7 +472,6 @@ def sample_map(values: np.ndarray, flow: np.ndarray, jump_rel: float = 0.05) -> 
     smooth = cv2.remap(one_surface, np.floor(tx), np.floor(ty), cv2.INTER_NEAREST,
                        borderMode=cv2.BORDER_REPLICATE).view(bool)
     jump = ~smooth | ~np.isfinite(sampled[..., 2])
-    inside = (tx >= -0.5) & (tx <= W - 0.5) & (ty >= -0.5) & (ty <= H - 0.5)
     # Bilinear, with the few pixels that differ written by index (NumPy's broadcast of an
     # [H, W, 1] mask over the channels costs more than the two remaps together).
     rows = sampled.reshape(H * W, -1)  # a view: writes land in ``sampled``
