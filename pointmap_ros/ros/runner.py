@@ -71,7 +71,9 @@ def run_node(name: str, make_node: Callable[[], object], args: list[str] | None 
             except RuntimeError:
                 # A SIGINT that lands while rclpy converts a received message surfaces as
                 # pybind11's RuntimeError ("Unable to convert call argument") instead of
-                # KeyboardInterrupt. Once shutdown has begun that is the interrupt, not a bug.
+                # KeyboardInterrupt; one that lands in a finaliser is swallowed there, and
+                # the next wait raises RCLError, a RuntimeError too ("the given context is not
+                # valid"). Once shutdown has begun that is the interrupt, not a bug.
                 if node.context.ok():
                     raise
             finally:
