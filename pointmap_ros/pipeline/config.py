@@ -41,6 +41,9 @@ class PipelineConfig:
         min_region_frac: motion blobs/holes smaller than this fraction of the image vanish.
         cluster_jump_rel, cluster_flow_jump_rel: 3D / flow discontinuity splitting instances.
         min_instance_frac: smallest instance, as a fraction of the image.
+        instance_size_hysteresis: an instance made mostly of pixels that lay on a published
+            track a frame ago needs only this fraction of ``min_instance_frac`` (a receding
+            object keeps its track; births keep the full size).
         ransac_threshold_rel, ransac_iterations: rigid fit of each instance.
         max_fit_points: random subset of an instance's pixels used for its fit.
         deforming_pieces: an instance that is not rigid moves as up to this many rigid
@@ -166,6 +169,7 @@ class PipelineConfig:
     cluster_jump_rel: float = 0.05
     cluster_flow_jump_rel: float = 2.0
     min_instance_frac: float = 4e-3
+    instance_size_hysteresis: float = 0.25
     ransac_threshold_rel: float = 0.01
     ransac_iterations: int = 64
     max_fit_points: int = 500
@@ -295,7 +299,7 @@ _VALUE_RULES = (
     (('cluster_jump_rel', 'cluster_flow_jump_rel', 'ransac_threshold_rel',
       'rigid_residual_rel', 'pnp_reprojection_px', 'depth_edge_rel'),
      _positive, 'expected a finite value > 0'),
-    (('flow_hysteresis', 'rigid_motion_residual_frac'),
+    (('flow_hysteresis', 'rigid_motion_residual_frac', 'instance_size_hysteresis'),
      lambda value: 0.0 < value <= 1.0, 'expected a value in (0, 1]'),
     (('flow_depth_min_isotropy', 'odometry_weight', 'affine_residual_frac'),
      lambda value: 0.0 <= value <= 1.0,

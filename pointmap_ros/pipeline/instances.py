@@ -27,10 +27,10 @@ from pointmap_ros.tracking.rigid_motion import (
     trimmed_rms)
 from pointmap_ros.tracking.segmentation import motion_threshold as threshold_of_flow
 from pointmap_ros.tracking.segmentation import segment_instances
-from pointmap_ros.tracking.tracker import Detection, warped_overlap
+from pointmap_ros.tracking.tracker import Detection, previous_track_ids, warped_overlap
 from pointmap_ros.tracking.window import WindowFrame
 
-__all__ = ['instance_labels', 'detect_objects', 'fit_instances', 'complete_instances',
+__all__ = ['instance_labels', 'carried_track_ids', 'detect_objects', 'fit_instances', 'complete_instances',
            'grow_instances']
 
 _CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
@@ -39,7 +39,8 @@ _SQUARE = np.ones((3, 3), np.uint8)
 
 def instance_labels(config: PipelineConfig, stride: int, motion: np.ndarray,
                     points_cam: np.ndarray, flow: np.ndarray,
-                    flow_floor: float) -> tuple[np.ndarray, int]:
+                    flow_floor: float, carried: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, int]:
     """Instance labels ``[H, W]`` int32 (0 = none) of the motion mask, and their count.
 
     Args:
@@ -49,15 +50,23 @@ def instance_labels(config: PipelineConfig, stride: int, motion: np.ndarray,
         points_cam: ``[H, W, 3]`` current points (NaN where invalid).
         flow: ``[H, W, 3]`` flow in any camera frame (only neighbour differences matter).
         flow_floor: absolute flow difference that always cuts a link (the motion threshold).
+        carried: ``[H, W]`` int32 published track each pixel lay on a frame ago
+            (:func:`carried_track_ids`), or None. An instance that alone continues a track
+            (most of its pixels carry it, no instance of full size does) needs only
+            ``instance_size_hysteresis`` of the smallest size: a track's object that recedes
+            or leaves the image keeps its track while it can still be fitted, but no new
+            object is born that small (on noisy maps small instances are mostly noise).
 
     On a strided grid, full-resolution motion pixels take the label of their grid cell, or
     of a neighbouring cell at object borders.
     """
     height, width = motion.shape
+    min_pixels = config.min_instance_frac * height * width / stride ** 2
     coarse, count = segment_instances(
         motion[::stride, ::stride], points_cam[::stride, ::stride], flow[::stride, ::stride],
         config.cluster_jump_rel, config.cluster_flow_jump_rel, flow_floor,
-        max(3, int(config.min_instance_frac * height * width / stride ** 2)))
+        max(3, int(min_pixels)), None if carried is None else carried[::stride, ::stride],
+        max(3, int(config.instance_size_hysteresis * min_pixels)))
     if stride == 1:
         return coarse, count
     if count == 0:
@@ -73,6 +82,23 @@ def instance_labels(config: PipelineConfig, stride: int, motion: np.ndarray,
                       interpolation=cv2.INTER_NEAREST)
     # int32 * bool: labels on motion pixels only.
     return full[:height, :width].astype(np.int32) * motion, count
+
+
+def carried_track_ids(previous: tuple[WindowFrame, PairView] | None,
+                      published_tracks: frozenset[int]) -> np.ndarray | None:
+    """``[H, W]`` int32: the published track each current pixel's point lay on at the
+    previous frame's time (0 = none); None without a previous frame with published tracks.
+
+    Args:
+        previous: ``(previous frame, its pair with the current frame)``, or None.
+        published_tracks: ids of the confirmed tracks.
+    """
+    if previous is None or previous[0].track_ids is None or not published_tracks:
+        return None
+    frame, pair = previous
+    ids = previous_track_ids(pair.j_ti.reshape(-1, 3), frame.K, frame.track_ids)
+    ids = np.where(np.isin(ids, list(published_tracks)), ids, 0)
+    return ids.reshape(pair.j_ti.shape[:2])
 
 
 def detect_objects(config: PipelineConfig, labels: np.ndarray, count: int,

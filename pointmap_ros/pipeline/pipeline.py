@@ -56,7 +56,7 @@ from pointmap_ros.pipeline.depth_prior import fuse_depth_prior
 from pointmap_ros.pipeline.ego_motion import (
     KeyframeMotion, MotionResult, estimate_motion_and_pose, keyframe_motion)
 from pointmap_ros.pipeline.instances import (
-    complete_instances, detect_objects, fit_instances, instance_labels)
+    carried_track_ids, complete_instances, detect_objects, fit_instances, instance_labels)
 from pointmap_ros.pipeline.intrinsics import Intrinsics, frame_intrinsics
 from pointmap_ros.pipeline.motion import ApertureMetric, aperture_metric
 from pointmap_ros.pipeline.odometry_prior import (
@@ -443,11 +443,16 @@ class DynamicReconPipeline:
                                      keyframe.scene_depth)
         timings['geometry'] += _ms(started)
         started = time.perf_counter()
+        # The previous frame and its pair with this one: which pixels continue its tracks.
+        previous = next(((view.ref, view) for view in views
+                         if view.ref is camera.window.latest), None)
         instances = self._instances(views, motion, frame, keyframe.intrinsics.K, geometry,
-                                    inferred.image_motion.aperture)
+                                    inferred.image_motion.aperture,
+                                    carried_track_ids(previous, camera.tracker.published_ids))
         timings['segmentation'] = _ms(started)
-        return self._objects_and_output(camera, frame, views, motion, keyframe.intrinsics,
-                                        geometry, instances, timings, pairs[0].depth_fused)
+        return self._objects_and_output(camera, frame, views, previous, motion,
+                                        keyframe.intrinsics, geometry, instances, timings,
+                                        pairs[0].depth_fused)
 
     def _keyframe_stage(self, camera: _CameraState, frame: WindowFrame,
                         inferred: tuple[str, WindowFrame, DynamicPointMaps],
@@ -570,17 +575,18 @@ class DynamicReconPipeline:
         return _Geometry(points_cam, valid, frame.motion_mask, scene_depth)
 
     def _instances(self, views: list[PairView], motion: MotionResult, frame: WindowFrame,
-                   K: np.ndarray, geometry: _Geometry,
-                   aperture: ApertureMetric | None) -> _Instances:
+                   K: np.ndarray, geometry: _Geometry, aperture: ApertureMetric | None,
+                   carried: np.ndarray | None) -> _Instances:
         """Instances of the motion mask on the published-flow pair (the shortest gap),
-        completed by their rigid fits with correspondences, and the published flow."""
+        completed by their rigid fits with correspondences, and the published flow.
+        ``carried``: the published track each pixel lay on a frame ago (or None)."""
         config = self.config
         flow_index = min(range(len(views)), key=lambda index: views[index].dt)
         flow_pair, flow_motion = views[flow_index], motion.pair_motions[flow_index]
         # Objects are made of points: instances only from moving pixels with one.
         labels, count = instance_labels(config, self.stride, geometry.motion & geometry.valid,
                                         geometry.points_cam, flow_motion.flow,
-                                        flow_motion.threshold)
+                                        flow_motion.threshold, carried)
         fits, final_motion = {}, geometry.motion
         if flow_pair.pixel_flow is not None:
             T_ref_cam = se3_compose(se3_inverse(flow_pair.ref.T_world_cam), frame.T_world_cam)
@@ -597,15 +603,14 @@ class DynamicReconPipeline:
         return _Instances(labels, count, final_motion, flow, flow_valid, float(flow_pair.dt))
 
     def _objects_and_output(self, camera: _CameraState, frame: WindowFrame,
-                            views: list[PairView], motion: MotionResult,
-                            intrinsics: Intrinsics, geometry: _Geometry,
+                            views: list[PairView],
+                            previous: tuple[WindowFrame, PairView] | None,
+                            motion: MotionResult, intrinsics: Intrinsics, geometry: _Geometry,
                             instances: _Instances, timings: dict[str, float],
                             depth_fused: bool) -> PipelineOutput:
         """Stage 7: object detections and tracks, the keyframe policy, the output."""
         keyframe_pair, keyframe = views[0], camera.window.keyframe
         started = time.perf_counter()
-        previous = next(((view.ref, view) for view in views
-                         if view.ref is camera.window.latest), None)
         detections, detection_labels = detect_objects(
             self.config, instances.labels, instances.count, keyframe_pair, keyframe, previous,
             geometry.scene_depth, motion.pair_motions[0].noise,

@@ -197,6 +197,9 @@ _PIPELINE_PARAMS = [
           range=(0.0, 100.0), dynamic=True),
     _pipe('min_instance_frac', 'Smallest moving object, as a fraction of the image area.',
           range=(0.0, 0.999), dynamic=True),
+    _pipe('instance_size_hysteresis', 'A tracked object keeps its track down to this fraction '
+          'of min_instance_frac (a receding object); new objects need all of it.',
+          range=(0.001, 1.0), dynamic=True),
     _pipe('rigid_residual_rel', 'Objects whose rigid-fit residual exceeds this fraction of '
           'their size are flagged non-rigid (must be > 0).', range=(0.0, 10.0), dynamic=True),
     _pipe('flow_per_second', 'Scene flow and velocities per second (else per frame gap).',

@@ -139,9 +139,44 @@ def remove_small_regions(mask: np.ndarray, min_pixels: int) -> np.ndarray:
     return out
 
 
+def _continuing_components(component: np.ndarray, sizes: np.ndarray, carried: np.ndarray,
+                           large: np.ndarray, min_pixels: int) -> np.ndarray:
+    """Which components under the size limit continue an id alone.
+
+    Args:
+        component: ``[N]`` component of each mask pixel; ``sizes`` ``[C]`` their sizes.
+        carried: ``[N]`` id each pixel continues (0 = none).
+        large: ``[C]`` bool, the components kept by size.
+        min_pixels: the smallest component that may continue an id.
+
+    Returns:
+        ``[C]`` bool: components of at least ``min_pixels`` (not ``large``) whose pixels
+        mostly (> 50 %) carry one id that no large component mostly carries, the largest one
+        per id. A fragment beside its object's large instance would otherwise compete with
+        it for the object's track; pixels hidden behind an object a frame ago also carry its
+        id, and so do its fragments.
+    """
+    continuing = np.zeros(len(sizes), bool)
+    hit = carried > 0
+    if not hit.any():
+        return continuing
+    pairs, counts = np.unique(np.stack([component[hit], carried[hit]], axis=1), axis=0,
+                              return_counts=True)
+    majority = np.zeros(len(sizes), np.int64)  # the id most of a component carries, or 0
+    most = 2 * counts > sizes[pairs[:, 0]]
+    majority[pairs[most, 0]] = pairs[most, 1]
+    claimed = set(majority[large & (majority > 0)].tolist())
+    candidates = np.nonzero(~large & (majority > 0) & (sizes >= min_pixels))[0]
+    for carried_id in set(majority[candidates].tolist()) - claimed:
+        same = candidates[majority[candidates] == carried_id]
+        continuing[same[np.argmax(sizes[same])]] = True
+    return continuing
+
+
 def segment_instances(mask: np.ndarray, points: np.ndarray, flow: np.ndarray,
                       jump_rel: float, flow_jump_rel: float, flow_floor: float,
-                      min_pixels: int) -> tuple[np.ndarray, int]:
+                      min_pixels: int, carried: np.ndarray | None = None,
+                      carried_min_pixels: int = 0) -> tuple[np.ndarray, int]:
     """Split a motion mask into instances by image connectivity *and* 3D proximity.
 
     Two 4-neighbouring mask pixels are linked when their points are closer than
@@ -156,7 +191,11 @@ def segment_instances(mask: np.ndarray, points: np.ndarray, flow: np.ndarray,
         flow: ``[H, W, 3]`` scene flow (NaN counts as 0).
         jump_rel: depth-relative 3D distance that cuts a link.
         flow_jump_rel, flow_floor: flow difference that cuts a link (relative / absolute).
-        min_pixels: smaller components are dropped (label 0).
+        min_pixels: smaller components are dropped (label 0)...
+        carried: ...unless, with this ``[H, W]`` int map of what each pixel continues (e.g.
+            the published object track its point lay on a frame ago; 0 = nothing) given, a
+            smaller component of at least ``carried_min_pixels`` pixels is the only one to
+            continue an id (:func:`_continuing_components`).
 
     Returns:
         ``([H, W] int32 labels, 0 = none, 1..n), n``.
@@ -191,9 +230,12 @@ def segment_instances(mask: np.ndarray, points: np.ndarray, flow: np.ndarray,
     _, blobs = cv2.connectedComponents(grid.view(np.uint8), connectivity=4, ltype=cv2.CV_32S)
     comp = blobs[2 * (ys - r0), 2 * (xs - c0)] - 1
     sizes = np.bincount(comp)
+    kept = sizes >= min_pixels
+    if carried is not None:
+        kept |= _continuing_components(comp, sizes, carried[ys, xs], kept, carried_min_pixels)
     # Relabel kept components 1..k in order of size (largest first) for determinism.
     order = np.argsort(-sizes, kind='stable')
-    order = order[sizes[order] >= min_pixels]
+    order = order[kept[order]]
     lut = np.zeros(len(sizes), np.int32)
     lut[order] = np.arange(1, len(order) + 1, dtype=np.int32)
     labels = np.zeros((H, W), np.int32)

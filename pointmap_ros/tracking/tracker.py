@@ -20,7 +20,8 @@ from pointmap_ros.geometry.camera import project
 from pointmap_ros.geometry.transforms import (
     rotmat_to_rotvec, rotvec_to_rotmat, se3_apply, se3_compose, se3_from_rt, se3_inverse)
 
-__all__ = ['TrackedObject', 'Detection', 'TrackerConfig', 'ObjectTracker', 'warped_overlap']
+__all__ = ['TrackedObject', 'Detection', 'TrackerConfig', 'ObjectTracker', 'previous_track_ids',
+           'warped_overlap']
 
 
 @dataclass
@@ -78,15 +79,41 @@ class Detection:
             self.pixel_count = len(self.points)
 
 
+def previous_track_ids(points_prev: np.ndarray, K_prev: np.ndarray,
+                       prev_track_ids: np.ndarray) -> np.ndarray:
+    """The track each point lands on in the previous frame.
+
+    Args:
+        points_prev: ``[N, 3]`` points at the previous frame's time in the previous camera
+            frame (``P_t(t_prev)`` of the pair (prev, t)); NaN where unknown.
+        K_prev: ``[3, 3]`` previous intrinsics.
+        prev_track_ids: ``[H, W]`` int track id per pixel of the previous frame (0 = none).
+
+    Returns:
+        ``[N]`` int32 track id under each point's projection (0 = none, unknown, or outside
+        the previous image). A point hidden behind another object at the previous time lands
+        on that object.
+    """
+    ids = np.zeros(len(points_prev), np.int32)
+    if len(points_prev) == 0:
+        return ids
+    uv = np.rint(project(points_prev, K_prev))
+    h, w = prev_track_ids.shape
+    inside = np.isfinite(uv).all(1)
+    inside[inside] = ((uv[inside, 0] >= 0) & (uv[inside, 0] < w)
+                      & (uv[inside, 1] >= 0) & (uv[inside, 1] < h))
+    uv = uv[inside].astype(np.int64)
+    ids[inside] = prev_track_ids[uv[:, 1], uv[:, 0]]
+    return ids
+
+
 def warped_overlap(points_prev: np.ndarray, K_prev: np.ndarray,
                    prev_track_ids: np.ndarray) -> dict:
     """Which previous tracks a detection's pixels came from.
 
     Args:
-        points_prev: ``[N, 3]`` the detection's pixels' points at the previous frame's time in
-            the previous camera frame (``P_t(t_prev)`` of the pair (prev, t)).
-        K_prev: ``[3, 3]`` previous intrinsics.
-        prev_track_ids: ``[H, W]`` int track id per pixel of the previous frame (0 = none).
+        points_prev, K_prev, prev_track_ids: as :func:`previous_track_ids`, for the
+            detection's ``N`` pixels.
 
     Returns:
         ``{track_id: fraction of the N pixels that project onto that track}``. A pixel
@@ -95,11 +122,7 @@ def warped_overlap(points_prev: np.ndarray, K_prev: np.ndarray,
     """
     if len(points_prev) == 0:
         return {}
-    uv = np.rint(project(points_prev, K_prev))
-    h, w = prev_track_ids.shape
-    uv = uv[np.isfinite(uv).all(1)].astype(np.int64)
-    ok = (uv[:, 0] >= 0) & (uv[:, 0] < w) & (uv[:, 1] >= 0) & (uv[:, 1] < h)
-    hit = prev_track_ids[uv[ok, 1], uv[ok, 0]]
+    hit = previous_track_ids(points_prev, K_prev, prev_track_ids)
     ids, counts = np.unique(hit[hit > 0], return_counts=True)
     return {int(i): float(c) / len(points_prev) for i, c in zip(ids, counts)}
 

@@ -4,6 +4,8 @@ previous frame by the mask's hysteresis of it. Instance fits (fit_instances): ma
 slid along image stripes do not bias the refined motion. Growth (grow_instances) reaches an
 object's outline and stops at the depth jump behind it."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -11,7 +13,8 @@ from pointmap_ros.geometry.camera import unproject
 from pointmap_ros.pipeline import PipelineConfig
 from pointmap_ros.pipeline.correspondence import PixelFlow
 from pointmap_ros.geometry.transforms import se3_from_rt
-from pointmap_ros.pipeline.instances import detect_objects, fit_instances, grow_instances
+from pointmap_ros.pipeline.instances import (
+    carried_track_ids, detect_objects, fit_instances, grow_instances, instance_labels)
 from pointmap_ros.pipeline.motion import ApertureMetric
 from pointmap_ros.pipeline.pair import PairView
 from pointmap_ros.tracking.rigid_motion import RigidMotion
@@ -94,6 +97,45 @@ def test_a_continuing_track_needs_only_the_hysteresis(tracked_fraction, detected
     assert _detections(0.8 * hysteresis * THRESHOLD, track_ids) == []
     # A tentative (unpublished) track must still pass the full threshold.
     assert _detections(shift, track_ids, published=frozenset()) == []
+
+
+def test_carried_track_ids_are_the_published_tracks_pixels_lay_on_a_frame_ago():
+    track_ids = np.zeros((H, W), np.int32)
+    track_ids[OBJECT] = 7
+    track_ids[30:35, 40:50] = 8  # a tentative track: not carried
+    previous_frame = _frame(1, track_ids)
+    # Each current pixel's point lay 0.08 m further right at the previous time: at 4 m and
+    # 50 px / m that is one pixel to the right in the previous image.
+    before = unproject(np.full((H, W), 4.0), K).astype(np.float32)
+    came_from = before + np.array([0.08, 0.0, 0.0], np.float32)
+    previous = (previous_frame, _view('previous', previous_frame, before, came_from, before))
+    expected = np.zeros((H, W), np.int32)
+    expected[OBJECT[0], OBJECT[1].start - 1:OBJECT[1].stop - 1] = 7
+    np.testing.assert_array_equal(carried_track_ids(previous, frozenset({7})), expected)
+    assert carried_track_ids(previous, frozenset()) is None
+    assert carried_track_ids(None, frozenset({7})) is None
+    assert carried_track_ids((_frame(1), previous[1]), frozenset({7})) is None
+
+
+def test_small_instances_only_when_they_continue_a_published_track():
+    """Under ``min_instance_frac`` of the image an instance must continue a published track
+    and hold ``instance_size_hysteresis`` of that size."""
+    config = PipelineConfig()
+    smallest = config.min_instance_frac * H * W  # 9 pixels
+    points = unproject(np.full((H, W), 3.0), K).astype(np.float32)
+    flow = np.zeros((H, W, 3), np.float32)
+    motion = np.zeros((H, W), bool)
+    motion[5:7, 5:8] = True  # 6 pixels
+
+    def count(carried, config=config):
+        return instance_labels(config, 1, motion, points, flow, THRESHOLD, carried)[1]
+
+    assert 0.25 * smallest <= 6 < smallest
+    track = np.where(motion, 7, 0).astype(np.int32)
+    assert count(None) == 0
+    assert count(track) == 1
+    assert count(np.zeros((H, W), np.int32)) == 0
+    assert count(track, dataclasses.replace(config, instance_size_hysteresis=1.0)) == 0
 
 
 @pytest.mark.parametrize('region, needed', [

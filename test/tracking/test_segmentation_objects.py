@@ -56,6 +56,54 @@ def test_motion_mask_and_touching_objects_split_by_depth():
     assert labels[ids == 1][0] != labels[ids == 2][0] and (labels[ids == 0] == 0).all()
 
 
+def _continuing_scene():
+    """A 440-pixel component (rows 10-29, columns 10-31) and two 12-pixel ones apart from
+    it and from each other (rows 30-33, columns 40-42; rows 36-37, columns 50-55)."""
+    pts, _ = scene()
+    mask = np.zeros((H, W), bool)
+    mask[10:30, 10:32] = True
+    mask[30:34, 40:43] = True
+    mask[36:38, 50:56] = True
+    return mask, pts, np.zeros_like(pts)
+
+
+@pytest.mark.parametrize('carried_rows, carried_min, kept', [
+    (None, 0, False),              # under min_pixels: dropped
+    (slice(30, 34), 10, True),     # all 12 pixels continue a track
+    (slice(30, 31), 10, False),    # a quarter of them: a new, too small instance
+    (slice(30, 34), 13, False),    # continuing, but under the carried minimum
+])
+def test_small_components_survive_only_when_they_continue_a_track(carried_rows, carried_min,
+                                                                   kept):
+    mask, pts, flow = _continuing_scene()
+    carried = None
+    if carried_rows is not None:
+        carried = np.zeros((H, W), np.int32)
+        carried[carried_rows, 40:43] = 7
+        carried[10:30, 10:32] = 3  # the large one continues another track: no matter
+    labels, n = segment_instances(mask, pts, flow, 0.05, 0.5, 0.01, 20, carried, carried_min)
+    assert n == (2 if kept else 1)
+    assert labels[15, 15] == 1  # largest first
+    assert (labels[30:34, 40:43] == 2).all() if kept else (labels[30:34, 40:43] == 0).all()
+    assert (labels[36:38, 50:56] == 0).all()
+
+
+def test_a_small_component_does_not_compete_with_its_tracks_instance():
+    """A fragment continuing the track a full-size instance continues is dropped; of two
+    fragments continuing a lost track only the larger one is kept."""
+    mask, pts, flow = _continuing_scene()
+    carried = np.zeros((H, W), np.int32)
+    carried[10:30, 10:32] = 7
+    carried[30:34, 40:43] = 7
+    labels, n = segment_instances(mask, pts, flow, 0.05, 0.5, 0.01, 20, carried, 10)
+    assert n == 1 and (labels[30:34, 40:43] == 0).all()
+    carried[10:30, 10:32] = 0
+    mask[36:38, 56] = True     # the second fragment grows to 14 pixels: the larger one
+    carried[36:38, 50:57] = 7
+    labels, n = segment_instances(mask, pts, flow, 0.05, 0.5, 0.01, 20, carried, 10)
+    assert n == 2 and (labels[36:38, 50:57] == 2).all() and (labels[30:34, 40:43] == 0).all()
+
+
 def test_same_depth_objects_split_by_flow():
     depth = np.full((H, W), 3.0)
     pts = unproject(depth, K)

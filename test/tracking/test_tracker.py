@@ -192,3 +192,18 @@ def test_warped_overlap_counts_previous_track_pixels():
     out = warped_overlap(sample, K, ids)
     assert out == {3: 12 / 20, 5: 4 / 20}
     assert warped_overlap(np.zeros((0, 3)), K, ids) == {}
+
+
+def test_previous_track_ids_per_point():
+    from pointmap_ros.geometry.camera import unproject
+    from pointmap_ros.tracking.tracker import previous_track_ids
+
+    K = np.array([[40.0, 0, 15.5], [0, 38.0, 11.0], [0, 0, 1]])
+    ids = np.zeros((24, 32), np.int32)
+    ids[4:8, 10:20] = 9
+    pts = unproject(np.full((24, 32), 2.0), K)
+    # On the track, beside it, unknown, behind the camera, outside the image.
+    sample = np.stack([pts[5, 12], pts[12, 12], np.full(3, np.nan), -pts[5, 12],
+                       pts[5, 12] + [5.0, 0.0, 0.0]])
+    np.testing.assert_array_equal(previous_track_ids(sample, K, ids), [9, 0, 0, 0, 0])
+    assert previous_track_ids(np.zeros((0, 3)), K, ids).shape == (0,)
