@@ -393,6 +393,10 @@ def grow_instances(labels: np.ndarray, fits: dict[int, RigidMotion], view: PairV
     if not fits:
         return labels
     surface = _growth_surface(view, jump_rel, maps_trusted)
+    # On trusted maps a pixel behind a depth edge may still join through a link to the
+    # region itself: an object's pixels next to a nearer occluder are on its surface.
+    depth = view.j_tj[..., 2]
+    behind_edge = (view.valid_j & ~surface) if maps_trusted else np.zeros_like(surface)
     judged = view.pixel_flow.backward_valid & aperture.textured
     unjudged, everywhere = ~judged, np.ones_like(judged)
     allowed_residual = np.maximum(
@@ -407,8 +411,9 @@ def grow_instances(labels: np.ndarray, fits: dict[int, RigidMotion], view: PairV
             unknown = unjudged
         else:  # no motion to check the flow against: the border closes over any pixel
             consistent, unknown = np.zeros_like(judged), everywhere
-        region = _grow_region(grown == label, surface & near & (grown == 0), consistent,
-                              unknown, max_steps, border_steps)
+        free = near & (grown == 0)
+        region = _grow_region(grown == label, surface & free, consistent, unknown, max_steps,
+                              border_steps, _Linked(behind_edge & free, depth, jump_rel))
         grown[region & (grown == 0)] = label
     return grown
 
@@ -449,11 +454,45 @@ def _object_residual(fit: RigidMotion, view: PairView, K: np.ndarray,
     return aperture.length((earlier - (grid + view.pixel_flow.backward)).astype(np.float32))
 
 
+@dataclasses.dataclass(frozen=True)
+class _Linked:
+    """Pixels that join a growing region only through a link to it: ``candidates`` whose
+    ``depth`` is within ``jump_rel`` of an 8-neighbour's already in the region."""
+
+    candidates: np.ndarray
+    depth: np.ndarray
+    jump_rel: float
+
+    def ring(self, region: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+        """``[H, W]`` bool: the ``allowed`` candidates linked to ``region`` (bool)."""
+        pending = self.candidates & allowed
+        if not pending.any():
+            return pending
+        height, width = region.shape
+        depth = np.where(np.isfinite(self.depth), self.depth, np.float32(np.nan))
+        padded_region = np.pad(region, 1)
+        padded_depth = np.pad(depth, 1, constant_values=np.nan)
+        tolerance = self.jump_rel * np.abs(depth)
+        linked = np.zeros_like(pending)
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                if dy == 0 and dx == 0:
+                    continue
+                rows, cols = slice(1 + dy, 1 + dy + height), slice(1 + dx, 1 + dx + width)
+                # NaN depths compare False: no link through unknown geometry.
+                linked |= padded_region[rows, cols] & (
+                    np.abs(depth - padded_depth[rows, cols]) <= tolerance)
+        return pending & linked
+
+
 def _grow_region(region: np.ndarray, candidates: np.ndarray, consistent: np.ndarray,
-                 unknown: np.ndarray, max_steps: int, border_steps: int) -> np.ndarray:
+                 unknown: np.ndarray, max_steps: int, border_steps: int,
+                 linked: _Linked | None = None) -> np.ndarray:
     """``region`` grown by one-pixel rings over ``candidates``: ``consistent`` ones (flow that
     agrees with the motion), and for the first ``border_steps`` rings also those whose flow
-    is ``unknown`` (closing the object's border: pixels the flow cannot judge).
+    is ``unknown`` (closing the object's border: pixels the flow cannot judge). ``linked``:
+    more candidates, on the same evidence, that join only through a depth link to the
+    region (:class:`_Linked`).
 
     Until 2026-12-06 the border rings took any candidate, also pixels whose flow contradicts
     the motion: with the outline joining (:func:`_growth_surface`), that took the floor
@@ -464,6 +503,10 @@ def _grow_region(region: np.ndarray, candidates: np.ndarray, consistent: np.ndar
         evidence = (consistent | unknown) if step < border_steps else consistent
         allowed = candidates & evidence
         ring = (cv2.dilate(region, _SQUARE) > 0) & allowed
+        if linked is not None:
+            extra = linked.ring(region.view(bool), evidence)
+            ring |= extra
+            linked = dataclasses.replace(linked, candidates=linked.candidates & ~extra)
         if not ring.any():
             break
         candidates = candidates & ~ring

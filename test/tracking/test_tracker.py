@@ -120,6 +120,26 @@ def test_a_prediction_that_leaves_the_object_gives_way_to_the_fit():
     np.testing.assert_allclose(o.linear_velocity, fd, atol=1e-9)  # ...from the next fit
 
 
+def test_a_frame_neither_fit_nor_prediction_keeps_on_the_object_is_seated_on_it():
+    """The track's object turns up 1 m from where the track had it (within the gate), with
+    a fit that puts the frame back where it was: neither lies on the points, so the frame
+    is seated on them as at birth (centroid, no velocity) and follows the next fits."""
+    tr = ObjectTracker(TrackerConfig(min_hits=2))
+    start, elsewhere = np.array([0.0, 0.0, 3.0]), np.array([1.0, 0.0, 3.0])
+    tr.update([detection(0.0, start)], 0.0, 6.0)
+    found = detection(0.1, elsewhere)
+    ids, (o,) = tr.update([found], 0.1, 6.0)
+    assert ids == [1]
+    centroid = found.points.mean(0)
+    np.testing.assert_allclose(o.T_world_obj[:3, 3], centroid, atol=1e-9)
+    np.testing.assert_array_equal(o.linear_velocity, np.zeros(3))
+    _, (o,) = tr.update([detection(0.2, elsewhere)], 0.2, 6.0)
+    moved = se3_compose(pose(0.2, elsewhere), se3_inverse(pose(0.1, elsewhere)))
+    np.testing.assert_allclose(o.T_world_obj[:3, 3], se3_apply(moved, centroid), atol=1e-9)
+    np.testing.assert_allclose(o.linear_velocity,
+                               (se3_apply(moved, centroid) - centroid) / 0.1, atol=1e-6)
+
+
 def test_birth_needs_min_hits_and_single_false_detection_dies():
     tr = ObjectTracker(TrackerConfig(min_hits=3))
     start = np.array([0.0, 0.0, 3.0])
