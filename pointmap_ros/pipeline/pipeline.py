@@ -446,9 +446,10 @@ class DynamicReconPipeline:
         # The previous frame and its pair with this one: which pixels continue its tracks.
         previous = next(((view.ref, view) for view in views
                          if view.ref is camera.window.latest), None)
+        carried = carried_track_ids(previous, camera.tracker.published_ids,
+                                    geometry.motion & geometry.valid)
         instances = self._instances(views, motion, frame, keyframe.intrinsics.K, geometry,
-                                    inferred.image_motion.aperture,
-                                    carried_track_ids(previous, camera.tracker.published_ids))
+                                    inferred.image_motion.aperture, carried)
         timings['segmentation'] = _ms(started)
         return self._objects_and_output(camera, frame, views, previous, motion,
                                         keyframe.intrinsics, geometry, instances, timings,

@@ -112,10 +112,16 @@ def test_carried_track_ids_are_the_published_tracks_pixels_lay_on_a_frame_ago():
     previous = (previous_frame, _view('previous', previous_frame, before, came_from, before))
     expected = np.zeros((H, W), np.int32)
     expected[OBJECT[0], OBJECT[1].start - 1:OBJECT[1].stop - 1] = 7
-    np.testing.assert_array_equal(carried_track_ids(previous, frozenset({7})), expected)
-    assert carried_track_ids(previous, frozenset()) is None
-    assert carried_track_ids(None, frozenset({7})) is None
-    assert carried_track_ids((_frame(1), previous[1]), frozenset({7})) is None
+    everywhere = np.ones((H, W), bool)
+    np.testing.assert_array_equal(carried_track_ids(previous, frozenset({7}), everywhere),
+                                  expected)
+    left_half = np.zeros((H, W), bool)
+    left_half[:, :W // 2] = True  # only the pixels asked for
+    np.testing.assert_array_equal(carried_track_ids(previous, frozenset({7}), left_half),
+                                  np.where(left_half, expected, 0))
+    assert carried_track_ids(previous, frozenset(), everywhere) is None
+    assert carried_track_ids(None, frozenset({7}), everywhere) is None
+    assert carried_track_ids((_frame(1), previous[1]), frozenset({7}), everywhere) is None
 
 
 def test_small_instances_only_when_they_continue_a_published_track():
