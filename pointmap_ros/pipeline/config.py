@@ -41,9 +41,10 @@ class PipelineConfig:
         min_region_frac: motion blobs/holes smaller than this fraction of the image vanish.
         cluster_jump_rel, cluster_flow_jump_rel: 3D / flow discontinuity splitting instances.
         min_instance_frac: smallest instance, as a fraction of the image.
-        instance_size_hysteresis: an instance made mostly of pixels that lay on a published
-            track a frame ago needs only this fraction of ``min_instance_frac`` (a receding
-            object keeps its track; births keep the full size).
+        instance_size_hysteresis: an instance that alone continues a published track (most
+            of its pixels lay on it a frame ago) needs only this fraction of
+            ``min_instance_frac`` (a receding object keeps its track; births keep the full
+            size).
         ransac_threshold_rel, ransac_iterations: rigid fit of each instance.
         max_fit_points: random subset of an instance's pixels used for its fit.
         deforming_pieces: an instance that is not rigid moves as up to this many rigid

@@ -30,8 +30,8 @@ from pointmap_ros.tracking.segmentation import segment_instances
 from pointmap_ros.tracking.tracker import Detection, previous_track_ids, warped_overlap
 from pointmap_ros.tracking.window import WindowFrame
 
-__all__ = ['instance_labels', 'carried_track_ids', 'detect_objects', 'fit_instances', 'complete_instances',
-           'grow_instances']
+__all__ = ['instance_labels', 'carried_track_ids', 'detect_objects', 'fit_instances',
+           'complete_instances', 'grow_instances']
 
 _CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
 _SQUARE = np.ones((3, 3), np.uint8)
@@ -400,8 +400,9 @@ def grow_instances(labels: np.ndarray, fits: dict[int, RigidMotion], view: PairV
     surface = _growth_surface(view, jump_rel, maps_trusted)
     # On trusted maps a pixel behind a depth edge may still join through a link to the
     # region itself: an object's pixels next to a nearer occluder are on its surface.
-    linked = _Linked.of(view.valid_j & ~surface, view.j_tj[..., 2], jump_rel) if maps_trusted \
-        else None
+    linked = None
+    if maps_trusted:
+        linked = _Linked.of(view.valid_j & ~surface, view.j_tj[..., 2], jump_rel)
     judged = view.pixel_flow.backward_valid & aperture.textured
     unjudged, everywhere = ~judged, np.ones_like(judged)
     allowed_residual = np.maximum(

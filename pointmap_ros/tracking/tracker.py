@@ -218,6 +218,7 @@ class _Track:
         if new is None:  # the frame is seated on the object afresh, as at birth
             new = _seated_pose(det)
             self.anchor = se3_compose(se3_inverse(det.motion), new)
+            self.extent = np.zeros(3)  # spans along the old axes say nothing about the new
         dt = stamp - self.stamp
         if afresh:  # no velocity to go by: measured from the next fit on
             self.v, self.w, self.updates = np.zeros(3), np.zeros(3), 0
