@@ -140,6 +140,23 @@ def test_a_frame_neither_fit_nor_prediction_keeps_on_the_object_is_seated_on_it(
                                (se3_apply(moved, centroid) - centroid) / 0.1, atol=1e-6)
 
 
+def test_a_published_track_chooses_before_a_tentative_one():
+    """An object splits for a frame: the published track keeps one fragment, the other
+    starts a tentative track. When the fragments merge, the detection lies a little nearer
+    the tentative track's centroid; the published track takes it all the same (DeepSORT's
+    matching cascade) and the object keeps its id."""
+    tr = ObjectTracker(TrackerConfig(min_hits=2))
+    start = np.array([0.0, 0.0, 3.0])
+    for k in range(3):
+        tr.update([detection(0.1 * k, start)], 0.1 * k, 3.0)
+    fragment = start + np.array([0.5, 0.0, 0.0])
+    ids, _ = tr.update([detection(0.3, start), detection(0.3, fragment)], 0.3, 3.0)
+    assert ids == [1, 2] and tr.published_ids == {1}
+    merged = detection(0.4, start + np.array([0.3, 0.0, 0.0]))
+    ids, objects = tr.update([merged], 0.4, 3.0)
+    assert ids == [1] and [o.track_id for o in objects] == [1]
+
+
 def test_birth_needs_min_hits_and_single_false_detection_dies():
     tr = ObjectTracker(TrackerConfig(min_hits=3))
     start = np.array([0.0, 0.0, 3.0])
