@@ -313,7 +313,8 @@ class _Track:
 
 
 class ObjectTracker:
-    """Assigns detections to persistent tracks (Hungarian on 3D distance and overlap).
+    """Assigns detections to persistent tracks (Hungarian on 3D distance and overlap;
+    confirmed tracks first, then tentative ones on the detections left).
 
     Births need ``min_hits`` consecutive detections before a track is confirmed (published);
     confirmed tracks coast on constant velocity for up to ``max_misses`` unobserved frames
