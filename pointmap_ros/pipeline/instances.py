@@ -496,11 +496,14 @@ class _Linked:
         close = inside & (np.abs(flat_depth[neighbours] - here) <= jump_rel * np.abs(here))
         return cls(pixels, neighbours, close)
 
-    def ring(self, region: np.ndarray, allowed: np.ndarray) -> np.ndarray:
-        """Flat indices of the ``allowed`` (``[H, W]`` bool) pixels linked to ``region``
-        (``[H, W]`` bool) and not in it."""
-        flat_region, flat_allowed = region.reshape(-1), allowed.reshape(-1)
-        pending = flat_allowed[self.pixels] & ~flat_region[self.pixels]
+    def ring(self, region: np.ndarray, *allowed: np.ndarray) -> np.ndarray:
+        """Flat indices of the pixels allowed by every ``allowed`` (``[H, W]`` bool), linked
+        to ``region`` (``[H, W]`` bool) and not in it (read at the pixels only: a growth
+        ring calls this once per instance)."""
+        flat_region = region.reshape(-1)
+        pending = ~flat_region[self.pixels]
+        for mask in allowed:
+            pending &= mask.reshape(-1)[self.pixels]
         if not pending.any():
             return self.pixels[:0]
         linked = (flat_region[self.neighbours[pending]] & self.close[pending]).any(axis=1)
@@ -526,7 +529,7 @@ def _grow_region(region: np.ndarray, candidates: np.ndarray, consistent: np.ndar
         evidence = (consistent | unknown) if step < border_steps else consistent
         ring = (cv2.dilate(region, _SQUARE) > 0) & candidates & evidence
         if linked is not None:
-            ring.reshape(-1)[linked.ring(region.view(bool), evidence & linked_allowed)] = True
+            ring.reshape(-1)[linked.ring(region.view(bool), evidence, linked_allowed)] = True
         if not ring.any():
             break
         candidates = candidates & ~ring

@@ -374,10 +374,10 @@ class DynamicReconPipeline:
             return _ImageMotion(None, [None] * len(schedule))
         # Nearest reference first: a flow source may start a longer pair's flow from the
         # shorter ones (DenseFlow's warm start chains the previous frame's pairs).
-        order = sorted(range(len(schedule)), key=lambda index: -schedule[index][1].stamp)
-        flows = {index: self.flow_source.pair_flow(schedule[index][1], frame, self.size)
-                 for index in order}
-        return _ImageMotion(self._aperture(frame), [flows[index] for index in range(len(schedule))])
+        flows = [None] * len(schedule)
+        for index in sorted(range(len(schedule)), key=lambda index: -schedule[index][1].stamp):
+            flows[index] = self.flow_source.pair_flow(schedule[index][1], frame, self.size)
+        return _ImageMotion(self._aperture(frame), flows)
 
     def _depth_prior(self, camera: _CameraState, ref: WindowFrame, frame: WindowFrame,
                      maps: DynamicPointMaps, flow: PixelFlow | None
@@ -446,10 +446,9 @@ class DynamicReconPipeline:
         # The previous frame and its pair with this one: which pixels continue its tracks.
         previous = next(((view.ref, view) for view in views
                          if view.ref is camera.window.latest), None)
-        carried = carried_track_ids(previous, camera.tracker.published_ids,
-                                    geometry.motion & geometry.valid)
         instances = self._instances(views, motion, frame, keyframe.intrinsics.K, geometry,
-                                    inferred.image_motion.aperture, carried)
+                                    inferred.image_motion.aperture, previous,
+                                    camera.tracker.published_ids)
         timings['segmentation'] = _ms(started)
         return self._objects_and_output(camera, frame, views, previous, motion,
                                         keyframe.intrinsics, geometry, instances, timings,
@@ -577,17 +576,20 @@ class DynamicReconPipeline:
 
     def _instances(self, views: list[PairView], motion: MotionResult, frame: WindowFrame,
                    K: np.ndarray, geometry: _Geometry, aperture: ApertureMetric | None,
-                   carried: np.ndarray | None) -> _Instances:
+                   previous: tuple[WindowFrame, PairView] | None,
+                   published_tracks: frozenset[int]) -> _Instances:
         """Instances of the motion mask on the published-flow pair (the shortest gap),
         completed by their rigid fits with correspondences, and the published flow.
-        ``carried``: the published track each pixel lay on a frame ago (or None)."""
+        ``previous``: the previous frame and its pair with this one, whose
+        ``published_tracks`` small instances may continue."""
         config = self.config
         flow_index = min(range(len(views)), key=lambda index: views[index].dt)
         flow_pair, flow_motion = views[flow_index], motion.pair_motions[flow_index]
         # Objects are made of points: instances only from moving pixels with one.
-        labels, count = instance_labels(config, self.stride, geometry.motion & geometry.valid,
-                                        geometry.points_cam, flow_motion.flow,
-                                        flow_motion.threshold, carried)
+        moving = geometry.motion & geometry.valid
+        labels, count = instance_labels(config, self.stride, moving, geometry.points_cam,
+                                        flow_motion.flow, flow_motion.threshold,
+                                        carried_track_ids(previous, published_tracks, moving))
         fits, final_motion = {}, geometry.motion
         if flow_pair.pixel_flow is not None:
             T_ref_cam = se3_compose(se3_inverse(flow_pair.ref.T_world_cam), frame.T_world_cam)
