@@ -252,7 +252,8 @@ def _correspondence_mask(verdicts: list[_Verdict], pair_motions: list[PairMotion
         halo_width = int(round(config.flow_halo_px * keyframe_pair.pixel_flow.pixel_scale))
         moving = trim_occlusion_halo(moving, points_cam[..., 2],
                                      keyframe_pair.pixel_flow.backward,
-                                     config.cluster_jump_rel, max(1, halo_width))
+                                     config.cluster_jump_rel, max(1, halo_width),
+                                     confident=keyframe_pair.valid_j)
     return _clean(moving, config, grid)
 
 

@@ -597,7 +597,8 @@ class DynamicReconPipeline:
                                  flow_motion.noise, aperture, T_ref_cam[:3, :3])
             labels = complete_instances(labels, fits, flow_pair, T_ref_cam, K,
                                         geometry.points_cam, aperture, config, self.size,
-                                        motion.maps_trusted[flow_index])
+                                        motion.maps_trusted[flow_index],
+                                        flow_motion.threshold)
             final_motion = geometry.motion | (geometry.valid & (labels > 0))
         R_cam_ref = se3_compose(se3_inverse(frame.T_world_cam), flow_pair.ref.T_world_cam)[:3, :3]
         flow, flow_valid = published_flow(

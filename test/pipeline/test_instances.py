@@ -2,7 +2,8 @@
 must move as a whole by the motion threshold, and one continuing a published track of the
 previous frame by the mask's hysteresis of it. Instance fits (fit_instances): matches that
 slid along image stripes do not bias the refined motion. Growth (grow_instances) reaches an
-object's outline and stops at the depth jump behind it."""
+object's outline and stops at the depth jump behind it; on maps the camera test did not
+trust, only instances that move as a whole grow (complete_instances)."""
 
 import dataclasses
 
@@ -15,7 +16,8 @@ from pointmap_ros.pipeline import PipelineConfig
 from pointmap_ros.pipeline.correspondence import PixelFlow
 from pointmap_ros.geometry.transforms import se3_from_rt
 from pointmap_ros.pipeline.instances import (
-    carried_track_ids, detect_objects, fit_instances, grow_instances, instance_labels)
+    carried_track_ids, complete_instances, detect_objects, fit_instances, grow_instances,
+    instance_labels)
 from pointmap_ros.pipeline.motion import ApertureMetric
 from pointmap_ros.pipeline.pair import PairView
 from pointmap_ros.tracking.rigid_motion import RigidMotion
@@ -208,15 +210,14 @@ def test_instance_fit_ignores_matches_slid_along_stripes():
     np.testing.assert_allclose(refined.T[:3, :3], np.eye(3), atol=1e-4)
 
 
-def _grown(wall_depth: float, object_flow_on_wall: bool, textured: np.ndarray | None = None,
-           border_steps: int = 0, pole_columns: slice | None = None,
-           maps_trusted: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Growth of an instance made of the object less its outline (1 pixel ring, as the
-    motion test leaves it) on a wall at ``wall_depth``; the object (3 m) moved 6 cm right.
-    The wall's optical flow is the object's (``object_flow_on_wall``: only the surface test
-    can stop the growth) or zero (it is static). ``pole_columns``: a static pole at 2 m
-    hides these columns. The object's extent covers the image.
-    Returns ``(grown instance mask, object mask)``."""
+def _growth_scene(wall_depth: float, object_flow_on_wall: bool,
+                  textured: np.ndarray | None = None, pole_columns: slice | None = None):
+    """An instance made of the object less its outline (1 pixel ring, as the motion test
+    leaves it) on a wall at ``wall_depth``; the object (3 m) moved 6 cm right. The wall's
+    optical flow is the object's (``object_flow_on_wall``: only the surface test can stop
+    the growth) or zero (it is static). ``pole_columns``: a static pole at 2 m hides these
+    columns. The object's extent covers the image.
+    Returns ``(labels, {1: fit}, view, aperture, object mask)``."""
     motion = np.array([0.06, 0.0, 0.0])
     depth = np.full((H, W), wall_depth)
     depth[OBJECT] = 3.0
@@ -239,10 +240,44 @@ def _grown(wall_depth: float, object_flow_on_wall: bool, textured: np.ndarray | 
     aperture = ApertureMetric(np.ones((H, W), np.float32), np.zeros((H, W), np.float32),
                               np.ones((H, W), np.float32),
                               valid if textured is None else textured)
-    grown = grow_instances(labels, {1: fit}, view, K, np.full((H, W), np.nan, np.float32),
+    return labels, {1: fit}, view, aperture, on_object
+
+
+def _grown(wall_depth: float, object_flow_on_wall: bool, textured: np.ndarray | None = None,
+           border_steps: int = 0, pole_columns: slice | None = None,
+           maps_trusted: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`grow_instances` in :func:`_growth_scene`: ``(grown instance mask, object
+    mask)``."""
+    labels, fits, view, aperture, on_object = _growth_scene(
+        wall_depth, object_flow_on_wall, textured, pole_columns)
+    grown = grow_instances(labels, fits, view, K, np.full((H, W), np.nan, np.float32),
                            aperture, threshold_px=0.5, jump_rel=0.05, max_steps=8,
                            border_steps=border_steps, maps_trusted=maps_trusted)
     return grown == 1, on_object
+
+
+@pytest.mark.parametrize('maps_trusted, motion_threshold, grows', [
+    (True, 0.03, True), (False, 0.03, True), (True, 0.1, True), (False, 0.1, False)])
+def test_on_untrusted_maps_only_instances_that_move_as_a_whole_grow(
+        maps_trusted, motion_threshold, grows):
+    """complete_instances on an instance made of the middle of an object that moved 6 cm.
+    On maps the camera test trusted it grows over the object whatever the threshold (a
+    fragment of a slow object may move less than it in one frame); on maps it did not trust
+    only when 6 cm is at least the pair's 3D motion threshold (there, patches of static
+    structure are flagged by flow errors, and they do not move as a whole). Either way it
+    grows up to the object's outline at least (which joins only on trusted maps), never
+    beyond the object."""
+    _, fits, view, aperture, on_object = _growth_scene(4.0, object_flow_on_wall=False)
+    middle = cv2.erode(on_object.view(np.uint8), np.ones((7, 7), np.uint8))
+    labels = middle.astype(np.int32)
+    completed = complete_instances(labels, fits, view, np.eye(4), K, view.j_tj, aperture,
+                                   PipelineConfig(), (H, W), maps_trusted, motion_threshold)
+    if grows:
+        inside_outline = cv2.erode(on_object.view(np.uint8), np.ones((3, 3), np.uint8))
+        assert np.all(completed[inside_outline > 0] == 1)
+        assert not np.any(completed[~on_object])
+    else:
+        np.testing.assert_array_equal(completed, labels)
 
 
 @pytest.mark.parametrize('wall_depth', [4.0, 3.1])
