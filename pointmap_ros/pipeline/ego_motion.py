@@ -250,10 +250,13 @@ def _correspondence_mask(verdicts: list[_Verdict], pair_motions: list[PairMotion
         moving |= motion_3d & unobserved
     if config.flow_halo_px:
         halo_width = int(round(config.flow_halo_px * keyframe_pair.pixel_flow.pixel_scale))
-        moving = trim_occlusion_halo(moving, points_cam[..., 2],
+        # Only confident depths: the trim tells object from background by depth, and a
+        # network unsure of a moving object puts it at the wrong depth (docs/pipeline.md).
+        confident_depth = np.where(keyframe_pair.valid_j, points_cam[..., 2],
+                                   np.float32(np.nan))
+        moving = trim_occlusion_halo(moving, confident_depth,
                                      keyframe_pair.pixel_flow.backward,
-                                     config.cluster_jump_rel, max(1, halo_width),
-                                     confident=keyframe_pair.valid_j)
+                                     config.cluster_jump_rel, max(1, halo_width))
     return _clean(moving, config, grid)
 
 

@@ -362,8 +362,8 @@ def complete_instances(labels: np.ndarray, fits: dict[int, RigidMotion], view: P
     by ``motion_threshold`` (RMS, the pair's 3D motion threshold) grow: the epipolar
     fallback then flags static structure where the optical flow errs, and such a patch does
     not move as a whole (the rule :func:`detect_objects` applies to objects). Grown, it
-    spread over the static surface around it: on validation (shipped model) growth on
-    those pairs added 0.058 of the moving pixels' count as false motion for 0.004 true.
+    spread over the static surface around it: on validation (shipped model) growth added
+    0.058 of the moving pixels' count as false motion for 0.004 true.
     Trusted pairs grow every instance: there a fragment of a slow object may move less than
     the threshold in one frame (requiring it there cost oracle-two-map 0.955 -> 0.945 and
     the shipped model with depth 0.807 -> 0.723 motion IoU).

@@ -316,8 +316,7 @@ def _exceeds(residual: np.ndarray, judged: np.ndarray, threshold: float,
 
 
 def trim_occlusion_halo(moving: np.ndarray, depth: np.ndarray, flow: np.ndarray,
-                        jump_rel: float, width: int, drag_ratio: float = 1.5,
-                        confident: np.ndarray | None = None) -> np.ndarray:
+                        jump_rel: float, width: int, drag_ratio: float = 1.5) -> np.ndarray:
     """``moving`` without the background ring optical flow drags along with a moving object.
 
     Flow is smooth across an object's silhouette, so the background within a few pixels of
@@ -339,13 +338,6 @@ def trim_occlusion_halo(moving: np.ndarray, depth: np.ndarray, flow: np.ndarray,
         jump_rel: relative depth jump of an occluding edge.
         width: pixels; the halo's width.
         drag_ratio: see above.
-        confident: ``[H, W]`` bool, pixels whose depth the maps vouch for, or None (all).
-            A connected region of ``moving`` most of whose pixels have no confident depth is
-            kept whole: the trim tells object from background by depth, and a network
-            unsure of a moving object (the shipped model gives its pixels confidence ~1
-            against ~9 on static ones, and 27 % depth error) puts that object at the wrong
-            depth. On validation (shipped model) trimming such regions removed 0.046 of the
-            moving pixels' count as true motion for 0.026 false.
     """
     if not moving.any():
         return moving
@@ -358,22 +350,7 @@ def trim_occlusion_halo(moving: np.ndarray, depth: np.ndarray, flow: np.ndarray,
            slice(max(0, cols[0] - margin), cols[-1] + margin + 1))
     trimmed = moving.copy()
     trimmed[box] = _trim_halo(moving[box], depth[box], flow[box], jump_rel, width, drag_ratio)
-    if confident is not None:
-        trimmed[box] |= moving[box] & _unconfident_regions(moving[box], confident[box])
     return trimmed
-
-
-def _unconfident_regions(moving: np.ndarray, confident: np.ndarray) -> np.ndarray:
-    """``[H, W]`` bool: the 8-connected regions of ``moving`` whose pixels are mostly (at
-    least half) not ``confident``."""
-    count, regions = cv2.connectedComponents(moving.view(np.uint8), connectivity=8,
-                                             ltype=cv2.CV_32S)
-    sizes = np.bincount(regions.ravel(), minlength=count)
-    confident_sizes = np.bincount(regions.ravel(), weights=(moving & confident).ravel(),
-                                  minlength=count)
-    unconfident = 2 * confident_sizes < sizes
-    unconfident[0] = False  # the background label
-    return unconfident[regions]
 
 
 def _trim_halo(moving: np.ndarray, depth: np.ndarray, flow: np.ndarray, jump_rel: float,

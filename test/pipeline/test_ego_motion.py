@@ -1,6 +1,6 @@
 """The motion stage's final mask (pipeline/ego_motion._correspondence_mask) on an analytic
-frame: the occlusion halo dragged along with a moving object is trimmed by depth only where
-the keyframe pair's maps are confident of the object."""
+frame: the occlusion halo dragged along with a moving object is trimmed by the confident
+depths of the keyframe pair's maps only."""
 
 import cv2
 import numpy as np
@@ -20,7 +20,7 @@ OBJECT = (slice(12, 30), slice(20, 40))
 
 
 @pytest.mark.parametrize('object_confidence', [9.0, 1.0])
-def test_halo_is_trimmed_only_where_the_maps_are_confident_of_the_object(object_confidence):
+def test_halo_is_trimmed_by_confident_depths_only(object_confidence):
     """An object at 2 m moved 2 px in front of a wall at 5 m; the motion test flagged it
     and a 3 px ring of wall whose flow blends the two. Maps confident of the object (as of
     the wall): the ring goes (it lies behind the object, as deep as the wall). Maps unsure

@@ -184,34 +184,6 @@ def test_halo_trim_removes_the_dragged_background_and_keeps_the_object():
     assert not trim_occlusion_halo(np.zeros((H, W), bool), depth, flow, 0.1, 4).any()
 
 
-def test_halo_trim_keeps_a_region_whose_depth_the_maps_do_not_vouch_for():
-    """The scene of the test above, with the maps unsure of the object (no confident point
-    on it, as a weak network on a moving thing): its depth cannot tell it from the wall, so
-    its region of the mask stays whole, while a second object the maps are sure of loses
-    its ring. A region most of whose pixels are confident is trimmed as before."""
-    depth = np.full((H, W), 5.0, np.float32)
-    flow = np.zeros((H, W, 2), np.float32)
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))
-    objects = []
-    for rows, cols in ((slice(8, 20), slice(6, 22)), (slice(26, 40), slice(36, 56))):
-        obj = np.zeros((H, W), bool)
-        obj[rows, cols] = True
-        depth[obj] = 2.0
-        with_halo = cv2.dilate(obj.view(np.uint8), kernel).view(bool)
-        flow[obj] = (-2.0, 0.0)
-        flow[with_halo & ~obj] = (-1.2, 0.1)
-        objects.append((obj, with_halo))
-    (unsure, unsure_halo), (sure, sure_halo) = objects
-    flagged = unsure_halo | sure_halo
-    confident = ~unsure
-    np.testing.assert_array_equal(
-        trim_occlusion_halo(flagged, depth, flow, 0.1, 4, confident=confident),
-        unsure_halo | sure)
-    np.testing.assert_array_equal(
-        trim_occlusion_halo(flagged, depth, flow, 0.1, 4, confident=np.ones((H, W), bool)),
-        unsure | sure)
-
-
 def test_local_mean_averages_known_pixels_only():
     values = np.zeros((H, W, 3), np.float32)
     values[:, W // 2:] = 1.0
