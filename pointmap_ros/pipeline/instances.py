@@ -352,26 +352,31 @@ def complete_instances(labels: np.ndarray, fits: dict[int, RigidMotion], view: P
                        T_ref_cam: np.ndarray, K: np.ndarray, points_cam: np.ndarray,
                        aperture: ApertureMetric, config: PipelineConfig,
                        size: tuple[int, int], maps_trusted: bool,
-                       motion_threshold: float) -> np.ndarray:
+                       motion_threshold: float, carried: np.ndarray | None) -> np.ndarray:
     """:func:`grow_instances` on ``view`` (the published-flow pair), with the camera test's
     residual under the current pose ``T_ref_cam`` and growth ranges from the image size:
     an eighth of the image at most, a third of that through pixels the flow cannot judge.
 
     ``maps_trusted``: the camera test trusted this pair's depths (see
-    :func:`_growth_surface`). When it did not, only instances whose fit moves their points
-    by ``motion_threshold`` (RMS, the pair's 3D motion threshold) grow: the epipolar
-    fallback then flags static structure where the optical flow errs, and such a patch does
-    not move as a whole (the rule :func:`detect_objects` applies to objects). Grown, it
-    spread over the static surface around it: on validation (shipped model) growth added
-    0.058 of the moving pixels' count as false motion for 0.004 true.
-    Trusted pairs grow every instance: there a fragment of a slow object may move less than
-    the threshold in one frame (requiring it there cost oracle-two-map 0.955 -> 0.945 and
-    the shipped model with depth 0.807 -> 0.723 motion IoU).
+    :func:`_growth_surface`).
+
+    Growth takes an instance for a moving object and completes it, so an instance grows
+    only with evidence that it is one: the pair's depths were measured by a sensor and
+    trusted (then the tests that made the instance read real geometry), or its fit moves its
+    points by ``motion_threshold`` (RMS, the pair's 3D motion threshold: the rule
+    :func:`detect_objects` applies to objects), or most of its pixels continue a published
+    track (``carried``, :func:`carried_track_ids`; None without one). On a network's maps
+    the tests flag static structure where the depth or the optical flow errs, such a patch
+    neither moves as a whole nor continues a track, and grown it spread over the static
+    surface around it: on validation the shipped model's growth added 0.058 of the moving
+    pixels' count as false motion for 0.004 true. Sensor pairs keep growing every instance:
+    there a fragment of a slow object, before its track is published, may move less than
+    the threshold in one frame (the rule on them cost the shipped model with a depth
+    camera 0.816 -> 0.802 motion IoU).
     """
-    if not maps_trusted:
+    if not (maps_trusted and view.measured_depth):
         fits = {label: fit for label, fit in fits.items()
-                if _displacement(fit, view.j_ti[(labels == label) & view.valid_flow])
-                >= motion_threshold}
+                if _is_moving_object(labels == label, fit, view, motion_threshold, carried)}
     camera_residual = pose_residual(points_cam, T_ref_cam, K, view.pixel_flow.backward,
                                     aperture)
     max_steps = max(size) // 8
@@ -379,6 +384,17 @@ def complete_instances(labels: np.ndarray, fits: dict[int, RigidMotion], view: P
                           config.flow_min_px * view.pixel_flow.pixel_scale,
                           config.cluster_jump_rel, max_steps, max(2, max_steps // 3),
                           maps_trusted)
+
+
+def _is_moving_object(region: np.ndarray, fit: RigidMotion, view: PairView,
+                      motion_threshold: float, carried: np.ndarray | None) -> bool:
+    """:func:`complete_instances`' evidence that the instance at ``region`` (``[H, W]``
+    bool) is a moving object: it moves as a whole, or it continues a published track."""
+    if _displacement(fit, view.j_ti[region & view.valid_flow]) >= motion_threshold:
+        return True
+    if carried is None:
+        return False
+    return 2 * np.count_nonzero(carried[region]) > np.count_nonzero(region)
 
 
 def grow_instances(labels: np.ndarray, fits: dict[int, RigidMotion], view: PairView,

@@ -587,9 +587,9 @@ class DynamicReconPipeline:
         flow_pair, flow_motion = views[flow_index], motion.pair_motions[flow_index]
         # Objects are made of points: instances only from moving pixels with one.
         moving = geometry.motion & geometry.valid
+        carried = carried_track_ids(previous, published_tracks, moving)
         labels, count = instance_labels(config, self.stride, moving, geometry.points_cam,
-                                        flow_motion.flow, flow_motion.threshold,
-                                        carried_track_ids(previous, published_tracks, moving))
+                                        flow_motion.flow, flow_motion.threshold, carried)
         fits, final_motion = {}, geometry.motion
         if flow_pair.pixel_flow is not None:
             T_ref_cam = se3_compose(se3_inverse(flow_pair.ref.T_world_cam), frame.T_world_cam)
@@ -598,7 +598,7 @@ class DynamicReconPipeline:
             labels = complete_instances(labels, fits, flow_pair, T_ref_cam, K,
                                         geometry.points_cam, aperture, config, self.size,
                                         motion.maps_trusted[flow_index],
-                                        flow_motion.threshold)
+                                        flow_motion.threshold, carried)
             final_motion = geometry.motion | (geometry.valid & (labels > 0))
         R_cam_ref = se3_compose(se3_inverse(frame.T_world_cam), flow_pair.ref.T_world_cam)[:3, :3]
         flow, flow_valid = published_flow(

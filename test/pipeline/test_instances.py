@@ -2,8 +2,8 @@
 must move as a whole by the motion threshold, and one continuing a published track of the
 previous frame by the mask's hysteresis of it. Instance fits (fit_instances): matches that
 slid along image stripes do not bias the refined motion. Growth (grow_instances) reaches an
-object's outline and stops at the depth jump behind it; on maps the camera test did not
-trust, only instances that move as a whole grow (complete_instances)."""
+object's outline and stops at the depth jump behind it, and takes only instances with
+evidence that they are moving objects (complete_instances)."""
 
 import dataclasses
 
@@ -211,12 +211,14 @@ def test_instance_fit_ignores_matches_slid_along_stripes():
 
 
 def _growth_scene(wall_depth: float, object_flow_on_wall: bool,
-                  textured: np.ndarray | None = None, pole_columns: slice | None = None):
+                  textured: np.ndarray | None = None, pole_columns: slice | None = None,
+                  measured_depth: bool = False):
     """An instance made of the object less its outline (1 pixel ring, as the motion test
     leaves it) on a wall at ``wall_depth``; the object (3 m) moved 6 cm right. The wall's
     optical flow is the object's (``object_flow_on_wall``: only the surface test can stop
     the growth) or zero (it is static). ``pole_columns``: a static pole at 2 m hides these
-    columns. The object's extent covers the image.
+    columns. The object's extent covers the image. ``measured_depth``: the maps carry a
+    depth sensor's measurements.
     Returns ``(labels, {1: fit}, view, aperture, object mask)``."""
     motion = np.array([0.06, 0.0, 0.0])
     depth = np.full((H, W), wall_depth)
@@ -233,7 +235,7 @@ def _growth_scene(wall_depth: float, object_flow_on_wall: bool,
     backward[moved, 0] = -K[0, 0] * motion[0] / 3.0  # where the object's pixels were
     valid = np.ones((H, W), bool)
     view = _view('gap1', _frame(0), before, before, now,
-                 PixelFlow(-backward, backward, valid, valid))
+                 PixelFlow(-backward, backward, valid, valid), measured_depth)
     labels = cv2.erode(on_object.view(np.uint8), np.ones((3, 3), np.uint8)).astype(np.int32)
     fit = RigidMotion(T=se3_from_rt(np.eye(3), motion), rms=0.0, residual_rel=0.0,
                       inlier_ratio=1.0, is_rigid=True, size=10.0)
@@ -256,22 +258,30 @@ def _grown(wall_depth: float, object_flow_on_wall: bool, textured: np.ndarray | 
     return grown == 1, on_object
 
 
-@pytest.mark.parametrize('maps_trusted, motion_threshold, grows', [
-    (True, 0.03, True), (False, 0.03, True), (True, 0.1, True), (False, 0.1, False)])
-def test_on_untrusted_maps_only_instances_that_move_as_a_whole_grow(
-        maps_trusted, motion_threshold, grows):
-    """complete_instances on an instance made of the middle of an object that moved 6 cm.
-    On maps the camera test trusted it grows over the object whatever the threshold (a
-    fragment of a slow object may move less than it in one frame); on maps it did not trust
-    only when 6 cm is at least the pair's 3D motion threshold (there, patches of static
-    structure are flagged by flow errors, and they do not move as a whole). Either way it
-    grows up to the object's outline at least (which joins only on trusted maps), never
-    beyond the object."""
-    _, fits, view, aperture, on_object = _growth_scene(4.0, object_flow_on_wall=False)
+@pytest.mark.parametrize('measured_depth, maps_trusted, motion_threshold, continues, grows', [
+    (True, True, 0.1, False, True),     # trusted sensor depths: every instance grows
+    (True, False, 0.1, False, False),   # ...not when the camera test distrusted them
+    (False, True, 0.1, False, False),   # a network's maps: no evidence of an object
+    (False, True, 0.03, False, True),   # it moves as a whole (6 cm >= the threshold)
+    (False, False, 0.03, False, True),
+    (False, True, 0.1, True, True),     # it continues a published track
+])
+def test_instances_grow_with_evidence_that_they_are_moving_objects(
+        measured_depth, maps_trusted, motion_threshold, continues, grows):
+    """complete_instances on an instance made of the middle of an object that moved 6 cm
+    grows over the object only with evidence that it is a moving object (trusted sensor
+    depths, a motion of the whole by the pair's 3D threshold, or a published track it
+    continues); without, it stays as the motion test made it (on a network's maps such
+    patches are mostly static structure flagged by depth or flow errors). Grown, it reaches
+    the object's outline at least (which joins only on trusted maps), never beyond."""
+    _, fits, view, aperture, on_object = _growth_scene(4.0, object_flow_on_wall=False,
+                                                       measured_depth=measured_depth)
     middle = cv2.erode(on_object.view(np.uint8), np.ones((7, 7), np.uint8))
     labels = middle.astype(np.int32)
+    carried = np.where(on_object, 7, 0).astype(np.int32) if continues else None
     completed = complete_instances(labels, fits, view, np.eye(4), K, view.j_tj, aperture,
-                                   PipelineConfig(), (H, W), maps_trusted, motion_threshold)
+                                   PipelineConfig(), (H, W), maps_trusted, motion_threshold,
+                                   carried)
     if grows:
         inside_outline = cv2.erode(on_object.view(np.uint8), np.ones((3, 3), np.uint8))
         assert np.all(completed[inside_outline > 0] == 1)
