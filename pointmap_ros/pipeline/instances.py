@@ -369,10 +369,10 @@ def complete_instances(labels: np.ndarray, fits: dict[int, RigidMotion], view: P
     the tests flag static structure where the depth or the optical flow errs, such a patch
     neither moves as a whole nor continues a track, and grown it spread over the static
     surface around it: on validation the shipped model's growth added 0.058 of the moving
-    pixels' count as false motion for 0.004 true. Sensor pairs keep growing every instance:
-    there a fragment of a slow object, before its track is published, may move less than
-    the threshold in one frame (the rule on them cost the shipped model with a depth
-    camera 0.816 -> 0.802 motion IoU).
+    pixels' count as false motion for 0.004 true. Trusted sensor pairs keep growing every
+    instance: there a fragment of a slow object, before its track is published, may move
+    less than the threshold in one frame (the rule on them cost the shipped model with a
+    depth camera 0.816 -> 0.802 motion IoU).
     """
     if not (maps_trusted and view.measured_depth):
         fits = {label: fit for label, fit in fits.items()

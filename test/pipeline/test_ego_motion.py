@@ -46,7 +46,8 @@ def test_halo_is_trimmed_by_confident_depths_only(object_confidence):
                            T_world_cam=np.eye(4))
     config = PipelineConfig()
     keyframe_pair = PairView('keyframe', keyframe, 0.1, maps, 1.0, config.conf_threshold,
-                             config.conf_keep_quantile, pixel_flow=PixelFlow(-backward, backward, everywhere, everywhere))
+                             config.conf_keep_quantile,
+                             pixel_flow=PixelFlow(-backward, backward, everywhere, everywhere))
     verdict = _Verdict(moving=flagged, observed=everywhere, maps_trusted=True)
     mask = _correspondence_mask([verdict], [], keyframe_pair, points, config,
                                 WorkGrid((H, W), 1), fused=False)
