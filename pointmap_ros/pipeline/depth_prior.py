@@ -77,8 +77,10 @@ ODOMETRY_INLIER_REL = 0.03
 
 #: Refits of depth odometry on its tight inliers, each selecting them under the last fit:
 #: the first fit still leans towards the slow movers it let in, so the next selection is
-#: sharper (on a box moving 3 cm before a wall, the pose error fell 15 -> 4 -> 2 mm over
-#: one and two refits, no further after three).
+#: sharper. A box moving 3 cm before a wall, 1 % depth noise: pose error 21 mm with the 3D
+#: test alone, 5 mm after one refit with the image test, 2 mm after two (the wall's noise
+#: floor); on validation a third took the moving pixels' flow error 0.235 -> 0.233 of zero
+#: flow's (0.246 after one).
 ODOMETRY_REFITS = 3
 
 #: Correspondences the pose fit uses at most (a regular subsample; the fit has 7 unknowns).
