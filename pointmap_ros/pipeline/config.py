@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from pointmap_ros.errors import ConfigError
 from pointmap_ros.pipeline.correspondence import CROSS_TIME_SOURCES, FLOW_PRESETS
+from pointmap_ros.pipeline.scene_flow import FLOW_ALONG_RAY
 from pointmap_ros.tracking.tracker import TrackerConfig
 
 __all__ = ['PipelineConfig']
@@ -87,6 +88,12 @@ class PipelineConfig:
             ``'dense'`` (``'accurate'`` with denser patches: more accurate moving objects
             for about a quarter more flow time; pipeline/correspondence.py has the measured
             accuracy and cost of each).
+        flow_along_ray: ``'trusted'``: moving pixels publish their flow along the viewing
+            ray only on pairs whose depths a depth sensor measured or the camera test
+            trusted; elsewhere only the flow across the ray (a network's depths of a moving
+            object err independently per frame by more than it moves:
+            :func:`~pointmap_ros.pipeline.scene_flow.across_rays`). ``'always'``: as
+            measured.
         flow_warm_start: start each pair's optical flow from the flows measured for the
             previous frame, kept per pixel where they match better than no motion
             (:class:`~pointmap_ros.pipeline.correspondence.DenseFlow`): keyframe pairs
@@ -191,6 +198,7 @@ class PipelineConfig:
     seed: int = 0
     cross_time_source: str = 'auto'
     flow_preset: str = 'accurate'
+    flow_along_ray: str = 'trusted'
     flow_warm_start: bool = True
     flow_width: int = 256
     flow_min_px: float = 1.0
@@ -260,6 +268,8 @@ class PipelineConfig:
             bad('cross_time_source', f'expected one of {CROSS_TIME_SOURCES}')
         if self.flow_preset not in FLOW_PRESETS:
             bad('flow_preset', f'expected one of {FLOW_PRESETS}')
+        if self.flow_along_ray not in FLOW_ALONG_RAY:
+            bad('flow_along_ray', f'expected one of {FLOW_ALONG_RAY}')
         t = self.tracker
         if t.min_hits < 1 or t.max_misses < 0 or not 0 < t.velocity_alpha <= 1 or t.gate_rel <= 0:
             bad('tracker', 'need min_hits >= 1, max_misses >= 0, 0 < velocity_alpha <= 1, '

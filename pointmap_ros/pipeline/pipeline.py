@@ -66,7 +66,7 @@ from pointmap_ros.pipeline.outputs import (
     FrameInput, PipelineOutput, scaled, scaled_object, scaled_pose)
 from pointmap_ros.pipeline.pair import PairView, WorkGrid, window_scale
 from pointmap_ros.pipeline.preprocess import make_frame, resize_crop
-from pointmap_ros.pipeline.scene_flow import published_flow
+from pointmap_ros.pipeline.scene_flow import across_rays, keeps_flow_along_ray, published_flow
 from pointmap_ros.tracking.tracker import ObjectTracker, TrackedObject
 from pointmap_ros.tracking.window import SlidingWindow, WindowFrame, view_overlap
 from pointmap_ros.types import DynamicPointMaps, MapName
@@ -604,6 +604,10 @@ class DynamicReconPipeline:
         flow, flow_valid = published_flow(
             flow_pair, R_cam_ref, flow_pair.dt if config.flow_per_second else 1.0,
             geometry.valid, final_motion, labels, fits)
+        if flow_pair.pixel_flow is not None and not keeps_flow_along_ray(
+                config.flow_along_ray, flow_pair.measured_depth,
+                motion.maps_trusted[flow_index]):
+            flow = across_rays(flow, geometry.points_cam, final_motion)
         return _Instances(labels, count, final_motion, flow, flow_valid, float(flow_pair.dt))
 
     def _objects_and_output(self, camera: _CameraState, frame: WindowFrame,

@@ -25,6 +25,7 @@ from pointmap_ros.errors import ConfigError
 from pointmap_ros.frames import ODOM_FRAME
 from pointmap_ros.pipeline import PipelineConfig
 from pointmap_ros.pipeline.correspondence import CROSS_TIME_SOURCES, FLOW_PRESETS
+from pointmap_ros.pipeline.scene_flow import FLOW_ALONG_RAY
 from pointmap_ros.ros.qos import QOS_CHOICES
 
 __all__ = ['ParamSpec', 'PARAMS', 'PARAMS_BY_NAME', 'CAMERA_PARAMS', 'CAMERA_PARAMS_BY_NAME',
@@ -223,6 +224,11 @@ _PIPELINE_PARAMS = [
           "'accurate' or 'dense' ('accurate' with patches every 3 px instead of 4: moving "
           'objects measured more accurately for about a quarter more flow time).',
           choices=FLOW_PRESETS),
+    _pipe('flow_along_ray', "Moving pixels' scene flow along the viewing ray: 'trusted' "
+          'publishes it only on pairs whose depths a depth camera measured or the camera '
+          "test trusted, elsewhere only the flow across the ray (a network's depth of a "
+          "moving object errs by more than it moves); 'always' publishes it as measured.",
+          choices=FLOW_ALONG_RAY, dynamic=True),
     _pipe('flow_warm_start', "Start each pair's optical flow from the flows measured for the "
           'previous frame (kept per pixel where they match better than no motion): keyframe '
           'pairs several frames apart then follow moving objects that the flow alone loses.'),

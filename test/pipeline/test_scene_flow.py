@@ -1,9 +1,12 @@
 """The published scene flow (pipeline/scene_flow.py) on an analytic pair: zero on static
 pixels, the fitted rigid motion on rigid instances (affine on a pulsing one), blended rigid
-pieces on non-rigid ones, unknown on moving pixels outside every instance."""
+pieces on non-rigid ones, unknown on moving pixels outside every instance; only the flow
+across the viewing rays where nothing vouches for the pair's depths."""
 
 import numpy as np
+import pytest
 
+from pointmap_ros.errors import ConfigError
 from pointmap_ros.geometry.camera import unproject
 from pointmap_ros.geometry.transforms import rotvec_to_rotmat, se3_apply, se3_from_rt
 from pointmap_ros.pipeline.config import PipelineConfig
@@ -11,7 +14,8 @@ from pointmap_ros.pipeline.correspondence import PixelFlow
 from pointmap_ros.pipeline.instances import fit_instances
 from pointmap_ros.pipeline.motion import local_mean
 from pointmap_ros.pipeline.pair import PairView
-from pointmap_ros.pipeline.scene_flow import published_flow, rigid_flow
+from pointmap_ros.pipeline.scene_flow import (
+    across_rays, keeps_flow_along_ray, published_flow, rigid_flow)
 from pointmap_ros.tracking.rigid_motion import RigidMotion, fit_blended_motion
 from pointmap_ros.tracking.window import WindowFrame
 from pointmap_ros.types import DynamicPointMaps, Frame
@@ -140,3 +144,28 @@ def test_a_pulsing_instance_moves_with_its_affine_fit_and_a_noisy_rigid_one_does
     assert without[2].affine is None
     rigid_error = np.abs(rigid_flow(labels, without, pair)[SHEET] - (now - before)[SHEET])
     assert rigid_error.max() > 5e-3
+
+
+def test_across_rays_removes_exactly_the_moving_pixels_component_along_their_rays():
+    """Moving pixels keep their flow's component across the ray through their point (the
+    part the optical flow measures), in full; static pixels keep all of it."""
+    rng = np.random.default_rng(0)
+    points = unproject(rng.uniform(1.0, 5.0, (H, W)), K).astype(np.float32)
+    flow = rng.normal(0.0, 0.05, (H, W, 3)).astype(np.float32)
+    moving = rng.random((H, W)) < 0.5
+    across = across_rays(flow, points, moving)
+    rays = points / np.linalg.norm(points, axis=-1, keepdims=True)
+    np.testing.assert_allclose(np.sum(across * rays, axis=-1)[moving], 0.0, atol=1e-7)
+    # What is left is the flow minus a multiple of the ray: the same across the ray.
+    removed = flow - across
+    np.testing.assert_allclose(np.cross(removed, rays)[moving], 0.0, atol=1e-7)
+    np.testing.assert_array_equal(across[~moving], flow[~moving])
+
+
+def test_flow_along_the_ray_is_kept_where_measured_or_trusted_depths_vouch_for_it():
+    assert keeps_flow_along_ray('trusted', measured_depth=True, maps_trusted=False)
+    assert keeps_flow_along_ray('trusted', measured_depth=False, maps_trusted=True)
+    assert not keeps_flow_along_ray('trusted', measured_depth=False, maps_trusted=False)
+    assert keeps_flow_along_ray('always', measured_depth=False, maps_trusted=False)
+    with pytest.raises(ConfigError, match='flow_along_ray'):
+        PipelineConfig(flow_along_ray='never').validate()
