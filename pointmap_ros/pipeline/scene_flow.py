@@ -111,6 +111,11 @@ def across_rays(flow: np.ndarray, points_cam: np.ndarray, moving: np.ndarray) ->
     zero flow's (static camera 1.99 -> 1.05) on the pairs whose depths the camera test did
     not trust (docs/pipeline.md, *Cross-time maps from correspondences*, step 9).
     """
-    ray = points_cam / np.linalg.norm(points_cam, axis=-1, keepdims=True)
-    along = np.sum(flow * ray, axis=-1, keepdims=True)
-    return np.where(moving[..., None], flow - along * ray, flow).astype(np.float32)
+    # Only the moving rows change (a small part of the image): per frame, no full-size pass.
+    rows = np.flatnonzero(moving)
+    ray = points_cam.reshape(-1, 3)[rows]
+    ray = ray / np.linalg.norm(ray, axis=-1, keepdims=True)
+    moved = flow.reshape(-1, 3)[rows]
+    across = flow.astype(np.float32, copy=True)
+    across.reshape(-1, 3)[rows] = moved - np.sum(moved * ray, axis=-1, keepdims=True) * ray
+    return across

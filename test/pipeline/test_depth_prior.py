@@ -15,6 +15,7 @@ from pointmap_ros.data.scenes import SceneConfig, SceneGenerator
 from pointmap_ros.engines.oracle_engine import OracleEngine, in_other_units
 from pointmap_ros.errors import ConfigError
 from pointmap_ros.evaluation.true_flow import GroundTruthFlow
+from pointmap_ros.geometry.camera import pixel_grid, project, unproject
 from pointmap_ros.geometry.transforms import se3_apply, se3_inverse
 from pointmap_ros.pipeline import DynamicReconPipeline, FrameInput, PipelineConfig
 from pointmap_ros.pipeline.correspondence import PixelFlow
@@ -215,9 +216,7 @@ def _box_before_wall(T_i_cam: np.ndarray, box_shift: np.ndarray, K: np.ndarray,
     at z = 2 m (1.2 x 0.9 m, centred on camera i's axis at t_i) moved by ``box_shift``
     (camera i's axes): the camera's z-depth ``[H, W]``, which pixels see the box, and the
     points ``[H, W, 3]`` in camera i."""
-    height, width = size
-    v, u = np.mgrid[0:height, 0:width].astype(np.float64)
-    rays = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(u)], -1)
+    rays = unproject(np.ones(size), K)  # z = 1: K^-1 [u, v, 1]
     directions, origin = rays @ T_i_cam[:3, :3].T, T_i_cam[:3, 3]
     along_face = (2.0 - origin[2]) / directions[..., 2]
     on_face = origin + along_face[..., None] * directions - box_shift
@@ -243,9 +242,8 @@ def test_depth_odometry_does_not_follow_an_object_moving_inside_the_depth_noise(
     depth_j, on_box, points_j_in_i = _box_before_wall(T_i_j, box_motion, K, size)
     # Exact backward flow: where each of image j's points was at t_i, in image i.
     earlier = np.where(on_box[..., None], points_j_in_i - box_motion, points_j_in_i)
-    earlier_pixels = earlier[..., :2] / earlier[..., 2:] * np.diag(K)[:2] + K[:2, 2]
-    v, u = np.mgrid[0:size[0], 0:size[1]].astype(np.float64)
-    backward = (earlier_pixels - np.stack([u, v], -1)).astype(np.float32)
+    earlier_pixels = project(earlier, K)
+    backward = (earlier_pixels - pixel_grid(*size, dtype=np.float64)).astype(np.float32)
     in_frame = ((earlier_pixels >= 0) & (earlier_pixels <= np.array(size[::-1]) - 1)).all(-1)
     flow = PixelFlow(np.zeros_like(backward), backward, np.zeros(size, bool), in_frame)
     rng = np.random.default_rng(seed)
