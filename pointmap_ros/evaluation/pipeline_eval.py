@@ -67,9 +67,9 @@ from pointmap_ros.data.odometry import OdometryModel, odometry_poses
 from pointmap_ros.data.scenes import SceneConfig, SceneGenerator
 from pointmap_ros.errors import PointmapError
 from pointmap_ros.geometry.alignment import umeyama
+from pointmap_ros.geometry.camera import unproject
 from pointmap_ros.geometry.transforms import se3_apply, se3_compose, se3_inverse
 from pointmap_ros.pipeline import DynamicReconPipeline, FrameInput, PipelineConfig
-from pointmap_ros.pipeline.depth_prior import backproject
 
 __all__ = ['SequenceScore', 'SequenceTrace', 'FrameSnapshot', 'evaluate_sequence', 'pool_scores',
            'eval_scene']
@@ -293,7 +293,8 @@ def evaluate_sequence(engine_factory, scene: SceneConfig, seed: int,
         z = out.points_cam[..., 2][ok] * geometry_scale
         score.depth_absrel += float(np.sum(np.abs(z - depth_gt[ok]) / depth_gt[ok]))
         score.depth_n += int(np.count_nonzero(ok))
-        true_points = backproject(np.where(ok, depth_gt, np.nan).astype(np.float32), gen.K)
+        true_points = unproject(np.where(ok, depth_gt, np.nan).astype(np.float32),
+                                gen.K).astype(np.float32)
         # Motion mask against the pixels that moved since the previous or keyframe's time.
         gt_prev = gen.pair_ground_truth(prev, t, dtype=np.float64)
         t_kf = out.keyframe_index  # frames are never skipped here: index == frame number
@@ -446,7 +447,7 @@ def _record_frame(trace: SequenceTrace, t: int, frame, out, motion_true: np.ndar
     for obj in out.objects:
         trace.tracks[obj.track_id].append((t, obj.T_world_obj[:3, 3].copy()))
     depth_true = np.where(np.isfinite(frame.depth) & (frame.depth > 0), frame.depth, np.nan)
-    points_true = backproject(depth_true.astype(np.float32), frame.K)
+    points_true = unproject(depth_true.astype(np.float32), frame.K).astype(np.float32)
     for gid in np.unique(frame.instance_ids[motion_true]):
         visible = (frame.instance_ids == gid) & np.isfinite(points_true[..., 2])
         if gid <= 0 or np.count_nonzero(visible & motion_true) < min_pixels:

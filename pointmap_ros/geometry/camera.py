@@ -17,7 +17,7 @@ from pointmap_ros.errors import CalibrationError, InputError
 
 __all__ = [
     'intrinsics_from_camera_info', 'scale_intrinsics', 'crop_intrinsics', 'pixel_grid',
-    'project', 'unproject', 'estimate_focal',
+    'project', 'unproject', 'unproject_at', 'estimate_focal',
 ]
 
 
@@ -114,7 +114,7 @@ def project(points: np.ndarray, K: np.ndarray) -> np.ndarray:
 
 
 def unproject(depth: np.ndarray, K: np.ndarray) -> np.ndarray:
-    """Back-project a z-depth map ``[H, W]`` to camera-frame points ``[H, W, 3]``.
+    """Back-project a z-depth map ``[H, W]`` to camera-frame points ``[H, W, 3]`` float64.
 
     Pixels with non-finite or non-positive depth give NaN points.
     """
@@ -122,11 +122,18 @@ def unproject(depth: np.ndarray, K: np.ndarray) -> np.ndarray:
     if depth.ndim != 2:
         raise InputError(f'depth must be [H, W], got shape {depth.shape}', 'shape',
                          actual=depth.shape)
-    dtype = depth.dtype if np.issubdtype(depth.dtype, np.floating) else np.float64
-    uv = pixel_grid(*depth.shape, dtype=dtype)
-    z = np.where(np.isfinite(depth) & (depth > 0), depth, np.nan).astype(dtype)
-    y = (uv[..., 1] - K[1, 2]) / K[1, 1]
-    x = (uv[..., 0] - K[0, 2] - K[0, 1] * y) / K[0, 0]
+    z = np.where(np.isfinite(depth) & (depth > 0), depth, np.nan)
+    return unproject_at(pixel_grid(*depth.shape, dtype=np.float64), z, K)
+
+
+def unproject_at(pixels: np.ndarray, depth: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """``[..., 3]`` float64 camera-frame points at z = ``depth`` ``[...]`` on the rays of
+    ``pixels`` ``[..., 2]`` ``(u, v)``, any (sub-pixel) positions: the inverse of
+    :func:`project`."""
+    pixels = np.asarray(pixels, np.float64)
+    y = (pixels[..., 1] - K[1, 2]) / K[1, 1]
+    x = (pixels[..., 0] - K[0, 2] - K[0, 1] * y) / K[0, 0]
+    z = np.asarray(depth, np.float64)
     return np.stack([x * z, y * z, z], axis=-1)
 
 

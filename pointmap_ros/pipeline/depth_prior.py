@@ -52,14 +52,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from pointmap_ros.geometry.alignment import ransac_umeyama, umeyama
-from pointmap_ros.geometry.camera import project
+from pointmap_ros.geometry.camera import project, unproject, unproject_at
 from pointmap_ros.geometry.pointmap import depth_edges, valid_mask
 from pointmap_ros.geometry.transforms import se3_apply, se3_from_rt
 from pointmap_ros.pipeline.correspondence import PixelFlow, sample_map
 from pointmap_ros.types import DynamicPointMaps
 
-__all__ = ['DepthFusion', 'reliable_depth', 'backproject', 'fuse_depth_prior',
-           'depth_odometry']
+__all__ = ['DepthFusion', 'reliable_depth', 'fuse_depth_prior', 'depth_odometry']
 
 #: A depth image with fewer reliable pixels than this (on the statistics' grid) is not
 #: fused: too few for a robust scale and pose.
@@ -122,24 +121,6 @@ def reliable_depth(depth: np.ndarray, min_m: float, max_m: float,
     return ok & ~depth_edges(depth, edge_rel)
 
 
-def backproject(depth: np.ndarray, K: np.ndarray) -> np.ndarray:
-    """``[H, W, 3]`` float32 camera-frame points ``z K^-1 [u, v, 1]`` of a z-depth image
-    (NaN depth gives NaN points)."""
-    height, width = depth.shape
-    v, u = np.mgrid[0:height, 0:width].astype(np.float64)
-    return _backproject_at(np.stack([u, v], axis=-1), depth, K)
-
-
-def _backproject_at(pixels: np.ndarray, depth: np.ndarray, K: np.ndarray) -> np.ndarray:
-    """``[..., 3]`` float32 points at z = ``depth`` on the rays of ``pixels`` ``[..., 2]``
-    ``(u, v)``."""
-    fx, fy, cx, cy, skew = K[0, 0], K[1, 1], K[0, 2], K[1, 2], K[0, 1]
-    y = (pixels[..., 1].astype(np.float64) - cy) / fy
-    x = (pixels[..., 0].astype(np.float64) - cx - skew * y) / fx
-    z = depth.astype(np.float64)
-    return np.stack([x * z, y * z, z], axis=-1).astype(np.float32)
-
-
 def fuse_depth_prior(maps: DynamicPointMaps, depth_i: np.ndarray, depth_j: np.ndarray,
                      K: np.ndarray, confident_i: np.ndarray, confident_j: np.ndarray,
                      min_m: float, max_m: float, edge_rel: float, measured_confidence: float,
@@ -172,7 +153,8 @@ def fuse_depth_prior(maps: DynamicPointMaps, depth_i: np.ndarray, depth_j: np.nd
         return None
     scale_i = float(np.median(depth_i[::stride, ::stride][fit_i]
                               / net_i[::stride, ::stride, 2][fit_i]))
-    measured_points_i, measured_points_j = backproject(depth_i, K), backproject(depth_j, K)
+    measured_points_i, measured_points_j = (unproject(depth, K).astype(np.float32)
+                                            for depth in (depth_i, depth_j))
     T_i_j = _relative_pose(net_j, fit_j, depth_i, reliable_i, measured_points_j, reliable_j,
                            K, pixel_flow, stride, seed)
     measured_j_in_i = _apply(T_i_j, measured_points_j)
@@ -240,7 +222,7 @@ def depth_odometry(depth_i: np.ndarray, reliable_i: np.ndarray, points_j: np.nda
     v, u = np.mgrid[0:height, 0:width].astype(np.float32)
     target = np.stack([u + pixel_flow.backward[..., 0], v + pixel_flow.backward[..., 1]], -1)
     with np.errstate(divide='ignore', invalid='ignore'):
-        sampled_i = _backproject_at(target, 1 / sampled_inverse, K)
+        sampled_i = unproject_at(target, 1 / sampled_inverse, K).astype(np.float32)
     usable = (reliable_j & pixel_flow.backward_valid
               & np.isfinite(sampled_i).all(axis=-1))[::stride, ::stride]
     if np.count_nonzero(usable) < MIN_RELIABLE_PIXELS:

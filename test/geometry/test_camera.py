@@ -6,7 +6,7 @@ import pytest
 from pointmap_ros.errors import CalibrationError, InputError
 from pointmap_ros.geometry.camera import (
     crop_intrinsics, estimate_focal, intrinsics_from_camera_info, pixel_grid, project,
-    scale_intrinsics, unproject)
+    scale_intrinsics, unproject, unproject_at)
 
 # Asymmetric on purpose (fx != fy, cx != cy, H != W) so a transpose cannot pass by symmetry.
 K_ASYM = np.array([[210.0, 0.0, 70.3], [0.0, 190.0, 41.7], [0.0, 0.0, 1.0]])
@@ -39,6 +39,21 @@ def test_project_unproject_round_trip():
     np.testing.assert_allclose(project(pts, K_ASYM), pixel_grid(H, W), atol=1e-10)
     # Convention pin: the principal point pixel back-projects onto the optical axis.
     np.testing.assert_allclose(project(np.array([0.0, 0.0, 2.0]), K_ASYM), [70.3, 41.7])
+
+
+def test_unproject_at_inverts_project_at_sub_pixel_positions_with_skew():
+    K = K_ASYM.copy()
+    K[0, 1] = 3.5  # a skewed camera: x depends on y
+    rng = np.random.default_rng(1)
+    pixels = rng.uniform([-5.0, -5.0], [W + 5.0, H + 5.0], size=(7, 11, 2))
+    depth = rng.uniform(0.3, 9.0, size=(7, 11))
+    points = unproject_at(pixels, depth, K)
+    assert points.shape == (7, 11, 3) and points.dtype == np.float64
+    np.testing.assert_allclose(points[..., 2], depth)
+    np.testing.assert_allclose(project(points, K), pixels, atol=1e-9)
+    # The whole-image form is the same rays on the integer pixel grid.
+    np.testing.assert_array_equal(unproject(depth, K)[2, 5],
+                                  unproject_at(np.array([5.0, 2.0]), depth[2, 5], K))
 
 
 def test_unproject_rejects_wrong_shape_and_masks_bad_depth():

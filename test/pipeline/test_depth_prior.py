@@ -20,7 +20,7 @@ from pointmap_ros.geometry.transforms import se3_apply, se3_inverse
 from pointmap_ros.pipeline import DynamicReconPipeline, FrameInput, PipelineConfig
 from pointmap_ros.pipeline.correspondence import PixelFlow
 from pointmap_ros.pipeline.depth_prior import (
-    backproject, depth_odometry, fuse_depth_prior, reliable_depth)
+    depth_odometry, fuse_depth_prior, reliable_depth)
 from pointmap_ros.pipeline.preprocess import make_frame
 from pointmap_ros.tracking.window import WindowFrame
 
@@ -40,9 +40,9 @@ def _fuse(maps, depth_i, depth_j, K, valid_i, valid_j):
     return fuse_depth_prior(maps, depth_i, depth_j, K, valid_i, valid_j, **FUSE)
 
 
-def test_backproject_is_the_scene_map(scene_pair):
+def test_unproject_is_the_scene_map(scene_pair):
     gen, gt, depth_i, _ = scene_pair
-    points = backproject(depth_i, gen.K)
+    points = unproject(depth_i, gen.K)
     ok = gt.valid_i
     np.testing.assert_allclose(points[ok], gt.maps.pts_i_ti[ok], atol=1e-5, rtol=1e-5)
 
@@ -165,7 +165,7 @@ def test_pipeline_with_depth_publishes_metric_geometry(with_depth):
         assert out.scale == 1.0
         ok = out.valid
         assert np.count_nonzero(ok) > 0.9 * ok.size
-        np.testing.assert_allclose(out.points_cam[ok], backproject(frame.depth, gen.K)[ok],
+        np.testing.assert_allclose(out.points_cam[ok], unproject(frame.depth, gen.K)[ok],
                                    atol=1e-4, rtol=1e-4)
         np.testing.assert_allclose(out.T_world_cam[:3, 3],
                                    (T_world0 @ frame.T_world_cam)[:3, 3], atol=1e-4)
@@ -250,7 +250,7 @@ def test_depth_odometry_does_not_follow_an_object_moving_inside_the_depth_noise(
     noisy_i, noisy_j = ((depth * (1 + 0.01 * rng.standard_normal(size))).astype(np.float32)
                         for depth in (depth_i, depth_j))
     T = depth_odometry(noisy_i, reliable_depth(noisy_i, 0.1, 10.0, 0.08),
-                       backproject(noisy_j, K), reliable_depth(noisy_j, 0.1, 10.0, 0.08), K,
+                       unproject(noisy_j, K), reliable_depth(noisy_j, 0.1, 10.0, 0.08), K,
                        flow, seed=seed)
     assert 0.15 < on_box.mean() < 0.3
     assert np.linalg.norm(T[:3, 3] - T_i_j[:3, 3]) < 0.2 * np.linalg.norm(box_motion)
