@@ -124,6 +124,12 @@ class PipelineConfig:
         flow_halo_px: moving pixels within this distance of the motion mask's border that
             lie behind a nearer moving pixel (by ``cluster_jump_rel``) are background the
             flow dragged along; 0 keeps them.
+        flow_colour_fill_px: pixels without a confident point (judged by no motion test, or
+            by the epipolar one alone, blind along the epipolar line) join the mask within
+            this distance of it (pixels of the flow's images) when their colour is nearer
+            that of the moving pixels around than of the judged static ones (0 = never).
+            Validation, shipped model with odometry: motion IoU 0.666 -> 0.715
+            (docs/pipeline.md, correspondences step 5).
         flow_border_px: the motion test does not judge pixels this close to the image border
             (optical flow there matches patches that leave the image; 4: half a DIS patch).
         flow_hysteresis: pixels that moved in the reference frame keep moving down to this
@@ -207,6 +213,7 @@ class PipelineConfig:
     flow_depth_min_isotropy: float = 0.2
     flow_min_gradient: float = 1.0
     flow_halo_px: int = 4
+    flow_colour_fill_px: int = 6
     flow_border_px: int = 4
     flow_hysteresis: float = 0.5
     flow_reliable_px: float = 1.5
@@ -323,4 +330,5 @@ _VALUE_RULES = (
 _INTEGER_MINIMA = (('keyframe_max_age', 0), ('flow_keyframe_max_age', 0),
                    ('ransac_iterations', 1), ('flow_smooth_radius', 0), ('pose_reset_after', 1),
                    ('max_fit_points', 3), ('deforming_pieces', 1), ('work_pixels', 1),
-                   ('flow_halo_px', 0), ('flow_border_px', 0), ('flow_width', 16))
+                   ('flow_halo_px', 0), ('flow_colour_fill_px', 0), ('flow_border_px', 0),
+                   ('flow_width', 16))

@@ -37,7 +37,7 @@ from pointmap_ros.geometry.transforms import se3_apply, se3_compose, se3_inverse
 from pointmap_ros.pipeline.config import PipelineConfig
 from pointmap_ros.pipeline.motion import (
     ApertureMetric, camera_flow_model, camera_still, depth_residual, epipolar_residual,
-    flow_motion, pose_residual, trim_occlusion_halo)
+    fill_by_colour, flow_motion, pose_residual, trim_occlusion_halo)
 from pointmap_ros.pipeline.odometry_prior import (
     FUSED, NO_ODOMETRY, OdometryPrior, fuse_pose, reprojection_error)
 from pointmap_ros.pipeline.pair import PairView, WorkGrid
@@ -105,7 +105,8 @@ def estimate_motion_and_pose(views: list[PairView], K: np.ndarray, scene_depth: 
                              aperture: ApertureMetric | None, config: PipelineConfig,
                              grid: WorkGrid, fused: bool,
                              prior: OdometryPrior | None = None,
-                             keyframe: KeyframeMotion | None = None) -> MotionResult:
+                             keyframe: KeyframeMotion | None = None,
+                             image: np.ndarray | None = None) -> MotionResult:
     """Motion mask and ``T_kf_cam`` of the current frame (module docstring).
 
     Args:
@@ -120,6 +121,8 @@ def estimate_motion_and_pose(views: list[PairView], K: np.ndarray, scene_depth: 
         prior: the odometry's motion since the keyframe, when the frames carry odometry.
         keyframe: :func:`keyframe_motion` of ``views[0]`` when it was computed already
             (correspondences only); computed here otherwise.
+        image: ``[H, W, 3]`` the current image at model size, for the colour fill of the
+            mask (correspondences only; None: no fill).
 
     Raises:
         PoseError: PnP failed and no odometry with a known scale stands in.
@@ -147,7 +150,7 @@ def estimate_motion_and_pose(views: list[PairView], K: np.ndarray, scene_depth: 
                                  _epipolar(view, observed, config, grid), _warped_motion(view),
                                  aperture, scene_depth, config, grid))
     mask = _correspondence_mask(verdicts, pair_motions, keyframe_pair, keyframe.points_cam,
-                                config, grid, fused)
+                                config, grid, fused, image)
     return MotionResult(mask, keyframe.T_kf_cam, tuple(pair_motions), keyframe.odometry,
                         tuple(verdict.maps_trusted for verdict in verdicts))
 
@@ -235,12 +238,15 @@ def _pair_3d_motion(view: PairView, scene_depth: float, config: PipelineConfig,
 
 def _correspondence_mask(verdicts: list[_Verdict], pair_motions: list[PairMotion],
                          keyframe_pair: PairView, points_cam: np.ndarray,
-                         config: PipelineConfig, grid: WorkGrid, fused: bool) -> np.ndarray:
+                         config: PipelineConfig, grid: WorkGrid, fused: bool,
+                         image: np.ndarray | None) -> np.ndarray:
     """Union over pairs of the correspondence motion test, cleaned up.
 
     Pixels without a consistent correspondence (occluded, out of view) keep the 3D-flow
     decision of the network's cross-time maps when ``fused``, and are static otherwise
-    (their cross-time points are unknown).
+    (their cross-time points are unknown). Then the occlusion halo is trimmed, and the
+    pixels without a confident point are filled by colour from the moving pixels next to
+    them (``flow_colour_fill_px``, :func:`fill_by_colour`).
     """
     moving = np.logical_or.reduce([verdict.moving for verdict in verdicts])
     if fused:
@@ -257,6 +263,15 @@ def _correspondence_mask(verdicts: list[_Verdict], pair_motions: list[PairMotion
         moving = trim_occlusion_halo(moving, confident_depth,
                                      keyframe_pair.pixel_flow.backward,
                                      config.cluster_jump_rel, max(1, halo_width))
+    if image is not None and config.flow_colour_fill_px:
+        # Only pixels without a confident point: no test judged them, or only the epipolar
+        # one, which is blind to motion along the epipolar line. Those with a point are
+        # completed in 3D by their instance's rigid motion (instances.complete_instances);
+        # filled by colour, static ones took their instance's flow (docs/pipeline.md).
+        judged = np.logical_or.reduce([verdict.observed for verdict in verdicts])
+        moving = fill_by_colour(
+            moving, ~keyframe_pair.valid_j, judged & ~moving, image,
+            int(round(config.flow_colour_fill_px * keyframe_pair.pixel_flow.pixel_scale)))
     return _clean(moving, config, grid)
 
 

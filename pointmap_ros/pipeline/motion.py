@@ -51,7 +51,7 @@ from pointmap_ros.geometry.transforms import se3_apply
 
 __all__ = ['FlowMotion', 'ApertureMetric', 'aperture_metric', 'camera_flow_model',
            'epipolar_residual', 'pose_residual', 'depth_residual', 'flow_motion',
-           'camera_still', 'trim_occlusion_halo', 'local_mean']
+           'camera_still', 'trim_occlusion_halo', 'fill_by_colour', 'local_mean']
 
 
 @dataclass(frozen=True)
@@ -373,6 +373,43 @@ def _trim_halo(moving: np.ndarray, depth: np.ndarray, flow: np.ndarray, jump_rel
                    & (vector_norm(flow - front_flow)
                       <= drag_ratio * vector_norm(front_flow - static_flow)))
     return moving & ~dragged
+
+
+def fill_by_colour(moving: np.ndarray, fillable: np.ndarray, static: np.ndarray,
+                   image: np.ndarray, reach: int) -> np.ndarray:
+    """``moving`` plus the ``fillable`` pixels within ``reach`` px of it whose colour is
+    nearer the mean colour of the moving pixels around them than that of the ``static``
+    ones around them (both over a ``4 reach + 1`` square).
+
+    Where the optical flow fails its forward-backward check or has no texture to follow, no
+    motion test says anything; on a moving subject that is mostly its outline (occlusion
+    boundaries) and flat patches. A pixel between a subject and the background it occludes
+    belongs to whichever it looks like: the flow cannot tell, the image often can.
+
+    Args:
+        moving: ``[H, W]`` bool motion mask.
+        fillable: ``[H, W]`` bool pixels that may be added (the caller's: unjudged ones).
+        static: ``[H, W]`` bool pixels judged static, the colour reference of the other side.
+        image: ``[H, W, 3]`` the current image (any colour space, any range).
+        reach: pixels; 0 returns ``moving`` unchanged.
+    """
+    if reach <= 0 or not moving.any():
+        return moving
+    distance = cv2.distanceTransform((~moving).view(np.uint8), cv2.DIST_L2, 3)
+    candidates = fillable & ~moving & (distance <= reach)
+    if not candidates.any():
+        return moving
+    colour = image.astype(np.float32)
+    window = 4 * reach + 1
+    to_moving = vector_norm(colour - local_mean(colour, moving, window))
+    to_static = vector_norm(colour - local_mean(colour, static, window))
+    # NaN (no such pixel in the window) compares false: a pixel with no judged static one
+    # around has nothing to be told apart from. In a flat region (sky, a wall, a
+    # pillarbox band) that is every pixel, and taking them grew false motion there on the
+    # real clips (small holes inside a subject are filled by the mask's clean-up anyway).
+    with np.errstate(invalid='ignore'):
+        takes = candidates & (to_moving < to_static)
+    return moving | takes
 
 
 def local_mean(values: np.ndarray, known: np.ndarray, window: int) -> np.ndarray:

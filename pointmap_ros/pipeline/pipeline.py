@@ -435,7 +435,8 @@ class DynamicReconPipeline:
                                           inferred.image_motion.aperture, self.config,
                                           self.grid,
                                           fused=self.cross_time_source == 'fused',
-                                          prior=keyframe.prior, keyframe=keyframe.motion)
+                                          prior=keyframe.prior, keyframe=keyframe.motion,
+                                          image=frame.frame.image)
         # The frame has a pose: from here on nothing raises, so the state may change.
         self._measure_odometry_scale(camera, keyframe_pair, motion, keyframe.prior,
                                      keyframe.intrinsics.K)

@@ -249,6 +249,10 @@ _PIPELINE_PARAMS = [
     _pipe('flow_halo_px', 'Moving pixels within this distance of the mask border that lie '
           'behind a nearer moving pixel are dropped (background dragged along by the flow; '
           '0 = keep them) (model px).', range=(0, 64), dynamic=True),
+    _pipe('flow_colour_fill_px', 'Pixels without a confident point join the motion mask '
+          'within this distance of it when their colour is nearer the moving pixels\' around '
+          'them than the judged static ones\' (0 = never) (flow px).', range=(0, 64),
+          dynamic=True),
     _pipe('depth_prior', 'With use_depth: fuse the depth image into the point maps where it '
           'is reliable (metric points and scene flow; the network fills holes, scaled to the '
           'depth); false = depth sets only the metric scale.', dynamic=True),

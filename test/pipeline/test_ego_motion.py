@@ -1,6 +1,7 @@
 """The motion stage's final mask (pipeline/ego_motion._correspondence_mask) on an analytic
 frame: the occlusion halo dragged along with a moving object is trimmed by the confident
-depths of the keyframe pair's maps only."""
+depths of the keyframe pair's maps only, and the colour fill completes the subject the
+maps have no confident point on."""
 
 import cv2
 import numpy as np
@@ -50,5 +51,42 @@ def test_halo_is_trimmed_by_confident_depths_only(object_confidence):
                              pixel_flow=PixelFlow(-backward, backward, everywhere, everywhere))
     verdict = _Verdict(moving=flagged, observed=everywhere, maps_trusted=True)
     mask = _correspondence_mask([verdict], [], keyframe_pair, points, config,
-                                WorkGrid((H, W), 1), fused=False)
+                                WorkGrid((H, W), 1), fused=False, image=None)
     np.testing.assert_array_equal(mask, on_object if object_confidence > 3 else flagged)
+
+
+def test_colour_fill_completes_an_unsure_subject_and_leaves_confident_pixels_alone():
+    """A red subject at 2 m before a grey wall at 5 m; the test judged its core moving, the
+    wall beyond a 3 px band static, and nothing in the band (the flow failed there). The
+    band's subject pixels join the mask when the maps have no confident point on them (the
+    shipped model on a moving subject); with confident points, the 3D completion of the
+    instance stage decides, so the mask stays as the test made it."""
+    rng = np.random.default_rng(0)
+    image = np.clip(rng.normal(120, 15, (H, W, 3)), 0, 255).astype(np.uint8)
+    subject = np.zeros((H, W), bool)
+    subject[OBJECT] = True
+    image[subject] = (200, 40, 40)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))
+    core = cv2.erode(subject.view(np.uint8), kernel).view(bool)
+    band = cv2.dilate(subject.view(np.uint8), kernel).view(bool) & ~core
+    depth = np.where(subject, 2.0, 5.0)
+    points = unproject(depth, K).astype(np.float32)
+    backward = np.zeros((H, W, 2), np.float32)
+    backward[subject] = (-2.0, 0.0)
+    config = PipelineConfig(flow_colour_fill_px=5, flow_halo_px=0)
+    keyframe = WindowFrame(Frame(image, 0.0, 'k0'), 0, K, T_world_cam=np.eye(4))
+    verdict = _Verdict(moving=core, observed=~band, maps_trusted=False)
+    for subject_confidence, expected in ((1.0, subject), (9.0, core)):
+        confidence = np.where(subject, subject_confidence, 9.0).astype(np.float32)
+        maps = DynamicPointMaps(pts_i_ti=points, pts_i_tj=points, pts_j_ti=points,
+                                pts_j_tj=points, conf_i_ti=confidence, conf_i_tj=confidence,
+                                conf_j_ti=confidence, conf_j_tj=confidence, metric=True)
+        keyframe_pair = PairView('keyframe', keyframe, 0.1, maps, 1.0, config.conf_threshold,
+                                 config.conf_keep_quantile,
+                                 pixel_flow=PixelFlow(-backward, backward, ~band, ~band))
+        mask = _correspondence_mask([verdict], [], keyframe_pair, points, config,
+                                    WorkGrid((H, W), 1), fused=False, image=image)
+        np.testing.assert_array_equal(mask, expected)
+        assert np.array_equal(_correspondence_mask([verdict], [], keyframe_pair, points,
+                                                   config, WorkGrid((H, W), 1), fused=False,
+                                                   image=None), core)

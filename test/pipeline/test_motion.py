@@ -10,7 +10,8 @@ from pointmap_ros.geometry.camera import unproject
 from pointmap_ros.geometry.transforms import rotvec_to_rotmat, se3_apply, se3_from_rt
 from pointmap_ros.pipeline import PipelineConfig
 from pointmap_ros.pipeline.motion import (
-    _trim_halo, aperture_metric, depth_residual, flow_motion, local_mean, trim_occlusion_halo)
+    _trim_halo, aperture_metric, depth_residual, fill_by_colour, flow_motion, local_mean,
+    trim_occlusion_halo)
 from pointmap_ros.tracking.rigid_motion import fit_rigid_motion
 
 H, W = 48, 64
@@ -182,6 +183,44 @@ def test_halo_trim_removes_the_dragged_background_and_keeps_the_object():
     unknown = np.where(halo, np.float32(np.nan), depth)
     assert np.array_equal(trim_occlusion_halo(with_halo, unknown, flow, 0.1, 4), with_halo)
     assert not trim_occlusion_halo(np.zeros((H, W), bool), depth, flow, 0.1, 4).any()
+
+
+def test_colour_fill_takes_the_unjudged_outline_of_the_subject_and_not_the_background():
+    # A red subject on a noisy grey background. The motion test judged the subject's core
+    # (moving) and the background beyond a 3 px band (static); the band (the subject's
+    # outline and the background next to it) and a flat patch inside were not judged.
+    rng = np.random.default_rng(0)
+    image = np.clip(rng.normal(120, 15, (H, W, 3)), 0, 255).astype(np.uint8)
+    subject = np.zeros((H, W), bool)
+    subject[OBJECT] = True
+    image[subject] = np.clip(rng.normal((200, 40, 40), 15, (np.count_nonzero(subject), 3)),
+                             0, 255).astype(np.uint8)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))
+    core = cv2.erode(subject.view(np.uint8), kernel).view(bool)
+    patch = np.zeros((H, W), bool)
+    patch[15:18, 28:31] = True
+    core &= ~patch  # a flat patch inside the subject, unjudged
+    band = cv2.dilate(subject.view(np.uint8), kernel).view(bool) & ~core
+    judged = ~band
+    # (Reach 5: the rectangle's corners lie 3 sqrt(2) px and more from the eroded core.)
+    filled = fill_by_colour(core, band, judged & ~core, image, 5)
+    assert np.array_equal(filled, subject)
+    # Only the fillable pixels are candidates, and only within reach of the mask.
+    assert np.array_equal(fill_by_colour(core, np.zeros((H, W), bool), judged & ~core, image,
+                                         5), core)
+    near = fill_by_colour(core, band, judged & ~core, image, 1)
+    assert near.sum() < subject.sum() and not (near & ~subject).any()
+    # Without judged static pixels around there is nothing to tell the subject from (a
+    # flat region): nothing joins.
+    assert np.array_equal(fill_by_colour(core, band, np.zeros((H, W), bool), image, 5), core)
+    # Nothing to grow from, or no reach: unchanged.
+    nothing = np.zeros((H, W), bool)
+    assert not fill_by_colour(nothing, band, judged, image, 5).any()
+    assert np.array_equal(fill_by_colour(core, band, judged & ~core, image, 0), core)
+    # The subject's outline, painted the background's grey, stays out; the patch stays in.
+    grey = image.copy()
+    grey[band & subject & ~patch] = 120
+    assert np.array_equal(fill_by_colour(core, band, judged & ~core, grey, 5), core | patch)
 
 
 def test_local_mean_averages_known_pixels_only():
