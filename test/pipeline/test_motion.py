@@ -10,8 +10,8 @@ from pointmap_ros.geometry.camera import unproject
 from pointmap_ros.geometry.transforms import rotvec_to_rotmat, se3_apply, se3_from_rt
 from pointmap_ros.pipeline import PipelineConfig
 from pointmap_ros.pipeline.motion import (
-    _trim_halo, aperture_metric, depth_residual, fill_by_colour, flow_motion, local_mean,
-    trim_occlusion_halo)
+    _trim_halo, _window_means, aperture_metric, depth_residual, fill_by_colour, flow_motion,
+    local_mean, trim_occlusion_halo)
 from pointmap_ros.tracking.rigid_motion import fit_rigid_motion
 
 H, W = 48, 64
@@ -221,6 +221,22 @@ def test_colour_fill_takes_the_unjudged_outline_of_the_subject_and_not_the_backg
     grey = image.copy()
     grey[band & subject & ~patch] = 120
     assert np.array_equal(fill_by_colour(core, band, judged & ~core, grey, 5), core | patch)
+
+
+def test_window_means_at_pixels_equal_the_box_filtered_local_mean():
+    rng = np.random.default_rng(3)
+    values = rng.uniform(0, 255, (H, W, 3)).astype(np.float32)
+    known = rng.random((H, W)) < 0.3
+    known[:, :10] = False  # windows without a known pixel: NaN in both
+    rows, cols = np.nonzero(rng.random((H, W)) < 0.2)
+    for window in (3, 13):
+        np.testing.assert_allclose(_window_means(values, known, window, rows, cols),
+                                   local_mean(values, known, window)[rows, cols], rtol=1e-5,
+                                   atol=1e-3)
+    # A band of pixels far from the border: the integral of their windows' box only.
+    rows, cols = np.nonzero(np.pad(np.ones((4, 6), bool), ((20, H - 24), (30, W - 36))))
+    np.testing.assert_allclose(_window_means(values, known, 5, rows, cols),
+                               local_mean(values, known, 5)[rows, cols], rtol=1e-5, atol=1e-3)
 
 
 def test_local_mean_averages_known_pixels_only():

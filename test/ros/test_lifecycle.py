@@ -29,11 +29,22 @@ def transition(node, client, transition_id):
     return future.result().success
 
 
-def state_of(node, client):
+def state_of(node, client, attempts: int = 4, wait_s: float = 5.0):
+    """The node's lifecycle state label. A service that reports ready can still lose the
+    first response (DDS matches the request and the response topics separately; a clean-clone
+    CI run once waited 15 s for it), so a request without an answer is sent again: asking for
+    the state twice is harmless, and it is the first call after discovery."""
     from lifecycle_msgs.srv import GetState
-    future = client.call_async(GetState.Request())
-    spin_until(node, future.done, 15, 'get_state')
-    return future.result().current_state.label
+    for attempt in range(attempts):
+        future = client.call_async(GetState.Request())
+        try:
+            spin_until(node, future.done, wait_s, 'get_state')
+        except TimeoutError:
+            client.remove_pending_request(future)
+            if attempt == attempts - 1:
+                raise
+            continue
+        return future.result().current_state.label
 
 
 def clients(node):
