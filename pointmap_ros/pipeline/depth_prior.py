@@ -52,7 +52,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pointmap_ros.geometry.alignment import ransac_umeyama, umeyama
-from pointmap_ros.geometry.camera import project, unproject, unproject_at
+from pointmap_ros.geometry.camera import pixel_grid, project, unproject, unproject_at
 from pointmap_ros.geometry.pointmap import depth_edges, valid_mask
 from pointmap_ros.geometry.transforms import se3_apply, se3_from_rt
 from pointmap_ros.pipeline.correspondence import PixelFlow, sample_map
@@ -218,9 +218,7 @@ def depth_odometry(depth_i: np.ndarray, reliable_i: np.ndarray, points_j: np.nda
     # sample_map treats channel 2 as depth for its surface test: inverse depth works alike.
     layers = np.repeat(inverse_i[..., None], 3, axis=-1)
     sampled_inverse = sample_map(layers, pixel_flow.backward)[..., 2]
-    height, width = depth_i.shape
-    v, u = np.mgrid[0:height, 0:width].astype(np.float32)
-    target = np.stack([u + pixel_flow.backward[..., 0], v + pixel_flow.backward[..., 1]], -1)
+    target = pixel_grid(*depth_i.shape, dtype=np.float32) + pixel_flow.backward
     with np.errstate(divide='ignore', invalid='ignore'):
         sampled_i = unproject_at(target, 1 / sampled_inverse, K).astype(np.float32)
     usable = (reliable_j & pixel_flow.backward_valid

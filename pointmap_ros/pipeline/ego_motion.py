@@ -249,11 +249,11 @@ def _correspondence_mask(verdicts: list[_Verdict], pair_motions: list[PairMotion
     them (``flow_colour_fill_px``, :func:`fill_by_colour`).
     """
     moving = np.logical_or.reduce([verdict.moving for verdict in verdicts])
+    judged = np.logical_or.reduce([verdict.observed for verdict in verdicts])
     if fused:
-        unobserved = ~np.logical_or.reduce([verdict.observed for verdict in verdicts])
         motion_3d = _clean(np.logical_or.reduce([decision.moving for decision in pair_motions]),
                            config, grid)
-        moving |= motion_3d & unobserved
+        moving |= motion_3d & ~judged
     if config.flow_halo_px:
         halo_width = int(round(config.flow_halo_px * keyframe_pair.pixel_flow.pixel_scale))
         # Only confident depths: the trim tells object from background by depth, and a
@@ -268,7 +268,6 @@ def _correspondence_mask(verdicts: list[_Verdict], pair_motions: list[PairMotion
         # one, which is blind to motion along the epipolar line. Those with a point are
         # completed in 3D by their instance's rigid motion (instances.complete_instances);
         # filled by colour, static ones took their instance's flow (docs/pipeline.md).
-        judged = np.logical_or.reduce([verdict.observed for verdict in verdicts])
         moving = fill_by_colour(
             moving, ~keyframe_pair.valid_j, judged & ~moving, image,
             int(round(config.flow_colour_fill_px * keyframe_pair.pixel_flow.pixel_scale)))
