@@ -4,7 +4,8 @@ over what the motion test could not see, and the object detections the tracker c
 Segmentation runs on the work grid (every ``stride``-th pixel) and full-size motion pixels
 inherit their cell's label. Rigid motions are fit on at most ``max_fit_points`` of an
 instance's pixels (the fit is a statistic of hundreds of points): over the published-flow
-pair for the flow and the growth (:func:`fit_instances`, :func:`complete_instances`), from
+pair for the flow and the growth (:func:`fit_instances`, :func:`moving_object_fits`,
+:func:`complete_instances`), from
 the keyframe time to now for the detections (:func:`detect_objects`, St4RTrack-style
 anchoring in the tracker).
 """
@@ -31,7 +32,7 @@ from pointmap_ros.tracking.tracker import Detection, previous_track_ids, warped_
 from pointmap_ros.tracking.window import WindowFrame
 
 __all__ = ['instance_labels', 'carried_track_ids', 'detect_objects', 'fit_instances',
-           'complete_instances', 'grow_instances']
+           'moving_object_fits', 'complete_instances', 'grow_instances']
 
 _CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
 _SQUARE = np.ones((3, 3), np.uint8)
@@ -206,11 +207,15 @@ def _sensor_fit_threshold(config: PipelineConfig, threshold: float, pixel_count:
     return max(hysteresis * floor, factor * threshold)
 
 
-def _displacement(fit: RigidMotion, points: np.ndarray) -> float:
-    """RMS distance ``fit`` moves ``points`` ``[N, 3]``."""
+def _displacement(fit: RigidMotion, points: np.ndarray, along_ray: bool = True) -> float:
+    """RMS distance ``fit`` moves ``points`` ``[N, 3]`` (a camera's frame); without its
+    component along each point's viewing ray unless ``along_ray``."""
     points = points.astype(np.float64)
-    return float(np.sqrt(np.mean(np.sum(np.square(se3_apply(fit.T, points) - points),
-                                        axis=1))))
+    moved = se3_apply(fit.T, points) - points
+    if not along_ray:
+        rays = points / np.linalg.norm(points, axis=1, keepdims=True)
+        moved -= np.sum(moved * rays, axis=1, keepdims=True) * rays
+    return float(np.sqrt(np.mean(np.sum(np.square(moved), axis=1))))
 
 
 def fit_instances(config: PipelineConfig, labels: np.ndarray, count: int, view: PairView,
@@ -364,35 +369,57 @@ def _fit_threshold(config: PipelineConfig, scene_depth: float, noise: float,
     return relative if measured_depth else max(relative, 2.5 * noise)
 
 
+def moving_object_fits(labels: np.ndarray, fits: dict[int, RigidMotion], view: PairView,
+                       maps_trusted: bool, motion_threshold: float,
+                       carried: np.ndarray | None,
+                       along_ray: bool = True) -> dict[int, RigidMotion]:
+    """The fits of the instances with evidence that they are moving objects: all of them
+    when a depth sensor measured ``view``'s depths and the camera test trusted them (then
+    the tests that made the instances read real geometry); else those whose fit moves their
+    points by ``motion_threshold`` (RMS, the pair's 3D motion threshold: the rule
+    :func:`detect_objects` applies to objects), or most of whose pixels continue a
+    published track (``carried``, :func:`carried_track_ids`; None without one).
+
+    ``along_ray``: the pair's motion along the viewing rays counts
+    (:func:`~pointmap_ros.pipeline.scene_flow.keeps_flow_along_ray`). Where nothing vouches
+    for the pair's depths it does not: a network's two depths of a patch err independently,
+    so along the rays its fit "moves" by their difference, and the published flow drops
+    that component (:func:`~pointmap_ros.pipeline.scene_flow.across_rays`); the motion of
+    the whole is then measured across the rays (validation, shipped model + odometry:
+    motion IoU 0.715 -> 0.717, flow error over zero flow's 1.46 -> 1.29; oracle-two-map
+    unchanged).
+
+    Only these instances are completed (:func:`complete_instances`) and publish their fitted
+    motion as flow. On a network's maps the tests flag static structure where the depth or
+    the optical flow errs, and such a patch neither moves as a whole nor continues a track:
+    grown, it spread over the static surface around it (on validation the shipped model's
+    growth added 0.058 of the moving pixels' count as false motion for 0.004 true), and its
+    fit, the depth errors of its two frames, was published as the static pixels' flow (on
+    validation 54 % of the shipped model's flow error, docs/pipeline.md step 8). Trusted
+    sensor pairs keep every instance: there a fragment of a slow object, before its track is
+    published, may move less than the threshold in one frame (the rule on them cost the
+    shipped model with a depth camera 0.816 -> 0.802 motion IoU).
+    """
+    if maps_trusted and view.measured_depth:
+        return fits
+    return {label: fit for label, fit in fits.items()
+            if _is_moving_object(labels == label, fit, view, motion_threshold, carried,
+                                 along_ray)}
+
+
 def complete_instances(labels: np.ndarray, fits: dict[int, RigidMotion], view: PairView,
                        T_ref_cam: np.ndarray, K: np.ndarray, points_cam: np.ndarray,
                        aperture: ApertureMetric, config: PipelineConfig,
-                       size: tuple[int, int], maps_trusted: bool,
-                       motion_threshold: float, carried: np.ndarray | None) -> np.ndarray:
-    """:func:`grow_instances` on ``view`` (the published-flow pair), with the camera test's
-    residual under the current pose ``T_ref_cam`` and growth ranges from the image size:
-    an eighth of the image at most, a third of that through pixels the flow cannot judge.
+                       size: tuple[int, int], maps_trusted: bool) -> np.ndarray:
+    """:func:`grow_instances` on ``view`` (the published-flow pair) for the instances of
+    ``fits`` (those :func:`moving_object_fits` kept: growth takes an instance for a moving
+    object and completes it), with the camera test's residual under the current pose
+    ``T_ref_cam`` and growth ranges from the image size: an eighth of the image at most, a
+    third of that through pixels the flow cannot judge.
 
     ``maps_trusted``: the camera test trusted this pair's depths (see
     :func:`_growth_surface`).
-
-    Growth takes an instance for a moving object and completes it, so an instance grows
-    only with evidence that it is one: the pair's depths were measured by a sensor and
-    trusted (then the tests that made the instance read real geometry), or its fit moves its
-    points by ``motion_threshold`` (RMS, the pair's 3D motion threshold: the rule
-    :func:`detect_objects` applies to objects), or most of its pixels continue a published
-    track (``carried``, :func:`carried_track_ids`; None without one). On a network's maps
-    the tests flag static structure where the depth or the optical flow errs, such a patch
-    neither moves as a whole nor continues a track, and grown it spread over the static
-    surface around it: on validation the shipped model's growth added 0.058 of the moving
-    pixels' count as false motion for 0.004 true. Trusted sensor pairs keep growing every
-    instance: there a fragment of a slow object, before its track is published, may move
-    less than the threshold in one frame (the rule on them cost the shipped model with a
-    depth camera 0.816 -> 0.802 motion IoU).
     """
-    if not (maps_trusted and view.measured_depth):
-        fits = {label: fit for label, fit in fits.items()
-                if _is_moving_object(labels == label, fit, view, motion_threshold, carried)}
     camera_residual = pose_residual(points_cam, T_ref_cam, K, view.pixel_flow.backward,
                                     aperture)
     max_steps = max(size) // 8
@@ -403,10 +430,12 @@ def complete_instances(labels: np.ndarray, fits: dict[int, RigidMotion], view: P
 
 
 def _is_moving_object(region: np.ndarray, fit: RigidMotion, view: PairView,
-                      motion_threshold: float, carried: np.ndarray | None) -> bool:
-    """:func:`complete_instances`' evidence that the instance at ``region`` (``[H, W]``
+                      motion_threshold: float, carried: np.ndarray | None,
+                      along_ray: bool) -> bool:
+    """:func:`moving_object_fits`' evidence that the instance at ``region`` (``[H, W]``
     bool) is a moving object: it moves as a whole, or it continues a published track."""
-    if _displacement(fit, view.j_ti[region & view.valid_flow]) >= motion_threshold:
+    moved = _displacement(fit, view.j_ti[region & view.valid_flow], along_ray)
+    if moved >= motion_threshold:
         return True
     if carried is None:
         return False

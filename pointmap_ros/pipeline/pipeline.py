@@ -56,7 +56,8 @@ from pointmap_ros.pipeline.depth_prior import fuse_depth_prior
 from pointmap_ros.pipeline.ego_motion import (
     KeyframeMotion, MotionResult, estimate_motion_and_pose, keyframe_motion)
 from pointmap_ros.pipeline.instances import (
-    carried_track_ids, complete_instances, detect_objects, fit_instances, instance_labels)
+    carried_track_ids, complete_instances, detect_objects, fit_instances, instance_labels,
+    moving_object_fits)
 from pointmap_ros.pipeline.intrinsics import Intrinsics, frame_intrinsics
 from pointmap_ros.pipeline.motion import ApertureMetric, aperture_metric
 from pointmap_ros.pipeline.odometry_prior import (
@@ -591,23 +592,27 @@ class DynamicReconPipeline:
         carried = carried_track_ids(previous, published_tracks, moving)
         labels, count = instance_labels(config, self.stride, moving, geometry.points_cam,
                                         flow_motion.flow, flow_motion.threshold, carried)
-        fits, final_motion = {}, geometry.motion
+        fits, final_motion, along_ray = {}, geometry.motion, True
         if flow_pair.pixel_flow is not None:
+            along_ray = keeps_flow_along_ray(config.flow_along_ray, flow_pair.measured_depth,
+                                             motion.maps_trusted[flow_index])
             T_ref_cam = se3_compose(se3_inverse(flow_pair.ref.T_world_cam), frame.T_world_cam)
             fits = fit_instances(config, labels, count, flow_pair, geometry.scene_depth,
                                  flow_motion.noise, aperture, T_ref_cam[:3, :3])
+            # Only instances that are moving objects grow and publish their fitted motion;
+            # the others keep their mask and have no flow, like moving pixels outside
+            # every instance.
+            fits = moving_object_fits(labels, fits, flow_pair, motion.maps_trusted[flow_index],
+                                      flow_motion.threshold, carried, along_ray)
             labels = complete_instances(labels, fits, flow_pair, T_ref_cam, K,
                                         geometry.points_cam, aperture, config, self.size,
-                                        motion.maps_trusted[flow_index],
-                                        flow_motion.threshold, carried)
+                                        motion.maps_trusted[flow_index])
             final_motion = geometry.motion | (geometry.valid & (labels > 0))
         R_cam_ref = se3_compose(se3_inverse(frame.T_world_cam), flow_pair.ref.T_world_cam)[:3, :3]
         flow, flow_valid = published_flow(
             flow_pair, R_cam_ref, flow_pair.dt if config.flow_per_second else 1.0,
             geometry.valid, final_motion, labels, fits)
-        if flow_pair.pixel_flow is not None and not keeps_flow_along_ray(
-                config.flow_along_ray, flow_pair.measured_depth,
-                motion.maps_trusted[flow_index]):
+        if not along_ray:
             flow = across_rays(flow, geometry.points_cam, final_motion)
         return _Instances(labels, count, final_motion, flow, flow_valid, float(flow_pair.dt))
 

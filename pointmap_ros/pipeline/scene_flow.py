@@ -4,7 +4,9 @@ With network cross-time maps it is the shortest-gap pair's ``P_j(t_j) - P_j(t_i)
 correspondences, per pixel: exactly zero on static pixels (the camera explains their image
 motion: known, not missing); the instance's fitted rigid motion on rigid instances (affine on
 one that stretches as a whole); its locally rigid motion (rigid pieces blended by distance)
-on deforming ones; unknown on moving pixels outside every instance. On pairs whose depths
+on deforming ones; unknown on moving pixels outside every fitted instance (the pipeline
+passes only the fits of instances that are moving objects,
+:func:`~pointmap_ros.pipeline.instances.moving_object_fits`). On pairs whose depths
 nothing vouches for, moving pixels keep only their flow across the viewing ray
 (:func:`across_rays`, ``PipelineConfig.flow_along_ray``).
 """
@@ -38,7 +40,8 @@ def published_flow(flow_pair: PairView, R_cam_ref: np.ndarray, time_unit: float,
         valid: ``[H, W]`` current pixels with a point.
         motion: ``[H, W]`` the final motion mask.
         labels: ``[H, W]`` instance labels (0 = none).
-        fits: rigid motions of the instances (empty with network cross-time maps).
+        fits: motions of the instances that publish them (empty with network cross-time
+            maps); the pixels of the other instances are moving, with unknown flow.
 
     Flow is known where the pixel is valid and its pair gated it at both times; with
     correspondences, as the module docstring says.

@@ -4,7 +4,7 @@ previous frame by the mask's hysteresis of it. Instance fits (fit_instances): ma
 slid along image stripes do not bias the refined motion, nor, on a depth sensor's noisy
 points, outline matches that show no motion. Growth (grow_instances) reaches an
 object's outline and stops at the depth jump behind it, and takes only instances with
-evidence that they are moving objects (complete_instances)."""
+evidence that they are moving objects (moving_object_fits, complete_instances)."""
 
 import dataclasses
 
@@ -18,7 +18,7 @@ from pointmap_ros.pipeline.correspondence import PixelFlow
 from pointmap_ros.geometry.transforms import se3_from_rt
 from pointmap_ros.pipeline.instances import (
     carried_track_ids, complete_instances, detect_objects, fit_instances, grow_instances,
-    instance_labels)
+    instance_labels, moving_object_fits)
 from pointmap_ros.pipeline.motion import ApertureMetric
 from pointmap_ros.pipeline.pair import PairView
 from pointmap_ros.tracking.rigid_motion import RigidMotion
@@ -311,8 +311,8 @@ def _grown(wall_depth: float, object_flow_on_wall: bool, textured: np.ndarray | 
 ])
 def test_instances_grow_with_evidence_that_they_are_moving_objects(
         measured_depth, maps_trusted, motion_threshold, continues, grows):
-    """complete_instances on an instance made of the middle of an object that moved 6 cm
-    grows over the object only with evidence that it is a moving object (trusted sensor
+    """moving_object_fits keeps the fit of an instance made of the middle of an object
+    that moved 6 cm, and complete_instances grows it over the object, only with evidence that it is a moving object (trusted sensor
     depths, a motion of the whole by the pair's 3D threshold, or a published track it
     continues); without, it stays as the motion test made it (on a network's maps such
     patches are mostly static structure flagged by depth or flow errors). Grown, it reaches
@@ -322,15 +322,30 @@ def test_instances_grow_with_evidence_that_they_are_moving_objects(
     middle = cv2.erode(on_object.view(np.uint8), np.ones((7, 7), np.uint8))
     labels = middle.astype(np.int32)
     carried = np.where(on_object, 7, 0).astype(np.int32) if continues else None
-    completed = complete_instances(labels, fits, view, np.eye(4), K, view.j_tj, aperture,
-                                   PipelineConfig(), (H, W), maps_trusted, motion_threshold,
-                                   carried)
+    kept = moving_object_fits(labels, fits, view, maps_trusted, motion_threshold, carried)
+    assert set(kept) == ({1} if grows else set())
+    completed = complete_instances(labels, kept, view, np.eye(4), K, view.j_tj, aperture,
+                                   PipelineConfig(), (H, W), maps_trusted)
     if grows:
         inside_outline = cv2.erode(on_object.view(np.uint8), np.ones((3, 3), np.uint8))
         assert np.all(completed[inside_outline > 0] == 1)
         assert not np.any(completed[~on_object])
     else:
         np.testing.assert_array_equal(completed, labels)
+
+
+def test_motion_along_the_viewing_rays_is_no_evidence_where_nothing_vouches_for_the_depths():
+    """An instance whose fit moves it 6 cm towards the camera (along its viewing rays, as the
+    difference of a network's two depths of a static patch would) is a moving object only
+    where the pair's motion along the rays counts; 6 cm to the side, in either case."""
+    labels, _, view, _, _ = _growth_scene(4.0, object_flow_on_wall=False)
+    for motion, along_ray, kept in [((0.0, 0.0, -0.06), True, True),
+                                    ((0.0, 0.0, -0.06), False, False),
+                                    ((0.06, 0.0, 0.0), False, True)]:
+        fit = RigidMotion(T=se3_from_rt(np.eye(3), np.array(motion)), rms=0.0,
+                          residual_rel=0.0, inlier_ratio=1.0, is_rigid=True, size=10.0)
+        fits = moving_object_fits(labels, {1: fit}, view, False, 0.03, None, along_ray)
+        assert (1 in fits) == kept, (motion, along_ray)
 
 
 @pytest.mark.parametrize('wall_depth', [4.0, 3.1])

@@ -1,6 +1,6 @@
 """The published scene flow (pipeline/scene_flow.py) on an analytic pair: zero on static
 pixels, the fitted rigid motion on rigid instances (affine on a pulsing one), blended rigid
-pieces on non-rigid ones, unknown on moving pixels outside every instance; only the flow
+pieces on non-rigid ones, unknown on moving pixels outside every fitted instance; only the flow
 across the viewing rays where nothing vouches for the pair's depths."""
 
 import numpy as np
@@ -116,6 +116,12 @@ def test_published_flow_is_zero_on_static_pixels_and_unknown_outside_instances()
     assert flow_valid[RIGID].all() and flow_valid[SHEET].all()
     # Per second: the pair's gap is 0.1 s.
     np.testing.assert_allclose(flow[RIGID], (now - before)[RIGID] / 0.1, atol=1e-4)
+    # An instance whose fit was not kept (no evidence of a moving object) is a moving
+    # region like the blob: its pixels have no flow.
+    flow, flow_valid = published_flow(_pair(now, before), np.eye(3), 0.1, valid, motion,
+                                      labels, {2: fits[2]})
+    assert not flow_valid[RIGID].any() and np.isnan(flow[RIGID]).all()
+    assert flow_valid[SHEET].all() and (flow[static] == 0).all()
 
 
 def test_a_pulsing_instance_moves_with_its_affine_fit_and_a_noisy_rigid_one_does_not():
