@@ -91,7 +91,7 @@ class MotionRule:
     min_rel: float = 0.001
     noise_mult: float = 4.0
     smooth_radius: int = 2
-    min_region_frac: float = 5e-4
+    min_region_frac: float = 2e-3
 
 
 def median_scale(pred: DynamicPointMaps, truth: PairTruth) -> float:

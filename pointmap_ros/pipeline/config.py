@@ -39,7 +39,12 @@ class PipelineConfig:
         motion_noise_mult: ...and more than this multiple of the median flow (noise floor).
         flow_smooth_radius: when that noise floor dominates, decide on flow box-filtered
             over ``2r + 1`` pixels (0 = never).
-        min_region_frac: motion blobs/holes smaller than this fraction of the image vanish.
+        min_region_frac: motion blobs/holes smaller than this fraction of the image vanish
+            (a network's depths: its errors flag small patches of static structure, ~20
+            pixels at 96x128, which validation's moving objects never were).
+        min_region_frac_measured: the same where a depth sensor measured the keyframe
+            pair's depths (its noise is per pixel, and small blobs there are mostly the
+            first pieces of real objects).
         cluster_jump_rel, cluster_flow_jump_rel: 3D / flow discontinuity splitting instances.
         min_instance_frac: smallest instance, as a fraction of the image.
         instance_size_hysteresis: an instance that alone continues a published track (most
@@ -179,7 +184,8 @@ class PipelineConfig:
     motion_min_rel: float = 0.001
     motion_noise_mult: float = 4.0
     flow_smooth_radius: int = 2
-    min_region_frac: float = 5e-4
+    min_region_frac: float = 2e-3
+    min_region_frac_measured: float = 5e-4
     cluster_jump_rel: float = 0.05
     cluster_flow_jump_rel: float = 2.0
     min_instance_frac: float = 4e-3
@@ -307,7 +313,8 @@ def _positive(value) -> bool:
 
 #: (fields, accepts(value), what is expected) for the scalar fields.
 _VALUE_RULES = (
-    (('keyframe_min_overlap', 'min_region_frac', 'min_instance_frac'),
+    (('keyframe_min_overlap', 'min_region_frac', 'min_region_frac_measured',
+      'min_instance_frac'),
      lambda value: 0.0 <= value < 1.0, 'expected a value in [0, 1)'),
     (('keyframe_min_confidence', 'conf_threshold', 'motion_speed_rel', 'motion_min_rel',
       'motion_noise_mult', 'flow_min_px', 'flow_reliable_px', 'flow_reliable_ratio',

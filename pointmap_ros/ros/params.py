@@ -196,6 +196,10 @@ _PIPELINE_PARAMS = [
           range=(0.0, 1.0), dynamic=True),
     _pipe('motion_noise_mult', '...and more than this multiple of the median flow.',
           range=(0.0, 100.0), dynamic=True),
+    _pipe('min_region_frac', 'Moving regions and holes in them smaller than this fraction '
+          'of the image area vanish (network depths).', range=(0.0, 0.999), dynamic=True),
+    _pipe('min_region_frac_measured', 'The same where a depth camera measured the depths.',
+          range=(0.0, 0.999), dynamic=True),
     _pipe('min_instance_frac', 'Smallest moving object, as a fraction of the image area.',
           range=(0.0, 0.999), dynamic=True),
     _pipe('instance_size_hysteresis', 'A tracked object keeps its track down to this fraction '

@@ -90,3 +90,34 @@ def test_colour_fill_completes_an_unsure_subject_and_leaves_confident_pixels_alo
         assert np.array_equal(_correspondence_mask([verdict], [], keyframe_pair, points,
                                                    config, WorkGrid((H, W), 1), fused=False,
                                                    image=None), core)
+
+
+@pytest.mark.parametrize('measured_depth', [False, True])
+def test_small_regions_vanish_below_the_fraction_for_the_pairs_depths(measured_depth):
+    """A 4x4 blob beside a flagged object, and a 4x4 hole in it, vanish under
+    ``min_region_frac`` (network depths: such blobs are mostly static structure their errors
+    flagged) and stay under the smaller ``min_region_frac_measured`` (a depth camera's)."""
+    on_object = np.zeros((H, W), bool)
+    on_object[OBJECT] = True
+    flagged = on_object.copy()
+    flagged[20:24, 28:32] = False     # a hole in the object
+    flagged[36:40, 50:54] = True      # a blob away from it
+    points = unproject(np.full((H, W), 4.0), K).astype(np.float32)
+    confidence = np.full((H, W), 9.0, np.float32)
+    maps = DynamicPointMaps(pts_i_ti=points, pts_i_tj=points, pts_j_ti=points, pts_j_tj=points,
+                            conf_i_ti=confidence, conf_i_tj=confidence,
+                            conf_j_ti=confidence, conf_j_tj=confidence, metric=True)
+    config = PipelineConfig(min_region_frac=0.01, min_region_frac_measured=0.001,
+                            flow_halo_px=0, flow_colour_fill_px=0)  # 30 px, 3 px
+    keyframe = WindowFrame(Frame(np.zeros((H, W, 3), np.uint8), 0.0, 'k0'), 0, K,
+                           T_world_cam=np.eye(4))
+    everywhere = np.ones((H, W), bool)
+    still = np.zeros((H, W, 2), np.float32)
+    keyframe_pair = PairView('keyframe', keyframe, 0.1, maps, 1.0, config.conf_threshold,
+                             config.conf_keep_quantile,
+                             pixel_flow=PixelFlow(still, still, everywhere, everywhere),
+                             measured_depth=measured_depth)
+    verdict = _Verdict(moving=flagged, observed=everywhere, maps_trusted=True)
+    mask = _correspondence_mask([verdict], [], keyframe_pair, points, config,
+                                WorkGrid((H, W), 1), fused=False, image=None)
+    np.testing.assert_array_equal(mask, flagged if measured_depth else on_object)
