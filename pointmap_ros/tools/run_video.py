@@ -151,7 +151,12 @@ def plot_clip(outputs: list, path, title: str = '', rows: int = 3) -> Path:
         sel = np.flatnonzero(o.valid.ravel() & np.isfinite(speed.ravel()))
         sel = rng.choice(sel, min(sel.size, _SCATTER_POINTS), replace=False)
         pts = o.points_cam.reshape(-1, 3)[sel]
-        sc = row[4].scatter(pts[:, 0], pts[:, 2], c=speed.ravel()[sel], s=1, cmap='magma')
+        speeds = speed.ravel()[sel]
+        # A magnitude: the scale starts at 0 (on a frame without flow matplotlib would
+        # centre it on 0, showing negative speeds).
+        top = float(speeds.max()) if speeds.size else 0.0
+        sc = row[4].scatter(pts[:, 0], pts[:, 2], c=speeds, s=1, cmap='magma', vmin=0.0,
+                            vmax=max(top, 1e-3))
         row[4].set_xlabel('x (right)')
         row[4].set_ylabel('z (forward)')
         row[4].set_aspect('equal', adjustable='datalim')
