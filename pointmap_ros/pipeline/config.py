@@ -41,7 +41,7 @@ class PipelineConfig:
             over ``2r + 1`` pixels (0 = never).
         min_region_frac: motion blobs/holes smaller than this fraction of the image vanish
             (a network's depths: its errors flag small patches of static structure, ~20
-            pixels at 96x128, which validation's moving objects never were).
+            pixels at 96x128; on validation 598 such blobs, 47 on moving objects).
         min_region_frac_measured: the same where a depth sensor measured the keyframe
             pair's depths (its noise is per pixel, and small blobs there are mostly the
             first pieces of real objects).

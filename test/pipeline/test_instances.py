@@ -312,11 +312,12 @@ def _grown(wall_depth: float, object_flow_on_wall: bool, textured: np.ndarray | 
 def test_instances_grow_with_evidence_that_they_are_moving_objects(
         measured_depth, maps_trusted, motion_threshold, continues, grows):
     """moving_object_fits keeps the fit of an instance made of the middle of an object
-    that moved 6 cm, and complete_instances grows it over the object, only with evidence that it is a moving object (trusted sensor
-    depths, a motion of the whole by the pair's 3D threshold, or a published track it
-    continues); without, it stays as the motion test made it (on a network's maps such
-    patches are mostly static structure flagged by depth or flow errors). Grown, it reaches
-    the object's outline at least (which joins only on trusted maps), never beyond."""
+    that moved 6 cm, and complete_instances grows it over the object, only with evidence
+    that it is a moving object (trusted sensor depths, a motion of the whole by the pair's
+    3D threshold, or a published track it continues); without, it stays as the motion test
+    made it (on a network's maps such patches are mostly static structure flagged by depth
+    or flow errors). Grown, it reaches the object's outline at least (which joins only on
+    trusted maps), never beyond."""
     _, fits, view, aperture, on_object = _growth_scene(4.0, object_flow_on_wall=False,
                                                        measured_depth=measured_depth)
     middle = cv2.erode(on_object.view(np.uint8), np.ones((7, 7), np.uint8))
