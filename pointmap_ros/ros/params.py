@@ -237,7 +237,7 @@ _PIPELINE_PARAMS = [
           'previous frame (kept per pixel where they match better than no motion): keyframe '
           'pairs several frames apart then follow moving objects that the flow alone loses.'),
     _pipe('flow_min_px', 'With correspondences, a pixel moves when its image motion misses '
-          'the camera-induced one by more than this (model px)...', range=(0.0, 100.0),
+          'the camera-induced one by more than this (flow px)...', range=(0.0, 100.0),
           dynamic=True),
     _pipe('flow_noise_mult', '...and by more than this multiple of the median miss.',
           range=(0.0, 100.0), dynamic=True),
@@ -252,7 +252,7 @@ _PIPELINE_PARAMS = [
           'them (grey levels per flow px).', range=(0.0, 255.0), dynamic=True),
     _pipe('flow_halo_px', 'Moving pixels within this distance of the mask border that lie '
           'behind a nearer moving pixel are dropped (background dragged along by the flow; '
-          '0 = keep them) (model px).', range=(0, 64), dynamic=True),
+          '0 = keep them) (flow px).', range=(0, 64), dynamic=True),
     _pipe('flow_colour_fill_px', 'Pixels without a confident point join the motion mask '
           'within this distance of it when their colour is nearer the moving pixels\' around '
           'them than the judged static ones\' (0 = never) (flow px).', range=(0, 64),
