@@ -594,19 +594,20 @@ class DynamicReconPipeline:
                                         flow_motion.flow, flow_motion.threshold, carried)
         fits, final_motion, along_ray = {}, geometry.motion, True
         if flow_pair.pixel_flow is not None:
+            maps_trusted = motion.maps_trusted[flow_index]
             along_ray = keeps_flow_along_ray(config.flow_along_ray, flow_pair.measured_depth,
-                                             motion.maps_trusted[flow_index])
+                                             maps_trusted)
             T_ref_cam = se3_compose(se3_inverse(flow_pair.ref.T_world_cam), frame.T_world_cam)
             fits = fit_instances(config, labels, count, flow_pair, geometry.scene_depth,
                                  flow_motion.noise, aperture, T_ref_cam[:3, :3])
             # Only instances that are moving objects grow and publish their fitted motion;
             # the others keep their mask and have no flow, like moving pixels outside
             # every instance.
-            fits = moving_object_fits(labels, fits, flow_pair, motion.maps_trusted[flow_index],
+            fits = moving_object_fits(labels, fits, flow_pair, maps_trusted,
                                       flow_motion.threshold, carried, along_ray)
             labels = complete_instances(labels, fits, flow_pair, T_ref_cam, K,
                                         geometry.points_cam, aperture, config, self.size,
-                                        motion.maps_trusted[flow_index])
+                                        maps_trusted)
             final_motion = geometry.motion | (geometry.valid & (labels > 0))
         R_cam_ref = se3_compose(se3_inverse(frame.T_world_cam), flow_pair.ref.T_world_cam)[:3, :3]
         flow, flow_valid = published_flow(
