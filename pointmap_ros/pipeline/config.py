@@ -287,6 +287,8 @@ class PipelineConfig:
         if t.min_hits < 1 or t.max_misses < 0 or not 0 < t.velocity_alpha <= 1 or t.gate_rel <= 0:
             bad('tracker', 'need min_hits >= 1, max_misses >= 0, 0 < velocity_alpha <= 1, '
                 'gate_rel > 0')
+        if not t.quick_birth_evidence >= 0 or not 0 <= t.quick_birth_inliers <= 1:
+            bad('tracker', 'need quick_birth_evidence >= 0, 0 <= quick_birth_inliers <= 1')
         return self
 
     def _check_focal(self, bad) -> None:

@@ -133,7 +133,10 @@ def detect_objects(config: PipelineConfig, labels: np.ndarray, count: int,
             pixels mostly came from one published track of the previous frame
             (``previous``, ``published_tracks``) needs only ``config.flow_hysteresis`` of it.
             On maps that carry a depth sensor's measurements the threshold's noise part is
-            scaled for the fit's own noise (:func:`_sensor_fit_threshold`).
+            scaled for the fit's own noise (:func:`_sensor_fit_threshold`). A detection's
+            ``evidence`` is its displacement over this threshold (the full one, whatever
+            threshold it passed), which a quick birth reads
+            (:attr:`~pointmap_ros.tracking.tracker.TrackerConfig.quick_birth_evidence`).
         published_tracks: ids of the tracks published (confirmed) so far: a tentative
             track must keep passing the full threshold until it is confirmed.
 
@@ -165,13 +168,15 @@ def detect_objects(config: PipelineConfig, labels: np.ndarray, count: int,
         if keyframe_pair.measured_depth:
             threshold = _sensor_fit_threshold(config, threshold, pixel_count, labels.size,
                                               scene_depth, keyframe_pair.dt, hysteresis)
-        if _displacement(fit, source[pixels]) < threshold:
+        displacement = _displacement(fit, source[pixels])
+        if displacement < threshold:
             continue  # did not move as a whole: static structure noisy pixels flagged
         detections.append(Detection(
             points=se3_apply(T_world_kf, destination),
             motion=se3_compose(se3_compose(T_world_kf, fit.T), T_kf_world),
             inlier_ratio=fit.inlier_ratio, is_rigid=fit.is_rigid,
-            residual_rel=fit.residual_rel, overlap=overlap, pixel_count=pixel_count))
+            residual_rel=fit.residual_rel, overlap=overlap, pixel_count=pixel_count,
+            evidence=displacement / motion_threshold if motion_threshold > 0 else 0.0))
         detection_labels.append(label)
     return detections, detection_labels
 

@@ -86,6 +86,13 @@ def test_an_instance_must_move_by_the_threshold():
     assert _detections(0.8 * THRESHOLD) == []
 
 
+@pytest.mark.parametrize('multiple', [1.2, 4.0])
+def test_a_detection_carries_its_motion_in_multiples_of_the_threshold(multiple):
+    # The object's points all moved by the same shift: RMS displacement = the shift.
+    detection, = _detections(multiple * THRESHOLD)
+    assert detection.evidence == pytest.approx(multiple, rel=1e-4)
+
+
 @pytest.mark.parametrize('tracked_fraction, detected', [(1.0, True), (0.3, False)])
 def test_a_continuing_track_needs_only_the_hysteresis(tracked_fraction, detected):
     hysteresis = PipelineConfig().flow_hysteresis

@@ -1,4 +1,7 @@
-"""ObjectTracker: velocities, birth/death hysteresis, occlusion coasting, association."""
+"""ObjectTracker: velocities, birth/death hysteresis (quick births), occlusion coasting,
+association."""
+
+import dataclasses
 
 import numpy as np
 import pytest
@@ -170,6 +173,57 @@ def test_birth_needs_min_hits_and_single_false_detection_dies():
     tr2.update([detection(0.0, start)], 0.0, 3.0)
     tr2.update([], 0.1, 3.0)  # unconfirmed track missed once: gone
     assert tr2.tracks == []
+
+
+def _with(det: Detection, evidence: float, inlier_ratio: float = 1.0) -> Detection:
+    return dataclasses.replace(det, evidence=evidence, inlier_ratio=inlier_ratio)
+
+
+@pytest.mark.parametrize('evidence, inliers, confirmed_at', [
+    (4.0, 0.9, 2),   # clearly moving, one rigid whole: one detection early
+    (2.0, 0.9, 3),   # moved, but not clearly: min_hits
+    (4.0, 0.55, 3),  # "moved" far, but half its points disagree (a noise patch): min_hits
+])
+def test_quick_birth_needs_clear_rigid_motion_in_every_detection(evidence, inliers,
+                                                                  confirmed_at):
+    tr = ObjectTracker(TrackerConfig(min_hits=3))
+    start = np.array([0.0, 0.0, 3.0])
+    published = []
+    for k in range(3):
+        _, objects = tr.update([_with(detection(0.1 * k, start), evidence, inliers)],
+                               0.1 * k, 3.0)
+        published.append(bool(objects))
+    assert published == [hits >= confirmed_at for hits in (1, 2, 3)]
+
+
+def test_quick_birth_judges_the_weakest_detection_and_never_a_single_one():
+    start = np.array([0.0, 0.0, 3.0])
+    tr = ObjectTracker(TrackerConfig(min_hits=3))
+    tr.update([_with(detection(0.0, start), 1.5)], 0.0, 3.0)  # a weak first detection
+    assert tr.update([_with(detection(0.1, start), 10.0)], 0.1, 3.0)[1] == []
+    assert tr.update([_with(detection(0.2, start), 10.0)], 0.2, 3.0)[1] != []
+    # min_hits 2: one detection early would be a single one, which is never enough.
+    tr = ObjectTracker(TrackerConfig(min_hits=2))
+    assert tr.update([_with(detection(0.0, start), 10.0)], 0.0, 3.0)[1] == []
+    # quick_birth_evidence 0: off.
+    tr = ObjectTracker(TrackerConfig(min_hits=3, quick_birth_evidence=0.0))
+    for k in range(2):
+        _, objects = tr.update([_with(detection(0.1 * k, start), 10.0)], 0.1 * k, 3.0)
+    assert objects == []
+
+
+def test_a_fragment_of_a_published_object_is_no_quick_birth():
+    tr = ObjectTracker(TrackerConfig(min_hits=3))
+    a, b = np.array([-1.0, 0.0, 3.0]), np.array([1.0, 0.0, 3.0])
+    for k in range(3):
+        tr.update([detection(0.1 * k, a)], 0.1 * k, 3.0)
+    assert tr.published_ids == {1}
+    # b moves clearly, but its pixels lay on the published object a frame ago.
+    fragment = [dataclasses.replace(_with(detection(0.1 * k, b), 10.0), overlap={1: 0.4})
+                for k in range(3, 6)]
+    for k, det in zip(range(3, 6), fragment):
+        tr.update([detection(0.1 * k, a), det], 0.1 * k, 3.0)
+        assert tr.published_ids == ({1} if k < 5 else {1, 2})
 
 
 def test_occlusion_coasts_then_reacquires_same_id_and_dies_after_max_misses():
