@@ -168,7 +168,7 @@ class TrackerConfig:
             matched 28 of 30 objects instead of 27 (also with odometry; static camera 12 / 12
             instead of 11), with no other change in any row. The spurious tracks the rule
             would have confirmed early without the inlier bound (shipped model with a depth
-            camera: patches of depth-edge noise, at 3.8-8.3 times the threshold) had 52-56 %
+            camera: patches on no moving object, at 3.8-8.3 times the threshold) had 52-56 %
             inliers, the objects 73-99 % (docs/evaluation.md, session 20).
     """
 
