@@ -118,6 +118,9 @@ class PipelineConfig:
             camera differs from the reference's depth at the corresponding pixel by more
             than this fraction (and ``flow_noise_mult`` times the pair's median): motion
             along the viewing ray, which barely moves a pixel.
+        flow_depth_min_rel_precise: the same floor where the maps are precise (their static
+            pixels' camera-induced flow misses the optical flow by no more than the optical
+            flow's own noise): a slow object's depth changes by less than 2 % per frame.
         flow_depth_min_isotropy: the depth test is only applied where the image texture fixes
             both flow components (structure-tensor ``lambda_min / lambda_max`` at least this;
             on a stripe the correspondence, hence the depth it reads, slides along it).
@@ -216,6 +219,7 @@ class PipelineConfig:
     flow_min_px: float = 1.0
     flow_noise_mult: float = 3.0
     flow_depth_min_rel: float = 0.02
+    flow_depth_min_rel_precise: float = 0.01
     flow_depth_min_isotropy: float = 0.2
     flow_min_gradient: float = 1.0
     flow_halo_px: int = 4
@@ -320,8 +324,8 @@ _VALUE_RULES = (
      lambda value: 0.0 <= value < 1.0, 'expected a value in [0, 1)'),
     (('keyframe_min_confidence', 'conf_threshold', 'motion_speed_rel', 'motion_min_rel',
       'motion_noise_mult', 'flow_min_px', 'flow_reliable_px', 'flow_reliable_ratio',
-      'flow_inlier_px', 'flow_noise_mult', 'flow_depth_min_rel', 'camera_still_px',
-      'flow_min_gradient'),
+      'flow_inlier_px', 'flow_noise_mult', 'flow_depth_min_rel', 'flow_depth_min_rel_precise',
+      'camera_still_px', 'flow_min_gradient'),
      _non_negative, 'expected a finite value >= 0'),
     (('cluster_jump_rel', 'cluster_flow_jump_rel', 'ransac_threshold_rel',
       'rigid_residual_rel', 'pnp_reprojection_px', 'depth_edge_rel'),

@@ -310,7 +310,8 @@ def _verdict(view: PairView, points_cam: np.ndarray, T_world_cam: np.ndarray, K:
         inlier_px=config.flow_inlier_px * pixel_scale, noise_mult=config.flow_noise_mult,
         min_px=config.flow_min_px * pixel_scale, was_moving=was_moving,
         hysteresis=config.flow_hysteresis, depth_res=depth_change,
-        min_depth_rel=config.flow_depth_min_rel)
+        min_depth_rel=config.flow_depth_min_rel,
+        min_depth_rel_precise=config.flow_depth_min_rel_precise)
     # The 3D displacement check needs the pair's 3D flow; where the maps have none the
     # image-space decision stands alone.
     displaced = (view.flow_sq > (config.motion_min_rel * scene_depth) ** 2) | ~view.valid_flow

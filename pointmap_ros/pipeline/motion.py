@@ -209,7 +209,8 @@ def flow_motion(pose_res: np.ndarray | None, epipolar_res: np.ndarray | None,
                 filter_size: int = 5, was_moving: np.ndarray | None = None,
                 hysteresis: float = 1.0, depth_res: np.ndarray | None = None,
                 min_depth_rel: float = 0.01,
-                reliable_ratio: float | None = None) -> FlowMotion:
+                reliable_ratio: float | None = None,
+                min_depth_rel_precise: float | None = None) -> FlowMotion:
     """Decide motion from the residuals (any may be None when unavailable).
 
     The pose residual is used when the maps are reliable: its median over the pixels the
@@ -224,15 +225,23 @@ def flow_motion(pose_res: np.ndarray | None, epipolar_res: np.ndarray | None,
     Threshold ``max(min_px, noise_mult * median)`` over ``observed``.
     With the pose test, a pixel also moves when its depth residual exceeds
     ``max(min_depth_rel, noise_mult * median)``, and pixels without a pose residual (no
-    confident point) are judged by the epipolar residual against its own threshold.
+    confident point) are judged by the epipolar residual against its own threshold. Where
+    the maps are precise, their static pixels' pose residual no larger than the optical
+    flow's own noise (the ratio above at most 1), the depth test's floor is
+    ``min_depth_rel_precise`` instead (when given): the depth residual is then as exact as
+    the correspondence that reads it, and a slow object moving along the viewing rays
+    changes its depth by less than ``min_depth_rel`` per frame (validation: oracle-two-map
+    motion IoU 0.952 -> 0.958 at 1 % against 2 %, shipped model with a depth camera 0.839 ->
+    0.842; the shipped model's own pairs were never that precise).
     """
     test, residual = 'pose', pose_res
+    noise = None  # (pose, optical flow) noise of the static pixels, when both are known
     if epipolar_res is not None:
         if pose_res is None:
             test, residual = 'epipolar', epipolar_res
         else:
-            if not _maps_reliable(pose_res, epipolar_res, observed, stride, inlier_px,
-                                  reliable_px, reliable_ratio):
+            noise = _static_noise(pose_res, epipolar_res, observed, stride, inlier_px)
+            if not _maps_reliable(noise, reliable_px, reliable_ratio):
                 test, residual = 'epipolar', epipolar_res
     if residual is None:
         return FlowMotion(np.zeros_like(observed), np.zeros_like(observed),
@@ -242,9 +251,12 @@ def flow_motion(pose_res: np.ndarray | None, epipolar_res: np.ndarray | None,
                                               noise_mult, min_px)
     moving = _exceeds(residual, judged, threshold, was_moving, hysteresis)
     if test == 'pose' and depth_res is not None:
+        precise = (min_depth_rel_precise is not None and noise is not None
+                   and noise[0] <= noise[1])
+        depth_floor = min_depth_rel_precise if precise else min_depth_rel
         judged_depth = observed & np.isfinite(depth_res)
         depth_res, depth_threshold = _filtered_threshold(depth_res, judged_depth, stride,
-                                                         filter_size, noise_mult, min_depth_rel)
+                                                         filter_size, noise_mult, depth_floor)
         moving |= _exceeds(depth_res, judged_depth, depth_threshold, was_moving, hysteresis)
     if test == 'pose' and epipolar_res is not None:
         # Pixels without a pose residual (no confident point: often the moving object a
@@ -261,22 +273,29 @@ def flow_motion(pose_res: np.ndarray | None, epipolar_res: np.ndarray | None,
                       threshold, test)
 
 
-def _maps_reliable(pose_res: np.ndarray, epipolar_res: np.ndarray, observed: np.ndarray,
-                   stride: int, inlier_px: float, reliable_px: float,
-                   reliable_ratio: float | None) -> bool:
-    """:func:`flow_motion`'s choice of the pose test, on the work grid."""
+def _static_noise(pose_res: np.ndarray, epipolar_res: np.ndarray, observed: np.ndarray,
+                  stride: int, inlier_px: float) -> tuple[float, float] | None:
+    """``(pose, epipolar)`` median residuals over the observed pixels the epipolar fit calls
+    static (``epipolar_res < inlier_px``) that have a pose residual, on the work grid; None
+    with fewer than 32 such pixels."""
     static = observed[::stride, ::stride] & (epipolar_res[::stride, ::stride] < inlier_px)
     pose_static = pose_res[::stride, ::stride][static]
     with_point = np.isfinite(pose_static)
     if np.count_nonzero(with_point) < 32:
+        return None
+    return (median(pose_static[with_point]),
+            median(epipolar_res[::stride, ::stride][static][with_point]))
+
+
+def _maps_reliable(noise: tuple[float, float] | None, reliable_px: float,
+                   reliable_ratio: float | None) -> bool:
+    """:func:`flow_motion`'s choice of the pose test, from :func:`_static_noise`."""
+    if noise is None:
         return False
-    pose_noise = median(pose_static[with_point])
+    pose_noise, flow_noise = noise
     if pose_noise > reliable_px:
         return False
-    if reliable_ratio is None:
-        return True
-    flow_noise = median(epipolar_res[::stride, ::stride][static][with_point])
-    return pose_noise <= reliable_ratio * flow_noise
+    return reliable_ratio is None or pose_noise <= reliable_ratio * flow_noise
 
 
 def _filtered_threshold(residual: np.ndarray, judged: np.ndarray, stride: int,

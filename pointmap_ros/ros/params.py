@@ -244,6 +244,9 @@ _PIPELINE_PARAMS = [
     _pipe('flow_depth_min_rel', '...or, where the maps are trusted, its depth changed by '
           'more than this fraction (motion along the viewing ray).', range=(0.0, 10.0),
           dynamic=True),
+    _pipe('flow_depth_min_rel_precise', 'The same where the maps are precise (their static '
+          'pixels\' camera-induced flow misses the optical flow by no more than its own '
+          'noise).', range=(0.0, 10.0), dynamic=True),
     _pipe('flow_border_px', 'The motion test does not judge pixels this close to the image '
           'border (optical flow there matches patches that leave the image) (flow px).',
           range=(0, 64), dynamic=True),

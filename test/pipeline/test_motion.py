@@ -102,6 +102,22 @@ def test_depth_test_catches_motion_along_the_ray_that_the_image_test_misses():
                            min_depth_rel=0.06, **args).moving.any()
 
 
+@pytest.mark.parametrize('pose_over_flow_noise, moving', [(0.9, True), (2.0, False)])
+def test_precise_maps_read_a_smaller_depth_change(pose_over_flow_noise, moving):
+    """An object moving along the rays by 1.5 % of its depth per frame: under the 2 % floor,
+    over the 1 % one that maps as precise as the optical flow (static pixels' pose residual
+    at most the flow's own noise) get; maps twice as noisy keep 2 %."""
+    pose_res, depth_res, observed = _decision_inputs()
+    depth_res[OBJECT] = 0.015
+    epipolar_res = (pose_res / pose_over_flow_noise).astype(np.float32)
+    decision = flow_motion(pose_res, epipolar_res, observed, stride=1, reliable_px=1.5,
+                           inlier_px=1.0, noise_mult=3.0, min_px=1.0, depth_res=depth_res,
+                           min_depth_rel=0.02, min_depth_rel_precise=0.01,
+                           reliable_ratio=3.0)
+    assert decision.test == 'pose'
+    assert decision.moving[OBJECT].mean() > 0.9 if moving else not decision.moving.any()
+
+
 def test_depth_test_is_not_used_when_the_maps_are_not_trusted():
     pose_res, depth_res, observed = _decision_inputs()
     pose_res = pose_res + 5.0  # the static pixels miss the induced flow: maps unreliable
