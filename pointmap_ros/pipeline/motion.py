@@ -232,7 +232,7 @@ def flow_motion(pose_res: np.ndarray | None, epipolar_res: np.ndarray | None,
     the correspondence that reads it, and a slow object moving along the viewing rays
     changes its depth by less than ``min_depth_rel`` per frame (validation: oracle-two-map
     motion IoU 0.952 -> 0.958 at 1 % against 2 %, shipped model with a depth camera 0.839 ->
-    0.842; the shipped model's own pairs were never that precise).
+    0.842; the shipped model's outputs without one identical).
     """
     test, residual = 'pose', pose_res
     noise = None  # (pose, optical flow) noise of the static pixels, when both are known
