@@ -453,8 +453,7 @@ class ObjectTracker:
                 tr.coast(stamp)
                 if not tr.confirmed or tr.misses > cfg.max_misses:
                     continue
-            if tr.birth_due(cfg):
-                tr.confirmed = True
+            tr.confirmed = tr.confirmed or tr.birth_due(cfg)
             survivors.append(tr)
         for c, det in enumerate(detections):
             if c not in matched_d and len(det.points) >= 3:
