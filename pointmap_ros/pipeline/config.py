@@ -51,6 +51,11 @@ class PipelineConfig:
             of its pixels lay on it a frame ago) needs only this fraction of
             ``min_instance_frac`` (a receding object keeps its track; births keep the full
             size).
+        small_birth_frac: a smaller instance, down to this fraction of
+            ``min_instance_frac``, is still a detection when it moves as clearly as a quick
+            birth needs (``tracker.quick_birth_*``) and is no fragment of a tracked object: a
+            small, distant or half-hidden object is tracked before it grows to the full size
+            (1 = never). The mask stages never see such instances.
         ransac_threshold_rel, ransac_iterations: rigid fit of each instance.
         max_fit_points: random subset of an instance's pixels used for its fit.
         deforming_pieces: an instance that is not rigid moves as up to this many rigid
@@ -193,6 +198,7 @@ class PipelineConfig:
     cluster_flow_jump_rel: float = 2.0
     min_instance_frac: float = 4e-3
     instance_size_hysteresis: float = 0.25
+    small_birth_frac: float = 0.5
     ransac_threshold_rel: float = 0.01
     ransac_iterations: int = 64
     max_fit_points: int = 500
@@ -330,7 +336,8 @@ _VALUE_RULES = (
     (('cluster_jump_rel', 'cluster_flow_jump_rel', 'ransac_threshold_rel',
       'rigid_residual_rel', 'pnp_reprojection_px', 'depth_edge_rel'),
      _positive, 'expected a finite value > 0'),
-    (('flow_hysteresis', 'rigid_motion_residual_frac', 'instance_size_hysteresis'),
+    (('flow_hysteresis', 'rigid_motion_residual_frac', 'instance_size_hysteresis',
+      'small_birth_frac'),
      lambda value: 0.0 < value <= 1.0, 'expected a value in (0, 1]'),
     (('flow_depth_min_isotropy', 'odometry_weight', 'affine_residual_frac'),
      lambda value: 0.0 <= value <= 1.0,

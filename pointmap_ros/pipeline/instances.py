@@ -28,11 +28,12 @@ from pointmap_ros.tracking.rigid_motion import (
     trimmed_rms)
 from pointmap_ros.tracking.segmentation import motion_threshold as threshold_of_flow
 from pointmap_ros.tracking.segmentation import segment_instances
-from pointmap_ros.tracking.tracker import Detection, previous_track_ids, warped_overlap
+from pointmap_ros.tracking.tracker import (Detection, moves_clearly, previous_track_ids,
+                                           warped_overlap)
 from pointmap_ros.tracking.window import WindowFrame
 
-__all__ = ['instance_labels', 'carried_track_ids', 'detect_objects', 'fit_instances',
-           'moving_object_fits', 'complete_instances', 'grow_instances']
+__all__ = ['instance_labels', 'small_instance_labels', 'carried_track_ids', 'detect_objects',
+           'fit_instances', 'moving_object_fits', 'complete_instances', 'grow_instances']
 
 _CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
 _SQUARE = np.ones((3, 3), np.uint8)
@@ -68,10 +69,52 @@ def instance_labels(config: PipelineConfig, stride: int, motion: np.ndarray,
         config.cluster_jump_rel, config.cluster_flow_jump_rel, flow_floor,
         max(3, int(min_pixels)), None if carried is None else carried[::stride, ::stride],
         max(3, int(config.instance_size_hysteresis * min_pixels)))
-    if stride == 1:
-        return coarse, count
-    if count == 0:
+    return _full_resolution(coarse, count, motion, stride), count
+
+
+def small_instance_labels(config: PipelineConfig, stride: int, motion: np.ndarray,
+                          points_cam: np.ndarray, flow: np.ndarray, flow_floor: float,
+                          labels: np.ndarray) -> tuple[np.ndarray, int]:
+    """Labels ``[H, W]`` int32 (0 = none) of the mask's *small* instances, and their count:
+    the components :func:`instance_labels` dropped for size that still have
+    ``small_birth_frac`` of ``min_instance_frac``, on no pixel of ``labels`` (the final
+    instances). They feed only the object stage: each becomes a detection when it moved as
+    clearly as a quick birth needs (:func:`detect_objects`), so a small, distant or
+    half-hidden object is tracked before it grows to the full size, or again after it
+    shrank while its track coasted. The mask stages never see them (fits, growth and
+    published flow stay those of the full-size instances): on a network's maps small
+    components are mostly noise, and growing them spread it (docs/evaluation.md,
+    session 21).
+
+    Args: as :func:`instance_labels`, with ``labels`` the final full-size instances.
+    """
+    height, width = motion.shape
+    min_pixels = config.min_instance_frac * height * width / stride ** 2
+    small_min = max(3, int(config.small_birth_frac * min_pixels))
+    if small_min >= int(min_pixels):
         return np.zeros((height, width), np.int32), 0
+    coarse, count = segment_instances(
+        motion[::stride, ::stride], points_cam[::stride, ::stride], flow[::stride, ::stride],
+        config.cluster_jump_rel, config.cluster_flow_jump_rel, flow_floor, small_min)
+    sizes = np.bincount(coarse.ravel(), minlength=count + 1)
+    on_instances = np.bincount(coarse[labels[::stride, ::stride] > 0], minlength=count + 1)
+    small = (sizes < min_pixels) & (on_instances == 0)
+    small[0] = False
+    relabel = np.zeros(count + 1, np.int32)
+    count = int(small.sum())
+    relabel[small] = np.arange(1, count + 1, dtype=np.int32)
+    return _full_resolution(relabel[coarse], count, motion & (labels == 0), stride), count
+
+
+def _full_resolution(coarse: np.ndarray, count: int, motion: np.ndarray,
+                     stride: int) -> np.ndarray:
+    """Work-grid labels ``coarse`` (1..count) on the full-resolution ``motion`` pixels: each
+    takes its grid cell's label, or a neighbouring cell's at object borders."""
+    if stride == 1:
+        return coarse * motion
+    height, width = motion.shape
+    if count == 0:
+        return np.zeros((height, width), np.int32)
     # OpenCV on float32 labels (exact below 2^24; the work grid has far fewer pixels): its
     # 3x3 dilation and nearest-neighbour upscaling by the integer stride give the same
     # labels as ndimage.grey_dilation and block replication, several times faster.
@@ -82,7 +125,7 @@ def instance_labels(config: PipelineConfig, stride: int, motion: np.ndarray,
     full = cv2.resize(coarse, (coarse_width * stride, coarse_height * stride),
                       interpolation=cv2.INTER_NEAREST)
     # int32 * bool: labels on motion pixels only.
-    return full[:height, :width].astype(np.int32) * motion, count
+    return full[:height, :width].astype(np.int32) * motion
 
 
 def carried_track_ids(previous: tuple[WindowFrame, PairView] | None,
@@ -111,7 +154,8 @@ def detect_objects(config: PipelineConfig, labels: np.ndarray, count: int,
                    keyframe_pair: PairView, keyframe: WindowFrame,
                    previous: tuple[WindowFrame, PairView] | None, scene_depth: float,
                    noise: float, motion_threshold: float,
-                   published_tracks: frozenset[int] = frozenset()
+                   published_tracks: frozenset[int] = frozenset(),
+                   small_from: int | None = None
                    ) -> tuple[list[Detection], list[int]]:
     """One :class:`Detection` per instance with >= 3 pixels of valid flow.
 
@@ -139,6 +183,10 @@ def detect_objects(config: PipelineConfig, labels: np.ndarray, count: int,
             (:attr:`~pointmap_ros.tracking.tracker.TrackerConfig.quick_birth_evidence`).
         published_tracks: ids of the tracks published (confirmed) so far: a tentative
             track must keep passing the full threshold until it is confirmed.
+        small_from: labels from this one on are small instances
+            (:func:`small_instance_labels`), detections only when they move clearly
+            (:func:`~pointmap_ros.tracking.tracker.moves_clearly`: a new object, not noise
+            or a fragment of a tracked one). None: there are none.
 
     Returns:
         ``(detections, label of each detection)``.
@@ -171,12 +219,16 @@ def detect_objects(config: PipelineConfig, labels: np.ndarray, count: int,
         displacement = _displacement(fit, source[pixels])
         if displacement < threshold:
             continue  # did not move as a whole: static structure noisy pixels flagged
-        detections.append(Detection(
+        detection = Detection(
             points=se3_apply(T_world_kf, destination),
             motion=se3_compose(se3_compose(T_world_kf, fit.T), T_kf_world),
             inlier_ratio=fit.inlier_ratio, is_rigid=fit.is_rigid,
             residual_rel=fit.residual_rel, overlap=overlap, pixel_count=pixel_count,
-            evidence=displacement / motion_threshold if motion_threshold > 0 else 0.0))
+            evidence=displacement / motion_threshold if motion_threshold > 0 else 0.0)
+        if small_from is not None and label >= small_from and not moves_clearly(
+                detection, published_tracks, config.tracker):
+            continue
+        detections.append(detection)
         detection_labels.append(label)
     return detections, detection_labels
 

@@ -57,7 +57,7 @@ from pointmap_ros.pipeline.ego_motion import (
     KeyframeMotion, MotionResult, estimate_motion_and_pose, keyframe_motion)
 from pointmap_ros.pipeline.instances import (
     carried_track_ids, complete_instances, detect_objects, fit_instances, instance_labels,
-    moving_object_fits)
+    moving_object_fits, small_instance_labels)
 from pointmap_ros.pipeline.intrinsics import Intrinsics, frame_intrinsics
 from pointmap_ros.pipeline.motion import ApertureMetric, aperture_metric
 from pointmap_ros.pipeline.odometry_prior import (
@@ -155,8 +155,11 @@ class _Geometry:
 class _Instances:
     """Instances of the motion mask and the published flow they imply."""
 
-    labels: np.ndarray  # [H, W] int32, 0 = none
+    # [H, W] int32, 0 = none: the instances 1..count, then the small instances (objects
+    # only, instances.small_instance_labels) count + 1..object_count.
+    labels: np.ndarray
     count: int
+    object_count: int
     motion: np.ndarray  # [H, W] the final motion mask (grown instances included)
     flow: np.ndarray  # [H, W, 3] in the current camera, NaN where unknown
     flow_valid: np.ndarray
@@ -581,9 +584,10 @@ class DynamicReconPipeline:
                    previous: tuple[WindowFrame, PairView] | None,
                    published_tracks: frozenset[int]) -> _Instances:
         """Instances of the motion mask on the published-flow pair (the shortest gap),
-        completed by their rigid fits with correspondences, and the published flow.
-        ``previous``: the previous frame and its pair with this one, whose
-        ``published_tracks`` small instances may continue."""
+        completed by their rigid fits with correspondences, and the published flow; then the
+        small instances, which only the object stage sees. ``previous``: the previous frame
+        and its pair with this one, whose ``published_tracks`` small instances may
+        continue."""
         config = self.config
         flow_index = min(range(len(views)), key=lambda index: views[index].dt)
         flow_pair, flow_motion = views[flow_index], motion.pair_motions[flow_index]
@@ -615,7 +619,13 @@ class DynamicReconPipeline:
             geometry.valid, final_motion, labels, fits)
         if not along_ray:
             flow = across_rays(flow, geometry.points_cam, final_motion)
-        return _Instances(labels, count, final_motion, flow, flow_valid, float(flow_pair.dt))
+        small, small_count = small_instance_labels(
+            config, self.stride, moving, geometry.points_cam, flow_motion.flow,
+            flow_motion.threshold, labels)
+        if small_count:
+            labels = np.where(small > 0, small + count, labels)
+        return _Instances(labels, count, count + small_count, final_motion, flow, flow_valid,
+                          float(flow_pair.dt))
 
     def _objects_and_output(self, camera: _CameraState, frame: WindowFrame,
                             views: list[PairView],
@@ -627,15 +637,15 @@ class DynamicReconPipeline:
         keyframe_pair, keyframe = views[0], camera.window.keyframe
         started = time.perf_counter()
         detections, detection_labels = detect_objects(
-            self.config, instances.labels, instances.count, keyframe_pair, keyframe, previous,
-            geometry.scene_depth, motion.pair_motions[0].noise,
-            motion.pair_motions[0].threshold,
-            camera.tracker.published_ids)
+            self.config, instances.labels, instances.object_count, keyframe_pair, keyframe,
+            previous, geometry.scene_depth, motion.pair_motions[0].noise,
+            motion.pair_motions[0].threshold, camera.tracker.published_ids,
+            small_from=instances.count + 1)
         timings['objects'] = _ms(started)
         started = time.perf_counter()
         track_ids, objects = camera.tracker.update(detections, frame.stamp,
                                                    geometry.scene_depth)
-        frame.track_ids, instance_ids = _track_id_maps(instances.labels, instances.count,
+        frame.track_ids, instance_ids = _track_id_maps(instances.labels, instances.object_count,
                                                        detection_labels, track_ids, objects)
         keyframe_index = keyframe.index
         if self._keyframe_due(keyframe_pair, keyframe, frame, geometry.valid):

@@ -203,7 +203,10 @@ _PIPELINE_PARAMS = [
     _pipe('min_instance_frac', 'Smallest moving object, as a fraction of the image area.',
           range=(0.0, 0.999), dynamic=True),
     _pipe('instance_size_hysteresis', 'A tracked object keeps its track down to this fraction '
-          'of min_instance_frac (a receding object); new objects need all of it.',
+          'of min_instance_frac (a receding object); new objects need all of it...',
+          range=(0.001, 1.0), dynamic=True),
+    _pipe('small_birth_frac', '...or this fraction of it when they move clearly, as one rigid '
+          'whole, and are no fragment of a tracked object (1 = never).',
           range=(0.001, 1.0), dynamic=True),
     _pipe('rigid_residual_rel', 'Objects whose rigid-fit residual exceeds this fraction of '
           'their size are flagged non-rigid (must be > 0).', range=(0.0, 10.0), dynamic=True),

@@ -22,7 +22,7 @@ from pointmap_ros.geometry.transforms import (
     rotmat_to_rotvec, rotvec_to_rotmat, se3_apply, se3_compose, se3_from_rt, se3_inverse)
 
 __all__ = ['TrackedObject', 'Detection', 'TrackerConfig', 'ObjectTracker', 'previous_track_ids',
-           'warped_overlap']
+           'warped_overlap', 'is_fragment', 'moves_clearly']
 
 
 @dataclass
@@ -191,8 +191,27 @@ class TrackerConfig:
 _JUMP_TOLERANCE = 0.15
 
 #: Fraction of a detection's pixels on a published object a frame ago (warped overlap) above
-#: which it is a fragment of that object, not a new one (:meth:`_Track.note_birth_evidence`).
+#: which it is a fragment of that object, not a new one (:func:`is_fragment`).
 _FRAGMENT_OVERLAP = 0.1
+
+
+def is_fragment(det: Detection, published: frozenset[int]) -> bool:
+    """Whether ``det`` lay on one of the ``published`` objects a frame ago (more than
+    ``_FRAGMENT_OVERLAP`` of its pixels warped onto it): a fragment split off a tracked
+    object moves as clearly as the object, but it is not a new one."""
+    return max((fraction for track_id, fraction in det.overlap.items()
+                if track_id in published), default=0.0) > _FRAGMENT_OVERLAP
+
+
+def moves_clearly(det: Detection, published: frozenset[int], config: TrackerConfig) -> bool:
+    """Whether ``det`` alone is as clear a new object as a quick birth needs of each of
+    its detections: moved by ``quick_birth_evidence`` times the pair's motion threshold,
+    ``quick_birth_inliers`` of its points on one rigid motion, and not a fragment of a
+    published object. Never with quick births off (``quick_birth_evidence`` 0)."""
+    return (config.quick_birth_evidence > 0
+            and det.evidence >= config.quick_birth_evidence
+            and det.inlier_ratio >= config.quick_birth_inliers
+            and not is_fragment(det, published))
 
 
 def _assignment(cost: np.ndarray) -> list[tuple[int, int]]:
@@ -329,13 +348,9 @@ class _Track:
 
     def note_birth_evidence(self, det: Detection, published: frozenset[int]) -> None:
         """Take ``det`` (just assigned to this tentative track) into the weakest evidence a
-        quick birth is judged on. A detection that lay on a published object a frame ago
-        (more than ``_FRAGMENT_OVERLAP`` of its pixels warped onto one of the ``published``
-        tracks) lends none: a fragment split off a tracked object moves as clearly as the
-        object, but it is not a new one."""
-        on_published = max((fraction for track_id, fraction in det.overlap.items()
-                            if track_id in published), default=0.0)
-        evidence = 0.0 if on_published > _FRAGMENT_OVERLAP else det.evidence
+        quick birth is judged on. A fragment of one of the ``published`` objects
+        (:func:`is_fragment`) lends none."""
+        evidence = 0.0 if is_fragment(det, published) else det.evidence
         self.weakest_evidence = min(self.weakest_evidence, evidence)
         self.weakest_inliers = min(self.weakest_inliers, det.inlier_ratio)
 

@@ -4,7 +4,8 @@ previous frame by the mask's hysteresis of it. Instance fits (fit_instances): ma
 slid along image stripes do not bias the refined motion, nor, on a depth sensor's noisy
 points, outline matches that show no motion. Growth (grow_instances) reaches an
 object's outline and stops at the depth jump behind it, and takes only instances with
-evidence that they are moving objects (moving_object_fits, complete_instances)."""
+evidence that they are moving objects (moving_object_fits, complete_instances). Small
+instances (small_instance_labels) are detections only when they move clearly."""
 
 import dataclasses
 
@@ -18,7 +19,7 @@ from pointmap_ros.pipeline.correspondence import PixelFlow
 from pointmap_ros.geometry.transforms import se3_from_rt
 from pointmap_ros.pipeline.instances import (
     carried_track_ids, complete_instances, detect_objects, fit_instances, grow_instances,
-    instance_labels, moving_object_fits)
+    instance_labels, moving_object_fits, small_instance_labels)
 from pointmap_ros.pipeline.motion import ApertureMetric
 from pointmap_ros.pipeline.pair import PairView
 from pointmap_ros.tracking.rigid_motion import RigidMotion
@@ -153,6 +154,62 @@ def test_small_instances_only_when_they_continue_a_published_track():
     assert count(track) == 1
     assert count(np.zeros((H, W), np.int32)) == 0
     assert count(track, dataclasses.replace(config, instance_size_hysteresis=1.0)) == 0
+
+
+def test_small_instances_are_the_components_the_size_limit_dropped():
+    """``small_instance_labels``: components between ``small_birth_frac`` and all of
+    ``min_instance_frac`` that no final instance covers; none with ``small_birth_frac`` 1."""
+    config = PipelineConfig()
+    smallest = config.min_instance_frac * H * W  # 9 pixels; small ones from 4
+    points = unproject(np.full((H, W), 3.0), K).astype(np.float32)
+    flow = np.zeros((H, W, 3), np.float32)
+    motion = np.zeros((H, W), bool)
+    motion[5:7, 5:8] = True     # 6 pixels: small
+    motion[20:22, 5:8] = True   # 6 pixels, covered by a final instance below
+    motion[30, 5:8] = True      # 3 pixels: under small_birth_frac
+    motion[10:15, 30:40] = True  # 50 pixels: an instance's business, not small
+    assert config.small_birth_frac * smallest <= 6 < smallest
+    instances = np.zeros((H, W), np.int32)
+    instances[20:23, 4:9] = 1   # grown over the second blob
+
+    def small(config=config):
+        return small_instance_labels(config, 1, motion, points, flow, THRESHOLD, instances)
+
+    labels, count = small()
+    assert count == 1
+    np.testing.assert_array_equal(labels > 0, np.pad(np.ones((2, 3), bool),
+                                                     ((5, H - 7), (5, W - 8))))
+    assert small(dataclasses.replace(config, small_birth_frac=1.0))[1] == 0
+
+
+@pytest.mark.parametrize('multiple, inliers_on_track, detected', [
+    (4.0, False, True),    # moved clearly: a new object
+    (2.0, False, False),   # moved, but not clearly: noise as often as an object
+    (4.0, True, False)])   # a fragment of a published object a frame ago
+def test_small_instances_are_detections_only_when_they_move_clearly(
+        multiple, inliers_on_track, detected):
+    """A small instance (label >= ``small_from``) passes where a quick birth would: by
+    ``quick_birth_evidence`` times the threshold and not on a published track. A full-size
+    instance needs only the threshold."""
+    config = PipelineConfig()
+    assert config.tracker.quick_birth_evidence == 3.0
+    labels = np.zeros((H, W), np.int32)
+    labels[OBJECT] = 2
+    keyframe = _frame(0)
+    track_ids = np.zeros((H, W), np.int32)
+    if inliers_on_track:
+        track_ids[OBJECT] = 7
+    previous_frame = _frame(1, track_ids)
+    previous = (previous_frame, _pair(previous_frame, 0.0))
+
+    def detections(small_from):
+        return detect_objects(config, labels, 2, _pair(keyframe, multiple * THRESHOLD),
+                              keyframe, previous, scene_depth=4.0, noise=0.001,
+                              motion_threshold=THRESHOLD, published_tracks=frozenset({7}),
+                              small_from=small_from)[0]
+
+    assert len(detections(small_from=2)) == int(detected)
+    assert len(detections(small_from=None)) == 1
 
 
 @pytest.mark.parametrize('region, needed', [

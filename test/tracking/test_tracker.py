@@ -8,7 +8,8 @@ import pytest
 
 from pointmap_ros.geometry.transforms import (
     rotvec_to_rotmat, se3_apply, se3_compose, se3_from_rt, se3_inverse)
-from pointmap_ros.tracking.tracker import Detection, ObjectTracker, TrackerConfig
+from pointmap_ros.tracking.tracker import (
+    Detection, ObjectTracker, TrackerConfig, is_fragment, moves_clearly)
 
 RNG = np.random.default_rng(0)
 CUBE = RNG.uniform(-0.2, 0.2, size=(200, 3))
@@ -224,6 +225,23 @@ def test_a_fragment_of_a_published_object_is_no_quick_birth():
     for k, det in zip(range(3, 6), fragment):
         tr.update([detection(0.1 * k, a), det], 0.1 * k, 3.0)
         assert tr.published_ids == ({1} if k < 5 else {1, 2})
+
+
+@pytest.mark.parametrize('evidence, inliers, overlap, quick_birth_evidence, clear', [
+    (4.0, 0.9, {}, 3.0, True),
+    (2.0, 0.9, {}, 3.0, False),          # not far enough
+    (4.0, 0.55, {}, 3.0, False),         # half its points disagree
+    (4.0, 0.9, {1: 0.4}, 3.0, False),    # on the published object 1 a frame ago
+    (4.0, 0.9, {2: 0.4}, 3.0, True),     # on a tentative track: not a fragment
+    (4.0, 0.9, {}, 0.0, False),          # quick births off
+])
+def test_a_detection_moves_clearly_as_a_quick_birth_needs_of_each(
+        evidence, inliers, overlap, quick_birth_evidence, clear):
+    det = dataclasses.replace(_with(detection(0.0, np.zeros(3)), evidence, inliers),
+                              overlap=overlap)
+    config = TrackerConfig(quick_birth_evidence=quick_birth_evidence)
+    assert moves_clearly(det, frozenset({1}), config) == clear
+    assert is_fragment(det, frozenset({1})) == (overlap == {1: 0.4})
 
 
 def test_occlusion_coasts_then_reacquires_same_id_and_dies_after_max_misses():

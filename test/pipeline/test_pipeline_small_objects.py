@@ -1,0 +1,73 @@
+"""Objects smaller than ``min_instance_frac``, end to end on exact maps.
+
+The demo scene's objects are made "small" by raising ``min_instance_frac`` above the largest
+one's area in every frame. With ``small_birth_frac`` 1 no object may be born; with 0.5 the
+objects that reach half the size and move clearly are tracked, every published track lies on a
+moving object, and the motion mask is the same as without small births until the first track
+born small continues (the mask stages never see a small instance).
+"""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from pointmap_ros.data.scenes import SceneGenerator
+from pointmap_ros.engines.oracle_engine import OracleEngine
+from pointmap_ros.pipeline import DynamicReconPipeline, FrameInput, PipelineConfig
+from pointmap_ros.tools.noise_study import EXACT_CONFIG, demo_scene
+
+HEIGHT, WIDTH, FRAMES = 96, 128, 12
+
+
+def _run(config: PipelineConfig):
+    scene = demo_scene(height=HEIGHT, width=WIDTH, num_frames=FRAMES)
+    gen = SceneGenerator(scene, seed=0)
+    pipeline = DynamicReconPipeline(OracleEngine.from_scene(scene, seed=0), config)
+    frames, outputs = [], []
+    for t in range(FRAMES):
+        frame = gen.render(t)
+        output = pipeline.process(FrameInput(image=frame.rgb, stamp=frame.stamp, K=gen.K))
+        if output is not None:
+            frames.append(frame)
+            outputs.append(output)
+    return frames, outputs
+
+
+@pytest.fixture(scope='module')
+def runs():
+    scene = demo_scene(height=HEIGHT, width=WIDTH, num_frames=FRAMES)
+    gen = SceneGenerator(scene, seed=0)
+    largest = max(np.bincount(gen.render(t).instance_ids.ravel())[1:].max()
+                  for t in range(FRAMES))
+    # Every object under the full size; the largest keeps over half of it in some frames.
+    min_instance_frac = 1.25 * largest / (HEIGHT * WIDTH)
+    config = PipelineConfig(**EXACT_CONFIG, min_instance_frac=min_instance_frac)
+    return {frac: _run(dataclasses.replace(config, small_birth_frac=frac))
+            for frac in (1.0, 0.5)}
+
+
+def test_no_object_is_born_under_the_full_size_without_small_births(runs):
+    _, outputs = runs[1.0]
+    assert all(not output.objects for output in outputs)
+
+
+def test_clearly_moving_small_objects_are_tracked_and_only_on_moving_objects(runs):
+    frames, outputs = runs[0.5]
+    published = [output for output in outputs if output.objects]
+    assert len(published) >= FRAMES // 2
+    for frame, output in zip(frames, outputs):
+        for obj in output.objects:
+            pixels = output.instance_ids == obj.track_id
+            if obj.point_count == 0:
+                continue  # coasting: no pixels this frame
+            truth = frame.instance_ids[pixels]
+            assert np.mean(truth > 0) > 0.9, 'a published track on static structure'
+
+
+def test_the_mask_is_unchanged_until_a_small_track_continues(runs):
+    (_, without), (_, with_small) = runs[1.0], runs[0.5]
+    first = next(index for index, output in enumerate(with_small) if output.objects)
+    for index in range(first + 1):
+        np.testing.assert_array_equal(with_small[index].motion_mask,
+                                      without[index].motion_mask)
