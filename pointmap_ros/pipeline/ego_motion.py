@@ -26,6 +26,7 @@ docs/pipeline.md gives the measured reasons for each step.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,7 +44,13 @@ from pointmap_ros.pipeline.odometry_prior import (
 from pointmap_ros.pipeline.pair import PairView, WorkGrid
 from pointmap_ros.tracking.segmentation import PairMotion, pair_motion, remove_small_regions
 
-__all__ = ['KeyframeMotion', 'MotionResult', 'estimate_motion_and_pose', 'keyframe_motion']
+__all__ = ['Continuing', 'KeyframeMotion', 'MotionResult', 'estimate_motion_and_pose',
+           'keyframe_motion']
+
+#: Which of the given ``[H, W]`` bool pixels continue a published object track (their point
+#: lay on one a frame ago), or None when there is no such track: the mask's small-region
+#: rule keeps the blobs that do (:func:`_clean`).
+Continuing = Callable[[np.ndarray], 'np.ndarray | None']
 
 
 @dataclass(frozen=True)
@@ -106,7 +113,8 @@ def estimate_motion_and_pose(views: list[PairView], K: np.ndarray, scene_depth: 
                              grid: WorkGrid, fused: bool,
                              prior: OdometryPrior | None = None,
                              keyframe: KeyframeMotion | None = None,
-                             image: np.ndarray | None = None) -> MotionResult:
+                             image: np.ndarray | None = None,
+                             continuing: Continuing | None = None) -> MotionResult:
     """Motion mask and ``T_kf_cam`` of the current frame (module docstring).
 
     Args:
@@ -123,6 +131,7 @@ def estimate_motion_and_pose(views: list[PairView], K: np.ndarray, scene_depth: 
             (correspondences only); computed here otherwise.
         image: ``[H, W, 3]`` the current image at model size, for the colour fill of the
             mask (correspondences only; None: no fill).
+        continuing: which mask pixels continue a published track (None: no track yet).
 
     Raises:
         PoseError: PnP failed and no odometry with a known scale stands in.
@@ -131,7 +140,7 @@ def estimate_motion_and_pose(views: list[PairView], K: np.ndarray, scene_depth: 
     if keyframe_pair.pixel_flow is None:
         pair_motions = tuple(_pair_3d_motion(view, scene_depth, config, grid) for view in views)
         motion_3d = _clean(np.logical_or.reduce([decision.moving for decision in pair_motions]),
-                           config, grid, keyframe_pair.measured_depth)
+                           config, grid, keyframe_pair.measured_depth, continuing)
         # PnP samples a few hundred static pixels; candidates stay full-size (~0.3 ms more
         # than the work grid at 512x288) because with noisy maps the pose error is dominated
         # by which slow movers the sample happens to contain, and the full-size draw keeps
@@ -150,7 +159,7 @@ def estimate_motion_and_pose(views: list[PairView], K: np.ndarray, scene_depth: 
                                  _epipolar(view, observed, config, grid), _warped_motion(view),
                                  aperture, scene_depth, config, grid))
     mask = _correspondence_mask(verdicts, pair_motions, keyframe_pair, keyframe.points_cam,
-                                config, grid, fused, image)
+                                config, grid, fused, image, continuing)
     return MotionResult(mask, keyframe.T_kf_cam, tuple(pair_motions), keyframe.odometry,
                         tuple(verdict.maps_trusted for verdict in verdicts))
 
@@ -239,7 +248,8 @@ def _pair_3d_motion(view: PairView, scene_depth: float, config: PipelineConfig,
 def _correspondence_mask(verdicts: list[_Verdict], pair_motions: list[PairMotion],
                          keyframe_pair: PairView, points_cam: np.ndarray,
                          config: PipelineConfig, grid: WorkGrid, fused: bool,
-                         image: np.ndarray | None) -> np.ndarray:
+                         image: np.ndarray | None,
+                         continuing: Continuing | None = None) -> np.ndarray:
     """Union over pairs of the correspondence motion test, cleaned up.
 
     Pixels without a consistent correspondence (occluded, out of view) keep the 3D-flow
@@ -271,7 +281,7 @@ def _correspondence_mask(verdicts: list[_Verdict], pair_motions: list[PairMotion
         moving = fill_by_colour(
             moving, ~keyframe_pair.valid_j, judged & ~moving, image,
             int(round(config.flow_colour_fill_px * keyframe_pair.pixel_flow.pixel_scale)))
-    return _clean(moving, config, grid, keyframe_pair.measured_depth)
+    return _clean(moving, config, grid, keyframe_pair.measured_depth, continuing)
 
 
 def _verdict(view: PairView, points_cam: np.ndarray, T_world_cam: np.ndarray, K: np.ndarray,
@@ -329,7 +339,7 @@ def _inside_border(mask: np.ndarray, border: int) -> np.ndarray:
 
 
 def _clean(moving: np.ndarray, config: PipelineConfig, grid: WorkGrid,
-           measured_depth: bool) -> np.ndarray:
+           measured_depth: bool, continuing: Continuing | None = None) -> np.ndarray:
     """``moving`` without blobs and holes smaller than ``min_region_frac`` of the image
     (``min_region_frac_measured`` where a depth sensor ``measured_depth`` the pair's depths).
 
@@ -339,10 +349,16 @@ def _clean(moving: np.ndarray, config: PipelineConfig, grid: WorkGrid,
     raised motion IoU 0.717 -> 0.732 (oracle-two-map 0.953 -> 0.952, its objects kept; at
     0.3 % it lost one). With a depth sensor the same change lost one object and added a
     spurious track: there small blobs are the first pieces of real objects.
+
+    A blob made mostly of ``continuing`` pixels (their point lay on a published object track
+    a frame ago) stays whatever its size: it is a tracked object that shrank, receded or
+    slowed, not noise (a test sequence's receding box kept its track one frame longer, which
+    matched it; docs/evaluation.md, session 21).
     """
     height, width = grid.size
     fraction = config.min_region_frac_measured if measured_depth else config.min_region_frac
-    return remove_small_regions(moving, max(1, int(fraction * height * width)))
+    return remove_small_regions(moving, max(1, int(fraction * height * width)),
+                                None if continuing is None else continuing(moving))
 
 
 def _pnp(keyframe_pair: PairView, K: np.ndarray, static: np.ndarray,

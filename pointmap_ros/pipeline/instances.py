@@ -83,8 +83,8 @@ def small_instance_labels(config: PipelineConfig, stride: int, motion: np.ndarra
     half-hidden object is tracked before it grows to the full size, or again after it
     shrank while its track coasted. The mask stages never see them (fits, growth and
     published flow stay those of the full-size instances): on a network's maps small
-    components are mostly noise, and growing them spread it (docs/evaluation.md,
-    session 21).
+    components are mostly noise, and as instances they were grown and spread it
+    (docs/evaluation.md, sessions 20 and 21).
 
     Args: as :func:`instance_labels`, with ``labels`` the final full-size instances.
     """

@@ -435,12 +435,22 @@ class DynamicReconPipeline:
         started = time.perf_counter()
         views = [keyframe.view] + [self._view(camera, frame, pair) for pair in pairs[1:]]
         keyframe_pair = views[0]
+        # The previous frame and its pair with this one: which pixels continue its tracks
+        # (the motion mask keeps their blobs whatever their size; instances may be smaller).
+        previous = next(((view.ref, view) for view in views
+                         if view.ref is camera.window.latest), None)
+        published = camera.tracker.published_ids
+
+        def continuing(where: np.ndarray) -> np.ndarray | None:
+            carried = carried_track_ids(previous, published, where)
+            return None if carried is None else carried > 0
+
         motion = estimate_motion_and_pose(views, keyframe.intrinsics.K, keyframe.scene_depth,
                                           inferred.image_motion.aperture, self.config,
                                           self.grid,
                                           fused=self.cross_time_source == 'fused',
                                           prior=keyframe.prior, keyframe=keyframe.motion,
-                                          image=frame.frame.image)
+                                          image=frame.frame.image, continuing=continuing)
         # The frame has a pose: from here on nothing raises, so the state may change.
         self._measure_odometry_scale(camera, keyframe_pair, motion, keyframe.prior,
                                      keyframe.intrinsics.K)
@@ -448,12 +458,8 @@ class DynamicReconPipeline:
                                      keyframe.scene_depth)
         timings['geometry'] += _ms(started)
         started = time.perf_counter()
-        # The previous frame and its pair with this one: which pixels continue its tracks.
-        previous = next(((view.ref, view) for view in views
-                         if view.ref is camera.window.latest), None)
         instances = self._instances(views, motion, frame, keyframe.intrinsics.K, geometry,
-                                    inferred.image_motion.aperture, previous,
-                                    camera.tracker.published_ids)
+                                    inferred.image_motion.aperture, previous, published)
         timings['segmentation'] = _ms(started)
         return self._objects_and_output(camera, frame, views, previous, motion,
                                         keyframe.intrinsics, geometry, instances, timings,

@@ -115,8 +115,10 @@ def pair_motion(flow: np.ndarray, valid: np.ndarray, scene_depth: float, dt: flo
     return PairMotion(moving, threshold, noise, smoothed)
 
 
-def remove_small_regions(mask: np.ndarray, min_pixels: int) -> np.ndarray:
-    """Drop 8-connected foreground blobs and fill holes smaller than ``min_pixels``.
+def remove_small_regions(mask: np.ndarray, min_pixels: int,
+                         keep: np.ndarray | None = None) -> np.ndarray:
+    """Drop 8-connected foreground blobs and fill holes smaller than ``min_pixels``, except
+    the blobs with most of their pixels in ``keep`` (``[H, W]`` bool, optional).
 
     Works on the mask's bounding box plus a one-pixel margin (same result, less work when
     the moving pixels cover a small part of the image).
@@ -132,8 +134,12 @@ def remove_small_regions(mask: np.ndarray, min_pixels: int) -> np.ndarray:
         # OpenCV's labelling returns the sizes too (~2x faster than ndimage + bincount).
         n, labels, stats, _ = cv2.connectedComponentsWithStats(
             (crop == value).view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
-        small = stats[:, cv2.CC_STAT_AREA] < min_pixels
+        areas = stats[:, cv2.CC_STAT_AREA]
+        small = areas < min_pixels
         small[0] = False  # OpenCV's label 0 is the other value
+        if value and keep is not None and small.any():
+            kept = np.bincount(labels[keep[r0:r1, c0:c1]], minlength=n)
+            small &= 2 * kept <= areas
         if small.any():
             crop[np.take(small, labels)] = not value
     return out
