@@ -182,12 +182,12 @@ def test_small_instances_are_the_components_the_size_limit_dropped():
     assert small(dataclasses.replace(config, small_birth_frac=1.0))[1] == 0
 
 
-@pytest.mark.parametrize('multiple, inliers_on_track, detected', [
+@pytest.mark.parametrize('multiple, on_published_track, detected', [
     (4.0, False, True),    # moved clearly: a new object
     (2.0, False, False),   # moved, but not clearly: noise as often as an object
     (4.0, True, False)])   # a fragment of a published object a frame ago
 def test_small_instances_are_detections_only_when_they_move_clearly(
-        multiple, inliers_on_track, detected):
+        multiple, on_published_track, detected):
     """A small instance (label >= ``small_from``) passes where a quick birth would: by
     ``quick_birth_evidence`` times the threshold and not on a published track. A full-size
     instance needs only the threshold."""
@@ -197,7 +197,7 @@ def test_small_instances_are_detections_only_when_they_move_clearly(
     labels[OBJECT] = 2
     keyframe = _frame(0)
     track_ids = np.zeros((H, W), np.int32)
-    if inliers_on_track:
+    if on_published_track:
         track_ids[OBJECT] = 7
     previous_frame = _frame(1, track_ids)
     previous = (previous_frame, _pair(previous_frame, 0.0))
