@@ -49,7 +49,8 @@ __all__ = ['Continuing', 'KeyframeMotion', 'MotionResult', 'estimate_motion_and_
 
 #: Which of the given ``[H, W]`` bool pixels continue a published object track (their point
 #: lay on one a frame ago), or None when there is no such track: the mask's small-region
-#: rule keeps the blobs that do (:func:`_clean`).
+#: rule asks it about the pixels of the blobs under its size and keeps those that do
+#: (:func:`_clean`).
 Continuing = Callable[[np.ndarray], 'np.ndarray | None']
 
 
@@ -357,8 +358,7 @@ def _clean(moving: np.ndarray, config: PipelineConfig, grid: WorkGrid,
     """
     height, width = grid.size
     fraction = config.min_region_frac_measured if measured_depth else config.min_region_frac
-    return remove_small_regions(moving, max(1, int(fraction * height * width)),
-                                None if continuing is None else continuing(moving))
+    return remove_small_regions(moving, max(1, int(fraction * height * width)), continuing)
 
 
 def _pnp(keyframe_pair: PairView, K: np.ndarray, static: np.ndarray,

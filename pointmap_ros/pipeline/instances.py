@@ -42,8 +42,10 @@ _SQUARE = np.ones((3, 3), np.uint8)
 def instance_labels(config: PipelineConfig, stride: int, motion: np.ndarray,
                     points_cam: np.ndarray, flow: np.ndarray,
                     flow_floor: float, carried: np.ndarray | None = None
-                    ) -> tuple[np.ndarray, int]:
-    """Instance labels ``[H, W]`` int32 (0 = none) of the motion mask, and their count.
+                    ) -> tuple[np.ndarray, int, np.ndarray]:
+    """Instance labels ``[H, W]`` int32 (0 = none) of the motion mask, their count, and
+    the work grid's labels of the components dropped for size that still have
+    ``small_birth_frac`` of it (1..m, 0 = none; :func:`small_instance_labels`).
 
     Args:
         config: clustering thresholds (``cluster_*``, ``min_instance_frac``).
@@ -57,53 +59,53 @@ def instance_labels(config: PipelineConfig, stride: int, motion: np.ndarray,
             (most of its pixels carry it, no instance of full size does) needs only
             ``instance_size_hysteresis`` of the smallest size: a track's object that recedes
             or leaves the image keeps its track while it can still be fitted, but no new
-            object is born that small (on noisy maps small instances are mostly noise).
+            object is born that small as an instance (on noisy maps small instances are
+            mostly noise; small ones reach the object stage only through
+            :func:`small_instance_labels`).
 
     On a strided grid, full-resolution motion pixels take the label of their grid cell, or
     of a neighbouring cell at object borders.
     """
     height, width = motion.shape
     min_pixels = config.min_instance_frac * height * width / stride ** 2
+    small_min = max(3, int(config.small_birth_frac * min_pixels))
     coarse, count = segment_instances(
         motion[::stride, ::stride], points_cam[::stride, ::stride], flow[::stride, ::stride],
         config.cluster_jump_rel, config.cluster_flow_jump_rel, flow_floor,
         max(3, int(min_pixels)), None if carried is None else carried[::stride, ::stride],
-        max(3, int(config.instance_size_hysteresis * min_pixels)))
-    return _full_resolution(coarse, count, motion, stride), count
+        max(3, int(config.instance_size_hysteresis * min_pixels)),
+        small_min if small_min < int(min_pixels) else None)
+    small = np.maximum(-coarse, 0)
+    return _full_resolution(np.maximum(coarse, 0), count, motion, stride), count, small
 
 
-def small_instance_labels(config: PipelineConfig, stride: int, motion: np.ndarray,
-                          points_cam: np.ndarray, flow: np.ndarray, flow_floor: float,
+def small_instance_labels(small: np.ndarray, stride: int, motion: np.ndarray,
                           labels: np.ndarray) -> tuple[np.ndarray, int]:
     """Labels ``[H, W]`` int32 (0 = none) of the mask's *small* instances, and their count:
-    the components :func:`instance_labels` dropped for size that still have
-    ``small_birth_frac`` of ``min_instance_frac``, on no pixel of ``labels`` (the final
-    instances). They feed only the object stage: each becomes a detection when it moved as
-    clearly as a quick birth needs (:func:`detect_objects`), so a small, distant or
-    half-hidden object is tracked before it grows to the full size, or again after it
-    shrank while its track coasted. The mask stages never see them (fits, growth and
-    published flow stay those of the full-size instances): on a network's maps small
-    components are mostly noise, and as instances they were grown and spread it
-    (docs/evaluation.md, sessions 20 and 21).
+    the components :func:`instance_labels` dropped for size (``small``, on its work grid)
+    that lie on no pixel of ``labels`` (the final instances, after completion). They feed
+    only the object stage: each becomes a detection when it moved as clearly as a quick
+    birth needs (:func:`detect_objects`), so a small, distant or half-hidden object is
+    tracked before it grows to the full size, or again after it shrank while its track
+    coasted. The mask stages never see them (fits, growth and published flow stay those of
+    the full-size instances): on a network's maps small components are mostly noise, and as
+    instances they were grown and spread it (docs/evaluation.md, sessions 20 and 21).
 
-    Args: as :func:`instance_labels`, with ``labels`` the final full-size instances.
+    Args:
+        small: work-grid labels of :func:`instance_labels`.
+        stride: work-grid stride; motion: ``[H, W]`` bool the mask the instances came from.
+        labels: ``[H, W]`` final instance labels.
     """
-    height, width = motion.shape
-    min_pixels = config.min_instance_frac * height * width / stride ** 2
-    small_min = max(3, int(config.small_birth_frac * min_pixels))
-    if small_min >= int(min_pixels):
-        return np.zeros((height, width), np.int32), 0
-    coarse, count = segment_instances(
-        motion[::stride, ::stride], points_cam[::stride, ::stride], flow[::stride, ::stride],
-        config.cluster_jump_rel, config.cluster_flow_jump_rel, flow_floor, small_min)
-    sizes = np.bincount(coarse.ravel(), minlength=count + 1)
-    on_instances = np.bincount(coarse[labels[::stride, ::stride] > 0], minlength=count + 1)
-    small = (sizes < min_pixels) & (on_instances == 0)
-    small[0] = False
+    count = int(small.max(initial=0))
+    if count == 0:
+        return np.zeros(motion.shape, np.int32), 0
+    covered = np.bincount(small[labels[::stride, ::stride] > 0], minlength=count + 1)
+    kept = covered == 0
+    kept[0] = False
     relabel = np.zeros(count + 1, np.int32)
-    count = int(small.sum())
-    relabel[small] = np.arange(1, count + 1, dtype=np.int32)
-    return _full_resolution(relabel[coarse], count, motion & (labels == 0), stride), count
+    count = int(kept.sum())
+    relabel[kept] = np.arange(1, count + 1, dtype=np.int32)
+    return _full_resolution(relabel[small], count, motion & (labels == 0), stride), count
 
 
 def _full_resolution(coarse: np.ndarray, count: int, motion: np.ndarray,

@@ -600,8 +600,9 @@ class DynamicReconPipeline:
         # Objects are made of points: instances only from moving pixels with one.
         moving = geometry.motion & geometry.valid
         carried = carried_track_ids(previous, published_tracks, moving)
-        labels, count = instance_labels(config, self.stride, moving, geometry.points_cam,
-                                        flow_motion.flow, flow_motion.threshold, carried)
+        labels, count, small = instance_labels(config, self.stride, moving,
+                                               geometry.points_cam, flow_motion.flow,
+                                               flow_motion.threshold, carried)
         fits, final_motion, along_ray = {}, geometry.motion, True
         if flow_pair.pixel_flow is not None:
             maps_trusted = motion.maps_trusted[flow_index]
@@ -625,9 +626,7 @@ class DynamicReconPipeline:
             geometry.valid, final_motion, labels, fits)
         if not along_ray:
             flow = across_rays(flow, geometry.points_cam, final_motion)
-        small, small_count = small_instance_labels(
-            config, self.stride, moving, geometry.points_cam, flow_motion.flow,
-            flow_motion.threshold, labels)
+        small, small_count = small_instance_labels(small, self.stride, moving, labels)
         if small_count:
             labels = np.where(small > 0, small + count, labels)
         return _Instances(labels, count, count + small_count, final_motion, flow, flow_valid,

@@ -6,6 +6,7 @@ and the same units (the threshold is relative, so model units and metres both wo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -116,9 +117,12 @@ def pair_motion(flow: np.ndarray, valid: np.ndarray, scene_depth: float, dt: flo
 
 
 def remove_small_regions(mask: np.ndarray, min_pixels: int,
-                         keep: np.ndarray | None = None) -> np.ndarray:
+                         keep: Callable[[np.ndarray], np.ndarray | None] | None = None
+                         ) -> np.ndarray:
     """Drop 8-connected foreground blobs and fill holes smaller than ``min_pixels``, except
-    the blobs with most of their pixels in ``keep`` (``[H, W]`` bool, optional).
+    the blobs with most of their pixels kept: ``keep``, when given, is called once with the
+    ``[H, W]`` bool pixels of the small blobs and returns which of them to keep (``[H, W]``
+    bool), or None for none.
 
     Works on the mask's bounding box plus a one-pixel margin (same result, less work when
     the moving pixels cover a small part of the image).
@@ -138,8 +142,11 @@ def remove_small_regions(mask: np.ndarray, min_pixels: int,
         small = areas < min_pixels
         small[0] = False  # OpenCV's label 0 is the other value
         if value and keep is not None and small.any():
-            kept = np.bincount(labels[keep[r0:r1, c0:c1]], minlength=n)
-            small &= 2 * kept <= areas
+            candidates = np.zeros_like(mask)
+            candidates[r0:r1, c0:c1] = np.take(small, labels)
+            kept = keep(candidates)
+            if kept is not None:
+                small &= 2 * np.bincount(labels[kept[r0:r1, c0:c1]], minlength=n) <= areas
         if small.any():
             crop[np.take(small, labels)] = not value
     return out
@@ -182,7 +189,8 @@ def _continuing_components(component: np.ndarray, sizes: np.ndarray, carried: np
 def segment_instances(mask: np.ndarray, points: np.ndarray, flow: np.ndarray,
                       jump_rel: float, flow_jump_rel: float, flow_floor: float,
                       min_pixels: int, carried: np.ndarray | None = None,
-                      carried_min_pixels: int = 0) -> tuple[np.ndarray, int]:
+                      carried_min_pixels: int = 0,
+                      small_min_pixels: int | None = None) -> tuple[np.ndarray, int]:
     """Split a motion mask into instances by image connectivity *and* 3D proximity.
 
     Two 4-neighbouring mask pixels are linked when their points are closer than
@@ -202,9 +210,12 @@ def segment_instances(mask: np.ndarray, points: np.ndarray, flow: np.ndarray,
             the published object track its point lay on a frame ago; 0 = nothing) given, a
             smaller component of at least ``carried_min_pixels`` pixels is the only one to
             continue an id (:func:`_continuing_components`).
+        small_min_pixels: the dropped components of at least this many pixels keep a
+            *negative* label, -1..-m (None: none do).
 
     Returns:
-        ``([H, W] int32 labels, 0 = none, 1..n), n``.
+        ``([H, W] int32 labels, 0 = none, 1..n (-1..-m: small_min_pixels), n)``; both
+        ranges numbered by size, largest first, for determinism.
     """
     H, W = mask.shape
     ys, xs = np.nonzero(mask)
@@ -240,10 +251,13 @@ def segment_instances(mask: np.ndarray, points: np.ndarray, flow: np.ndarray,
     if carried is not None:
         kept |= _continuing_components(comp, sizes, carried[ys, xs], kept, carried_min_pixels)
     # Relabel kept components 1..k in order of size (largest first) for determinism.
-    order = np.argsort(-sizes, kind='stable')
-    order = order[kept[order]]
+    by_size = np.argsort(-sizes, kind='stable')
+    order = by_size[kept[by_size]]
     lut = np.zeros(len(sizes), np.int32)
     lut[order] = np.arange(1, len(order) + 1, dtype=np.int32)
+    if small_min_pixels is not None:
+        small = by_size[~kept[by_size] & (sizes[by_size] >= small_min_pixels)]
+        lut[small] = -np.arange(1, len(small) + 1, dtype=np.int32)
     labels = np.zeros((H, W), np.int32)
     labels[ys, xs] = lut[comp]
     return labels, len(order)

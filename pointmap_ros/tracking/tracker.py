@@ -203,14 +203,18 @@ def is_fragment(det: Detection, published: frozenset[int]) -> bool:
                 if track_id in published), default=0.0) > _FRAGMENT_OVERLAP
 
 
+def _clear_motion(evidence: float, inlier_ratio: float, config: TrackerConfig) -> bool:
+    """Moved by ``quick_birth_evidence`` times the pair's motion threshold with
+    ``quick_birth_inliers`` of the points on one rigid motion; never with quick births off
+    (``quick_birth_evidence`` 0)."""
+    return (config.quick_birth_evidence > 0 and evidence >= config.quick_birth_evidence
+            and inlier_ratio >= config.quick_birth_inliers)
+
+
 def moves_clearly(det: Detection, published: frozenset[int], config: TrackerConfig) -> bool:
     """Whether ``det`` alone is as clear a new object as a quick birth needs of each of
-    its detections: moved by ``quick_birth_evidence`` times the pair's motion threshold,
-    ``quick_birth_inliers`` of its points on one rigid motion, and not a fragment of a
-    published object. Never with quick births off (``quick_birth_evidence`` 0)."""
-    return (config.quick_birth_evidence > 0
-            and det.evidence >= config.quick_birth_evidence
-            and det.inlier_ratio >= config.quick_birth_inliers
+    its detections (:func:`_clear_motion`) and no fragment of a published object."""
+    return (_clear_motion(det.evidence, det.inlier_ratio, config)
             and not is_fragment(det, published))
 
 
@@ -360,10 +364,8 @@ class _Track:
         a single detection: persistence is what tells an object from a flicker of noise)."""
         if self.hits >= config.min_hits:
             return True
-        return (config.quick_birth_evidence > 0
-                and self.hits >= max(2, config.min_hits - 1)
-                and self.weakest_evidence >= config.quick_birth_evidence
-                and self.weakest_inliers >= config.quick_birth_inliers)
+        return (self.hits >= max(2, config.min_hits - 1)
+                and _clear_motion(self.weakest_evidence, self.weakest_inliers, config))
 
     def as_object(self, max_misses: int) -> TrackedObject:
         seen = self.misses == 0

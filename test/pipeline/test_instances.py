@@ -157,8 +157,9 @@ def test_small_instances_only_when_they_continue_a_published_track():
 
 
 def test_small_instances_are_the_components_the_size_limit_dropped():
-    """``small_instance_labels``: components between ``small_birth_frac`` and all of
-    ``min_instance_frac`` that no final instance covers; none with ``small_birth_frac`` 1."""
+    """``small_instance_labels``: the components ``instance_labels`` dropped with
+    ``small_birth_frac`` of ``min_instance_frac`` or more that no final instance covers;
+    none with ``small_birth_frac`` 1."""
     config = PipelineConfig()
     smallest = config.min_instance_frac * H * W  # 9 pixels; small ones from 4
     points = unproject(np.full((H, W), 3.0), K).astype(np.float32)
@@ -173,7 +174,8 @@ def test_small_instances_are_the_components_the_size_limit_dropped():
     instances[20:23, 4:9] = 1   # grown over the second blob
 
     def small(config=config):
-        return small_instance_labels(config, 1, motion, points, flow, THRESHOLD, instances)
+        dropped = instance_labels(config, 1, motion, points, flow, THRESHOLD)[2]
+        return small_instance_labels(dropped, 1, motion, instances)
 
     labels, count = small()
     assert count == 1
