@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
-from pointmap_ros.data.scenes import SceneConfig, SceneGenerator
+from pointmap_ros.data.scenes import SceneConfig, SceneGenerator, varied_motion
 from pointmap_ros.errors import ConfigError
 from pointmap_ros.types import MAP_NAMES
 
@@ -101,20 +101,12 @@ class PairDataConfig:
 
         Without a seed, or when the seed's draw (probability ``1 - vary_scenes``) keeps it,
         this is ``scene``'s settings. Otherwise the motion is re-drawn from the seed
-        (deterministic): object speed log-uniform in [0.5, 2.5] x (fast objects cover several
-        times the default displacement at the same gap), a static camera with probability
-        0.3 (static robots are common) else a camera amplitude in [0.1, 0.5] m, 3..6 objects,
-        and an articulated object (base + two-link arm) with probability 0.5.
+        (:func:`~pointmap_ros.data.scenes.varied_motion`).
         """
         kwargs = dict(self.scene)
         if seed is not None and self.vary_scenes > 0:
-            rng = np.random.default_rng([int(seed), 0x5CE4E])
-            if rng.random() < self.vary_scenes:
-                kwargs.update(
-                    object_speed=float(np.exp(rng.uniform(np.log(0.5), np.log(2.5)))),
-                    camera_amplitude=0.0 if rng.random() < 0.3 else float(rng.uniform(0.1, 0.5)),
-                    num_objects=int(rng.integers(3, 7)),
-                    num_articulated=int(rng.random() < 0.5))
+            if np.random.default_rng([int(seed), 0x5CE4E]).random() < self.vary_scenes:
+                kwargs.update(varied_motion(seed))
         return SceneConfig(height=self.height, width=self.width, num_frames=self.num_frames,
                            **kwargs)
 

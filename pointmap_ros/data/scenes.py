@@ -32,7 +32,7 @@ from pointmap_ros.geometry.transforms import se3_inverse
 from pointmap_ros.types import DynamicPointMaps, Frame
 
 __all__ = ['SceneConfig', 'ObjectInfo', 'RenderedFrame', 'PairGroundTruth', 'SceneGenerator',
-           'SceneEvents', 'PRESETS', 'live_scene_config']
+           'SceneEvents', 'PRESETS', 'live_scene_config', 'varied_motion']
 
 PRESETS = ('random', 'demo')
 
@@ -118,6 +118,25 @@ class SceneConfig:
                 f'{self.num_objects} objects and {self.num_frames} frames', name='preset',
                 value=self.preset)
         return self
+
+
+def varied_motion(seed: int) -> dict:
+    """:class:`SceneConfig` overrides that vary a sequence's motion, drawn from ``seed``
+    (deterministic): object speed log-uniform in [0.5, 2.5] x (fast objects cover several
+    times the default displacement at the same gap), a static camera with probability 0.3
+    (static robots are common) else a camera amplitude in [0.1, 0.5] m, 3..6 objects, and an
+    articulated object (base + two-link arm) with probability 0.5.
+
+    Training draws it for a share of its sequences (``DatasetConfig.vary_scenes``);
+    ``pointmap-eval-pipeline --vary-scenes`` for every sequence, to score the pipeline
+    beyond the one scene family its defaults were chosen on.
+    """
+    rng = np.random.default_rng([int(seed), 0x5CE4E])
+    rng.random()  # the dataset's draw of whether to vary at all: keeps its streams unchanged
+    return dict(object_speed=float(np.exp(rng.uniform(np.log(0.5), np.log(2.5)))),
+                camera_amplitude=0.0 if rng.random() < 0.3 else float(rng.uniform(0.1, 0.5)),
+                num_objects=int(rng.integers(3, 7)),
+                num_articulated=int(rng.random() < 0.5))
 
 
 @dataclass(frozen=True)

@@ -64,7 +64,7 @@ import numpy as np
 
 from pointmap_ros.data.depth_sensor import DepthSensorModel, degrade_depth
 from pointmap_ros.data.odometry import OdometryModel, odometry_poses
-from pointmap_ros.data.scenes import SceneConfig, SceneGenerator
+from pointmap_ros.data.scenes import SceneConfig, SceneGenerator, varied_motion
 from pointmap_ros.errors import PointmapError
 from pointmap_ros.geometry.alignment import umeyama
 from pointmap_ros.geometry.camera import unproject
@@ -76,12 +76,18 @@ __all__ = ['SequenceScore', 'SequenceTrace', 'FrameSnapshot', 'evaluate_sequence
 
 
 def eval_scene(height: int, width: int, static_camera: bool = False,
-               num_frames: int = 24) -> SceneConfig:
+               num_frames: int = 24, varied_seed: int | None = None) -> SceneConfig:
     """The held-out scene family: 'random' preset (box/sphere/cylinder + a deformable
-    object), 10 fps; a static camera when asked."""
-    return SceneConfig(height=height, width=width, num_frames=num_frames, fps=10.0,
-                       preset='random', num_objects=3, include_deformable=True,
-                       camera_amplitude=0.0 if static_camera else 0.3)
+    object), 10 fps; a static camera when asked. With ``varied_seed``, the motion settings
+    that seed draws (:func:`~pointmap_ros.data.scenes.varied_motion`: object speed, camera
+    amplitude or a static camera, 3-6 objects, an articulated one), a static camera still
+    when asked."""
+    scene = SceneConfig(height=height, width=width, num_frames=num_frames, fps=10.0,
+                        preset='random', num_objects=3, include_deformable=True,
+                        camera_amplitude=0.3)
+    if varied_seed is not None:
+        scene = dataclasses.replace(scene, **varied_motion(varied_seed))
+    return dataclasses.replace(scene, camera_amplitude=0.0) if static_camera else scene
 
 
 @dataclass

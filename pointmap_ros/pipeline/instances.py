@@ -33,7 +33,8 @@ from pointmap_ros.tracking.tracker import (Detection, moves_clearly, previous_tr
 from pointmap_ros.tracking.window import WindowFrame
 
 __all__ = ['instance_labels', 'small_instance_labels', 'carried_track_ids', 'detect_objects',
-           'fit_instances', 'moving_object_fits', 'complete_instances', 'grow_instances']
+           'split_instances', 'fit_instances', 'moving_object_fits', 'complete_instances',
+           'grow_instances']
 
 _CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
 _SQUARE = np.ones((3, 3), np.uint8)
@@ -279,7 +280,8 @@ def _displacement(fit: RigidMotion, points: np.ndarray, along_ray: bool = True) 
 
 def fit_instances(config: PipelineConfig, labels: np.ndarray, count: int, view: PairView,
                   scene_depth: float, noise: float, aperture: ApertureMetric | None = None,
-                  R_ref_cam: np.ndarray | None = None) -> dict[int, RigidMotion]:
+                  R_ref_cam: np.ndarray | None = None,
+                  fitted: dict[int, RigidMotion] | None = None) -> dict[int, RigidMotion]:
     """Rigid motion of each instance over ``view``'s pair (reference frame, t_ref -> t).
 
     RANSAC + Umeyama on at most ``max_fit_points`` of the instance's pixels with known flow
@@ -296,13 +298,20 @@ def fit_instances(config: PipelineConfig, labels: np.ndarray, count: int, view: 
     only the residual across the stripe and along the viewing ray. A rigid instance keeps
     an affine motion besides when that explains its residual (``affine_residual_frac``, a
     pulsing or stretching object): its published flow follows it.
+
+    ``fitted``: single rigid fits already made of some instances' pixels, as this function
+    makes them (:func:`split_instances`); they are not fitted again.
     """
     source, target = view.j_ti.reshape(-1, 3), view.j_tj.reshape(-1, 3)
     threshold = _fit_threshold(config, scene_depth, noise, view.measured_depth)
     fits = {}
+    fitted = fitted or {}
     for label, pixels, _ in _instance_pixels(labels, count, view.valid_flow, config):
-        fit = _fit(config, source[pixels], target[pixels], None, scene_depth, noise, label,
-                   view.measured_depth, config.rigid_motion_residual_frac)
+        if label in fitted:
+            fit = fitted[label]
+        else:
+            fit = _fit(config, source[pixels], target[pixels], None, scene_depth, noise, label,
+                       view.measured_depth, config.rigid_motion_residual_frac)
         if not fit.is_rigid:
             fit = dataclasses.replace(fit, blended=fit_blended_motion(
                 source[pixels], target[pixels], threshold, config.deforming_pieces, fit.T,
@@ -319,6 +328,200 @@ def fit_instances(config: PipelineConfig, labels: np.ndarray, count: int, view: 
                                information)
         fits[label] = fit
     return fits
+
+
+def split_instances(config: PipelineConfig, labels: np.ndarray, count: int,
+                    pairs: list[tuple[PairView, float]], scene_depth: float,
+                    carried: np.ndarray | None
+                    ) -> tuple[np.ndarray, int, dict[int, RigidMotion]]:
+    """``labels`` with every instance that moves as several rigid bodies split into them,
+    the new count (the split-off bodies numbered ``count + 1..``), and the single rigid
+    fits it made of the instances it left whole, as :func:`fit_instances` makes them
+    (which then reuses them).
+
+    The link graph (:func:`~pointmap_ros.tracking.segmentation.segment_instances`) cuts
+    only where neighbouring pixels jump in depth or in flow. Two objects that touch in the
+    image at about the same depth stay one instance when the optical flow, smooth across
+    boundaries, blends their motions there; the tracker then follows them as one object.
+    Each instance's candidate motions, over the first of ``pairs`` (the published-flow
+    pair), come from one of two sources:
+
+    - *tracks*: the published tracks its pixels continue (``carried``,
+      :func:`carried_track_ids`), each with ``instance_size_hysteresis`` of the smallest
+      instance, their motions fitted on their own pixels. Two tracked objects that come to
+      touch keep their tracks.
+    - *residuals* (sequential RANSAC), when its single rigid fit is not rigid: a second fit
+      on the first one's outliers, a third on what both leave, up to
+      ``instance_split_bodies``. This separates objects that merged before either was
+      tracked, or after a track was lost.
+
+    Every pixel with a known flow goes to the motion that explains it best, and each
+    motion's largest connected piece is a body. A split is kept only when it explains the
+    instance: at least two bodies of the size their source needs (the smallest size for
+    residual bodies, which are new objects), each rigid on its own (the test of
+    :func:`fit_instances`) and moving apart from each other over one of ``pairs`` at least
+    (:func:`_moving_apart`; the keyframe pair's longer baseline separates objects whose
+    motions differ by little in one frame). A rigid object the optical flow cut into two
+    tracks earlier moves with one motion: its pieces merge again. A deforming object (a
+    waving sheet) has no rigid parts of that size moving apart.
+
+    Args:
+        pairs: ``(pair, its flow noise)`` of the current frame, the published-flow pair first.
+    """
+    if count == 0 or config.instance_split_bodies < 2:
+        return labels, count, {}
+    view, noise = pairs[0]
+    height, width = labels.shape
+    min_pixels = config.min_instance_frac * height * width
+    threshold = _fit_threshold(config, scene_depth, noise, view.measured_depth)
+    fitter = _BodyFitter(config, view, scene_depth, noise)
+    known = view.valid_flow.ravel()
+    flat_labels = labels.ravel()
+    result = labels.copy()
+    new_count = count
+    whole_fits = {}
+    for label, pixels, known_count in _instance_pixels(labels, count, view.valid_flow, config):
+        members = np.flatnonzero((flat_labels == label) & known)
+        motions, body_min = _track_motions(members, carried, config, min_pixels, fitter,
+                                           label)
+        if len(motions) < 2:
+            if known_count < 2 * min_pixels:
+                continue
+            whole_fits[label] = fitter.fit(pixels, label)
+            motions, body_min = _residual_motions(whole_fits[label], pixels, known_count,
+                                                  config, min_pixels, threshold, fitter,
+                                                  label), min_pixels
+        if len(motions) < 2:
+            continue
+        bodies = _rigid_bodies(members, motions, body_min, (height, width), fitter, label,
+                               against_motion=body_min >= min_pixels)
+        if len(bodies) < 2 or not _moving_apart(bodies, pairs, config, scene_depth, label):
+            continue
+        for body in bodies[1:]:
+            new_count += 1
+            result.ravel()[body] = new_count
+        whole_fits.pop(label, None)
+    return result, new_count, whole_fits
+
+
+class _BodyFitter:
+    """Rigid fits of pixel sets (flat indices) over one pair, on at most ``max_fit_points``
+    of them (deterministic by the seed given), as :func:`fit_instances` fits instances."""
+
+    def __init__(self, config: PipelineConfig, view: PairView, scene_depth: float,
+                 noise: float):
+        self.config, self.view = config, view
+        self.scene_depth, self.noise = scene_depth, noise
+        self.source, self.target = view.j_ti.reshape(-1, 3), view.j_tj.reshape(-1, 3)
+        self.threshold = _fit_threshold(config, scene_depth, noise, view.measured_depth)
+
+    def fit(self, points: np.ndarray, seed: int, against_motion: bool = True) -> RigidMotion:
+        """The rigid fit of ``points``; ``against_motion``: rigid also needs the residual
+        to be small next to the displacement (``rigid_motion_residual_frac``), not only
+        next to the size."""
+        if len(points) > self.config.max_fit_points:
+            rng = np.random.default_rng(self.config.seed + seed)
+            points = np.sort(rng.choice(points, self.config.max_fit_points, replace=False))
+        return _fit(self.config, self.source[points], self.target[points], None,
+                    self.scene_depth, self.noise, seed, self.view.measured_depth,
+                    self.config.rigid_motion_residual_frac if against_motion else None)
+
+    def residuals(self, motion: np.ndarray, points: np.ndarray) -> np.ndarray:
+        """``[N]`` distances of ``points``' correspondences from ``motion``."""
+        return _residuals(motion, self.source[points], self.target[points])
+
+
+def _track_motions(members: np.ndarray, carried: np.ndarray | None, config: PipelineConfig,
+                   min_pixels: float, fitter: _BodyFitter, label: int
+                   ) -> tuple[list[np.ndarray], float]:
+    """:func:`split_instances`' candidate motions from the published tracks that the
+    instance's pixels ``members`` (flat indices, known flow) continue, and the size a body
+    then needs (a continuing instance's)."""
+    body_min = max(3.0, config.instance_size_hysteresis * min_pixels)
+    if carried is None:
+        return [], body_min
+    ids = carried.ravel()[members]
+    tracks, counts = np.unique(ids[ids > 0], return_counts=True)
+    tracks = tracks[counts >= body_min]
+    if len(tracks) < 2:
+        return [], body_min
+    return [fitter.fit(members[ids == track], _seed(label, index))
+            .T for index, track in enumerate(tracks)], body_min
+
+
+def _residual_motions(first: RigidMotion, pixels: np.ndarray, known_count: int,
+                      config: PipelineConfig, min_pixels: float, threshold: float,
+                      fitter: _BodyFitter, label: int) -> list[np.ndarray]:
+    """:func:`split_instances`' candidate motions by sequential RANSAC on the instance's
+    fit sample ``pixels``, whose single rigid fit is ``first``: none when that is rigid;
+    else each further motion fitted on what the earlier ones leave unexplained, while that
+    is at least the smallest instance (the sample's share of ``known_count`` pixels)."""
+    if first.is_rigid:
+        return []
+    motions = [first.T]
+    unexplained = pixels
+    while len(motions) < config.instance_split_bodies:
+        residual = np.min([fitter.residuals(motion, unexplained) for motion in motions],
+                          axis=0)
+        unexplained = unexplained[residual > threshold]
+        if len(unexplained) < 3 or len(unexplained) * known_count < min_pixels * len(pixels):
+            break
+        motions.append(fitter.fit(unexplained, _seed(label, len(motions))).T)
+    return motions
+
+
+def _rigid_bodies(members: np.ndarray, motions: list[np.ndarray], body_min: float,
+                  shape: tuple[int, int], fitter: _BodyFitter, label: int,
+                  against_motion: bool) -> list[np.ndarray]:
+    """Each motion's pixels among ``members`` (the one that explains them best), their
+    largest 4-connected piece, kept when it holds ``body_min`` pixels and is rigid on its
+    own (``against_motion``: as :meth:`_BodyFitter.fit`): the bodies (flat pixel
+    indices, largest first) of :func:`split_instances`."""
+    best = np.argmin([fitter.residuals(motion, members) for motion in motions], axis=0)
+    bodies = []
+    for index in range(len(motions)):
+        region = np.zeros(shape[0] * shape[1], np.uint8)
+        region[members[best == index]] = 1
+        pieces_count, pieces, stats, _ = cv2.connectedComponentsWithStats(
+            region.reshape(shape), connectivity=4)
+        if pieces_count < 2:
+            continue
+        largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+        body = np.flatnonzero(pieces.ravel() == largest)
+        if len(body) >= body_min and fitter.fit(body, _seed(label, index, 1),
+                                                against_motion).is_rigid:
+            bodies.append(body)
+    return sorted(bodies, key=len, reverse=True)
+
+
+def _moving_apart(bodies: list[np.ndarray], pairs: list[tuple[PairView, float]],
+                  config: PipelineConfig, scene_depth: float, label: int) -> bool:
+    """Whether every two of ``bodies`` move apart over at least one of ``pairs``: one's
+    points lie off the other's rigid motion (median residual above the fit's inlier
+    distance). Either direction counts: a rotation about a point of one body barely moves
+    that body's points, but does move the other's."""
+    apart = np.eye(len(bodies), dtype=bool)
+    for view, noise in pairs:
+        fitter = _BodyFitter(config, view, scene_depth, noise)
+        known = [body[view.valid_flow.ravel()[body]] for body in bodies]
+        if any(len(points) < 3 for points in known):
+            continue
+        motions = [fitter.fit(points, _seed(label, index, 2)).T
+                   for index, points in enumerate(known)]
+        off = np.array([[np.median(fitter.residuals(motion, points)) > fitter.threshold
+                         for motion in motions] for points in known])
+        apart |= off | off.T
+    return bool(apart.all())
+
+
+def _seed(label: int, index: int, stage: int = 0) -> int:
+    """A distinct RANSAC seed per instance, candidate and stage of :func:`split_instances`."""
+    return label + 1000 * (1 + index + 10 * stage)
+
+
+def _residuals(T: np.ndarray, source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """``|target - T source|`` per point (``[N, 3]`` each)."""
+    return np.linalg.norm(se3_apply(T, source.astype(np.float64)) - target, axis=1)
 
 
 def _with_affine(config: PipelineConfig, fit: RigidMotion, source: np.ndarray,

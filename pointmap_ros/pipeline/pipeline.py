@@ -57,7 +57,7 @@ from pointmap_ros.pipeline.ego_motion import (
     KeyframeMotion, MotionResult, estimate_motion_and_pose, keyframe_motion)
 from pointmap_ros.pipeline.instances import (
     carried_track_ids, complete_instances, detect_objects, fit_instances, instance_labels,
-    moving_object_fits, small_instance_labels)
+    moving_object_fits, small_instance_labels, split_instances)
 from pointmap_ros.pipeline.intrinsics import Intrinsics, frame_intrinsics
 from pointmap_ros.pipeline.motion import ApertureMetric, aperture_metric
 from pointmap_ros.pipeline.odometry_prior import (
@@ -609,8 +609,13 @@ class DynamicReconPipeline:
             along_ray = keeps_flow_along_ray(config.flow_along_ray, flow_pair.measured_depth,
                                              maps_trusted)
             T_ref_cam = se3_compose(se3_inverse(flow_pair.ref.T_world_cam), frame.T_world_cam)
+            split_pairs = [(flow_pair, flow_motion.noise)] + [
+                (view, pair_motion.noise) for index, (view, pair_motion)
+                in enumerate(zip(views, motion.pair_motions)) if index != flow_index]
+            labels, count, whole_fits = split_instances(config, labels, count, split_pairs,
+                                                        geometry.scene_depth, carried)
             fits = fit_instances(config, labels, count, flow_pair, geometry.scene_depth,
-                                 flow_motion.noise, aperture, T_ref_cam[:3, :3])
+                                 flow_motion.noise, aperture, T_ref_cam[:3, :3], whole_fits)
             # Only instances that are moving objects grow and publish their fitted motion;
             # the others keep their mask and have no flow, like moving pixels outside
             # every instance.

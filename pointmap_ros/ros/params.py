@@ -208,6 +208,9 @@ _PIPELINE_PARAMS = [
     _pipe('small_birth_frac', '...or this fraction of it when they move clearly, as one rigid '
           'whole, and are no fragment of a tracked object (1 = never).',
           range=(0.001, 1.0), dynamic=True),
+    _pipe('instance_split_bodies', 'A moving region that moves as up to this many rigid '
+          'bodies (objects touching in the image) is split into them, one object each '
+          '(1 = never).', range=(1, 8), dynamic=True),
     _pipe('rigid_residual_rel', 'Objects whose rigid-fit residual exceeds this fraction of '
           'their size are flagged non-rigid (must be > 0).', range=(0.0, 10.0), dynamic=True),
     _pipe('flow_per_second', 'Scene flow and velocities per second (else per frame gap).',

@@ -46,10 +46,13 @@ from pointmap_ros.evaluation.pipeline_figures import save_sequence_figure
 from pointmap_ros.pipeline import PipelineConfig
 from pointmap_ros.pipeline.correspondence import CROSS_TIME_SOURCES, FLOW_PRESETS
 
-__all__ = ['main', 'build_parser', 'SEED_OFFSET']
+__all__ = ['main', 'build_parser', 'SEED_OFFSET', 'VARIED_SEED_OFFSET']
 
 #: Offset of the pipeline sequences within the seed range of the split.
 SEED_OFFSET = 500
+#: Offset of the ``--vary-scenes`` sequences: rooms of their own, not the default ones with
+#: other motion.
+VARIED_SEED_OFFSET = 700
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help='extra static-camera sequences for static_camera_drift_rel')
     parser.add_argument('--static-camera', action='store_true',
                         help='a static-camera preset for every sequence')
+    parser.add_argument('--vary-scenes', action='store_true',
+                        help='draw each sequence\'s motion from its seed (object speed x0.5-2.5, '
+                        'camera amplitude 0.1-0.5 m or a static camera, 3-6 objects, an '
+                        'articulated one; data.scenes.varied_motion), on seeds of their own: '
+                        'scenes beyond the family the defaults were chosen on')
     parser.add_argument('--frames', type=int, default=24, help='frames per sequence')
     parser.add_argument('--size', default=None,
                         help='HxW of the oracle scenes (default 192x256; checkpoints use '
@@ -137,6 +145,8 @@ def _figure_title(args, seed: int, still: bool) -> str:
     engine = args.engine if args.engine != 'checkpoint' else (
         f'checkpoint {Path(args.checkpoint).name}' if args.checkpoint else 'shipped model')
     parts = [engine, f'{args.split} seed {seed}', 'static camera' if still else 'moving camera']
+    if args.vary_scenes:
+        parts.append('varied motion')
     if args.depth:
         parts.append(f'depth camera ({100 * args.depth_noise:g} % noise)')
     if args.odometry_noise is not None:
@@ -149,9 +159,10 @@ def main(argv=None) -> int:
     factory, (height, width) = _engine_factory(args)
     config = PipelineConfig(cross_time_source=args.cross_time_source,
                             flow_preset=args.flow_preset, flow_warm_start=args.flow_warm_start)
-    moving = [] if args.static_camera else split_seeds(args.split, args.sequences, SEED_OFFSET)
+    offset = VARIED_SEED_OFFSET if args.vary_scenes else SEED_OFFSET
+    moving = [] if args.static_camera else split_seeds(args.split, args.sequences, offset)
     static = split_seeds(args.split, args.sequences if args.static_camera else
-                         args.static_sequences, SEED_OFFSET + args.sequences)
+                         args.static_sequences, offset + args.sequences)
     jobs = [(seed, False) for seed in moving] + [(seed, True) for seed in static]
     depth_sensor = DepthSensorModel(noise_rel=args.depth_noise) if args.depth else None
     odometry = (None if args.odometry_noise is None
@@ -159,7 +170,9 @@ def main(argv=None) -> int:
     tick = time.perf_counter()
     scores = []
     for seed, still in tqdm(jobs, desc='sequences', disable=args.no_progress, file=sys.stderr):
-        scene = eval_scene(height, width, static_camera=still, num_frames=args.frames)
+        scene = eval_scene(height, width, static_camera=still, num_frames=args.frames,
+                           varied_seed=seed if args.vary_scenes else None)
+        still = scene.camera_amplitude == 0  # a varied sequence may draw a static camera
         score = evaluate_sequence(factory, scene, seed, config, camera_scale=args.camera_scale,
                                   depth_sensor=depth_sensor, odometry=odometry,
                                   keep_trace=args.figures is not None)
@@ -172,7 +185,7 @@ def main(argv=None) -> int:
               'oracle_units_per_metre': args.oracle_units_per_metre,
               'precision': args.precision if args.engine == 'checkpoint' else None,
               'cross_time_source': args.cross_time_source, 'flow_preset': args.flow_preset,
-              'flow_warm_start': args.flow_warm_start,
+              'flow_warm_start': args.flow_warm_start, 'vary_scenes': args.vary_scenes,
               'size': [height, width],
               'camera_scale': args.camera_scale,
               'depth_sensor': dataclasses.asdict(depth_sensor) if depth_sensor else None,

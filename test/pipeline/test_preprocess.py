@@ -88,7 +88,7 @@ def test_default_config_is_valid():
     ('fixed_scale', 0.0), ('tracker', TrackerConfig(min_hits=0)),
     ('tracker', TrackerConfig(quick_birth_evidence=float('nan'))),
     ('tracker', TrackerConfig(quick_birth_inliers=1.5)), ('small_birth_frac', 0.0),
-    ('small_birth_frac', 1.5),
+    ('small_birth_frac', 1.5), ('instance_split_bodies', 0),
 ])
 def test_config_errors_name_the_field(field, value):
     with pytest.raises(ConfigError) as err:
