@@ -358,12 +358,15 @@ def split_instances(config: PipelineConfig, labels: np.ndarray, count: int,
     Every pixel with a known flow goes to the motion that explains it best, and each
     motion's largest connected piece is a body. A split is kept only when it explains the
     instance: at least two bodies of the size their source needs (the smallest size for
-    residual bodies, which are new objects), each rigid on its own (the test of
-    :func:`fit_instances`) and moving apart from each other over one of ``pairs`` at least
-    (:func:`_moving_apart`; the keyframe pair's longer baseline separates objects whose
-    motions differ by little in one frame). A rigid object the optical flow cut into two
-    tracks earlier moves with one motion: its pieces merge again. A deforming object (a
-    waving sheet) has no rigid parts of that size moving apart.
+    residual bodies, which are new objects), each rigid on its own, and moving apart from
+    each other over one of ``pairs`` at least (:func:`_moving_apart`; the keyframe pair's
+    longer baseline separates objects whose motions differ by little in one frame).
+    Residual bodies pass :func:`fit_instances`' rigidity test; track bodies only its part
+    relative to their size (a slow object's residual is not small next to its
+    displacement in one frame, and its track already says it is one object). A rigid
+    object the optical flow cut into two tracks earlier moves with one motion: its pieces
+    merge again. A deforming object (a waving sheet) has no rigid parts of that size moving
+    apart.
 
     Args:
         pairs: ``(pair, its flow noise)`` of the current frame, the published-flow pair first.
@@ -373,7 +376,6 @@ def split_instances(config: PipelineConfig, labels: np.ndarray, count: int,
     view, noise = pairs[0]
     height, width = labels.shape
     min_pixels = config.min_instance_frac * height * width
-    threshold = _fit_threshold(config, scene_depth, noise, view.measured_depth)
     fitter = _BodyFitter(config, view, scene_depth, noise)
     known = view.valid_flow.ravel()
     flat_labels = labels.ravel()
@@ -384,18 +386,19 @@ def split_instances(config: PipelineConfig, labels: np.ndarray, count: int,
         members = np.flatnonzero((flat_labels == label) & known)
         motions, body_min = _track_motions(members, carried, config, min_pixels, fitter,
                                            label)
-        if len(motions) < 2:
+        from_tracks = len(motions) >= 2
+        if not from_tracks:
             if known_count < 2 * min_pixels:
                 continue
             whole_fits[label] = fitter.fit(pixels, label)
             motions, body_min = _residual_motions(whole_fits[label], pixels, known_count,
-                                                  config, min_pixels, threshold, fitter,
-                                                  label), min_pixels
+                                                  config, min_pixels, fitter, label), min_pixels
         if len(motions) < 2:
             continue
-        bodies = _rigid_bodies(members, motions, body_min, (height, width), fitter, label,
-                               against_motion=body_min >= min_pixels)
-        if len(bodies) < 2 or not _moving_apart(bodies, pairs, config, scene_depth, label):
+        bodies, body_motions = _rigid_bodies(members, motions, body_min, (height, width),
+                                             fitter, label, against_motion=not from_tracks)
+        if len(bodies) < 2 or not _moving_apart(bodies, body_motions, pairs, config,
+                                                scene_depth, label):
             continue
         for body in bodies[1:]:
             new_count += 1
@@ -450,8 +453,8 @@ def _track_motions(members: np.ndarray, carried: np.ndarray | None, config: Pipe
 
 
 def _residual_motions(first: RigidMotion, pixels: np.ndarray, known_count: int,
-                      config: PipelineConfig, min_pixels: float, threshold: float,
-                      fitter: _BodyFitter, label: int) -> list[np.ndarray]:
+                      config: PipelineConfig, min_pixels: float, fitter: _BodyFitter,
+                      label: int) -> list[np.ndarray]:
     """:func:`split_instances`' candidate motions by sequential RANSAC on the instance's
     fit sample ``pixels``, whose single rigid fit is ``first``: none when that is rigid;
     else each further motion fitted on what the earlier ones leave unexplained, while that
@@ -463,7 +466,7 @@ def _residual_motions(first: RigidMotion, pixels: np.ndarray, known_count: int,
     while len(motions) < config.instance_split_bodies:
         residual = np.min([fitter.residuals(motion, unexplained) for motion in motions],
                           axis=0)
-        unexplained = unexplained[residual > threshold]
+        unexplained = unexplained[residual > fitter.threshold]
         if len(unexplained) < 3 or len(unexplained) * known_count < min_pixels * len(pixels):
             break
         motions.append(fitter.fit(unexplained, _seed(label, len(motions))).T)
@@ -472,11 +475,11 @@ def _residual_motions(first: RigidMotion, pixels: np.ndarray, known_count: int,
 
 def _rigid_bodies(members: np.ndarray, motions: list[np.ndarray], body_min: float,
                   shape: tuple[int, int], fitter: _BodyFitter, label: int,
-                  against_motion: bool) -> list[np.ndarray]:
+                  against_motion: bool) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Each motion's pixels among ``members`` (the one that explains them best), their
     largest 4-connected piece, kept when it holds ``body_min`` pixels and is rigid on its
-    own (``against_motion``: as :meth:`_BodyFitter.fit`): the bodies (flat pixel
-    indices, largest first) of :func:`split_instances`."""
+    own (``against_motion``: as :meth:`_BodyFitter.fit`): the bodies of
+    :func:`split_instances` (flat pixel indices, largest first) and their own motions."""
     best = np.argmin([fitter.residuals(motion, members) for motion in motions], axis=0)
     bodies = []
     for index in range(len(motions)):
@@ -488,26 +491,32 @@ def _rigid_bodies(members: np.ndarray, motions: list[np.ndarray], body_min: floa
             continue
         largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
         body = np.flatnonzero(pieces.ravel() == largest)
-        if len(body) >= body_min and fitter.fit(body, _seed(label, index, 1),
-                                                against_motion).is_rigid:
-            bodies.append(body)
-    return sorted(bodies, key=len, reverse=True)
+        if len(body) < body_min:
+            continue
+        fit = fitter.fit(body, _seed(label, index, 1), against_motion)
+        if fit.is_rigid:
+            bodies.append((body, fit.T))
+    bodies.sort(key=lambda body: len(body[0]), reverse=True)
+    return [body for body, _ in bodies], [motion for _, motion in bodies]
 
 
-def _moving_apart(bodies: list[np.ndarray], pairs: list[tuple[PairView, float]],
-                  config: PipelineConfig, scene_depth: float, label: int) -> bool:
+def _moving_apart(bodies: list[np.ndarray], motions: list[np.ndarray],
+                  pairs: list[tuple[PairView, float]], config: PipelineConfig,
+                  scene_depth: float, label: int) -> bool:
     """Whether every two of ``bodies`` move apart over at least one of ``pairs``: one's
     points lie off the other's rigid motion (median residual above the fit's inlier
     distance). Either direction counts: a rotation about a point of one body barely moves
-    that body's points, but does move the other's."""
+    that body's points, but does move the other's. ``motions``: the bodies' motions over
+    the first pair (all their pixels have a known flow there)."""
     apart = np.eye(len(bodies), dtype=bool)
-    for view, noise in pairs:
+    for pair_index, (view, noise) in enumerate(pairs):
         fitter = _BodyFitter(config, view, scene_depth, noise)
         known = [body[view.valid_flow.ravel()[body]] for body in bodies]
         if any(len(points) < 3 for points in known):
             continue
-        motions = [fitter.fit(points, _seed(label, index, 2)).T
-                   for index, points in enumerate(known)]
+        if pair_index > 0:
+            motions = [fitter.fit(points, _seed(label, index, 2)).T
+                       for index, points in enumerate(known)]
         off = np.array([[np.median(fitter.residuals(motion, points)) > fitter.threshold
                          for motion in motions] for points in known])
         apart |= off | off.T
