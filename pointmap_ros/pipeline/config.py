@@ -65,8 +65,7 @@ class PipelineConfig:
             it continues or from its fit's residuals (1 = never;
             ``instances.split_instances``). On the varied validation scenes
             (``pointmap-eval-pipeline --vary-scenes``) 2 brought oracle-two-map from 68 to
-            72 of 94 objects matched and its id switches from 42 to 27; 3 matched 73 (an
-            articulated arm's links) at a slightly larger flow error.
+            70 of 94 objects matched and its id switches from 42 to 32.
         affine_residual_frac: a rigid instance's published flow follows its affine fit
             instead when that leaves at most this fraction of the rigid fit's residual (a
             pulsing or stretching object; 0 = never). On the validation scenes 0.6 brought
@@ -135,7 +134,8 @@ class PipelineConfig:
             flow's own noise): a slow object's depth changes by less than 2 % per frame.
         flow_depth_min_isotropy: the depth test is only applied where the image texture fixes
             both flow components (structure-tensor ``lambda_min / lambda_max`` at least this;
-            on a stripe the correspondence, hence the depth it reads, slides along it).
+            on a stripe the correspondence, hence the depth it reads, slides along it); the
+            instance split likewise judges only such bodies' motion.
         flow_min_gradient: windows (7x7) of the image the optical flow ran on whose RMS
             intensity gradient is below this many grey levels per pixel count as flat: their
             flow is interpolated from the surroundings, so the motion test does not judge

@@ -1,11 +1,12 @@
-"""Instance and object stage: instances of the motion mask, their rigid fits, their growth
-over what the motion test could not see, and the object detections the tracker consumes.
+"""Instance and object stage: instances of the motion mask, their split into the rigid
+bodies they hold, their rigid fits, their growth over what the motion test could not see,
+and the object detections the tracker consumes.
 
 Segmentation runs on the work grid (every ``stride``-th pixel) and full-size motion pixels
 inherit their cell's label. Rigid motions are fit on at most ``max_fit_points`` of an
 instance's pixels (the fit is a statistic of hundreds of points): over the published-flow
-pair for the flow and the growth (:func:`fit_instances`, :func:`moving_object_fits`,
-:func:`complete_instances`), from
+pair for the split, the flow and the growth (:func:`split_instances`,
+:func:`fit_instances`, :func:`moving_object_fits`, :func:`complete_instances`), from
 the keyframe time to now for the detections (:func:`detect_objects`, St4RTrack-style
 anchoring in the tracker).
 """
@@ -331,8 +332,8 @@ def fit_instances(config: PipelineConfig, labels: np.ndarray, count: int, view: 
 
 
 def split_instances(config: PipelineConfig, labels: np.ndarray, count: int,
-                    pairs: list[tuple[PairView, float]], scene_depth: float,
-                    carried: np.ndarray | None
+                    pairs: list[tuple[PairView, float, np.ndarray]], scene_depth: float,
+                    carried: np.ndarray | None, aperture: ApertureMetric | None = None
                     ) -> tuple[np.ndarray, int, dict[int, RigidMotion]]:
     """``labels`` with every instance that moves as several rigid bodies split into them,
     the new count (the split-off bodies numbered ``count + 1..``), and the single rigid
@@ -360,7 +361,10 @@ def split_instances(config: PipelineConfig, labels: np.ndarray, count: int,
     instance: at least two bodies of the size their source needs (the smallest size for
     residual bodies, which are new objects), each rigid on its own, and moving apart from
     each other over one of ``pairs`` at least (:func:`_moving_apart`; the keyframe pair's
-    longer baseline separates objects whose motions differ by little in one frame).
+    longer baseline separates objects whose motions differ by little in one frame), in what
+    the optical flow measures (``aperture``: on stripes only the motion across them; the
+    matches of a striped ball slide along its stripes, a different way on each side, and
+    in plain distances its halves moved apart).
     Residual bodies pass :func:`fit_instances`' rigidity test; track bodies only its part
     relative to their size (a slow object's residual is not small next to its
     displacement in one frame, and its track already says it is one object). A rigid
@@ -369,11 +373,14 @@ def split_instances(config: PipelineConfig, labels: np.ndarray, count: int,
     apart.
 
     Args:
-        pairs: ``(pair, its flow noise)`` of the current frame, the published-flow pair first.
+        pairs: ``(pair, its flow noise, R_ref_cam)`` of the current frame (``R_ref_cam``
+            rotates the current camera into the pair's reference camera), the
+            published-flow pair first.
+        aperture: the current image's structure metric (None: plain distances).
     """
     if count == 0 or config.instance_split_bodies < 2:
         return labels, count, {}
-    view, noise = pairs[0]
+    view, noise, _ = pairs[0]
     height, width = labels.shape
     min_pixels = config.min_instance_frac * height * width
     fitter = _BodyFitter(config, view, scene_depth, noise)
@@ -398,7 +405,7 @@ def split_instances(config: PipelineConfig, labels: np.ndarray, count: int,
         bodies, body_motions = _rigid_bodies(members, motions, body_min, (height, width),
                                              fitter, label, against_motion=not from_tracks)
         if len(bodies) < 2 or not _moving_apart(bodies, body_motions, pairs, config,
-                                                scene_depth, label):
+                                                scene_depth, label, aperture):
             continue
         for body in bodies[1:]:
             new_count += 1
@@ -432,6 +439,17 @@ class _BodyFitter:
     def residuals(self, motion: np.ndarray, points: np.ndarray) -> np.ndarray:
         """``[N]`` distances of ``points``' correspondences from ``motion``."""
         return _residuals(motion, self.source[points], self.target[points])
+
+    def matched_residuals(self, motion: np.ndarray, points: np.ndarray,
+                          information: np.ndarray | None) -> np.ndarray:
+        """``[N]`` how far ``motion`` taken back from ``points``' current points lands
+        from their matched earlier points, in the metric ``information`` (``[N, 3, 3]``,
+        the matched points' frame; None: plain distance)."""
+        error = se3_apply(se3_inverse(motion), self.target[points].astype(np.float64))
+        error -= self.source[points]
+        if information is None:
+            return np.linalg.norm(error, axis=1)
+        return np.sqrt(np.einsum('ni,nij,nj->n', error, information, error))
 
 
 def _track_motions(members: np.ndarray, carried: np.ndarray | None, config: PipelineConfig,
@@ -501,15 +519,25 @@ def _rigid_bodies(members: np.ndarray, motions: list[np.ndarray], body_min: floa
 
 
 def _moving_apart(bodies: list[np.ndarray], motions: list[np.ndarray],
-                  pairs: list[tuple[PairView, float]], config: PipelineConfig,
-                  scene_depth: float, label: int) -> bool:
+                  pairs: list[tuple[PairView, float, np.ndarray]], config: PipelineConfig,
+                  scene_depth: float, label: int, aperture: ApertureMetric | None) -> bool:
     """Whether every two of ``bodies`` move apart over at least one of ``pairs``: one's
     points lie off the other's rigid motion (median residual above the fit's inlier
     distance). Either direction counts: a rotation about a point of one body barely moves
     that body's points, but does move the other's. ``motions``: the bodies' motions over
-    the first pair (all their pixels have a known flow there)."""
+    the first pair (all their pixels have a known flow there).
+
+    Residuals are measured as the rigid fits' refinement measures them (each matched
+    point's own metric, :func:`aperture_information`, when ``aperture`` is given): a match
+    slid along an image stripe is no evidence of another motion. And a body counts as off
+    another's motion only where its texture fixes both flow components (median
+    structure-tensor isotropy at least ``flow_depth_min_isotropy``, as for the depth
+    test): on a striped ball DIS errs across the stripes too, by more than the fit's inlier
+    distance (a held-out sequence's ball came out as two bodies moving apart without this)."""
+    textured = [aperture is None or np.median(aperture.isotropy.ravel()[body])
+                >= config.flow_depth_min_isotropy for body in bodies]
     apart = np.eye(len(bodies), dtype=bool)
-    for pair_index, (view, noise) in enumerate(pairs):
+    for pair_index, (view, noise, R_ref_cam) in enumerate(pairs):
         fitter = _BodyFitter(config, view, scene_depth, noise)
         known = [body[view.valid_flow.ravel()[body]] for body in bodies]
         if any(len(points) < 3 for points in known):
@@ -517,8 +545,13 @@ def _moving_apart(bodies: list[np.ndarray], motions: list[np.ndarray],
         if pair_index > 0:
             motions = [fitter.fit(points, _seed(label, index, 2)).T
                        for index, points in enumerate(known)]
-        off = np.array([[np.median(fitter.residuals(motion, points)) > fitter.threshold
-                         for motion in motions] for points in known])
+        off = np.zeros((len(bodies), len(bodies)), bool)
+        for row, points in enumerate(known):
+            information = (None if aperture is None
+                           else aperture_information(aperture, points, R_ref_cam))
+            for column, motion in enumerate(motions):
+                residual = fitter.matched_residuals(motion, points, information)
+                off[row, column] = textured[row] and np.median(residual) > fitter.threshold
         apart |= off | off.T
     return bool(apart.all())
 

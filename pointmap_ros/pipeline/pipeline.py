@@ -609,11 +609,14 @@ class DynamicReconPipeline:
             along_ray = keeps_flow_along_ray(config.flow_along_ray, flow_pair.measured_depth,
                                              maps_trusted)
             T_ref_cam = se3_compose(se3_inverse(flow_pair.ref.T_world_cam), frame.T_world_cam)
-            split_pairs = [(flow_pair, flow_motion.noise)] + [
-                (view, pair_motion.noise) for index, (view, pair_motion)
-                in enumerate(zip(views, motion.pair_motions)) if index != flow_index]
+            split_pairs = [
+                (view, pair_motion.noise,
+                 se3_compose(se3_inverse(view.ref.T_world_cam), frame.T_world_cam)[:3, :3])
+                for view, pair_motion in sorted(
+                    zip(views, motion.pair_motions),
+                    key=lambda pair: pair[0] is not flow_pair)]
             labels, count, whole_fits = split_instances(config, labels, count, split_pairs,
-                                                        geometry.scene_depth, carried)
+                                                        geometry.scene_depth, carried, aperture)
             fits = fit_instances(config, labels, count, flow_pair, geometry.scene_depth,
                                  flow_motion.noise, aperture, T_ref_cam[:3, :3], whole_fits)
             # Only instances that are moving objects grow and publish their fitted motion;

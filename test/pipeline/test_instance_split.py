@@ -14,6 +14,7 @@ from pointmap_ros.geometry.transforms import se3_apply, se3_from_rt
 from pointmap_ros.pipeline import PipelineConfig
 from pointmap_ros.pipeline.correspondence import PixelFlow
 from pointmap_ros.pipeline.instances import fit_instances, split_instances
+from pointmap_ros.pipeline.motion import ApertureMetric
 from pointmap_ros.pipeline.pair import PairView
 from pointmap_ros.tracking.window import WindowFrame
 from pointmap_ros.types import DynamicPointMaps, Frame
@@ -73,7 +74,7 @@ def _both() -> np.ndarray:
 
 def _split(pairs, carried=None, config=None):
     config = config or PipelineConfig(min_instance_frac=0.05)  # 112 pixels; a box has 256
-    return split_instances(config, _both(), 1, [(pair, NOISE) for pair in pairs],
+    return split_instances(config, _both(), 1, [(pair, NOISE, np.eye(3)) for pair in pairs],
                            SCENE_DEPTH, carried)[:2]
 
 
@@ -102,7 +103,7 @@ def test_three_bodies_with_instance_split_bodies_three():
 
     def split(bodies):
         return split_instances(dataclasses.replace(config, instance_split_bodies=bodies),
-                               labels, 1, [(pair, NOISE)], SCENE_DEPTH, None)[:2]
+                               labels, 1, [(pair, NOISE, np.eye(3))], SCENE_DEPTH, None)[:2]
 
     assert split(1)[1] == 1
     three, count = split(3)
@@ -179,7 +180,7 @@ def test_the_fits_of_instances_left_whole_are_those_fit_instances_makes():
     """``split_instances`` hands ``fit_instances`` the single fits it made: identical."""
     config = PipelineConfig(min_instance_frac=0.05)
     pair = _pair(_shift(x=0.2, y=0.1), _shift(x=0.2, y=0.1))
-    labels, count, whole_fits = split_instances(config, _both(), 1, [(pair, NOISE)],
+    labels, count, whole_fits = split_instances(config, _both(), 1, [(pair, NOISE, np.eye(3))],
                                                 SCENE_DEPTH, None)
     assert count == 1 and set(whole_fits) == {1}
     own = fit_instances(config, labels, count, pair, SCENE_DEPTH, NOISE)[1]
@@ -187,3 +188,23 @@ def test_the_fits_of_instances_left_whole_are_those_fit_instances_makes():
                            fitted=whole_fits)[1]
     np.testing.assert_array_equal(reused.T, own.T)
     assert (reused.inlier_ratio, reused.is_rigid) == (own.inlier_ratio, own.is_rigid)
+
+
+@pytest.mark.parametrize('left_textured, split', [(False, False), (True, True)])
+def test_only_bodies_whose_texture_fixes_the_flow_can_be_seen_moving_apart(left_textured,
+                                                                           split):
+    """On stripes (structure tensor of rank one) a body's matches slide and its flow errs:
+    its residuals do not show another motion. Two striped boxes moving apart stay one
+    instance; with the left one textured they are two."""
+    striped = np.zeros((H, W), np.float32)
+    textured = np.where(np.arange(W)[None, :] < RIGHT[1].start, 1.0, 0.0).astype(np.float32)
+    yy = np.broadcast_to(textured if left_textured else striped, (H, W)).copy()
+    aperture = ApertureMetric(xx=np.ones((H, W), np.float32), xy=np.zeros((H, W), np.float32),
+                              yy=yy, textured=np.ones((H, W), bool))
+    config = PipelineConfig(min_instance_frac=0.05)
+    pair = _pair(_shift(x=0.2), _shift(y=-0.2))
+    count = split_instances(config, _both(), 1, [(pair, NOISE, np.eye(3))], SCENE_DEPTH, None,
+                            aperture)[1]
+    assert count == (2 if split else 1)
+    assert split_instances(config, _both(), 1, [(pair, NOISE, np.eye(3))], SCENE_DEPTH,
+                           None)[1] == 2  # without the metric: plain distances
