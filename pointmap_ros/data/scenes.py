@@ -127,7 +127,7 @@ def varied_motion(seed: int) -> dict:
     (static robots are common) else a camera amplitude in [0.1, 0.5] m, 3..6 objects, and an
     articulated object (base + two-link arm) with probability 0.5.
 
-    Training draws it for a share of its sequences (``DatasetConfig.vary_scenes``);
+    Training draws it for a share of its sequences (``PairDataConfig.vary_scenes``);
     ``pointmap-eval-pipeline --vary-scenes`` for every sequence, to score the pipeline
     beyond the one scene family its defaults were chosen on.
     """

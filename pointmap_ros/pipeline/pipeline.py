@@ -609,12 +609,13 @@ class DynamicReconPipeline:
             along_ray = keeps_flow_along_ray(config.flow_along_ray, flow_pair.measured_depth,
                                              maps_trusted)
             T_ref_cam = se3_compose(se3_inverse(flow_pair.ref.T_world_cam), frame.T_world_cam)
+            # The split assigns pixels over the published-flow pair (first) and judges its
+            # bodies over every pair of the frame.
             split_pairs = [
                 (view, pair_motion.noise,
                  se3_compose(se3_inverse(view.ref.T_world_cam), frame.T_world_cam)[:3, :3])
-                for view, pair_motion in sorted(
-                    zip(views, motion.pair_motions),
-                    key=lambda pair: pair[0] is not flow_pair)]
+                for view, pair_motion in zip(views, motion.pair_motions)]
+            split_pairs.insert(0, split_pairs.pop(flow_index))
             labels, count, whole_fits = split_instances(config, labels, count, split_pairs,
                                                         geometry.scene_depth, carried, aperture)
             fits = fit_instances(config, labels, count, flow_pair, geometry.scene_depth,
