@@ -361,16 +361,14 @@ def split_instances(config: PipelineConfig, labels: np.ndarray, count: int,
     instance: at least two bodies of the size their source needs (the smallest size for
     residual bodies, which are new objects), each rigid on its own, and moving apart from
     each other over one of ``pairs`` at least (:func:`_moving_apart`; the keyframe pair's
-    longer baseline separates objects whose motions differ by little in one frame), in what
-    the optical flow measures (``aperture``: on stripes only the motion across them; the
-    matches of a striped ball slide along its stripes, a different way on each side, and
-    in plain distances its halves moved apart).
-    Residual bodies pass :func:`fit_instances`' rigidity test; track bodies only its part
-    relative to their size (a slow object's residual is not small next to its
-    displacement in one frame, and its track already says it is one object). A rigid
-    object the optical flow cut into two tracks earlier moves with one motion: its pieces
-    merge again. A deforming object (a waving sheet) has no rigid parts of that size moving
-    apart.
+    longer baseline separates objects whose motions differ by little in one frame), judged
+    where the optical flow measures motion (with ``aperture``: the matches' own metric, and
+    only bodies whose texture fixes both flow components). Residual bodies pass
+    :func:`fit_instances`' rigidity test; track bodies only its part relative to their size
+    (a slow object's residual is not small next to its displacement in one frame, and its
+    track already says it is one object). A rigid object the optical flow cut into two
+    tracks earlier moves with one motion: its pieces merge again. A deforming object (a
+    waving sheet) has no rigid parts of that size moving apart.
 
     Args:
         pairs: ``(pair, its flow noise, R_ref_cam)`` of the current frame (``R_ref_cam``
@@ -466,8 +464,9 @@ def _track_motions(members: np.ndarray, carried: np.ndarray | None, config: Pipe
     tracks = tracks[counts >= body_min]
     if len(tracks) < 2:
         return [], body_min
-    return [fitter.fit(members[ids == track], _seed(label, index))
-            .T for index, track in enumerate(tracks)], body_min
+    motions = [fitter.fit(members[ids == track], _seed(label, index)).T
+               for index, track in enumerate(tracks)]
+    return motions, body_min
 
 
 def _residual_motions(first: RigidMotion, pixels: np.ndarray, known_count: int,
@@ -533,7 +532,8 @@ def _moving_apart(bodies: list[np.ndarray], motions: list[np.ndarray],
     another's motion only where its texture fixes both flow components (median
     structure-tensor isotropy at least ``flow_depth_min_isotropy``, as for the depth
     test): on a striped ball DIS errs across the stripes too, by more than the fit's inlier
-    distance (a held-out sequence's ball came out as two bodies moving apart without this)."""
+    distance (without this, a test sequence's striped ball, 2000501, came out as two bodies
+    moving apart, which kept two tracks)."""
     textured = [aperture is None or np.median(aperture.isotropy.ravel()[body])
                 >= config.flow_depth_min_isotropy for body in bodies]
     apart = np.eye(len(bodies), dtype=bool)
