@@ -140,9 +140,26 @@ def test_instance_split_bodies_one_turns_the_split_off():
 
 
 def test_bodies_must_each_hold_the_smallest_instance():
-    config = PipelineConfig(min_instance_frac=0.15)  # 336 pixels; the boxes have 256
-    labels, count = _split([_pair(_shift(x=0.2), _shift(y=-0.2))], config=config)
-    assert count == 1
+    """A box of 256 pixels with two 96-pixel pieces on two of its sides, both moving with a
+    motion of their own: together they are over the smallest instance (112 pixels), but
+    each connected piece is under it, so neither is a body. One piece of 128 pixels is."""
+    config = PipelineConfig(min_instance_frac=0.05)
+    smallest = config.min_instance_frac * H * W
+
+    def count(pieces):
+        pair = _pair(_shift(x=0.2), _shift(), more=tuple((piece, _shift(y=-0.2))
+                                                         for piece in pieces))
+        labels = np.zeros((H, W), np.int32)
+        labels[LEFT] = 1
+        for piece in pieces:
+            labels[piece] = 1
+        return split_instances(config, labels, 1, [(pair, NOISE, np.eye(3))], SCENE_DEPTH,
+                               None)[1]
+
+    beside, below = (slice(10, 16), slice(24, 40)), (slice(26, 32), slice(8, 24))
+    assert 96 < smallest < 2 * 96
+    assert count([beside, below]) == 1
+    assert count([(slice(10, 18), slice(24, 40))]) == 2
 
 
 def test_two_tracks_that_touch_stay_apart_when_a_longer_pair_tells_their_motions_apart():
