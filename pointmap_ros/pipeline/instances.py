@@ -201,8 +201,9 @@ def detect_objects(config: PipelineConfig, labels: np.ndarray, count: int,
     confidence = keyframe_pair.maps.conf_j_tj.ravel()
     use_previous = previous is not None and previous[0].track_ids is not None
     detections, detection_labels = [], []
-    for label, pixels, pixel_count in _instance_pixels(labels, count,
-                                                        keyframe_pair.valid_flow, config):
+    for label, pixels, members in _instance_pixels(labels, count, keyframe_pair.valid_flow,
+                                                    config):
+        pixel_count = len(members)
         destination = target[pixels].astype(np.float64)
         fit = _fit(config, source[pixels], destination, confidence[pixels], scene_depth,
                    noise, label, keyframe_pair.measured_depth)
@@ -383,13 +384,11 @@ def split_instances(config: PipelineConfig, labels: np.ndarray, count: int,
     height, width = labels.shape
     min_pixels = config.min_instance_frac * height * width
     fitter = _BodyFitter(config, view, scene_depth, noise)
-    known = view.valid_flow.ravel()
-    flat_labels = labels.ravel()
     result = labels.copy()
     new_count = count
     whole_fits = {}
-    for label, pixels, known_count in _instance_pixels(labels, count, view.valid_flow, config):
-        members = np.flatnonzero((flat_labels == label) & known)
+    for label, pixels, members in _instance_pixels(labels, count, view.valid_flow, config):
+        known_count = len(members)
         motions, body_min = _track_motions(members, carried, config, min_pixels, fitter,
                                            label)
         from_tracks = len(motions) >= 2
@@ -435,15 +434,12 @@ class _BodyFitter:
                     self.scene_depth, self.noise, seed, self.view.measured_depth,
                     self.config.rigid_motion_residual_frac if against_motion else None)
 
-    def residuals(self, motion: np.ndarray, points: np.ndarray) -> np.ndarray:
-        """``[N]`` distances of ``points``' correspondences from ``motion``."""
-        return _residuals(motion, self.source[points], self.target[points])
-
-    def matched_residuals(self, motion: np.ndarray, points: np.ndarray,
-                          information: np.ndarray | None) -> np.ndarray:
+    def residuals(self, motion: np.ndarray, points: np.ndarray,
+                  information: np.ndarray | None = None) -> np.ndarray:
         """``[N]`` how far ``motion`` taken back from ``points``' current points lands
         from their matched earlier points, in the metric ``information`` (``[N, 3, 3]``,
-        the matched points' frame; None: plain distance)."""
+        the matched points' frame; None: plain distance, which a rigid motion keeps: the
+        same as ``|target - motion source|``)."""
         error = se3_apply(se3_inverse(motion), self.target[points].astype(np.float64))
         error -= self.source[points]
         if information is None:
@@ -551,7 +547,7 @@ def _moving_apart(bodies: list[np.ndarray], motions: list[np.ndarray],
             information = (None if aperture is None
                            else aperture_information(aperture, points, R_ref_cam))
             for column, motion in enumerate(motions):
-                residual = fitter.matched_residuals(motion, points, information)
+                residual = fitter.residuals(motion, points, information)
                 off[row, column] = textured[row] and np.median(residual) > fitter.threshold
         apart |= off | off.T
     return bool(apart.all())
@@ -560,11 +556,6 @@ def _moving_apart(bodies: list[np.ndarray], motions: list[np.ndarray],
 def _seed(label: int, index: int, stage: int = 0) -> int:
     """A distinct RANSAC seed per instance, candidate and stage of :func:`split_instances`."""
     return label + 1000 * (1 + index + 10 * stage)
-
-
-def _residuals(T: np.ndarray, source: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """``|target - T source|`` per point (``[N, 3]`` each)."""
-    return np.linalg.norm(se3_apply(T, source.astype(np.float64)) - target, axis=1)
 
 
 def _with_affine(config: PipelineConfig, fit: RigidMotion, source: np.ndarray,
@@ -620,9 +611,9 @@ def aperture_information(aperture: ApertureMetric, pixels: np.ndarray,
 
 def _instance_pixels(labels: np.ndarray, count: int, known: np.ndarray,
                      config: PipelineConfig):
-    """Per instance with >= 3 pixels of known flow: ``(label, flat pixel indices, number
-    of such pixels)``, the indices a sorted random subset of ``max_fit_points`` at most
-    (the fit needs far fewer points than pixels; deterministic by ``config.seed``)."""
+    """Per instance with >= 3 pixels of known flow: ``(label, flat pixel indices, all
+    such pixels)``, the indices a sorted random subset of ``max_fit_points`` at most (the
+    fit needs far fewer points than pixels; deterministic by ``config.seed``)."""
     rng = np.random.default_rng(config.seed)
     # Labelled pixels with known flow (a small part of the image), then one comparison per
     # instance (a handful): cheaper than sorting them by label.
@@ -630,13 +621,13 @@ def _instance_pixels(labels: np.ndarray, count: int, known: np.ndarray,
     labelled = labelled[known.ravel()[labelled]]
     labelled_as = labels.ravel()[labelled]
     for label in range(1, count + 1):
-        pixels = labelled[labelled_as == label]
-        pixel_count = len(pixels)
-        if pixel_count < 3:
+        members = labelled[labelled_as == label]
+        pixels = members
+        if len(members) < 3:
             continue
-        if pixel_count > config.max_fit_points:
-            pixels = np.sort(rng.choice(pixels, config.max_fit_points, replace=False))
-        yield label, pixels, pixel_count
+        if len(members) > config.max_fit_points:
+            pixels = np.sort(rng.choice(members, config.max_fit_points, replace=False))
+        yield label, pixels, members
 
 
 def _fit(config: PipelineConfig, source: np.ndarray, target: np.ndarray,
