@@ -20,7 +20,7 @@ import numpy as np
 
 from pointmap_ros.data.surfaces import (Box, Cylinder, PulsingEllipsoid, Room, SceneObject,
                                         Sphere, WavingSheet)
-from pointmap_ros.data.textures import TextureBank
+from pointmap_ros.data.textures import TextureBank, uniform
 from pointmap_ros.data.trajectories import (HingeTrajectory, LookAtTrajectory,
                                            OscillatingTrajectory)
 from pointmap_ros.geometry.transforms import rotvec_to_rotmat
@@ -260,4 +260,7 @@ def build_layout(config, rng: np.random.Generator, tan_half_fov: float) -> Layou
         objects, events = _demo_objects(config, rng, bank, camera)
     else:
         objects, events = _random_objects(config, rng, bank, camera, tan_half_fov), None
+    if config.plain_objects:  # after every draw: the same seed gives the same scene
+        for obj in objects:
+            obj.texture = uniform(obj.texture)
     return Layout(room, objects, camera, events)

@@ -65,6 +65,9 @@ class SceneConfig:
         motion_epsilon: displacement (metres) above which a pixel counts as moving.
         preset: 'random' or 'demo' (see :mod:`pointmap_ros.data.layout`).
         use_photos: texture some surfaces with the sample images matplotlib ships.
+        plain_objects: every moving object is one colour (the mean of the texture it would
+            have had; the layout and motions are those of the same seed without it), as a
+            painted box or a robot's casing is: faces optical flow cannot track.
         cache_frames: how many frames' ray-cast results to keep (pairs reuse them).
         camera_id: camera name used in frame keys ``'<camera_id>/<t>'``.
     """
@@ -86,6 +89,7 @@ class SceneConfig:
     motion_epsilon: float = 1e-6
     preset: str = 'random'
     use_photos: bool = True
+    plain_objects: bool = False
     cache_frames: int = 64
     camera_id: str = 'cam0'
 

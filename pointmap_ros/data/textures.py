@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ['TEXTURE_SIZE', 'sample', 'fbm', 'checker', 'stripes', 'sample_photos', 'TextureBank']
+__all__ = ['TEXTURE_SIZE', 'sample', 'fbm', 'checker', 'stripes', 'uniform', 'sample_photos',
+           'TextureBank']
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +99,13 @@ def stripes(rng: np.random.Generator, size: int = TEXTURE_SIZE) -> np.ndarray:
     phase = 2.0 * np.pi * count * (np.cos(angle) * x + np.sin(angle) * y)
     field = 0.5 + 0.35 * np.sin(phase) + 0.15 * _spectral_noise(rng, size, beta=1.5)
     return _colourise(np.clip(field, 0.0, 1.0), _palette(rng, 3))
+
+
+def uniform(texture: np.ndarray) -> np.ndarray:
+    """``texture`` with every texel its mean colour: an untextured (plain-coloured) surface,
+    whose shading alone still varies with the surface normal."""
+    mean = texture.reshape(-1, texture.shape[-1]).mean(axis=0, dtype=np.float64)
+    return np.broadcast_to(mean.astype(texture.dtype), texture.shape).copy()
 
 
 def _sample_data_dir() -> Path | None:

@@ -76,15 +76,17 @@ __all__ = ['SequenceScore', 'SequenceTrace', 'FrameSnapshot', 'evaluate_sequence
 
 
 def eval_scene(height: int, width: int, static_camera: bool = False,
-               num_frames: int = 24, varied_seed: int | None = None) -> SceneConfig:
+               num_frames: int = 24, varied_seed: int | None = None,
+               plain_objects: bool = False) -> SceneConfig:
     """The held-out scene family: 'random' preset (box/sphere/cylinder + a deformable
     object), 10 fps; a static camera when asked. With ``varied_seed``, the motion settings
     that seed draws (:func:`~pointmap_ros.data.scenes.varied_motion`: object speed, camera
     amplitude or a static camera, 3-6 objects, an articulated one), a static camera still
-    when asked."""
+    when asked. ``plain_objects``: the same scenes with untextured objects
+    (``SceneConfig.plain_objects``)."""
     scene = SceneConfig(height=height, width=width, num_frames=num_frames, fps=10.0,
                         preset='random', num_objects=3, include_deformable=True,
-                        camera_amplitude=0.3)
+                        camera_amplitude=0.3, plain_objects=plain_objects)
     if varied_seed is not None:
         scene = dataclasses.replace(scene, **varied_motion(varied_seed))
     return dataclasses.replace(scene, camera_amplitude=0.0) if static_camera else scene

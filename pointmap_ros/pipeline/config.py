@@ -132,6 +132,11 @@ class PipelineConfig:
         flow_depth_min_rel_precise: the same floor where the maps are precise (their static
             pixels' camera-induced flow misses the optical flow by no more than the optical
             flow's own noise): a slow object's depth changes by less than 2 % per frame.
+        flow_free_space: where the maps are precise, the pixels the optical flow cannot judge
+            (flat texture, occlusions, the border) move when the reference camera saw past
+            the place their point would have held standing still (the free-space test,
+            pipeline/motion.py; the depth test's threshold). Untextured objects (validation,
+            oracle-two-map, ``--plain-objects``) were masked only along their edges.
         flow_depth_min_isotropy: the depth test is only applied where the image texture fixes
             both flow components (structure-tensor ``lambda_min / lambda_max`` at least this;
             on a stripe the correspondence, hence the depth it reads, slides along it); the
@@ -234,6 +239,7 @@ class PipelineConfig:
     flow_noise_mult: float = 3.0
     flow_depth_min_rel: float = 0.02
     flow_depth_min_rel_precise: float = 0.01
+    flow_free_space: bool = True
     flow_depth_min_isotropy: float = 0.2
     flow_min_gradient: float = 1.0
     flow_halo_px: int = 4

@@ -38,7 +38,7 @@ from pointmap_ros.geometry.transforms import se3_apply, se3_compose, se3_inverse
 from pointmap_ros.pipeline.config import PipelineConfig
 from pointmap_ros.pipeline.motion import (
     ApertureMetric, camera_flow_model, camera_still, depth_residual, epipolar_residual,
-    fill_by_colour, flow_motion, pose_residual, trim_occlusion_halo)
+    fill_by_colour, flow_motion, free_space_residual, pose_residual, trim_occlusion_halo)
 from pointmap_ros.pipeline.odometry_prior import (
     FUSED, NO_ODOMETRY, OdometryPrior, fuse_pose, reprojection_error)
 from pointmap_ros.pipeline.pair import PairView, WorkGrid
@@ -298,6 +298,8 @@ def _verdict(view: PairView, points_cam: np.ndarray, T_world_cam: np.ndarray, K:
     it also judges the pixels the maps gave up on (a real subject a weak model is unsure
     of is exactly what should be segmented). A pixel must also be displaced by more than
     ``motion_min_rel`` of the scene depth in 3D, where the pair's maps give a 3D flow.
+    Pixels with a point that the flow cannot judge (flat texture, occlusion, border) are
+    judged by the free-space test when the pose test decides (its maps are trusted).
     """
     T_ref_cam = se3_compose(se3_inverse(view.ref.T_world_cam), T_world_cam)
     backward = view.pixel_flow.backward
@@ -311,6 +313,13 @@ def _verdict(view: PairView, points_cam: np.ndarray, T_world_cam: np.ndarray, K:
     depth_change = np.where((aperture.isotropy >= config.flow_depth_min_isotropy)
                             & view.valid_flow,
                             depth_residual(view.j_tj, view.j_ti), np.float32(np.nan))
+    free_space = None
+    if config.flow_free_space:
+        reference_depth = np.where(view.valid_i, view.i_ti[..., 2], np.float32(np.nan))
+        free_space = np.where(view.valid_j,
+                              free_space_residual(se3_apply(T_ref_cam, points_cam),
+                                                  reference_depth, K),
+                              np.float32(np.nan))
     decision = flow_motion(
         pose, epipolar, observed,
         stride=grid.stride, reliable_px=config.flow_reliable_px * pixel_scale,
@@ -322,11 +331,17 @@ def _verdict(view: PairView, points_cam: np.ndarray, T_world_cam: np.ndarray, K:
         min_px=config.flow_min_px * pixel_scale, was_moving=was_moving,
         hysteresis=config.flow_hysteresis, depth_res=depth_change,
         min_depth_rel=config.flow_depth_min_rel,
-        min_depth_rel_precise=config.flow_depth_min_rel_precise)
+        min_depth_rel_precise=config.flow_depth_min_rel_precise,
+        free_space_res=free_space)
     # The 3D displacement check needs the pair's 3D flow; where the maps have none the
-    # image-space decision stands alone.
+    # image-space decision stands alone. A point the reference saw past was displaced by
+    # the free-space test's own evidence (the flow its pair interpolated over a flat face
+    # says nothing).
     displaced = (view.flow_sq > (config.motion_min_rel * scene_depth) ** 2) | ~view.valid_flow
-    return _Verdict(decision.moving & displaced, decision.observed, decision.test == 'pose')
+    moving = decision.moving & displaced
+    if decision.seen_through is not None:
+        moving |= decision.seen_through
+    return _Verdict(moving, decision.observed, decision.test == 'pose')
 
 
 def _inside_border(mask: np.ndarray, border: int) -> np.ndarray:

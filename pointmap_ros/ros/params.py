@@ -253,6 +253,10 @@ _PIPELINE_PARAMS = [
     _pipe('flow_depth_min_rel_precise', 'The same where the maps are precise (their static '
           'pixels\' camera-induced flow misses the optical flow by no more than its own '
           'noise).', range=(0.0, 10.0), dynamic=True),
+    _pipe('flow_free_space', 'Where the maps are precise, pixels the optical flow cannot judge '
+          '(flat texture, occlusions, the image border) move when the reference camera saw '
+          'past the place their point would have held standing still (free-space test).',
+          dynamic=True),
     _pipe('flow_border_px', 'The motion test does not judge pixels this close to the image '
           'border (optical flow there matches patches that leave the image) (flow px).',
           range=(0, 64), dynamic=True),

@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
                         'camera amplitude 0.1-0.5 m or a static camera, 3-6 objects, an '
                         'articulated one; data.scenes.varied_motion), on seeds of their own: '
                         'scenes beyond the family the defaults were chosen on')
+    parser.add_argument('--plain-objects', action='store_true',
+                        help='the same scenes with every moving object one colour (no '
+                             'texture; shading only): faces the optical flow cannot track')
     parser.add_argument('--frames', type=int, default=24, help='frames per sequence')
     parser.add_argument('--size', default=None,
                         help='HxW of the oracle scenes (default 192x256; checkpoints use '
@@ -147,6 +150,8 @@ def _figure_title(args, seed: int, still: bool) -> str:
     parts = [engine, f'{args.split} seed {seed}', 'static camera' if still else 'moving camera']
     if args.vary_scenes:
         parts.append('varied motion')
+    if args.plain_objects:
+        parts.append('plain objects')
     if args.depth:
         parts.append(f'depth camera ({100 * args.depth_noise:g} % noise)')
     if args.odometry_noise is not None:
@@ -171,7 +176,8 @@ def main(argv=None) -> int:
     scores = []
     for seed, still in tqdm(jobs, desc='sequences', disable=args.no_progress, file=sys.stderr):
         scene = eval_scene(height, width, static_camera=still, num_frames=args.frames,
-                           varied_seed=seed if args.vary_scenes else None)
+                           varied_seed=seed if args.vary_scenes else None,
+                           plain_objects=args.plain_objects)
         still = scene.camera_amplitude == 0  # a varied sequence may draw a static camera
         score = evaluate_sequence(factory, scene, seed, config, camera_scale=args.camera_scale,
                                   depth_sensor=depth_sensor, odometry=odometry,
@@ -186,6 +192,7 @@ def main(argv=None) -> int:
               'precision': args.precision if args.engine == 'checkpoint' else None,
               'cross_time_source': args.cross_time_source, 'flow_preset': args.flow_preset,
               'flow_warm_start': args.flow_warm_start, 'vary_scenes': args.vary_scenes,
+              'plain_objects': args.plain_objects,
               'size': [height, width],
               'camera_scale': args.camera_scale,
               'depth_sensor': dataclasses.asdict(depth_sensor) if depth_sensor else None,

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from pointmap_ros.data.layout import build_layout
 from pointmap_ros.data.scenes import SceneConfig, SceneGenerator
 from pointmap_ros.errors import ConfigError, InputError
 from pointmap_ros.types import DynamicPointMaps
@@ -42,6 +43,25 @@ def test_deterministic_by_seed():
     np.testing.assert_array_equal(ga.maps.pts_j_ti, gb.maps.pts_j_ti)
     c = SceneGenerator(small(), seed=8)
     assert not np.array_equal(a.render(4).rgb, c.render(4).rgb)
+
+
+def test_plain_objects_keep_the_scene_and_remove_only_the_objects_texture():
+    """Same seed, same layout and motion; every object one albedo, so within one flat face
+    of a box the colour is constant, while the room keeps its texture."""
+    textured = SceneGenerator(small(height=96, width=128), seed=5)
+    plain = SceneGenerator(small(height=96, width=128, plain_objects=True), seed=5)
+    a, b = textured.render(3), plain.render(3)
+    np.testing.assert_array_equal(a.depth, b.depth)
+    np.testing.assert_array_equal(a.instance_ids, b.instance_ids)
+    room = a.instance_ids == 0
+    np.testing.assert_array_equal(a.rgb[room], b.rgb[room])
+    assert not np.array_equal(a.rgb[~room], b.rgb[~room])
+    layouts = [build_layout(generator.config, np.random.default_rng(5), 0.5)
+               for generator in (textured, plain)]
+    for obj_t, obj_p in zip(layouts[0].objects, layouts[1].objects):
+        assert np.ptp(obj_p.texture.reshape(-1, 3), axis=0).max() == 0
+        np.testing.assert_allclose(obj_p.texture[0, 0], obj_t.texture.reshape(-1, 3).mean(0, dtype=np.float64),
+                                   rtol=1e-5)
 
 
 def test_pair_ground_truth_types():

@@ -1,6 +1,7 @@
 """The correspondence motion test's building blocks (pipeline/motion.py) on analytic inputs:
-depth residual, aperture isotropy, the decision with and without the depth test, the
-occlusion-halo trim, and the rigid/non-rigid decision of an instance's fit."""
+depth and free-space residuals, aperture isotropy, the decision with and without the depth
+and free-space tests, the occlusion-halo trim, and the rigid/non-rigid decision of an
+instance's fit."""
 
 import cv2
 import numpy as np
@@ -11,7 +12,7 @@ from pointmap_ros.geometry.transforms import rotvec_to_rotmat, se3_apply, se3_fr
 from pointmap_ros.pipeline import PipelineConfig
 from pointmap_ros.pipeline.motion import (
     _trim_halo, _window_means, aperture_metric, depth_residual, fill_by_colour, flow_motion,
-    local_mean, trim_occlusion_halo)
+    free_space_residual, local_mean, trim_occlusion_halo)
 from pointmap_ros.tracking.rigid_motion import fit_rigid_motion
 
 H, W = 48, 64
@@ -324,3 +325,104 @@ def test_16_bit_median_filter_matches_the_float_one_to_its_step():
     assert below.mean() > 0.9
     np.testing.assert_allclose(fast[below], exact[below], atol=floor / 512 + 1e-6)
     assert (fast[~below] >= 255 * floor).all()
+
+
+def _square_scene(camera_x: float, square_x: tuple[float, float]) -> np.ndarray:
+    """``[H, W]`` depth of a camera at ``(camera_x, 0, 0)`` looking down +z (no rotation)
+    at a fronto-parallel square at z = 2 m spanning ``square_x`` (world x) and y in
+    [-0.25, 0.25], before a wall at z = 4 m."""
+    rays = unproject(np.ones((H, W)), K)
+    at_square = camera_x + 2.0 * rays[..., 0]
+    hit = ((at_square >= square_x[0]) & (at_square <= square_x[1])
+           & (np.abs(2.0 * rays[..., 1]) <= 0.25))
+    return np.where(hit, 2.0, 4.0)
+
+
+def _free_space_of_a_square_moved_by(shift: float, camera_x: float = 0.1,
+                                     square_x: tuple[float, float] = (-0.3, 0.3)):
+    """The camera moved ``camera_x`` m to the right and the square ``shift`` m: (the
+    free-space residual of the current points, their world x, the current square pixels)."""
+    reference_depth = _square_scene(0.0, square_x).astype(np.float32)
+    depth = _square_scene(camera_x, (square_x[0] + shift, square_x[1] + shift))
+    points_cam = unproject(depth, K)
+    T_ref_cam = se3_from_rt(np.eye(3), np.array([camera_x, 0.0, 0.0]))
+    points_ref = se3_apply(T_ref_cam, points_cam).astype(np.float32)
+    return free_space_residual(points_ref, reference_depth, K), points_ref[..., 0], depth < 3
+
+
+def test_a_static_scene_shows_no_free_space_even_at_its_depth_edges():
+    """The camera's 0.11 m step moves the square 3.3 px, and its left edge lies 0.2 px right
+    of a pixel centre in the reference: a square point projecting there rounds onto a wall
+    pixel, which the nearest depth of the neighbourhood (the square's) answers for."""
+    residual, _, square = _free_space_of_a_square_moved_by(0.0, 0.11, (-0.31, 0.29))
+    assert residual.dtype == np.float32
+    known = np.isfinite(residual)
+    # Only what the camera's step (1.65 px at the wall) brought into view is unknown.
+    assert known[:, :-3].all() and not known[:, -1:].any()
+    assert residual[known].max() <= 1e-6
+    assert square.any()
+
+
+def test_a_moved_square_shows_free_space_where_the_reference_saw_the_wall():
+    """Moved 0.2 m right: its points beyond the square's old right edge (x > 0.3 m) lie
+    where the reference saw the wall 2 m behind them, (4 - 2) / 2 = 1; its points over
+    its old place (x < 0.3 m), and the wall it uncovered (the reference saw the square in
+    front of it: maybe just hidden), give no evidence."""
+    residual, world_x, square = _free_space_of_a_square_moved_by(0.2)
+    pixel_m = 2.0 / K[0, 0]  # one pixel at the square's depth
+    beyond = square & (world_x > 0.3 + 1.5 * pixel_m)
+    over = square & (world_x < 0.3 - 0.5 * pixel_m)
+    assert beyond.sum() >= 5 * 8 and over.sum() >= 10 * 8
+    np.testing.assert_allclose(residual[beyond], 1.0, atol=1e-5)
+    assert np.nanmax(residual[over]) <= 1e-6
+    assert np.nanmax(residual[~square]) <= 1e-6
+
+
+def _free_space_decision_inputs(seed: int = 4):
+    """Pose, epipolar and depth residuals of precise maps (static pose residual at most the
+    flow's noise) and a free-space residual of 0.05 on an unobserved object."""
+    rng = np.random.default_rng(seed)
+    pose_res = np.abs(rng.normal(0.0, 0.1, (H, W))).astype(np.float32)
+    epipolar_res = np.abs(rng.normal(0.0, 0.2, (H, W))).astype(np.float32)
+    depth_res = np.abs(rng.normal(0.0, 0.002, (H, W))).astype(np.float32)
+    free_space = -np.abs(rng.normal(0.0, 0.003, (H, W))).astype(np.float32)
+    free_space[OBJECT] = 0.05
+    observed = np.ones((H, W), bool)
+    observed[OBJECT] = False  # flat: the optical flow cannot judge it
+    return pose_res, epipolar_res, depth_res, free_space, observed
+
+
+def test_free_space_judges_only_what_the_flow_cannot_and_only_on_precise_maps():
+    pose_res, epipolar_res, depth_res, free_space, observed = _free_space_decision_inputs()
+    args = dict(stride=1, reliable_px=1.5, inlier_px=1.0, noise_mult=3.0, min_px=1.0,
+                depth_res=depth_res, min_depth_rel=0.02, min_depth_rel_precise=0.01,
+                reliable_ratio=3.0)
+    truth = np.zeros((H, W), bool)
+    truth[OBJECT] = True
+    decision = flow_motion(pose_res, epipolar_res, observed, free_space_res=free_space, **args)
+    assert decision.test == 'pose'
+    np.testing.assert_array_equal(decision.seen_through, truth)
+    assert not decision.moving.any()  # (``moving`` stays the flow's verdict)
+    # Observed pixels are the flow's to judge, whatever their free space says.
+    everywhere = np.ones((H, W), bool)
+    assert not flow_motion(pose_res, epipolar_res, everywhere, free_space_res=free_space,
+                           **args).seen_through.any()
+    # Trusted but not precise maps (static pose residual twice the flow's noise): not run.
+    noisy = flow_motion(pose_res, epipolar_res / 4, observed, free_space_res=free_space,
+                        **args)
+    assert noisy.test == 'pose' and noisy.seen_through is None
+    assert flow_motion(pose_res, epipolar_res, observed, **args).seen_through is None
+
+
+def test_free_space_threshold_is_the_depth_tests():
+    """A free-space residual of 0.05 passes the 1 % floor of precise maps, but not when the
+    depth test's own noise (median 0.02 over textured pixels) sets its threshold at 0.06."""
+    pose_res, epipolar_res, depth_res, free_space, observed = _free_space_decision_inputs()
+    args = dict(stride=1, reliable_px=1.5, inlier_px=1.0, noise_mult=3.0, min_px=1.0,
+                min_depth_rel=0.02, min_depth_rel_precise=0.01, reliable_ratio=3.0,
+                free_space_res=free_space)
+    assert flow_motion(pose_res, epipolar_res, observed, depth_res=depth_res,
+                       **args).seen_through[OBJECT].all()
+    noisy_depths = np.full((H, W), 0.02, np.float32)
+    assert not flow_motion(pose_res, epipolar_res, observed, depth_res=noisy_depths,
+                           **args).seen_through.any()
