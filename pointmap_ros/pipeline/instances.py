@@ -755,6 +755,9 @@ def grow_instances(labels: np.ndarray, fits: dict[int, RigidMotion], view: PairV
     extent (twice its RMS radius from its centroid: a floor under a ball whose stripes hide
     the ball's motion is not the ball). At most ``max_steps`` one-pixel rings are added.
     Non-rigid instances (no motion model to check the flow against) only close their border.
+    On trusted maps an instance also takes the flat regions it encloses (most of the judged
+    pixels around them are its own; :meth:`_FlatRegions.enclosed_by`): the plain faces of
+    an object whose outline alone the motion test could judge.
 
     Args:
         labels: ``[H, W]`` int32 instances (0 = static).
@@ -776,6 +779,7 @@ def grow_instances(labels: np.ndarray, fits: dict[int, RigidMotion], view: PairV
         linked = _Linked.of(view.valid_j & ~surface, view.j_tj[..., 2], jump_rel)
     judged = view.pixel_flow.backward_valid & aperture.textured
     unjudged, everywhere = ~judged, np.ones_like(judged)
+    flat_regions = _FlatRegions.of(unjudged & surface) if maps_trusted else None
     allowed_residual = np.maximum(
         threshold_px, np.where(np.isfinite(camera_residual), camera_residual, np.float32(0)))
     grown = labels.copy()
@@ -791,8 +795,54 @@ def grow_instances(labels: np.ndarray, fits: dict[int, RigidMotion], view: PairV
         free = near & (grown == 0)
         region = _grow_region(grown == label, surface & free, consistent, unknown, max_steps,
                               border_steps, linked, free)
+        if flat_regions is not None:
+            region |= flat_regions.enclosed_by(region, judged) & free
         grown[region & (grown == 0)] = label
     return grown
+
+
+@dataclasses.dataclass(frozen=True)
+class _FlatRegions:
+    """The 4-connected regions of pixels without flow evidence on a growth surface (flat
+    texture, occlusion), for :meth:`enclosed_by`."""
+
+    components: np.ndarray  # [H, W] int32, 0 = none
+    boxes: np.ndarray       # [n, 4] left, top, width, height (OpenCV's stats)
+
+    #: Share of a flat region's judged outline that must lie on the instance.
+    ENCLOSED_SHARE = 0.5
+
+    @classmethod
+    def of(cls, flat: np.ndarray) -> '_FlatRegions':
+        _, components, stats, _ = cv2.connectedComponentsWithStats(
+            flat.view(np.uint8), connectivity=4, ltype=cv2.CV_32S)
+        return cls(components, stats[:, :4])
+
+    def enclosed_by(self, region: np.ndarray, judged: np.ndarray) -> np.ndarray:
+        """``[H, W]`` the flat regions next to ``region`` (an instance, ``[H, W]`` bool)
+        that it encloses: at least :attr:`ENCLOSED_SHARE` of the judged pixels around each
+        lie in ``region`` rather than on static structure or another instance.
+
+        A plain face of a moving object shows no motion inside its outline (nothing to
+        match, and a face sliding within its own plane leaves no free space either), so only
+        its outline is judged, and the border rings of growth cross just a few pixels of it.
+        A face is bounded by its own edges; a flat floor or wall next to an object mostly by
+        static texture.
+        """
+        enclosed = np.zeros_like(region)
+        touching = self.components[cv2.dilate(region.view(np.uint8), _CROSS) > 0]
+        height, width = region.shape
+        for index in np.unique(touching[touching > 0]):
+            left, top, box_width, box_height = self.boxes[index]
+            rows = slice(max(top - 1, 0), min(top + box_height + 1, height))
+            cols = slice(max(left - 1, 0), min(left + box_width + 1, width))
+            piece = self.components[rows, cols] == index
+            around = (cv2.dilate(piece.view(np.uint8), _SQUARE) > 0) & ~piece
+            on_instance = np.count_nonzero(around & region[rows, cols])
+            elsewhere = np.count_nonzero(around & judged[rows, cols] & ~region[rows, cols])
+            if on_instance and on_instance >= self.ENCLOSED_SHARE * (on_instance + elsewhere):
+                enclosed[rows, cols] |= piece
+        return enclosed
 
 
 def _growth_surface(view: PairView, jump_rel: float, maps_trusted: bool) -> np.ndarray:

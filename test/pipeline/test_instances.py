@@ -3,8 +3,9 @@ must move as a whole by the motion threshold, and one continuing a published tra
 previous frame by the mask's hysteresis of it. Instance fits (fit_instances): matches that
 slid along image stripes do not bias the refined motion, nor, on a depth sensor's noisy
 points, outline matches that show no motion. Growth (grow_instances) reaches an
-object's outline and stops at the depth jump behind it, and takes only instances with
-evidence that they are moving objects (moving_object_fits, complete_instances). Small
+object's outline and stops at the depth jump behind it, takes the flat faces an instance
+encloses, and takes only instances with evidence that they are moving objects
+(moving_object_fits, complete_instances). Small
 instances (small_instance_labels) are detections only when they move clearly."""
 
 import dataclasses
@@ -457,3 +458,30 @@ def test_border_rings_take_unjudged_pixels_never_contradicting_ones():
     np.testing.assert_array_equal(
         np.nonzero(taken.any(axis=0))[0], np.arange(OBJECT[1].stop, OBJECT[1].stop + 3))
     assert np.all(flat[taken])
+
+
+@pytest.mark.parametrize('maps_trusted', [True, False])
+def test_an_instance_takes_the_flat_faces_its_outline_encloses_on_trusted_maps(maps_trusted):
+    """A plain object (only a 3-pixel band inside its outline is textured, so the motion
+    test flagged that band alone) and a flat patch of the wall 10 cm behind it, one surface
+    with it by depth, right of it. With no border rings, growth alone stops at the flat
+    face; the face, enclosed by the instance, joins on trusted maps. The wall patch, whose
+    judged surroundings are mostly static wall, stays out. On untrusted maps nothing flat
+    joins."""
+    on_object = np.zeros((H, W), bool)
+    on_object[OBJECT] = True
+    face = cv2.erode(on_object.view(np.uint8), np.ones((7, 7), np.uint8)).view(bool)
+    patch = np.zeros((H, W), bool)
+    patch[OBJECT[0], OBJECT[1].stop:OBJECT[1].stop + 6] = True
+    labels, fits, view, aperture, _ = _growth_scene(3.1, object_flow_on_wall=False,
+                                                    textured=~(face | patch))
+    band = cv2.erode(on_object.view(np.uint8), np.ones((3, 3), np.uint8)).view(bool) & ~face
+    grown = grow_instances(band.astype(np.int32), fits, view, K,
+                           np.full((H, W), np.nan, np.float32), aperture, threshold_px=0.5,
+                           jump_rel=0.05, max_steps=8, border_steps=0,
+                           maps_trusted=maps_trusted) == 1
+    assert face.sum() == 9 * 14 and not (grown & patch).any()
+    if maps_trusted:
+        np.testing.assert_array_equal(grown, on_object)
+    else:
+        assert not (grown & face).any()
