@@ -299,7 +299,7 @@ def _verdict(view: PairView, points_cam: np.ndarray, T_world_cam: np.ndarray, K:
     of is exactly what should be segmented). A pixel must also be displaced by more than
     ``motion_min_rel`` of the scene depth in 3D, where the pair's maps give a 3D flow.
     Pixels with a point that the flow cannot judge (flat texture, occlusion, border) are
-    judged by the free-space test when the pose test decides (its maps are trusted).
+    judged by the free-space test where the maps are precise.
     """
     T_ref_cam = se3_compose(se3_inverse(view.ref.T_world_cam), T_world_cam)
     backward = view.pixel_flow.backward

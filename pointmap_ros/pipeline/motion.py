@@ -37,11 +37,11 @@ length on isotropic texture, only the component across the stripes on a 1D patte
 no evidence at all (unobserved) where the image is flat.
 
 Flat, untextured surfaces (a plain-coloured box's faces), occlusions and the image border
-leave the optical flow with nothing to say, but where the maps are trusted the geometry
+leave the optical flow with nothing to say, but where the maps are precise the geometry
 still does: the *free-space test* puts each such pixel's point where it would have been
 had it stood still, in the reference camera, and asks whether the reference saw *past*
 that place (its nearest recorded depth there is farther by more than the depth test's
-floor). Then the point was not there: it moved. The test is one-sided: a reference that
+threshold). Then the point was not there: it moved. The test is one-sided: a reference that
 saw something nearer may just have had the point hidden (a background pixel an object
 uncovered), which is no evidence either way. It judges where an object moved onto ground
 the reference saw empty and where it moved towards the camera; a face sliding within its

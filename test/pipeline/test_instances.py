@@ -485,3 +485,19 @@ def test_an_instance_takes_the_flat_faces_its_outline_encloses_on_trusted_maps(m
         np.testing.assert_array_equal(grown, on_object)
     else:
         assert not (grown & face).any()
+
+
+@pytest.mark.parametrize('measured_depth', [True, False])
+def test_a_fit_that_explains_nothing_is_no_moving_object(measured_depth):
+    """A fit that moves its instance far (6 cm, over the threshold) but leaves a residual
+    of three times the instance's size (its correspondences mostly wrong: a fast object the
+    optical flow lost) is dropped, also on trusted sensor depths; at twice the size it is
+    kept."""
+    labels, _, view, _, _ = _growth_scene(4.0, object_flow_on_wall=False,
+                                          measured_depth=measured_depth)
+    for residual_sizes, kept in [(3.0, False), (2.0, True)]:
+        fit = RigidMotion(T=se3_from_rt(np.eye(3), np.array([0.06, 0.0, 0.0])),
+                          rms=residual_sizes * 0.2, residual_rel=residual_sizes,
+                          inlier_ratio=0.3, is_rigid=False, size=0.2)
+        fits = moving_object_fits(labels, {1: fit}, view, True, 0.03, None)
+        assert (1 in fits) == kept, residual_sizes
