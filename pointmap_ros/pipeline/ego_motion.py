@@ -315,11 +315,13 @@ def _verdict(view: PairView, points_cam: np.ndarray, T_world_cam: np.ndarray, K:
                             depth_residual(view.j_tj, view.j_ti), np.float32(np.nan))
     free_space = None
     if config.flow_free_space:
+        # Only the pixels with a point that the flow cannot judge are the test's (a small
+        # part of a textured image: the cost stays with them).
+        candidates = np.flatnonzero(view.valid_j & ~observed)
         reference_depth = np.where(view.valid_i, view.i_ti[..., 2], np.float32(np.nan))
-        free_space = np.where(view.valid_j,
-                              free_space_residual(se3_apply(T_ref_cam, points_cam),
-                                                  reference_depth, K),
-                              np.float32(np.nan))
+        free_space = np.full(observed.shape, np.nan, np.float32)
+        free_space.reshape(-1)[candidates] = free_space_residual(
+            se3_apply(T_ref_cam, points_cam.reshape(-1, 3)[candidates]), reference_depth, K)
     decision = flow_motion(
         pose, epipolar, observed,
         stride=grid.stride, reliable_px=config.flow_reliable_px * pixel_scale,

@@ -211,12 +211,12 @@ def depth_residual(points_now: np.ndarray, points_before: np.ndarray) -> np.ndar
 
 def free_space_residual(points_ref: np.ndarray, reference_depth: np.ndarray,
                         K: np.ndarray) -> np.ndarray:
-    """``[H, W]`` float32 how far the reference camera saw *past* each current point had it
-    stood still: ``(z_seen - z) / z``, with ``z`` the depth of ``points_ref`` (the current
-    points in the reference camera, ``[H, W, 3]``) and ``z_seen`` the nearest depth the
-    reference recorded (``reference_depth``, ``[H, W]``, NaN = unknown) within one pixel of
-    where the point projects. NaN where the point is invalid, behind the camera or projects
-    outside the reference image or onto no known depth.
+    """``[...]`` float32 how far the reference camera saw *past* each point had it stood
+    still: ``(z_seen - z) / z``, with ``z`` the depth of ``points_ref`` (current points in
+    the reference camera, ``[..., 3]``: an image or the few pixels to judge) and ``z_seen``
+    the nearest depth the reference recorded (``reference_depth``, ``[H, W]``, NaN =
+    unknown) within one pixel of where the point projects. NaN where the point is invalid,
+    behind the camera or projects outside the reference image or onto no known depth.
 
     Positive values say the reference looked through the place the point would occupy, so
     the point was not there: it moved (or the maps err). Negative values carry no evidence
@@ -229,18 +229,24 @@ def free_space_residual(points_ref: np.ndarray, reference_depth: np.ndarray,
     nearest_seen = cv2.erode(np.where(np.isfinite(reference_depth), reference_depth,
                                       np.float32(np.inf)).astype(np.float32, copy=False),
                              np.ones((3, 3), np.uint8))
-    depth = points_ref[..., 2].astype(np.float32, copy=False)
-    with np.errstate(invalid='ignore'):
+    # A padded copy reads an out-of-image neighbour's projection as unknown (inf -> NaN)
+    # without a bounds test per point.
+    padded = cv2.copyMakeBorder(nearest_seen, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=np.inf)
+    points = np.asarray(points_ref, np.float32)
+    depth = points[..., 2]
+    with np.errstate(divide='ignore', invalid='ignore'):
         in_front = depth > 0
-    pixels = project(points_ref.astype(np.float32, copy=False), K)
-    columns, rows = np.rint(pixels[..., 0]), np.rint(pixels[..., 1])
-    inside = (in_front & (columns >= 0) & (columns < width) & (rows >= 0) & (rows < height))
-    seen = np.full((height, width), np.inf, np.float32)
-    seen[inside] = nearest_seen[rows[inside].astype(np.intp), columns[inside].astype(np.intp)]
-    known = inside & np.isfinite(seen)
+        inverse = np.where(in_front, np.float32(1.0) / depth, np.float32(np.nan))
+        columns = np.rint((K[0, 0] * points[..., 0] + K[0, 1] * points[..., 1]) * inverse
+                          + K[0, 2]) + 1
+        rows = np.rint(K[1, 1] * points[..., 1] * inverse + K[1, 2]) + 1
+        inside = (columns >= 0) & (columns <= width + 1) & (rows >= 0) & (rows <= height + 1)
+    seen = np.full(depth.shape, np.inf, np.float32)
+    seen[inside] = padded[rows[inside].astype(np.intp), columns[inside].astype(np.intp)]
     with np.errstate(invalid='ignore', divide='ignore'):
-        residual = (seen - depth) / depth
-    return np.where(known, residual, np.float32(np.nan)).astype(np.float32, copy=False)
+        residual = (seen - depth) * inverse
+    return np.where(np.isfinite(seen), residual, np.float32(np.nan)).astype(np.float32,
+                                                                          copy=False)
 
 
 def camera_still(flow: np.ndarray, static: np.ndarray, stride: int, still_px: float) -> bool:
