@@ -229,20 +229,17 @@ def free_space_residual(points_ref: np.ndarray, reference_depth: np.ndarray,
     nearest_seen = cv2.erode(np.where(np.isfinite(reference_depth), reference_depth,
                                       np.float32(np.inf)).astype(np.float32, copy=False),
                              np.ones((3, 3), np.uint8))
-    # A padded copy reads an out-of-image neighbour's projection as unknown (inf -> NaN)
-    # without a bounds test per point.
-    padded = cv2.copyMakeBorder(nearest_seen, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=np.inf)
     points = np.asarray(points_ref, np.float32)
     depth = points[..., 2]
+    # The projection inline (camera.project stacks both coordinates in float64).
     with np.errstate(divide='ignore', invalid='ignore'):
-        in_front = depth > 0
-        inverse = np.where(in_front, np.float32(1.0) / depth, np.float32(np.nan))
+        inverse = np.where(depth > 0, np.float32(1.0) / depth, np.float32(np.nan))
         columns = np.rint((K[0, 0] * points[..., 0] + K[0, 1] * points[..., 1]) * inverse
-                          + K[0, 2]) + 1
-        rows = np.rint(K[1, 1] * points[..., 1] * inverse + K[1, 2]) + 1
-        inside = (columns >= 0) & (columns <= width + 1) & (rows >= 0) & (rows <= height + 1)
+                          + K[0, 2])
+        rows = np.rint(K[1, 1] * points[..., 1] * inverse + K[1, 2])
+        inside = (columns >= 0) & (columns < width) & (rows >= 0) & (rows < height)
     seen = np.full(depth.shape, np.inf, np.float32)
-    seen[inside] = padded[rows[inside].astype(np.intp), columns[inside].astype(np.intp)]
+    seen[inside] = nearest_seen[rows[inside].astype(np.intp), columns[inside].astype(np.intp)]
     with np.errstate(invalid='ignore', divide='ignore'):
         residual = (seen - depth) * inverse
     return np.where(np.isfinite(seen), residual, np.float32(np.nan)).astype(np.float32,
