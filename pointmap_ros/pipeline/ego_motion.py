@@ -313,15 +313,17 @@ def _verdict(view: PairView, points_cam: np.ndarray, T_world_cam: np.ndarray, K:
     depth_change = np.where((aperture.isotropy >= config.flow_depth_min_isotropy)
                             & view.valid_flow,
                             depth_residual(view.j_tj, view.j_ti), np.float32(np.nan))
-    free_space = None
-    if config.flow_free_space:
-        # Only the pixels with a point that the flow cannot judge are the test's (a small
-        # part of a textured image: the cost stays with them).
+
+    def free_space() -> np.ndarray:
+        """The free-space residual of the pixels with a point that the flow cannot judge
+        (a small part of a textured image: the cost stays with them); NaN elsewhere."""
         candidates = np.flatnonzero(view.valid_j & ~observed)
         reference_depth = np.where(view.valid_i, view.i_ti[..., 2], np.float32(np.nan))
-        free_space = np.full(observed.shape, np.nan, np.float32)
-        free_space.reshape(-1)[candidates] = free_space_residual(
+        residual = np.full(observed.shape, np.nan, np.float32)
+        residual.reshape(-1)[candidates] = free_space_residual(
             se3_apply(T_ref_cam, points_cam.reshape(-1, 3)[candidates]), reference_depth, K)
+        return residual
+
     decision = flow_motion(
         pose, epipolar, observed,
         stride=grid.stride, reliable_px=config.flow_reliable_px * pixel_scale,
@@ -334,7 +336,7 @@ def _verdict(view: PairView, points_cam: np.ndarray, T_world_cam: np.ndarray, K:
         hysteresis=config.flow_hysteresis, depth_res=depth_change,
         min_depth_rel=config.flow_depth_min_rel,
         min_depth_rel_precise=config.flow_depth_min_rel_precise,
-        free_space_res=free_space)
+        free_space_res=free_space if config.flow_free_space else None)
     # The 3D displacement check needs the pair's 3D flow; where the maps have none the
     # image-space decision stands alone. A point the reference saw past was displaced by
     # the free-space test's own evidence (the flow its pair interpolated over a flat face

@@ -51,6 +51,7 @@ own plane shows no free space inside its outline, and the instance stage complet
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -263,7 +264,7 @@ def flow_motion(pose_res: np.ndarray | None, epipolar_res: np.ndarray | None,
                 min_depth_rel: float = 0.01,
                 reliable_ratio: float | None = None,
                 min_depth_rel_precise: float | None = None,
-                free_space_res: np.ndarray | None = None) -> FlowMotion:
+                free_space_res: Callable[[], np.ndarray] | None = None) -> FlowMotion:
     """Decide motion from the residuals (any may be None when unavailable).
 
     The pose residual is used when the maps are reliable: its median over the pixels the
@@ -287,7 +288,8 @@ def flow_motion(pose_res: np.ndarray | None, epipolar_res: np.ndarray | None,
     motion IoU 0.952 -> 0.958 at 1 % against 2 %, shipped model with a depth camera 0.839 ->
     0.842; the shipped model's outputs without one identical).
     Where the maps are precise, pixels outside ``observed`` are judged by the free-space
-    residual (:func:`free_space_residual`) when given, against the depth test's threshold
+    residual (:func:`free_space_residual`; ``free_space_res`` computes it, called only
+    then: on other pairs it would be work thrown away), against the depth test's threshold
     (both measure how far two frames' depths of a static point disagree; the depth
     residual's noise is measured on textured pixels, where static ones dominate, while the
     unobserved ones may be mostly a plain object's faces): ``seen_through``. It reads the
@@ -321,7 +323,7 @@ def flow_motion(pose_res: np.ndarray | None, epipolar_res: np.ndarray | None,
                                                          filter_size, noise_mult, depth_floor)
         moving |= _exceeds(depth_res, judged_depth, depth_threshold, was_moving, hysteresis)
     if test == 'pose' and precise and free_space_res is not None:
-        seen_through = _seen_through(free_space_res, observed, depth_threshold, was_moving,
+        seen_through = _seen_through(free_space_res(), observed, depth_threshold, was_moving,
                                      hysteresis)
     if test == 'pose' and epipolar_res is not None:
         # Pixels without a pose residual (no confident point: often the moving object a

@@ -138,9 +138,10 @@ def _depth_of(camera_x: float, square_x: tuple[float, float]) -> np.ndarray:
 @pytest.mark.parametrize('free_space', [True, False])
 def test_free_space_masks_a_plain_square_where_the_flow_sees_only_its_outline(free_space):
     """A plain grey square 2 m away moved 0.4 m (12 px) right while the camera moved 0.1 m,
-    before a textured wall at 4 m; the same-time maps and the optical flow are exact. The flow's tests judge only the wall and the square's
-    outline; the free-space test also calls moving the square's flat part where the
-    reference saw the wall (beyond its old right edge), and no static pixel."""
+    before a textured wall at 4 m; the same-time maps and the optical flow are exact. The
+    flow's tests judge only the wall and the square's outline; the free-space test also
+    calls moving the square's flat part where the reference saw the wall (beyond its old
+    right edge), and no static pixel."""
     camera = np.array([0.1, 0.0, 0.0])
     depth = _depth_of(camera[0], (0.1, 0.7))
     square = depth < 3

@@ -399,18 +399,26 @@ def test_free_space_judges_only_what_the_flow_cannot_and_only_on_precise_maps():
                 reliable_ratio=3.0)
     truth = np.zeros((H, W), bool)
     truth[OBJECT] = True
-    decision = flow_motion(pose_res, epipolar_res, observed, free_space_res=free_space, **args)
+    decision = flow_motion(pose_res, epipolar_res, observed,
+                           free_space_res=lambda: free_space, **args)
     assert decision.test == 'pose'
     np.testing.assert_array_equal(decision.seen_through, truth)
     assert not decision.moving.any()  # (``moving`` stays the flow's verdict)
     # Observed pixels are the flow's to judge, whatever their free space says.
     everywhere = np.ones((H, W), bool)
-    assert not flow_motion(pose_res, epipolar_res, everywhere, free_space_res=free_space,
-                           **args).seen_through.any()
+    assert not flow_motion(pose_res, epipolar_res, everywhere,
+                           free_space_res=lambda: free_space, **args).seen_through.any()
     # Trusted but not precise maps (static pose residual twice the flow's noise): not run.
-    noisy = flow_motion(pose_res, epipolar_res / 4, observed, free_space_res=free_space,
+    computed = []
+
+    def counted_free_space():
+        computed.append(1)
+        return free_space
+
+    noisy = flow_motion(pose_res, epipolar_res / 4, observed, free_space_res=counted_free_space,
                         **args)
     assert noisy.test == 'pose' and noisy.seen_through is None
+    assert not computed  # (nor is the residual computed for nothing)
     assert flow_motion(pose_res, epipolar_res, observed, **args).seen_through is None
 
 
@@ -420,7 +428,7 @@ def test_free_space_threshold_is_the_depth_tests():
     pose_res, epipolar_res, depth_res, free_space, observed = _free_space_decision_inputs()
     args = dict(stride=1, reliable_px=1.5, inlier_px=1.0, noise_mult=3.0, min_px=1.0,
                 min_depth_rel=0.02, min_depth_rel_precise=0.01, reliable_ratio=3.0,
-                free_space_res=free_space)
+                free_space_res=lambda: free_space)
     assert flow_motion(pose_res, epipolar_res, observed, depth_res=depth_res,
                        **args).seen_through[OBJECT].all()
     noisy_depths = np.full((H, W), 0.02, np.float32)
