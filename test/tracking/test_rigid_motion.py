@@ -98,6 +98,29 @@ def test_blended_motion_follows_a_bending_object():
     np.testing.assert_array_equal(again.motions, blended.motions)
 
 
+def test_a_piece_torn_away_from_its_instance_takes_the_rigid_motion():
+    """A sheet translates 5 cm, but the optical flow lost its right quarter: those pixels'
+    correspondences read a wall 4 m behind, consistently (one consensus RANSAC finds). The
+    piece fitted to them would carry its points 4 m; it leaves the 1.2 m sheet by far more
+    than the sheet's size, so it moves with the instance's rigid fit, exactly."""
+    rng = np.random.default_rng(5)
+    now = np.stack([rng.uniform(-0.6, 0.6, 800), rng.uniform(-0.3, 0.3, 800),
+                    np.full(800, 3.0)], axis=1)
+    shift = np.array([0.05, 0.0, 0.0])
+    before = now - shift
+    lost = now[:, 0] > 0.3
+    before[lost] += np.array([0.0, 0.0, 4.0])
+    single = fit_rigid_motion(before, now, None, threshold=0.01, rigid_residual_rel=0.05)
+    np.testing.assert_allclose(single.T[:3, 3], shift, atol=1e-9)  # 3 / 4 of the sheet
+    blended = fit_blended_motion(before, now, threshold=0.01, pieces=4, fallback=single.T)
+    assert len(blended.motions) == 4
+    np.testing.assert_allclose(blended.displacement(now), np.broadcast_to(shift, now.shape),
+                               atol=1e-9)
+    # The torn piece is replaced, not dropped: its own fit did explain its points.
+    torn_piece = np.argmax(blended.centres[:, 0])
+    np.testing.assert_array_equal(blended.motions[torn_piece], single.T)
+
+
 def test_blended_motion_of_one_piece_is_the_rigid_flow():
     now = _blob(30)
     one = fit_blended_motion(se3_apply(se3_inverse(TRUE_MOTION), now), now, threshold=0.01,
