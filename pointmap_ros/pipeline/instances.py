@@ -28,14 +28,14 @@ from pointmap_ros.tracking.rigid_motion import (
     RigidMotion, fit_affine_motion, fit_blended_motion, fit_rigid_motion, refine_rigid_motion,
     trimmed_rms)
 from pointmap_ros.tracking.segmentation import motion_threshold as threshold_of_flow
-from pointmap_ros.tracking.segmentation import segment_instances
+from pointmap_ros.tracking.segmentation import PLACE_UNKNOWN, segment_instances
 from pointmap_ros.tracking.tracker import (Detection, moves_clearly, previous_track_ids,
                                            warped_overlap)
 from pointmap_ros.tracking.window import WindowFrame
 
-__all__ = ['instance_labels', 'small_instance_labels', 'carried_track_ids', 'detect_objects',
-           'split_instances', 'fit_instances', 'moving_object_fits', 'complete_instances',
-           'grow_instances']
+__all__ = ['instance_labels', 'small_instance_labels', 'carried_track_ids',
+           'detect_objects', 'split_instances', 'fit_instances', 'moving_object_fits',
+           'complete_instances', 'grow_instances']
 
 _CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
 _SQUARE = np.ones((3, 3), np.uint8)
@@ -136,8 +136,9 @@ def carried_track_ids(previous: tuple[WindowFrame, PairView] | None,
                       published_tracks: frozenset[int], where: np.ndarray
                       ) -> np.ndarray | None:
     """``[H, W]`` int32: the published track each current pixel of ``where`` lay on at the
-    previous frame's time (0 = none, or not asked); None without a previous frame with
-    published tracks.
+    previous frame's time (0 = none, or not asked; :data:`PLACE_UNKNOWN` where the pair
+    gives the pixel no point at that time); None without a previous frame with published
+    tracks.
 
     Args:
         previous: ``(previous frame, its pair with the current frame)``, or None.
@@ -151,6 +152,9 @@ def carried_track_ids(previous: tuple[WindowFrame, PairView] | None,
     carried = np.zeros(where.shape, np.int32)
     ids = previous_track_ids(pair.j_ti[where], frame.K, frame.track_ids)
     carried[where] = np.where(np.isin(ids, list(published_tracks)), ids, 0)
+    unknown = where.copy()
+    unknown[where] = ~np.all(np.isfinite(pair.j_ti[where]), axis=-1)
+    carried[unknown] = PLACE_UNKNOWN
     return carried
 
 
@@ -748,7 +752,10 @@ def _is_moving_object(region: np.ndarray, fit: RigidMotion, view: PairView,
         return True
     if carried is None:
         return False
-    return 2 * np.count_nonzero(carried[region]) > np.count_nonzero(region)
+    # Most of its pixels with a known place a frame ago lay on a published track.
+    region_carried = carried[region]
+    return 2 * np.count_nonzero(region_carried > 0) > np.count_nonzero(
+        region_carried != PLACE_UNKNOWN)
 
 
 def grow_instances(labels: np.ndarray, fits: dict[int, RigidMotion], view: PairView,

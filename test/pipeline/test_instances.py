@@ -24,6 +24,7 @@ from pointmap_ros.pipeline.instances import (
 from pointmap_ros.pipeline.motion import ApertureMetric
 from pointmap_ros.pipeline.pair import PairView
 from pointmap_ros.tracking.rigid_motion import RigidMotion
+from pointmap_ros.tracking.segmentation import PLACE_UNKNOWN
 from pointmap_ros.tracking.window import WindowFrame
 from pointmap_ros.types import DynamicPointMaps, Frame
 
@@ -131,6 +132,12 @@ def test_carried_track_ids_are_the_published_tracks_pixels_lay_on_a_frame_ago():
     left_half[:, :W // 2] = True  # only the pixels asked for
     np.testing.assert_array_equal(carried_track_ids(previous, frozenset({7}), left_half),
                                   np.where(left_half, expected, 0))
+    # A pixel the pair gives no point at the previous time has no known place there.
+    came_from[OBJECT[0].start, OBJECT[1]] = np.nan
+    previous = (previous_frame, _view('previous', previous_frame, before, came_from, before))
+    expected[OBJECT[0].start, OBJECT[1]] = PLACE_UNKNOWN
+    np.testing.assert_array_equal(carried_track_ids(previous, frozenset({7}), everywhere),
+                                  expected)
     assert carried_track_ids(previous, frozenset(), everywhere) is None
     assert carried_track_ids(None, frozenset({7}), everywhere) is None
     assert carried_track_ids((_frame(1), previous[1]), frozenset({7}), everywhere) is None

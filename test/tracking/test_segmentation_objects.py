@@ -8,8 +8,8 @@ from pointmap_ros.geometry.camera import unproject
 from pointmap_ros.geometry.transforms import pose_error, rotvec_to_rotmat, se3_apply, se3_from_rt
 from pointmap_ros.tracking.rigid_motion import fit_rigid_motion, object_size
 from pointmap_ros.tracking.segmentation import (
-    flow_noise, motion_threshold, pair_motion, remove_small_regions, segment_instances,
-    smooth_flow)
+    PLACE_UNKNOWN, flow_noise, motion_threshold, pair_motion, remove_small_regions,
+    segment_instances, smooth_flow)
 
 H, W = 48, 64
 K = np.array([[60.0, 0, 30.5], [0, 55.0, 25.0], [0, 0, 1]])
@@ -86,6 +86,31 @@ def test_small_components_survive_only_when_they_continue_a_track(carried_rows, 
     assert labels[15, 15] == 1  # largest first
     assert (labels[30:34, 40:43] == 2).all() if kept else (labels[30:34, 40:43] == 0).all()
     assert (labels[36:38, 50:56] == 0).all()
+
+
+@pytest.mark.parametrize('unknown_columns, kept', [
+    (slice(41, 43), True),    # 4 pixels known, all on track 7; 8 unknown: no evidence
+    (slice(40, 43), False),   # no pixel known: nothing continues
+])
+def test_pixels_with_an_unknown_place_are_no_evidence_against_continuing(unknown_columns,
+                                                                         kept):
+    """A small, fast object's flow fails on most of it: of its 12 pixels only a third have
+    a place a frame ago, all on its track. Counted as "on no track" those 8 outvoted the 4
+    that are; unknown, they do not. A majority still needs ``carried_min`` known pixels."""
+    mask, pts, flow = _continuing_scene()
+    carried = np.zeros((H, W), np.int32)
+    carried[30:34, 40:43] = 7
+    carried[30:34, unknown_columns] = PLACE_UNKNOWN
+    labels, n = segment_instances(mask, pts, flow, 0.05, 0.5, 0.01, 20, carried, 4)
+    assert n == (2 if kept else 1)
+    assert (labels[30:34, 40:43] == 2).all() if kept else (labels[30:34, 40:43] == 0).all()
+    # The same 4 known pixels under a minimum of 5: too little evidence.
+    labels, n = segment_instances(mask, pts, flow, 0.05, 0.5, 0.01, 20, carried, 5)
+    assert n == 1
+    # And with those 8 pixels known to be on no track, the third is no majority.
+    carried[30:34, unknown_columns] = 0
+    labels, n = segment_instances(mask, pts, flow, 0.05, 0.5, 0.01, 20, carried, 4)
+    assert n == 1
 
 
 def test_a_small_component_does_not_compete_with_its_tracks_instance():
