@@ -68,6 +68,12 @@ class Detection:
         evidence: how far its fitted motion moved it as a whole, in multiples of the
             pair's motion threshold (RMS displacement over threshold; 0 = not measured).
             Only quick births read it (:attr:`TrackerConfig.quick_birth_evidence`).
+        step_motion: ``[4, 4]`` its rigid motion from the previous frame's time
+            ``step_from`` to now (world frame), given where ``motion`` failed (the
+            keyframe is several frames back and the correspondences lost a fast object
+            over that gap): a track last updated at ``step_from`` takes its pose from it.
+            None: ``motion`` holds.
+        step_from: the time ``step_motion`` starts from.
     """
 
     points: np.ndarray
@@ -78,6 +84,8 @@ class Detection:
     overlap: dict = field(default_factory=dict)
     pixel_count: int = -1
     evidence: float = 0.0
+    step_motion: np.ndarray | None = None
+    step_from: float = math.nan
 
     def __post_init__(self):
         if self.pixel_count < 0:
@@ -189,6 +197,9 @@ class TrackerConfig:
 #: 0.14 / 0.10 m; 0.1 with a quarter of the displacement 0.07 / 0.11 m but one object fewer
 #: with the depth camera, whose noisier fits it rejected.
 _JUMP_TOLERANCE = 0.15
+
+#: Two stamps this close (s) are the same frame's.
+_SAME_TIME_S = 1e-6
 
 #: Fraction of a detection's pixels on a published object a frame ago (warped overlap) above
 #: which it is a fragment of that object, not a new one (:func:`is_fragment`).
@@ -323,7 +334,7 @@ class _Track:
         off its points on its first fit after a reset, with a velocity of 27 m/s
         (a validation sequence, shipped model + depth camera).
         """
-        pose = se3_compose(det.motion, self.anchor)
+        pose = self.hypothesis(det)
         predicted = self.predict(stamp)
         size = float(np.linalg.norm(self.extent))
         tolerance = (_JUMP_TOLERANCE * size
@@ -344,6 +355,15 @@ class _Track:
         if on_object(predicted):
             return predicted, False
         return (pose if on_object(pose) else None), True
+
+    def hypothesis(self, det: Detection) -> np.ndarray:
+        """The pose ``det`` measures for this track: its motion since the keyframe applied
+        to the anchor, or, where that motion failed, its motion since the previous frame
+        applied to the pose then (when this track was updated at that frame; else the
+        failed motion, which the jump test rejects)."""
+        if det.step_motion is not None and abs(self.stamp - det.step_from) < _SAME_TIME_S:
+            return se3_compose(det.step_motion, self.pose)
+        return se3_compose(det.motion, self.anchor)
 
     def coast(self, stamp: float) -> None:
         self.pose, self.stamp = self.predict(stamp), stamp
@@ -411,7 +431,7 @@ class ObjectTracker:
               scale: float) -> float:
         # The detection's motion applied to the track's anchor gives the pose the track
         # would have if the detection were it; its centroid must match the observation too.
-        c_hyp = se3_apply(se3_compose(det.motion, tr.anchor), tr.centroid_obj)
+        c_hyp = se3_apply(tr.hypothesis(det), tr.centroid_obj)
         d = min(np.linalg.norm(c_det - c_pred), np.linalg.norm(c_det - c_hyp))
         size = max(float(np.linalg.norm(tr.extent)), 1e-9)
         gate = self.config.gate_rel * scale + 0.5 * size

@@ -96,6 +96,41 @@ def test_a_detection_carries_its_motion_in_multiples_of_the_threshold(multiple):
     assert detection.evidence == pytest.approx(multiple, rel=1e-4)
 
 
+@pytest.mark.parametrize('keyframe_failed', [True, False])
+def test_a_failed_keyframe_fit_sends_the_step_since_the_previous_frame(keyframe_failed):
+    """Over the keyframe's gap the optical flow lost the object: 60 % of its
+    correspondences read scattered other surfaces, so the fit leaves most of its points
+    out. The detection then carries the object's exact motion since the previous frame
+    (3 cm along x, over the previous frame's exact pair); with a sound keyframe fit it
+    carries none."""
+    keyframe, previous_frame = _frame(0), _frame(1, np.zeros((H, W), np.int32))
+    depth = np.full((H, W), 4.0)
+    depth[OBJECT] = 3.0
+    now = unproject(depth, K).astype(np.float32)
+    matched = now.copy()
+    matched[OBJECT] -= np.array([0.1, 0.0, 0.0], np.float32)
+    if keyframe_failed:
+        lost = np.random.default_rng(2).random((H, W)) < 0.6
+        scatter = np.random.default_rng(3).uniform(-1.0, 1.0, (H, W, 3)).astype(np.float32)
+        matched = np.where((lost & (depth == 3.0))[..., None], matched + scatter, matched)
+    keyframe_pair = _view('keyframe', keyframe, now, matched, now)
+    step = now.copy()
+    step[OBJECT] -= np.array([0.03, 0.0, 0.0], np.float32)
+    previous = (previous_frame, _view('gap1', previous_frame, step, step, now))
+    labels = np.zeros((H, W), np.int32)
+    labels[OBJECT] = 1
+    (detection,), _ = detect_objects(PipelineConfig(), labels, 1, keyframe_pair, keyframe,
+                                     previous, scene_depth=4.0, noise=0.001,
+                                     motion_threshold=THRESHOLD, published_tracks=frozenset())
+    assert (detection.inlier_ratio < 0.5) == keyframe_failed
+    if keyframe_failed:
+        np.testing.assert_allclose(detection.step_motion, se3_from_rt(np.eye(3), [0.03, 0, 0]),
+                                   atol=1e-6)
+        assert detection.step_from == previous_frame.stamp
+    else:
+        assert detection.step_motion is None
+
+
 @pytest.mark.parametrize('tracked_fraction, detected', [(1.0, True), (0.3, False)])
 def test_a_continuing_track_needs_only_the_hysteresis(tracked_fraction, detected):
     hysteresis = PipelineConfig().flow_hysteresis

@@ -73,6 +73,33 @@ def test_a_fit_that_jumps_away_from_the_prediction_gives_way_to_it():
                                atol=1e-3)
 
 
+@pytest.mark.parametrize('step_from', [0.3, 0.2, None])
+def test_a_failed_keyframe_fit_gives_way_to_the_step_since_the_previous_frame(step_from):
+    """The keyframe is four frames back and the fit over that gap failed (the same wrong
+    turn as above), while the object swerved 3 cm off its constant-velocity path: the fit
+    since the previous frame (exact here) puts the track on the object. A step from a
+    frame the track was not updated at, or none, leaves the prediction."""
+    tr = ObjectTracker(TrackerConfig(min_hits=2, velocity_alpha=1.0))
+    start = np.array([0.0, 0.0, 3.0])
+    for k in range(4):
+        tr.update([detection(0.1 * k, start)], 0.1 * k, 3.0)
+    swerve = se3_from_rt(np.eye(3), [0.0, 0.03, 0.0])
+    true_pose = se3_compose(swerve, pose(0.4, start))
+    failed = _turned_about(detection(0.4, start), np.array([4.0, 0.0, 3.0]), 40.0)
+    failed = dataclasses.replace(failed, points=se3_apply(true_pose, CUBE))
+    if step_from is not None:
+        failed = dataclasses.replace(
+            failed, step_from=step_from,
+            step_motion=se3_compose(true_pose, se3_inverse(pose(step_from, start))))
+    ids, (o,) = tr.update([failed], 0.4, 3.0)
+    assert ids == [1]
+    origin = CUBE.mean(0)
+    expected = true_pose if step_from == 0.3 else pose(0.4, start)
+    np.testing.assert_allclose(o.T_world_obj[:3, 3], se3_apply(expected, origin), atol=1e-3)
+    assert np.linalg.norm(se3_apply(true_pose, origin) - se3_apply(pose(0.4, start), origin)
+                          ) == pytest.approx(0.03)
+
+
 def _turned_about(det: Detection, pivot: np.ndarray, degrees: float) -> Detection:
     """``det`` with its motion followed by a turn about the y axis through ``pivot``: the
     fit a handful of mismatched pixels give (same points, wrong motion)."""
