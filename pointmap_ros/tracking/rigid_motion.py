@@ -17,8 +17,9 @@ from pointmap_ros.geometry.alignment import ransac_umeyama
 from pointmap_ros.geometry.transforms import (
     rotvec_to_rotmat, se3_apply, se3_from_rt, se3_inverse, skew)
 
-__all__ = ['MAX_PIECE_TEAR_SIZES', 'RigidMotion', 'BlendedMotion', 'fit_rigid_motion', 'fit_blended_motion',
-           'fit_affine_motion', 'trimmed_rms', 'object_size', 'refine_rigid_motion']
+__all__ = ['MAX_PIECE_TEAR_SIZES', 'RigidMotion', 'BlendedMotion', 'fit_rigid_motion',
+           'fit_blended_motion', 'fit_affine_motion', 'trimmed_rms', 'object_size',
+           'refine_rigid_motion']
 
 #: :func:`fit_affine_motion` fits the directions in which the points spread at least about
 #: this fraction of their mean spread (standard deviations); a flat or thin instance keeps

@@ -195,17 +195,6 @@ def _continuing_components(component: np.ndarray, sizes: np.ndarray, carried: np
         same = candidates[majority[candidates] == carried_id]
         continuing[same[np.argmax(sizes[same])]] = True
     return continuing
-    pairs, counts = np.unique(np.stack([component[hit], carried[hit]], axis=1), axis=0,
-                              return_counts=True)
-    majority = np.zeros(len(sizes), np.int64)  # the id most of a component carries, or 0
-    most = 2 * counts > sizes[pairs[:, 0]]
-    majority[pairs[most, 0]] = pairs[most, 1]
-    claimed = set(majority[large & (majority > 0)].tolist())
-    candidates = np.nonzero(~large & (majority > 0) & (sizes >= min_pixels))[0]
-    for carried_id in set(majority[candidates].tolist()) - claimed:
-        same = candidates[majority[candidates] == carried_id]
-        continuing[same[np.argmax(sizes[same])]] = True
-    return continuing
 
 
 def segment_instances(mask: np.ndarray, points: np.ndarray, flow: np.ndarray,
