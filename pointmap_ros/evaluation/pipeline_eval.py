@@ -77,14 +77,16 @@ __all__ = ['SequenceScore', 'SequenceTrace', 'FrameSnapshot', 'evaluate_sequence
 
 def eval_scene(height: int, width: int, static_camera: bool = False,
                num_frames: int = 24, varied_seed: int | None = None,
-               plain_objects: bool = False) -> SceneConfig:
+               plain_objects: bool = False, fps: float = 10.0) -> SceneConfig:
     """The held-out scene family: 'random' preset (box/sphere/cylinder + a deformable
     object), 10 fps; a static camera when asked. With ``varied_seed``, the motion settings
     that seed draws (:func:`~pointmap_ros.data.scenes.varied_motion`: object speed, camera
     amplitude or a static camera, 3-6 objects, an articulated one), a static camera still
     when asked. ``plain_objects``: the same scenes with untextured objects
-    (``SceneConfig.plain_objects``)."""
-    scene = SceneConfig(height=height, width=width, num_frames=num_frames, fps=10.0,
+    (``SceneConfig.plain_objects``). ``fps``: the frame rate; motion is a function of
+    time, so the same seed moves the same way, in smaller steps per frame at a higher
+    rate."""
+    scene = SceneConfig(height=height, width=width, num_frames=num_frames, fps=fps,
                         preset='random', num_objects=3, include_deformable=True,
                         camera_amplitude=0.3, plain_objects=plain_objects)
     if varied_seed is not None:

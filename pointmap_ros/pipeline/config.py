@@ -28,11 +28,15 @@ class PipelineConfig:
         keyframe_min_overlap: switch keyframe when fewer of the current pixels fall inside it.
         keyframe_min_confidence: switch when the keyframe pair's mean confidence is lower.
         keyframe_max_age: switch after this many frames (0 = never by age).
-        flow_keyframe_max_age: with correspondences, also switch after this many frames
-            (0 = never). Optical flow across a long gap degrades (network cross-time maps
-            relate any two frames directly, St4RTrack-style, and do not need it): on the
-            validation scenes 4 gave motion IoU 0.93 and 24/27 objects matched with 3 id
-            switches, against 0.86, 13/27 and 31 without (2: 0.91; 8: 0.91, 19/27).
+        flow_keyframe_max_age_s: with correspondences, also switch once the keyframe is
+            this many seconds old (0 = never). Optical flow across a long gap degrades
+            (network cross-time maps relate any two frames directly, St4RTrack-style, and do
+            not need it): on the validation scenes (10 fps) 4 frames gave motion IoU 0.93 and
+            24/27 objects matched with 3 id switches, against 0.86, 13/27 and 31 without (2:
+            0.91; 8: 0.91, 19/27). In seconds, not frames: the keyframe pair is the motion
+            tests' longest baseline, and what they need is how far things moved. The same
+            validation scenes at 30 fps (72 frames): IoU 0.854 with 4 frames, 0.913 with 8,
+            0.928 with 12 (= 0.4 s; 0.966 at 10 fps).
         conf_threshold, conf_keep_quantile: confidence gate (see geometry/pointmap.py).
         motion_speed_rel: moving = faster than this fraction of the scene depth per second...
         motion_min_rel: ...and displaced more than this fraction of the scene depth...
@@ -198,7 +202,7 @@ class PipelineConfig:
     keyframe_min_overlap: float = 0.5
     keyframe_min_confidence: float = 0.0
     keyframe_max_age: int = 0
-    flow_keyframe_max_age: int = 4
+    flow_keyframe_max_age_s: float = 0.4
     conf_threshold: float = 3.0
     conf_keep_quantile: float | None = 0.5
     motion_speed_rel: float = 0.01
@@ -346,7 +350,7 @@ _VALUE_RULES = (
     (('keyframe_min_confidence', 'conf_threshold', 'motion_speed_rel', 'motion_min_rel',
       'motion_noise_mult', 'flow_min_px', 'flow_reliable_px', 'flow_reliable_ratio',
       'flow_inlier_px', 'flow_noise_mult', 'flow_depth_min_rel', 'flow_depth_min_rel_precise',
-      'camera_still_px', 'flow_min_gradient'),
+      'camera_still_px', 'flow_min_gradient', 'flow_keyframe_max_age_s'),
      _non_negative, 'expected a finite value >= 0'),
     (('cluster_jump_rel', 'cluster_flow_jump_rel', 'ransac_threshold_rel',
       'rigid_residual_rel', 'pnp_reprojection_px', 'depth_edge_rel'),
@@ -362,7 +366,7 @@ _VALUE_RULES = (
 )
 
 #: (integer field, smallest value).
-_INTEGER_MINIMA = (('keyframe_max_age', 0), ('flow_keyframe_max_age', 0),
+_INTEGER_MINIMA = (('keyframe_max_age', 0),
                    ('ransac_iterations', 1), ('flow_smooth_radius', 0), ('pose_reset_after', 1),
                    ('max_fit_points', 3), ('deforming_pieces', 1), ('instance_split_bodies', 1),
                    ('work_pixels', 1),

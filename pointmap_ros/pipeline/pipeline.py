@@ -76,6 +76,11 @@ __all__ = ['DynamicReconPipeline']
 
 logger = logging.getLogger(__name__)
 
+#: Stamps this close (s) count as equal in the keyframe age test: a frame period's worth of
+#: float rounding (0.7 - 0.3 < 0.4) or a driver's stamp jitter must not hold a switch back
+#: by a whole frame.
+_STAMP_TOLERANCE_S = 1e-3
+
 
 class _CameraState:
     """Everything the pipeline remembers about one camera between frames."""
@@ -695,21 +700,22 @@ class DynamicReconPipeline:
     def _keyframe_due(self, keyframe_pair: PairView, keyframe: WindowFrame,
                       frame: WindowFrame, valid: np.ndarray) -> bool:
         """Keyframe policy: the frame becomes the keyframe when the view drifted away (too
-        little overlap or confidence) or the keyframe is too old (``keyframe_max_age``, and
-        ``flow_keyframe_max_age`` with correspondences), after its poses are final."""
+        little overlap or confidence) or the keyframe is too old (``keyframe_max_age``
+        frames, and ``flow_keyframe_max_age_s`` seconds with correspondences), after its
+        poses are final."""
         config = self.config
         stride = 2 * self.stride  # a statistic: a quarter of the work grid is plenty
         overlap = view_overlap(keyframe_pair.j_tj[::stride, ::stride], keyframe.K,
                                valid[::stride, ::stride], self.size)
         confidence = keyframe_pair.maps.conf_j_tj[::stride, ::stride][valid[::stride, ::stride]]
         mean_confidence = float(np.mean(confidence)) if confidence.size else 0.0
-        age_limits = [config.keyframe_max_age]
-        if keyframe_pair.pixel_flow is not None:
-            age_limits.append(config.flow_keyframe_max_age)
         age = frame.index - keyframe.index
+        flow_limit_s = (config.flow_keyframe_max_age_s if keyframe_pair.pixel_flow is not None
+                        else 0.0)
         due = (overlap < config.keyframe_min_overlap
                or mean_confidence < config.keyframe_min_confidence
-               or any(limit and age >= limit for limit in age_limits))
+               or 0 < config.keyframe_max_age <= age
+               or 0 < flow_limit_s <= frame.stamp - keyframe.stamp + _STAMP_TOLERANCE_S)
         if due:
             logger.debug('keyframe %d -> %d (overlap %.2f, conf %.2f)', keyframe.index,
                          frame.index, overlap, mean_confidence)

@@ -183,9 +183,9 @@ _PIPELINE_PARAMS = [
           'pixels falls inside it (0..1).', range=(0.0, 0.999), dynamic=True),
     _pipe('keyframe_max_age', 'Switch keyframe after this many frames (0 = never by age).',
           range=(0, 100000), dynamic=True),
-    _pipe('flow_keyframe_max_age', 'With correspondences, also switch keyframe after this many '
-          'frames (optical flow across long gaps degrades; 0 = never).', range=(0, 100000),
-          dynamic=True),
+    _pipe('flow_keyframe_max_age_s', 'With correspondences, also switch keyframe once it is this '
+          'many seconds old (optical flow across long gaps degrades; 0 = never).',
+          range=(0.0, 3600.0), dynamic=True),
     _pipe('conf_threshold', 'Points with lower model confidence are rejected (NaN in clouds).',
           range=(0.0, 1e6), dynamic=True),
     _pipe('conf_keep_quantile', 'Also reject this lowest fraction of confidences per frame '

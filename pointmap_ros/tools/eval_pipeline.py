@@ -99,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help='the same scenes with every moving object one colour (no '
                              'texture; shading only): faces the optical flow cannot track')
     parser.add_argument('--frames', type=int, default=24, help='frames per sequence')
+    parser.add_argument('--fps', type=float, default=10.0,
+                        help='frame rate: motion is a function of time, so a higher rate '
+                             'moves the same way in smaller steps (--fps 30 --frames 72: '
+                             'the same 2.4 s at a camera driver\'s rate)')
     parser.add_argument('--size', default=None,
                         help='HxW of the oracle scenes (default 192x256; checkpoints use '
                              'their native resolution)')
@@ -152,6 +156,8 @@ def _figure_title(args, seed: int, still: bool) -> str:
         parts.append('varied motion')
     if args.plain_objects:
         parts.append('plain objects')
+    if args.fps != 10.0:
+        parts.append(f'{args.fps:g} fps')
     if args.depth:
         parts.append(f'depth camera ({100 * args.depth_noise:g} % noise)')
     if args.odometry_noise is not None:
@@ -177,7 +183,7 @@ def main(argv=None) -> int:
     for seed, still in tqdm(jobs, desc='sequences', disable=args.no_progress, file=sys.stderr):
         scene = eval_scene(height, width, static_camera=still, num_frames=args.frames,
                            varied_seed=seed if args.vary_scenes else None,
-                           plain_objects=args.plain_objects)
+                           plain_objects=args.plain_objects, fps=args.fps)
         still = scene.camera_amplitude == 0  # a varied sequence may draw a static camera
         score = evaluate_sequence(factory, scene, seed, config, camera_scale=args.camera_scale,
                                   depth_sensor=depth_sensor, odometry=odometry,
@@ -192,7 +198,7 @@ def main(argv=None) -> int:
               'precision': args.precision if args.engine == 'checkpoint' else None,
               'cross_time_source': args.cross_time_source, 'flow_preset': args.flow_preset,
               'flow_warm_start': args.flow_warm_start, 'vary_scenes': args.vary_scenes,
-              'plain_objects': args.plain_objects,
+              'plain_objects': args.plain_objects, 'fps': args.fps,
               'size': [height, width],
               'camera_scale': args.camera_scale,
               'depth_sensor': dataclasses.asdict(depth_sensor) if depth_sensor else None,

@@ -147,3 +147,17 @@ def test_demo_preset_has_crossing_and_occlusion(deformable, seed):
         assert all((ids == o.id).sum() > 5 for o in gen.objects if o.id != ev.occluded_id)
     depth = gen.render(ev.crossing_frame).depth
     assert np.median(depth[cross == 1]) < 3.5
+
+
+def test_the_eval_scenes_move_the_same_way_in_time_at_any_frame_rate():
+    """``eval_scene(fps=30)``: the same seed's layout and motion as at 10 fps, sampled three
+    times as often: frame 3t at 30 fps is frame t at 10 fps, pixel for pixel."""
+    from pointmap_ros.evaluation.pipeline_eval import eval_scene
+    slow = SceneGenerator(eval_scene(48, 64, num_frames=4), seed=7)
+    fast = SceneGenerator(eval_scene(48, 64, num_frames=10, fps=30.0), seed=7)
+    assert fast.config.fps == 30.0 and fast.stamp(9) == pytest.approx(slow.stamp(3))
+    for t in (1, 3):
+        a, b = slow.render(t), fast.render(3 * t)
+        np.testing.assert_array_equal(a.depth, b.depth)
+        np.testing.assert_array_equal(a.rgb, b.rgb)
+    assert not np.array_equal(slow.render(1).depth, fast.render(1).depth)  # a smaller step
