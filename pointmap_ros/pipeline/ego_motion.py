@@ -69,6 +69,8 @@ class MotionResult:
         maps_trusted: for each pair (views' order) with correspondences, whether the camera
             test trusted its maps' depths (the pose test, not the epipolar fallback); empty
             without correspondences.
+        maps_precise: for each such pair, whether the maps were as precise as the optical
+            flow besides (:attr:`~pointmap_ros.pipeline.motion.FlowMotion.precise`).
     """
 
     mask: np.ndarray
@@ -76,6 +78,7 @@ class MotionResult:
     pair_motions: tuple[PairMotion, ...]
     odometry: str = NO_ODOMETRY
     maps_trusted: tuple[bool, ...] = ()
+    maps_precise: tuple[bool, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,7 @@ class _Verdict:
     moving: np.ndarray  # [H, W] moving in the image-space test and displaced in 3D
     observed: np.ndarray  # [H, W] pixels the image-space test could judge
     maps_trusted: bool  # the pose test decided (the maps' depths were reliable)
+    maps_precise: bool = False  # ...on maps as precise as the optical flow
 
 
 @dataclass(frozen=True)
@@ -162,7 +166,8 @@ def estimate_motion_and_pose(views: list[PairView], K: np.ndarray, scene_depth: 
     mask = _correspondence_mask(verdicts, pair_motions, keyframe_pair, keyframe.points_cam,
                                 config, grid, fused, image, continuing)
     return MotionResult(mask, keyframe.T_kf_cam, tuple(pair_motions), keyframe.odometry,
-                        tuple(verdict.maps_trusted for verdict in verdicts))
+                        tuple(verdict.maps_trusted for verdict in verdicts),
+                        tuple(verdict.maps_precise for verdict in verdicts))
 
 
 def keyframe_motion(keyframe_pair: PairView, K: np.ndarray, scene_depth: float,
@@ -345,7 +350,7 @@ def _verdict(view: PairView, points_cam: np.ndarray, T_world_cam: np.ndarray, K:
     moving = decision.moving & displaced
     if decision.seen_through is not None:
         moving |= decision.seen_through
-    return _Verdict(moving, decision.observed, decision.test == 'pose')
+    return _Verdict(moving, decision.observed, decision.test == 'pose', decision.precise)
 
 
 def _inside_border(mask: np.ndarray, border: int) -> np.ndarray:

@@ -228,8 +228,8 @@ def detect_objects(config: PipelineConfig, labels: np.ndarray, count: int,
         displacement = _displacement(fit, source[pixels])
         if displacement < threshold:
             continue  # did not move as a whole: static structure noisy pixels flagged
-        step_motion = None
-        if use_previous and previous[1] is not keyframe_pair and _fit_failed(fit):
+        failed, step_motion = _fit_failed(fit), None
+        if failed and use_previous and previous[1] is not keyframe_pair:
             step_motion = _step_motion(config, labels == label, previous, scene_depth,
                                        noise, label)
         detection = Detection(
@@ -238,7 +238,8 @@ def detect_objects(config: PipelineConfig, labels: np.ndarray, count: int,
             inlier_ratio=fit.inlier_ratio, is_rigid=fit.is_rigid,
             residual_rel=fit.residual_rel, overlap=overlap, pixel_count=pixel_count,
             evidence=displacement / motion_threshold if motion_threshold > 0 else 0.0,
-            step_motion=step_motion, step_from=previous[0].stamp if use_previous else math.nan)
+            motion_failed=failed, step_motion=step_motion,
+            step_from=previous[0].stamp if use_previous else math.nan)
         if small_from is not None and label >= small_from and not moves_clearly(
                 detection, published_tracks, config.tracker):
             continue

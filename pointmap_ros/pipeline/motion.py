@@ -79,6 +79,8 @@ class FlowMotion:
         test: ``'pose'`` (depth + estimated camera motion) or ``'epipolar'``.
         seen_through: ``[H, W]`` bool, pixels outside ``observed`` the free-space test
             calls moving (None when it did not run: no residual, or not the pose test).
+        precise: the pose test decided on maps as precise as the optical flow (their
+            static pixels' pose residual no larger than its own noise).
     """
 
     moving: np.ndarray
@@ -87,6 +89,7 @@ class FlowMotion:
     threshold: float
     test: str
     seen_through: np.ndarray | None = None
+    precise: bool = False
 
 
 @dataclass(frozen=True)
@@ -337,7 +340,7 @@ def flow_motion(pose_res: np.ndarray | None, epipolar_res: np.ndarray | None,
                                hysteresis)
             judged = judged | without_point
     return FlowMotion(moving, judged, np.where(judged, residual, np.float32(np.nan)),
-                      threshold, test, seen_through)
+                      threshold, test, seen_through, test == 'pose' and precise)
 
 
 def _seen_through(free_space_res: np.ndarray, observed: np.ndarray, threshold: float,

@@ -63,7 +63,8 @@ class PairView:
     Read-only once built: the stages derive what they need from it and return it.
 
     Args:
-        role: ``'keyframe'`` or ``'gap<g>'`` (see :meth:`SlidingWindow.schedule`).
+        role: ``'keyframe'``, ``'gap<g>'`` or ``'baseline'`` (see
+            :meth:`SlidingWindow.schedule`).
         ref: the pair's older frame (image i; all maps are in its camera frame).
         stamp: the current frame's stamp (image j), s.
         maps: the engine output.

@@ -69,17 +69,13 @@ from pointmap_ros.pipeline.pair import PairView, WorkGrid, window_scale
 from pointmap_ros.pipeline.preprocess import make_frame, resize_crop
 from pointmap_ros.pipeline.scene_flow import across_rays, keeps_flow_along_ray, published_flow
 from pointmap_ros.tracking.tracker import ObjectTracker, TrackedObject
-from pointmap_ros.tracking.window import SlidingWindow, WindowFrame, view_overlap
+from pointmap_ros.tracking.window import (
+    STAMP_TOLERANCE_S, SlidingWindow, WindowFrame, view_overlap)
 from pointmap_ros.types import DynamicPointMaps, MapName
 
 __all__ = ['DynamicReconPipeline']
 
 logger = logging.getLogger(__name__)
-
-#: Stamps this close (s) count as equal in the keyframe age test: a frame period's worth of
-#: float rounding (0.7 - 0.3 < 0.4) or a driver's stamp jitter must not hold a switch back
-#: by a whole frame.
-_STAMP_TOLERANCE_S = 1e-3
 
 
 class _CameraState:
@@ -99,6 +95,9 @@ class _CameraState:
         # (a metric engine's or a depth-fused pair: metres; else that pair's units).
         self.metric_window: bool | None = None
         self.pose_failures = 0  # consecutive frames without a pose
+        # Did the last frame's keyframe pair have maps as precise as the optical flow? (The
+        # motion baseline pair is scheduled on that: flow_motion_baseline_s.)
+        self.maps_precise = False
         self.skipped = 0  # frames superseded before inference (LatestFrameSlot), cumulative
 
 
@@ -320,7 +319,13 @@ class DynamicReconPipeline:
         started beside it (optical flow, aperture) waited for; the keyframe stage started
         beside the other pairs' inference where there are any (timings recorded in
         ``timings``)."""
-        schedule = list(camera.window.schedule())
+        # Correspondences on precise maps judge motion by displacement: a baseline in time
+        # after keyframe switches. (Network cross-time maps relate the two times directly;
+        # on a network's noisy maps the noise floor, not the baseline, limits the tests.)
+        baseline_s = (self.config.flow_motion_baseline_s
+                      if self.cross_time_source != 'network' and camera.maps_precise
+                      else 0.0)
+        schedule = list(camera.window.schedule(frame.stamp, baseline_s))
         pending = self._start_image_motion(schedule, frame)
         started, cpu_started = time.perf_counter(), time.thread_time()
         inferred, keyframe = [], None
@@ -457,6 +462,7 @@ class DynamicReconPipeline:
                                           prior=keyframe.prior, keyframe=keyframe.motion,
                                           image=frame.frame.image, continuing=continuing)
         # The frame has a pose: from here on nothing raises, so the state may change.
+        camera.maps_precise = bool(motion.maps_precise and motion.maps_precise[0])
         self._measure_odometry_scale(camera, keyframe_pair, motion, keyframe.prior,
                                      keyframe.intrinsics.K)
         geometry = self._commit_pose(camera, frame, keyframe_pair, keyframe.intrinsics, motion,
@@ -715,7 +721,7 @@ class DynamicReconPipeline:
         due = (overlap < config.keyframe_min_overlap
                or mean_confidence < config.keyframe_min_confidence
                or 0 < config.keyframe_max_age <= age
-               or 0 < flow_limit_s <= frame.stamp - keyframe.stamp + _STAMP_TOLERANCE_S)
+               or 0 < flow_limit_s <= frame.stamp - keyframe.stamp + STAMP_TOLERANCE_S)
         if due:
             logger.debug('keyframe %d -> %d (overlap %.2f, conf %.2f)', keyframe.index,
                          frame.index, overlap, mean_confidence)

@@ -186,6 +186,9 @@ _PIPELINE_PARAMS = [
     _pipe('flow_keyframe_max_age_s', 'With correspondences, also switch keyframe once it is this '
           'many seconds old (optical flow across long gaps degrades; 0 = never).',
           range=(0.0, 3600.0), dynamic=True),
+    _pipe('flow_motion_baseline_s', 'With correspondences on precise maps, a frame whose '
+          'keyframe is younger than this (s) is also paired with the newest window frame at '
+          'least this much older (0 = never).', range=(0.0, 60.0), dynamic=True),
     _pipe('conf_threshold', 'Points with lower model confidence are rejected (NaN in clouds).',
           range=(0.0, 1e6), dynamic=True),
     _pipe('conf_keep_quantile', 'Also reject this lowest fraction of confidences per frame '

@@ -68,11 +68,14 @@ class Detection:
         evidence: how far its fitted motion moved it as a whole, in multiples of the
             pair's motion threshold (RMS displacement over threshold; 0 = not measured).
             Only quick births read it (:attr:`TrackerConfig.quick_birth_evidence`).
+        motion_failed: ``motion`` measured nothing (the keyframe is several frames back
+            and the correspondences lost a fast object over that gap): no track is born
+            on it, since a track's anchor at the keyframe time is that motion taken back
+            from its pose (a track born so at 30 fps took a 4 m/s velocity from its first
+            update and followed it off its object).
         step_motion: ``[4, 4]`` its rigid motion from the previous frame's time
-            ``step_from`` to now (world frame), given where ``motion`` failed (the
-            keyframe is several frames back and the correspondences lost a fast object
-            over that gap): a track last updated at ``step_from`` takes its pose from it.
-            None: ``motion`` holds.
+            ``step_from`` to now (world frame), given where ``motion`` failed: a track last
+            updated at ``step_from`` takes its pose from it. None: there is none.
         step_from: the time ``step_motion`` starts from.
     """
 
@@ -84,6 +87,7 @@ class Detection:
     overlap: dict = field(default_factory=dict)
     pixel_count: int = -1
     evidence: float = 0.0
+    motion_failed: bool = False
     step_motion: np.ndarray | None = None
     step_from: float = math.nan
 
@@ -493,7 +497,7 @@ class ObjectTracker:
             tr.confirmed = tr.confirmed or tr.birth_due(cfg)
             survivors.append(tr)
         for c, det in enumerate(detections):
-            if c not in matched_d and len(det.points) >= 3:
+            if c not in matched_d and len(det.points) >= 3 and not det.motion_failed:
                 tr = _Track(self._next_id, det, stamp)
                 self._next_id += 1
                 tr.note_birth_evidence(det, published)

@@ -18,7 +18,12 @@ import numpy as np
 from pointmap_ros.geometry.camera import project
 from pointmap_ros.types import Frame
 
-__all__ = ['WindowFrame', 'SlidingWindow', 'view_overlap']
+__all__ = ['STAMP_TOLERANCE_S', 'WindowFrame', 'SlidingWindow', 'view_overlap']
+
+#: Stamps this close (s) count as equal where ages are compared with a limit in seconds: a
+#: frame period's float rounding (0.7 - 0.3 < 0.4) or a driver's stamp jitter must not shift
+#: a decision by a whole frame.
+STAMP_TOLERANCE_S = 1e-3
 
 
 @dataclass(eq=False)
@@ -82,10 +87,17 @@ class SlidingWindow:
     def latest(self) -> WindowFrame | None:
         return self._frames[-1] if self._frames else None
 
-    def schedule(self) -> list[tuple[str, WindowFrame]]:
-        """Reference frames for the next frame: ``[('keyframe', kf), ('gap<g>', f), ...]``.
+    def schedule(self, stamp: float | None = None, baseline_s: float = 0.0
+                 ) -> list[tuple[str, WindowFrame]]:
+        """Reference frames for the next frame: ``[('keyframe', kf), ('gap<g>', f), ...,
+        ('baseline', f)]``.
 
-        A gap frame equal to the keyframe is not paired twice.
+        A gap frame equal to the keyframe is not paired twice. With ``baseline_s`` > 0 and
+        the next frame's ``stamp``: while the keyframe is younger than ``baseline_s``, the
+        newest frame at least that much older than the next one is paired too (the oldest
+        frame when none is that old), unless it is paired already: right after a keyframe
+        switch the keyframe pair spans a frame or two, too short a baseline for slow
+        motion.
         """
         pairs = [('keyframe', self.keyframe)] if self.keyframe is not None else []
         for g in self.gaps:
@@ -93,6 +105,14 @@ class SlidingWindow:
                 ref = self._frames[-g]
                 if ref is not self.keyframe:
                     pairs.append((f'gap{g}', ref))
+        if (baseline_s > 0 and stamp is not None and self.keyframe is not None
+                and self._frames
+                and stamp - self.keyframe.stamp < baseline_s - STAMP_TOLERANCE_S):
+            old_enough = [frame for frame in self._frames
+                          if stamp - frame.stamp >= baseline_s - STAMP_TOLERANCE_S]
+            ref = old_enough[-1] if old_enough else self._frames[0]
+            if ref.stamp < self.keyframe.stamp and all(ref is not paired for _, paired in pairs):
+                pairs.append(('baseline', ref))
         return pairs
 
     def push(self, wf: WindowFrame) -> None:
