@@ -3,6 +3,8 @@ frames against the objects' true motion, the per-sequence trace adds up to the s
 metrics, and the figure shows masks, the top view in metres and the flow error per frame
 (evaluation/pipeline_eval.py, evaluation/pipeline_figures.py)."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -134,3 +136,15 @@ def test_the_command_writes_one_figure_per_sequence(tmp_path):
                         '--no-progress', '--figures', str(figures)])
     names = sorted(path.name for path in figures.iterdir())
     assert names == ['oracle-two-map-val-1000500.png', 'oracle-two-map-val-1000501-static.png']
+
+
+def test_the_frame_rate_is_recorded_and_named_in_the_titles(tmp_path):
+    out = tmp_path / 'eval.json'
+    eval_pipeline.main(['--engine', 'oracle-two-map', '--split', 'val', '--sequences', '1',
+                        '--static-sequences', '0', '--frames', '4', '--size', '96x128',
+                        '--fps', '30', '--no-progress', '--json', str(out)])
+    assert json.loads(out.read_text())['fps'] == 30.0
+    args = eval_pipeline.build_parser().parse_args(['--engine', 'oracle-two-map', '--fps', '30'])
+    assert eval_pipeline._figure_title(args, 1, False).endswith('30 fps')
+    default = eval_pipeline.build_parser().parse_args(['--engine', 'oracle-two-map'])
+    assert 'fps' not in eval_pipeline._figure_title(default, 1, False)

@@ -100,9 +100,9 @@ def test_a_detection_carries_its_motion_in_multiples_of_the_threshold(multiple):
 def test_a_failed_keyframe_fit_sends_the_step_since_the_previous_frame(keyframe_failed):
     """Over the keyframe's gap the optical flow lost the object: 60 % of its
     correspondences read scattered other surfaces, so the fit leaves most of its points
-    out. The detection then carries the object's exact motion since the previous frame
-    (3 cm along x, over the previous frame's exact pair); with a sound keyframe fit it
-    carries none."""
+    out. The detection is flagged and carries the object's exact motion since the previous
+    frame (3 cm along x, over the previous frame's exact pair); with a sound keyframe fit
+    it carries none."""
     keyframe, previous_frame = _frame(0), _frame(1, np.zeros((H, W), np.int32))
     depth = np.full((H, W), 4.0)
     depth[OBJECT] = 3.0
@@ -122,7 +122,7 @@ def test_a_failed_keyframe_fit_sends_the_step_since_the_previous_frame(keyframe_
     (detection,), _ = detect_objects(PipelineConfig(), labels, 1, keyframe_pair, keyframe,
                                      previous, scene_depth=4.0, noise=0.001,
                                      motion_threshold=THRESHOLD, published_tracks=frozenset())
-    assert (detection.inlier_ratio < 0.5) == keyframe_failed
+    assert (detection.inlier_ratio < 0.5) == detection.motion_failed == keyframe_failed
     if keyframe_failed:
         np.testing.assert_allclose(detection.step_motion, se3_from_rt(np.eye(3), [0.03, 0, 0]),
                                    atol=1e-6)

@@ -100,6 +100,20 @@ def test_a_failed_keyframe_fit_gives_way_to_the_step_since_the_previous_frame(st
                           ) == pytest.approx(0.03)
 
 
+def test_no_track_is_born_on_a_failed_keyframe_fit():
+    """A detection whose keyframe motion failed starts no track (the anchor would be that
+    motion taken back from the pose), while it still updates a track that exists."""
+    start = np.array([0.0, 0.0, 3.0])
+    tr = ObjectTracker(TrackerConfig(min_hits=1))
+    failed = dataclasses.replace(detection(0.0, start), motion_failed=True)
+    assert tr.update([failed], 0.0, 3.0) == ([0], [])  # 0: no track
+    ids, _ = tr.update([detection(0.1, start)], 0.1, 3.0)
+    assert ids == [1]
+    ids, (o,) = tr.update([dataclasses.replace(detection(0.2, start), motion_failed=True)],
+                          0.2, 3.0)
+    assert ids == [1] and o.point_count == 200
+
+
 def _turned_about(det: Detection, pivot: np.ndarray, degrees: float) -> Detection:
     """``det`` with its motion followed by a turn about the y axis through ``pivot``: the
     fit a handful of mismatched pixels give (same points, wrong motion)."""

@@ -34,6 +34,30 @@ def test_schedule_keyframe_and_gaps_without_duplicates():
     assert evicted == ['c/1', 'c/0', 'c/2']
 
 
+def test_a_young_keyframe_brings_a_baseline_pair_that_old():
+    """Frames 0.1 s apart, the keyframe switched to frame 5: the next frame (0.6 s) pairs
+    with its keyframe (0.1 s back) and its previous frame, which is the keyframe, and, for
+    a 0.25 s baseline, with the newest frame at least 0.25 s older (frame 3, 0.3 s back).
+    Once the keyframe is that old no baseline pair is added, nor one the window already
+    pairs, nor one newer than the keyframe; with no frame old enough, the oldest serves."""
+    win = SlidingWindow(size=8, gaps=(1,))
+    frames = [wf(i) for i in range(9)]
+    for frame in frames[:6]:
+        win.push(frame)
+    win.set_keyframe(frames[5])
+
+    def pairs(stamp, baseline_s=0.25):
+        return [(role, frame.index) for role, frame in win.schedule(stamp, baseline_s)]
+
+    assert pairs(0.6) == [('keyframe', 5), ('baseline', 3)]
+    assert pairs(0.6, 0.0) == [('keyframe', 5)]
+    assert win.schedule() == win.schedule(0.6, 0.0)  # no stamp: the gaps only
+    win.push(frames[6])
+    assert pairs(0.7) == [('keyframe', 5), ('gap1', 6), ('baseline', 4)]
+    assert pairs(0.7, 0.2) == [('keyframe', 5), ('gap1', 6)]  # the keyframe is 0.2 s old
+    assert pairs(0.7, 10.0) == [('keyframe', 5), ('gap1', 6), ('baseline', 0)]  # oldest
+
+
 def test_latest_slot_counts_skips_and_never_queues():
     slot = LatestFrameSlot()
     assert slot.take() == (None, 0)
