@@ -28,15 +28,19 @@ class PipelineConfig:
         keyframe_min_overlap: switch keyframe when fewer of the current pixels fall inside it.
         keyframe_min_confidence: switch when the keyframe pair's mean confidence is lower.
         keyframe_max_age: switch after this many frames (0 = never by age).
-        flow_keyframe_max_age_s: with correspondences, also switch once the keyframe is
-            this many seconds old (0 = never). Optical flow across a long gap degrades
+        flow_keyframe_max_age, flow_keyframe_max_age_s: with correspondences, also switch
+            once the keyframe is both this many frames and this many seconds old (0 turns
+            either limit off; both 0 = never). Optical flow across a long gap degrades
             (network cross-time maps relate any two frames directly, St4RTrack-style, and do
             not need it): on the validation scenes (10 fps) 4 frames gave motion IoU 0.93 and
             24/27 objects matched with 3 id switches, against 0.86, 13/27 and 31 without (2:
-            0.91; 8: 0.91, 19/27). In seconds, not frames: the keyframe pair is the motion
-            tests' longest baseline, and what they need is how far things moved. The same
-            validation scenes at 30 fps (72 frames): IoU 0.854 with 4 frames, 0.913 with 8,
-            0.928 with 12 (= 0.4 s; 0.966 at 10 fps).
+            0.91; 8: 0.91, 19/27). Both, since session 24: the keyframe pair is the motion
+            tests' longest baseline, and what they need is how far things moved, so at a
+            camera's 30 fps 4 frames were too short (validation, 72 frames: IoU 0.854 with
+            4 frames, 0.913 with 8, 0.928 with 12 = 0.4 s; 0.966 at 10 fps); and a
+            keyframe pair that spans a single frame leaves the tests one pair, so at 1 fps
+            (the real clips) a limit in seconds alone switched every frame and lost most of
+            the stroller's mask.
         flow_motion_baseline_s: with correspondences on maps as precise as the optical
             flow (the last frame's keyframe pair), a frame whose keyframe is younger than
             this (seconds) is also paired with the newest window frame at least this much
@@ -212,6 +216,7 @@ class PipelineConfig:
     keyframe_min_overlap: float = 0.5
     keyframe_min_confidence: float = 0.0
     keyframe_max_age: int = 0
+    flow_keyframe_max_age: int = 4
     flow_keyframe_max_age_s: float = 0.4
     flow_motion_baseline_s: float = 0.2
     conf_threshold: float = 3.0
@@ -378,7 +383,7 @@ _VALUE_RULES = (
 )
 
 #: (integer field, smallest value).
-_INTEGER_MINIMA = (('keyframe_max_age', 0),
+_INTEGER_MINIMA = (('keyframe_max_age', 0), ('flow_keyframe_max_age', 0),
                    ('ransac_iterations', 1), ('flow_smooth_radius', 0), ('pose_reset_after', 1),
                    ('max_fit_points', 3), ('deforming_pieces', 1), ('instance_split_bodies', 1),
                    ('work_pixels', 1),

@@ -707,8 +707,8 @@ class DynamicReconPipeline:
                       frame: WindowFrame, valid: np.ndarray) -> bool:
         """Keyframe policy: the frame becomes the keyframe when the view drifted away (too
         little overlap or confidence) or the keyframe is too old (``keyframe_max_age``
-        frames, and ``flow_keyframe_max_age_s`` seconds with correspondences), after its
-        poses are final."""
+        frames; with correspondences ``flow_keyframe_max_age`` frames and
+        ``flow_keyframe_max_age_s`` seconds), after its poses are final."""
         config = self.config
         stride = 2 * self.stride  # a statistic: a quarter of the work grid is plenty
         overlap = view_overlap(keyframe_pair.j_tj[::stride, ::stride], keyframe.K,
@@ -716,12 +716,17 @@ class DynamicReconPipeline:
         confidence = keyframe_pair.maps.conf_j_tj[::stride, ::stride][valid[::stride, ::stride]]
         mean_confidence = float(np.mean(confidence)) if confidence.size else 0.0
         age = frame.index - keyframe.index
-        flow_limit_s = (config.flow_keyframe_max_age_s if keyframe_pair.pixel_flow is not None
-                        else 0.0)
+        age_s = frame.stamp - keyframe.stamp + STAMP_TOLERANCE_S
+        # With correspondences the keyframe pair must span both enough frames and enough
+        # time (PipelineConfig.flow_keyframe_max_age's note).
+        frames_limit, seconds_limit = config.flow_keyframe_max_age, config.flow_keyframe_max_age_s
+        flow_old = (keyframe_pair.pixel_flow is not None
+                    and (frames_limit > 0 or seconds_limit > 0)
+                    and age >= frames_limit and age_s >= seconds_limit)
         due = (overlap < config.keyframe_min_overlap
                or mean_confidence < config.keyframe_min_confidence
                or 0 < config.keyframe_max_age <= age
-               or 0 < flow_limit_s <= frame.stamp - keyframe.stamp + STAMP_TOLERANCE_S)
+               or flow_old)
         if due:
             logger.debug('keyframe %d -> %d (overlap %.2f, conf %.2f)', keyframe.index,
                          frame.index, overlap, mean_confidence)

@@ -183,9 +183,12 @@ _PIPELINE_PARAMS = [
           'pixels falls inside it (0..1).', range=(0.0, 0.999), dynamic=True),
     _pipe('keyframe_max_age', 'Switch keyframe after this many frames (0 = never by age).',
           range=(0, 100000), dynamic=True),
+    _pipe('flow_keyframe_max_age', 'With correspondences, also switch keyframe once it is this '
+          'many frames and flow_keyframe_max_age_s old (optical flow across long gaps '
+          'degrades; 0 = no frame limit).', range=(0, 100000), dynamic=True),
     _pipe('flow_keyframe_max_age_s', 'With correspondences, also switch keyframe once it is this '
-          'many seconds old (optical flow across long gaps degrades; 0 = never).',
-          range=(0.0, 3600.0), dynamic=True),
+          'many seconds and flow_keyframe_max_age frames old (0 = no time limit; both 0 = '
+          'never).', range=(0.0, 3600.0), dynamic=True),
     _pipe('flow_motion_baseline_s', 'With correspondences on precise maps, a frame whose '
           'keyframe is younger than this (s) is also paired with the newest window frame at '
           'least this much older (0 = never).', range=(0.0, 60.0), dynamic=True),

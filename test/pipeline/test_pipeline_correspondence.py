@@ -36,7 +36,8 @@ from pointmap_ros.tracking.tracker import TrackerConfig
 # motion is "below the noise floor", no hysteresis (the four-map rule has none), and the same
 # keyframe policy as the four-map run (exact correspondences do not degrade with the gap).
 EXACT_CORRESPONDENCE = dict(EXACT_CONFIG, flow_min_px=0.01, flow_noise_mult=0.0,
-                            camera_still_px=0.0, flow_hysteresis=1.0, flow_keyframe_max_age_s=0.0)
+                            camera_still_px=0.0, flow_hysteresis=1.0, flow_keyframe_max_age=0,
+                            flow_keyframe_max_age_s=0.0)
 
 MIN_GRADIENT = PipelineConfig().flow_min_gradient
 
@@ -107,6 +108,7 @@ def test_true_flow_gives_the_oracle_masks_and_flow(exact_pair_of_runs):
 @pytest.mark.parametrize('fps, frames, keyframes', [
     (10.0, 10, [0, 0, 0, 0, 4, 4, 4, 4, 8]),
     (30.0, 14, [0] * 12 + [12]),  # 0.4 s is 12 frames at 30 fps
+    (2.0, 10, [0, 0, 0, 0, 4, 4, 4, 4, 8]),  # and never fewer than 4 frames
 ])
 def test_static_camera_stays_put_with_estimated_flow(fps, frames, keyframes):
     scene = eval_scene(96, 128, static_camera=True, num_frames=frames, fps=fps)
@@ -123,9 +125,9 @@ def test_static_camera_stays_put_with_estimated_flow(fps, frames, keyframes):
     # The objects still move: masked in every frame at 10 fps; at 30 fps a frame's motion
     # over its keyframe starts below the motion threshold after each switch.
     assert masked_frames >= len(output_keyframes) - (0 if fps == 10.0 else 3)
-    # Keyframes switch by age with correspondences (flow_keyframe_max_age_s, 0.4 s, whatever
-    # the frame rate), and a still camera keeps its pose exactly across the switches: no
-    # drift accumulates.
+    # Keyframes switch by age with correspondences (once 4 frames and 0.4 s old,
+    # flow_keyframe_max_age[_s], whatever the frame rate), and a still camera keeps its pose
+    # exactly across the switches: no drift accumulates.
     assert output_keyframes == keyframes
     assert all(np.array_equal(pose, np.eye(4)) for pose in poses)
 
