@@ -47,7 +47,7 @@ class PipelineConfig:
             older (the oldest one when none is; 0 = never): right after a keyframe switch
             the keyframe pair spans a frame or two, and a slow object moves less than the
             motion tests can see over that. Validation (oracle-two-map): at 30 fps (72
-            frames, with ``flow_keyframe_max_age_s`` 0.4) motion IoU 0.928 -> 0.959, at
+            frames, with ``flow_keyframe_max_age_s`` 0.4) motion IoU 0.928 -> 0.958, at
             10 fps 0.965 -> 0.970. On a network's noisy maps the noise floor limits the
             tests, not the baseline: the pair cost the shipped model flow accuracy (moving
             pixels 1.117 -> 1.138 of zero flow's) for +0.002 IoU, so it is not made there.
