@@ -261,7 +261,9 @@ def _step_motion(config: PipelineConfig, region: np.ndarray,
                  label: int) -> np.ndarray | None:
     """``[4, 4]`` the rigid motion (world frame) of the instance at ``region`` since the
     previous frame, over ``previous`` (that frame and its pair with the current one), or
-    None where that fit failed too (:func:`_fit_failed`) or has under 3 points."""
+    None where that fit failed too (:func:`_fit_failed`) or has under 3 points. ``noise``
+    is the keyframe pair's (the longer gap's, so no smaller): it only sets the inlier
+    distance, as for the keyframe fit."""
     frame, pair = previous
     pixels = next((pixels for _, pixels, _ in _instance_pixels(
         region.astype(np.int32), 1, pair.valid_flow, config)), None)
