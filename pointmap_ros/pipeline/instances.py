@@ -150,11 +150,11 @@ def carried_track_ids(previous: tuple[WindowFrame, PairView] | None,
         return None
     frame, pair = previous
     carried = np.zeros(where.shape, np.int32)
-    ids = previous_track_ids(pair.j_ti[where], frame.K, frame.track_ids)
-    carried[where] = np.where(np.isin(ids, list(published_tracks)), ids, 0)
-    unknown = where.copy()
-    unknown[where] = ~np.all(np.isfinite(pair.j_ti[where]), axis=-1)
-    carried[unknown] = PLACE_UNKNOWN
+    earlier = pair.j_ti[where]
+    ids = previous_track_ids(earlier, frame.K, frame.track_ids)
+    carried[where] = np.where(np.all(np.isfinite(earlier), axis=-1),
+                              np.where(np.isin(ids, list(published_tracks)), ids, 0),
+                              PLACE_UNKNOWN)
     return carried
 
 
@@ -250,10 +250,11 @@ def detect_objects(config: PipelineConfig, labels: np.ndarray, count: int,
 
 def _fit_failed(fit: RigidMotion) -> bool:
     """Whether a rigid fit measured no motion of its instance: fewer than half of the
-    points agree with it, or its residual exceeds the instance's size (over several
-    frames a fast object's optical flow reads other surfaces for much of it; held-out
-    scenes: keyframe fits of a 0.15 m arm link with a 1.9 m residual)."""
-    return fit.inlier_ratio < 0.5 or fit.rms > fit.size
+    points agree with it, or its residual exceeds :data:`_FAILED_RESIDUAL_SIZES` times the
+    instance's size (over several frames a fast object's optical flow reads other surfaces
+    for much of it; held-out scenes: keyframe fits of a 0.15 m arm link with a 1.9 m
+    residual)."""
+    return fit.inlier_ratio < 0.5 or fit.rms > _FAILED_RESIDUAL_SIZES * fit.size
 
 
 def _step_motion(config: PipelineConfig, region: np.ndarray,
@@ -775,6 +776,12 @@ def complete_instances(labels: np.ndarray, fits: dict[int, RigidMotion], view: P
 #: flow metres off (varied validation scenes, oracle-two-map: moving-pixel ratio 0.224 ->
 #: 0.200 with the rule; the default scenes unchanged at 2, 0.1543 -> 0.1549 at 1).
 _MAX_RESIDUAL_SIZES = 2.0
+
+#: A keyframe fit whose residual exceeds this many times the instance's size measured no
+#: motion (:func:`_fit_failed`). Stricter than :data:`_MAX_RESIDUAL_SIZES`, which decides
+#: whether a fit's flow is published at all: here a stand-in exists (the fit since the
+#: previous frame), so a doubtful keyframe fit gives way to it.
+_FAILED_RESIDUAL_SIZES = 1.0
 
 
 def _is_moving_object(region: np.ndarray, fit: RigidMotion, view: PairView,

@@ -20,6 +20,7 @@ from scipy.optimize import linear_sum_assignment
 from pointmap_ros.geometry.camera import project
 from pointmap_ros.geometry.transforms import (
     rotmat_to_rotvec, rotvec_to_rotmat, se3_apply, se3_compose, se3_from_rt, se3_inverse)
+from pointmap_ros.tracking.window import STAMP_TOLERANCE_S
 
 __all__ = ['TrackedObject', 'Detection', 'TrackerConfig', 'ObjectTracker', 'previous_track_ids',
            'warped_overlap', 'is_fragment', 'moves_clearly']
@@ -202,9 +203,6 @@ class TrackerConfig:
 #: with the depth camera, whose noisier fits it rejected.
 _JUMP_TOLERANCE = 0.15
 
-#: Two stamps this close (s) are the same frame's.
-_SAME_TIME_S = 1e-6
-
 #: Fraction of a detection's pixels on a published object a frame ago (warped overlap) above
 #: which it is a fragment of that object, not a new one (:func:`is_fragment`).
 _FRAGMENT_OVERLAP = 0.1
@@ -365,7 +363,7 @@ class _Track:
         to the anchor, or, where that motion failed, its motion since the previous frame
         applied to the pose then (when this track was updated at that frame; else the
         failed motion, which the jump test rejects)."""
-        if det.step_motion is not None and abs(self.stamp - det.step_from) < _SAME_TIME_S:
+        if det.step_motion is not None and abs(self.stamp - det.step_from) < STAMP_TOLERANCE_S:
             return se3_compose(det.step_motion, self.pose)
         return se3_compose(det.motion, self.anchor)
 
