@@ -341,7 +341,8 @@ def _verdict(view: PairView, points_cam: np.ndarray, T_world_cam: np.ndarray, K:
         hysteresis=config.flow_hysteresis, depth_res=depth_change,
         min_depth_rel=config.flow_depth_min_rel,
         min_depth_rel_precise=config.flow_depth_min_rel_precise,
-        free_space_res=free_space if config.flow_free_space else None)
+        free_space_res=free_space if config.flow_free_space else None,
+        measured_depth=view.measured_depth)
     # The 3D displacement check needs the pair's 3D flow; where the maps have none the
     # image-space decision stands alone. A point the reference saw past was displaced by
     # the free-space test's own evidence (the flow its pair interpolated over a flat face
