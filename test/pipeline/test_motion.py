@@ -154,22 +154,25 @@ def test_maps_far_noisier_than_the_flow_are_not_trusted():
 
 @pytest.mark.parametrize('pose_over_flow_noise, measured_depth, held', [
     (0.5, False, True),   # precise maps: their noise changes from frame to frame
+    (1.2, False, True),   # nearly so: 97 % of exact maps' pairs are within 1.5
     (2.0, True, True),    # a depth sensor's noise does too
     (2.0, False, False),  # a network's depth error sits on the same surface every frame
 ])
-def test_hysteresis_holds_motion_except_on_a_networks_imprecise_maps(
+def test_hysteresis_holds_motion_except_on_a_networks_steady_map_error(
         pose_over_flow_noise, measured_depth, held):
     """A patch that moved a frame ago now misses the induced flow by 0.7 of the threshold
-    (between it and ``hysteresis`` 0.5 of it). Precise maps and a depth sensor's keep it
-    moving (an object slowing at a turning point); on a network's trusted but imprecise
-    maps the pose test decides frame by frame, so a depth error it once pushed over the
-    threshold does not stay moving for good."""
+    (between it and ``hysteresis`` 0.5 of it). Maps about as precise as the flow, and a
+    depth sensor's, keep it moving (an object slowing at a turning point); on a network's
+    maps, whose static pixels miss the induced flow by more than ``_STEADY_ERROR_RATIO``
+    (1.5) times the flow's noise, the pose test decides frame by frame, so a depth error it
+    once pushed over the threshold does not stay moving."""
     rng = np.random.default_rng(4)
     pose_res = np.abs(rng.normal(0.0, 0.1, (H, W))).astype(np.float32)
     threshold = 1.0  # min_px: three times the median residual is far below it
     pose_res[OBJECT] = 0.7 * threshold
+    # The maps miss the flow's noise floor by the same factor everywhere, so that factor
+    # is what flow_motion measures on the static pixels.
     epipolar_res = (pose_res / pose_over_flow_noise).astype(np.float32)
-    epipolar_res[OBJECT] = 0.05  # along the epipolar line: the epipolar test sees nothing
     observed = np.ones((H, W), bool)
     was_moving = np.zeros((H, W), bool)
     was_moving[OBJECT] = True
