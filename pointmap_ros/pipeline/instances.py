@@ -361,7 +361,7 @@ def fit_instances(config: PipelineConfig, labels: np.ndarray, count: int, view: 
             information = None
             if aperture is not None and R_ref_cam is not None:
                 # The matched points (source) carry the slides: residuals in their frame.
-                information = aperture_information(aperture, pixels, R_ref_cam)
+                information = aperture_information(aperture, pixels, R_ref_cam, view.j_tj)
                 earlier = refine_rigid_motion(se3_inverse(fit.T), target[pixels],
                                               source[pixels], information, threshold)
                 fit = dataclasses.replace(fit, T=se3_inverse(earlier))
@@ -584,7 +584,7 @@ def _moving_apart(bodies: list[np.ndarray], motions: list[np.ndarray],
         off = np.zeros((len(bodies), len(bodies)), bool)
         for row, points in enumerate(known):
             information = (None if aperture is None
-                           else aperture_information(aperture, points, R_ref_cam))
+                           else aperture_information(aperture, points, R_ref_cam, view.j_tj))
             for column, motion in enumerate(motions):
                 residual = fitter.residuals(motion, points, information)
                 off[row, column] = textured[row] and np.median(residual) > fitter.threshold
@@ -628,24 +628,86 @@ def _with_affine(config: PipelineConfig, fit: RigidMotion, source: np.ndarray,
     return fit
 
 
+#: :func:`aperture_information`: a central difference of the surface's points longer than
+#: this fraction of the point's distance spans a depth edge, not one surface (a pixel spans
+#: about 1 % of the distance at the shipped model's field of view and resolution).
+_SURFACE_STEP = 0.05
+
+
 def aperture_information(aperture: ApertureMetric, pixels: np.ndarray,
-                         R_ref_cam: np.ndarray) -> np.ndarray:
+                         R_ref_cam: np.ndarray, surface: np.ndarray) -> np.ndarray:
     """``[N, 3, 3]`` information matrices of the correspondence points of ``pixels``
     (flattened indices; reference camera frame), for :func:`refine_rigid_motion`.
 
-    A correspondence's point moves with its match: a match slid by ``d`` pixels at depth
-    ``z`` moves the point by ``z / f * (d, 0)`` in the camera's own axes. The optical flow is
-    measured across the image structure only (:class:`ApertureMetric`), so laterally the
-    information is the normalised structure tensor; along the viewing ray (the depth the
-    maps give) it is full. Rotated from the current camera's axes into the reference frame.
+    A correspondence's point moves with its match, along the surface it lies on: a match
+    slid by ``d`` pixels moves it by ``A d``, ``A`` (``[3, 2]``) the derivative of that
+    surface along the image axes. ``surface`` (``[H, W, 3]``) is the pair's current points
+    ``j_tj``: the same surface turned by the object's motion since the reference time (a
+    few degrees over a window's gaps), and unlike the matched points themselves free of the
+    optical flow's error. The optical flow measures the slide only across the image
+    structure (the normalised structure tensor ``J``, :class:`ApertureMetric`), so the
+    information is ``n n^T + Q J Q^T``: full along the surface normal ``n`` (a slide keeps
+    the point on its surface) and, within the tangent plane, what ``J`` measures, carried
+    onto the plane by ``Q = A (A^T A)^(-1/2)``. On texture that is the identity; on a flat
+    face the normal alone (point-to-plane, as in ICP); on a stripe the normal and the
+    direction across it. Where ``surface`` gives no plane (a neighbour without a point, or
+    a depth edge between the neighbours, :data:`_SURFACE_STEP`) the plane facing the camera
+    stands in: the structure tensor in the current camera's axes, full along the optical
+    axis, rotated into the reference frame.
+    On a slanted plain face the camera-facing plane counted a slid match's change of depth
+    as a measured one (validation, oracle-two-map: moving-pixel flow error over zero flow's,
+    plain objects 0.577 -> 0.556, textured 0.150 -> 0.149).
     """
-    information = np.zeros((len(pixels), 3, 3))
-    information[:, 0, 0] = aperture.xx.ravel()[pixels]
-    information[:, 0, 1] = information[:, 1, 0] = aperture.xy.ravel()[pixels]
-    information[:, 1, 1] = aperture.yy.ravel()[pixels]
-    information[:, 2, 2] = 1.0
+    structure = np.zeros((len(pixels), 2, 2))
+    structure[:, 0, 0] = aperture.xx.ravel()[pixels]
+    structure[:, 0, 1] = structure[:, 1, 0] = aperture.xy.ravel()[pixels]
+    structure[:, 1, 1] = aperture.yy.ravel()[pixels]
+    facing = np.zeros((len(pixels), 3, 3))
+    facing[:, :2, :2] = structure
+    facing[:, 2, 2] = 1.0
     rotation = np.asarray(R_ref_cam, np.float64)
-    return rotation @ information @ rotation.T
+    facing = rotation @ facing @ rotation.T
+    tangents, on_surface = _surface_tangents(surface, pixels)
+    if not on_surface.any():
+        return facing
+    tangents = tangents[on_surface]
+    normal = np.cross(tangents[:, :, 0], tangents[:, :, 1])
+    normal /= np.linalg.norm(normal, axis=1, keepdims=True)
+    # Q = A (A^T A)^(-1/2): A's orthonormal part, from the 2 x 2 eigen-decomposition.
+    gram = np.einsum('nki,nkj->nij', tangents, tangents)
+    values, vectors = np.linalg.eigh(gram)
+    inverse_root = np.einsum('nij,nj,nkj->nik', vectors, 1.0 / np.sqrt(values), vectors)
+    plane = np.einsum('nij,njk->nik', tangents, inverse_root)
+    information = facing.copy()
+    information[on_surface] = (np.einsum('ni,nj->nij', normal, normal)
+                               + np.einsum('nij,njk,nlk->nil', plane,
+                                           structure[on_surface], plane))
+    return information
+
+
+def _surface_tangents(points: np.ndarray, pixels: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """(``[N, 3, 2]`` central differences of ``points`` (``[H, W, 3]``) along the image
+    columns and rows at ``pixels``, ``[N]`` bool where they describe one surface: inside the
+    image, every neighbour with a point, each difference shorter than
+    :data:`_SURFACE_STEP` of the point's distance and the two not parallel)."""
+    height, width = points.shape[:2]
+    rows, columns = np.divmod(np.asarray(pixels), width)
+    inside = (rows > 0) & (rows < height - 1) & (columns > 0) & (columns < width - 1)
+    rows, columns = np.clip(rows, 1, height - 2), np.clip(columns, 1, width - 2)
+
+    def at(row_offset: int, column_offset: int) -> np.ndarray:
+        return points[rows + row_offset, columns + column_offset].astype(np.float64)
+
+    along_columns = (at(0, 1) - at(0, -1)) / 2
+    along_rows = (at(1, 0) - at(-1, 0)) / 2
+    tangents = np.stack([along_columns, along_rows], axis=-1)
+    distance = np.linalg.norm(at(0, 0), axis=1)
+    with np.errstate(invalid='ignore'):
+        step = np.linalg.norm(tangents, axis=1).max(axis=1)
+        area = np.linalg.norm(np.cross(along_columns, along_rows), axis=1)
+        on_surface = inside & (step < _SURFACE_STEP * distance) & (area > 1e-6 * step ** 2)
+    return np.where(on_surface[:, None, None], tangents, 0.0), on_surface
 
 
 def _instance_pixels(labels: np.ndarray, count: int, known: np.ndarray,

@@ -19,8 +19,8 @@ from pointmap_ros.pipeline import PipelineConfig
 from pointmap_ros.pipeline.correspondence import PixelFlow
 from pointmap_ros.geometry.transforms import se3_from_rt
 from pointmap_ros.pipeline.instances import (
-    carried_track_ids, complete_instances, detect_objects, fit_instances, grow_instances,
-    instance_labels, moving_object_fits, small_instance_labels)
+    aperture_information, carried_track_ids, complete_instances, detect_objects, fit_instances,
+    grow_instances, instance_labels, moving_object_fits, small_instance_labels)
 from pointmap_ros.pipeline.motion import ApertureMetric
 from pointmap_ros.pipeline.pair import PairView
 from pointmap_ros.tracking.rigid_motion import RigidMotion
@@ -318,6 +318,71 @@ def test_instance_fit_ignores_matches_slid_along_stripes():
     assert np.linalg.norm(plain.T[:3, 3] - motion) > 0.005  # biased by the slides
     np.testing.assert_allclose(refined.T[:3, 3], motion, atol=1e-4)
     np.testing.assert_allclose(refined.T[:3, :3], np.eye(3), atol=1e-4)
+
+
+def _slanted_plane(normal: np.ndarray, through: np.ndarray) -> np.ndarray:
+    """``[H, W, 3]`` points of the plane ``normal . X = normal . through`` seen by ``K``."""
+    rays = unproject(np.ones((H, W)), K)
+    return (rays * (normal @ through / (rays @ normal))[..., None]).astype(np.float32)
+
+
+def test_instance_fit_ignores_matches_slid_within_a_plain_slanted_face():
+    """A plain face turned 50 degrees from the camera moves 5 cm right and 3 cm down. Inside
+    its outline the image is flat, and its matches slid back within the face by 30 % of the
+    motion (optical flow on a flat face interpolates). On a slanted face such a slide also
+    changes the point's depth, which the camera-facing model counted as measured; the
+    face's own plane (point-to-plane inside, full information on the textured outline)
+    recovers the exact motion."""
+    motion = np.array([0.05, 0.03, 0.0], np.float32)
+    normal = np.array([np.sin(np.radians(50.0)), 0.0, -np.cos(np.radians(50.0))])
+    face = _slanted_plane(normal, np.array([0.0, 0.0, 3.0]))
+    now = unproject(np.full((H, W), 4.0), K).astype(np.float32)
+    now[OBJECT] = face[OBJECT]
+    before = now.copy()
+    before[OBJECT] -= motion
+    inside = np.zeros((H, W), bool)
+    inside[OBJECT[0].start + 2:OBJECT[0].stop - 2, OBJECT[1].start + 2:OBJECT[1].stop - 2] = True
+    in_plane = motion - (motion @ normal) * normal
+    slid = before.copy()
+    slid[inside] += (0.3 * in_plane).astype(np.float32)
+    view = _view('gap1', _frame(0), before, slid, now)
+    aperture = ApertureMetric(xx=np.where(inside, 0.0, 1.0).astype(np.float32),
+                              xy=np.zeros((H, W), np.float32),
+                              yy=np.where(inside, 0.0, 1.0).astype(np.float32),
+                              textured=~inside)
+    labels = np.zeros((H, W), np.int32)
+    labels[OBJECT] = 1
+    config = PipelineConfig()
+    plain = fit_instances(config, labels, 1, view, scene_depth=4.0, noise=0.001)[1]
+    refined = fit_instances(config, labels, 1, view, scene_depth=4.0, noise=0.001,
+                            aperture=aperture, R_ref_cam=np.eye(3))[1]
+    assert plain.is_rigid and refined.is_rigid
+    assert np.linalg.norm(plain.T[:3, 3] - motion) > 0.005  # biased by the slides
+    np.testing.assert_allclose(refined.T[:3, 3], motion, atol=1e-4)
+    np.testing.assert_allclose(refined.T[:3, :3], np.eye(3), atol=1e-4)
+
+
+def test_aperture_information_follows_the_surface_and_faces_the_camera_without_one():
+    """Flat image on a slanted plane: only the plane's normal is measured (a slide within
+    the plane costs nothing). Texture: everything. Across a depth edge or beside a pixel
+    without a point there is no surface: the camera-facing model."""
+    normal = np.array([np.sin(np.radians(50.0)), 0.0, -np.cos(np.radians(50.0))])
+    surface = _slanted_plane(normal, np.array([0.0, 0.0, 3.0]))
+    surface[:, 40:] = unproject(np.full((H, 16), 8.0), K)[:, :16]  # a depth edge at column 40
+    surface[5, 5] = np.nan
+    flat = ApertureMetric(*(np.zeros((H, W), np.float32) for _ in range(3)),
+                          textured=np.zeros((H, W), bool))
+    textured = ApertureMetric(np.ones((H, W), np.float32), np.zeros((H, W), np.float32),
+                              np.ones((H, W), np.float32), np.ones((H, W), bool))
+    on_plane, at_edge, beside_hole = 20 * W + 20, 20 * W + 40, 5 * W + 6
+    pixels = np.array([on_plane, at_edge, beside_hole])
+    information = aperture_information(flat, pixels, np.eye(3), surface)
+    np.testing.assert_allclose(information[0], np.outer(normal, normal), atol=1e-6)
+    facing = np.diag([0.0, 0.0, 1.0])
+    np.testing.assert_allclose(information[1], facing, atol=1e-12)
+    np.testing.assert_allclose(information[2], facing, atol=1e-12)
+    np.testing.assert_allclose(aperture_information(textured, pixels, np.eye(3), surface),
+                               np.broadcast_to(np.eye(3), (3, 3, 3)), atol=1e-6)
 
 
 def test_sensor_depth_fits_reject_outline_matches_that_show_no_motion():
