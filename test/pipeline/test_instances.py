@@ -17,7 +17,7 @@ import pytest
 from pointmap_ros.geometry.camera import unproject
 from pointmap_ros.pipeline import PipelineConfig
 from pointmap_ros.pipeline.correspondence import PixelFlow
-from pointmap_ros.geometry.transforms import se3_from_rt
+from pointmap_ros.geometry.transforms import rotvec_to_rotmat, se3_from_rt
 from pointmap_ros.pipeline.instances import (
     aperture_information, carried_track_ids, complete_instances, detect_objects, fit_instances,
     grow_instances, instance_labels, moving_object_fits, small_instance_labels)
@@ -364,8 +364,8 @@ def test_instance_fit_ignores_matches_slid_within_a_plain_slanted_face():
 
 def test_aperture_information_follows_the_surface_and_faces_the_camera_without_one():
     """Flat image on a slanted plane: only the plane's normal is measured (a slide within
-    the plane costs nothing). Texture: everything. Across a depth edge or beside a pixel
-    without a point there is no surface: the camera-facing model."""
+    the plane costs nothing). Texture: everything. Across a depth edge, beside a pixel
+    without a point or without a surface at all: the camera-facing model."""
     normal = np.array([np.sin(np.radians(50.0)), 0.0, -np.cos(np.radians(50.0))])
     surface = _slanted_plane(normal, np.array([0.0, 0.0, 3.0]))
     surface[:, 40:] = unproject(np.full((H, 16), 8.0), K)[:, :16]  # a depth edge at column 40
@@ -383,6 +383,10 @@ def test_aperture_information_follows_the_surface_and_faces_the_camera_without_o
     np.testing.assert_allclose(information[2], facing, atol=1e-12)
     np.testing.assert_allclose(aperture_information(textured, pixels, np.eye(3), surface),
                                np.broadcast_to(np.eye(3), (3, 3, 3)), atol=1e-6)
+    # No surface given (a depth sensor's noisy points): the camera-facing model, rotated.
+    turn = rotvec_to_rotmat(np.array([0.0, 0.3, 0.0]))
+    np.testing.assert_allclose(aperture_information(flat, pixels, turn, None),
+                               np.broadcast_to(turn @ facing @ turn.T, (3, 3, 3)), atol=1e-12)
 
 
 def test_sensor_depth_fits_reject_outline_matches_that_show_no_motion():
