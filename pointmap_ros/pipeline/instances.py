@@ -683,18 +683,30 @@ def aperture_information(aperture: ApertureMetric, pixels: np.ndarray,
     tangents, on_surface = _surface_tangents(surface, pixels)
     if not on_surface.any():
         return facing
-    tangents = tangents[on_surface]
-    normal = np.cross(tangents[:, :, 0], tangents[:, :, 1])
-    normal /= np.linalg.norm(normal, axis=1, keepdims=True)
-    # Q = A (A^T A)^(-1/2): A's orthonormal part, from the 2 x 2 eigen-decomposition.
-    gram = np.einsum('nki,nkj->nij', tangents, tangents)
-    values, vectors = np.linalg.eigh(gram)
-    inverse_root = np.einsum('nij,nj,nkj->nik', vectors, 1.0 / np.sqrt(values), vectors)
-    plane = np.einsum('nij,njk->nik', tangents, inverse_root)
+    along_columns, along_rows = tangents[on_surface, :, 0], tangents[on_surface, :, 1]
+    # Q = A (A^T A)^(-1/2), with the 2 x 2 square root in closed form: for the Gram matrix
+    # G, sqrt(G) = (G + s I) / t, s = sqrt(det G) = |a x b|, t = sqrt(trace G + 2 s).
+    gram_11 = np.einsum('ni,ni->n', along_columns, along_columns)
+    gram_12 = np.einsum('ni,ni->n', along_columns, along_rows)
+    gram_22 = np.einsum('ni,ni->n', along_rows, along_rows)
+    normal = np.cross(along_columns, along_rows)
+    root_det = np.linalg.norm(normal, axis=1)
+    normal /= root_det[:, None]
+    scale = (root_det * np.sqrt(gram_11 + gram_22 + 2 * root_det))[:, None]
+    plane_x = (along_columns * (gram_22 + root_det)[:, None]
+               - along_rows * gram_12[:, None]) / scale
+    plane_y = (along_rows * (gram_11 + root_det)[:, None]
+               - along_columns * gram_12[:, None]) / scale
+
+    def outer(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        return left[:, :, None] * right[:, None, :]
+
+    structure = structure[on_surface]
     information = facing.copy()
-    information[on_surface] = (np.einsum('ni,nj->nij', normal, normal)
-                               + np.einsum('nij,njk,nlk->nil', plane,
-                                           structure[on_surface], plane))
+    information[on_surface] = (
+        outer(normal, normal) + structure[:, 0, 0, None, None] * outer(plane_x, plane_x)
+        + structure[:, 0, 1, None, None] * (outer(plane_x, plane_y) + outer(plane_y, plane_x))
+        + structure[:, 1, 1, None, None] * outer(plane_y, plane_y))
     return information
 
 
