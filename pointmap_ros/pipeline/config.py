@@ -178,8 +178,9 @@ class PipelineConfig:
             (optical flow there matches patches that leave the image; 4: half a DIS patch).
         flow_hysteresis: pixels that moved in the reference frame keep moving down to this
             fraction of the threshold (an object slowing at a turning point stays moving);
-            not in the pose and depth tests on a network's trusted but imprecise maps,
-            whose errors stay on the same surface (``motion.flow_motion``).
+            not in the pose and depth tests on maps without a depth sensor's measurements
+            that miss the static pixels' induced flow by over 1.5x the flow's own noise: a
+            network's error, which stays on the same surface (``motion.flow_motion``).
         flow_reliable_px: the maps are trusted for the induced flow when the pixels the
             epipolar fit calls static miss it by at most this (median)...
         flow_reliable_ratio: ...and by at most this multiple of the epipolar fit's own

@@ -663,8 +663,8 @@ def aperture_information(aperture: ApertureMetric, pixels: np.ndarray,
     face the normal alone (point-to-plane, as in ICP); on a stripe the normal and the
     direction across it. Where ``surface`` gives no plane (None, a neighbour without a
     point, or a depth edge between the neighbours, :data:`_SURFACE_STEP`) the plane facing
-    the camera stands in: the structure tensor in the current camera's axes, full along the optical
-    axis, rotated into the reference frame.
+    the camera stands in: the structure tensor in the current camera's axes, full along
+    the optical axis, rotated into the reference frame.
     On a slanted plain face the camera-facing plane counted a slid match's change of depth
     as a measured one (validation, oracle-two-map: moving-pixel flow error over zero flow's,
     plain objects 0.577 -> 0.556, textured 0.150 -> 0.149).

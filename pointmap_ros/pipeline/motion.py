@@ -259,6 +259,14 @@ def camera_still(flow: np.ndarray, static: np.ndarray, stride: int, still_px: fl
     return median(vector_norm(sub)) < still_px
 
 
+#: :func:`flow_motion`: maps whose static pixels miss the induced flow by more than this
+#: multiple of the optical flow's own noise (the :func:`_static_noise` ratio) have an error
+#: of their own, which for a network's maps stays on the same surface from frame to frame.
+#: Validation pairs (oracle-two-map, shipped model): exact maps 0.5 (median), 97 % at most
+#: 1.5; the shipped model 4.7, 99 % above 1.5.
+_STEADY_ERROR_RATIO = 1.5
+
+
 def flow_motion(pose_res: np.ndarray | None, epipolar_res: np.ndarray | None,
                 observed: np.ndarray, *, stride: int, reliable_px: float,
                 inlier_px: float, noise_mult: float, min_px: float,
@@ -359,14 +367,6 @@ def flow_motion(pose_res: np.ndarray | None, epipolar_res: np.ndarray | None,
             judged = judged | without_point
     return FlowMotion(moving, judged, np.where(judged, residual, np.float32(np.nan)),
                       threshold, test, seen_through, test == 'pose' and precise)
-
-
-#: :func:`flow_motion`: maps whose static pixels miss the induced flow by more than this
-#: multiple of the optical flow's own noise (the :func:`_static_noise` ratio) have an error
-#: of their own, which for a network's maps stays on the same surface from frame to frame.
-#: Validation pairs (oracle-two-map, shipped model): exact maps 0.5 (median), 97 % at most
-#: 1.5; the shipped model 4.7, 99 % above 1.5.
-_STEADY_ERROR_RATIO = 1.5
 
 
 def _seen_through(free_space_res: np.ndarray, observed: np.ndarray, threshold: float,
