@@ -283,6 +283,22 @@ def test_depth_sensor_instances_need_the_threshold_scaled_by_their_fits_noise(re
     assert not detected(0.9 * THRESHOLD, measured_depth=False)
 
 
+def _assert_refinement_recovers(view: PairView, aperture: ApertureMetric,
+                                motion: np.ndarray) -> None:
+    """The instance at ``OBJECT`` translated by ``motion``: Umeyama's fit is biased by the
+    slid matches, the refinement in ``aperture``'s metric recovers the exact motion."""
+    labels = np.zeros((H, W), np.int32)
+    labels[OBJECT] = 1
+    config = PipelineConfig()
+    plain = fit_instances(config, labels, 1, view, scene_depth=4.0, noise=0.001)[1]
+    refined = fit_instances(config, labels, 1, view, scene_depth=4.0, noise=0.001,
+                            aperture=aperture, R_ref_cam=np.eye(3))[1]
+    assert plain.is_rigid and refined.is_rigid
+    assert np.linalg.norm(plain.T[:3, 3] - motion) > 0.005  # biased by the slides
+    np.testing.assert_allclose(refined.T[:3, 3], motion, atol=1e-4)
+    np.testing.assert_allclose(refined.T[:3, :3], np.eye(3), atol=1e-4)
+
+
 def test_instance_fit_ignores_matches_slid_along_stripes():
     """The object moves 5 cm right and 3 cm down. Its left half has horizontal stripes,
     where optical flow sees only vertical motion, its right half vertical ones; each
@@ -308,16 +324,7 @@ def test_instance_fit_ignores_matches_slid_along_stripes():
                               xy=np.zeros((H, W), np.float32),
                               yy=np.where(left, 1.0, 0.0).astype(np.float32),
                               textured=np.ones((H, W), bool))
-    labels = np.zeros((H, W), np.int32)
-    labels[OBJECT] = 1
-    config = PipelineConfig()
-    plain = fit_instances(config, labels, 1, view, scene_depth=4.0, noise=0.001)[1]
-    refined = fit_instances(config, labels, 1, view, scene_depth=4.0, noise=0.001,
-                            aperture=aperture, R_ref_cam=np.eye(3))[1]
-    assert plain.is_rigid and refined.is_rigid
-    assert np.linalg.norm(plain.T[:3, 3] - motion) > 0.005  # biased by the slides
-    np.testing.assert_allclose(refined.T[:3, 3], motion, atol=1e-4)
-    np.testing.assert_allclose(refined.T[:3, :3], np.eye(3), atol=1e-4)
+    _assert_refinement_recovers(view, aperture, motion)
 
 
 def _slanted_plane(normal: np.ndarray, through: np.ndarray) -> np.ndarray:
@@ -350,16 +357,7 @@ def test_instance_fit_ignores_matches_slid_within_a_plain_slanted_face():
                               xy=np.zeros((H, W), np.float32),
                               yy=np.where(inside, 0.0, 1.0).astype(np.float32),
                               textured=~inside)
-    labels = np.zeros((H, W), np.int32)
-    labels[OBJECT] = 1
-    config = PipelineConfig()
-    plain = fit_instances(config, labels, 1, view, scene_depth=4.0, noise=0.001)[1]
-    refined = fit_instances(config, labels, 1, view, scene_depth=4.0, noise=0.001,
-                            aperture=aperture, R_ref_cam=np.eye(3))[1]
-    assert plain.is_rigid and refined.is_rigid
-    assert np.linalg.norm(plain.T[:3, 3] - motion) > 0.005  # biased by the slides
-    np.testing.assert_allclose(refined.T[:3, 3], motion, atol=1e-4)
-    np.testing.assert_allclose(refined.T[:3, :3], np.eye(3), atol=1e-4)
+    _assert_refinement_recovers(view, aperture, motion)
 
 
 def test_aperture_information_follows_the_surface_and_faces_the_camera_without_one():
