@@ -14,6 +14,11 @@ Per map m: ``pt_<m>`` = mean ||s X_pred - X_gt|| (normalised), ``pt_m_<m>`` (met
 Depth of view i is z of P_i(t_i); depth of view j is z of P_j(t_j) re-expressed in camera j
 with the GT pose. ``absrel_<v>`` = mean |z_pred - z_gt| / z_gt; ``delta_<v>`` = fraction with
 max(z_pred / z_gt, z_gt / z_pred) < 1.25 (z_pred <= 0 counts as a miss).
+Depth of the moving pixels, what the correspondence pipeline reads its objects' motion from
+(its cross-time maps are built from the same-time maps, docs/pipeline.md): ``absrel_dyn_<v>``
+over the moving pixels, ``absrel_dyn_kept_<v>`` over those the node's confidence gate keeps
+(:class:`ConfidenceGate`), and the kept fractions ``kept_dyn_<v>`` / ``kept_static_<v>`` of
+the moving / static pixels.
 Scene flow of image v: ``epe_<v>`` / ``epe_m_<v>`` = mean ||s F_pred - F_gt|| over valid pixels
 (normalised / metres), ``epe_dyn_<v>`` over moving pixels only.
 Motion IoU of image v: the predicted mask is the pipeline's rule (:class:`MotionRule`) applied
@@ -27,13 +32,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from pointmap_ros.errors import InputError
-from pointmap_ros.geometry.pointmap import vector_norm
+from pointmap_ros.geometry.pointmap import confidence_mask, vector_norm
 from pointmap_ros.geometry.transforms import se3_apply
 from pointmap_ros.tracking.segmentation import (flow_noise, motion_threshold,
                                                 remove_small_regions, smooth_flow)
 from pointmap_ros.types import MAP_NAMES, DynamicPointMaps
 
-__all__ = ['PairTruth', 'MotionRule', 'median_scale', 'predicted_motion', 'view_motion',
+__all__ = ['PairTruth', 'MotionRule', 'ConfidenceGate', 'median_scale', 'predicted_motion', 'view_motion',
            'pair_metrics', 'aggregate', 'zero_flow_baseline', 'plane_baseline', 'BASELINES']
 
 _VIEWS = {'i': ('i_ti', 'i_tj'), 'j': ('j_ti', 'j_tj')}
@@ -92,6 +97,16 @@ class MotionRule:
     noise_mult: float = 4.0
     smooth_radius: int = 2
     min_region_frac: float = 2e-3
+
+
+@dataclass
+class ConfidenceGate:
+    """The node's confidence gate (defaults = ``PipelineConfig``'s; a test keeps them equal):
+    a pixel keeps its point when ``conf >= min(threshold, quantile(conf, keep_quantile))``
+    (:func:`~pointmap_ros.geometry.pointmap.confidence_mask`)."""
+
+    threshold: float = 3.0
+    keep_quantile: float | None = 0.5
 
 
 def median_scale(pred: DynamicPointMaps, truth: PairTruth) -> float:
@@ -154,11 +169,24 @@ def _depth_metrics(z_pred: np.ndarray, z_gt: np.ndarray) -> tuple[float, float]:
     return absrel, float(np.mean(ratio < 1.25))
 
 
+def _moving_depth_metrics(z_pred: np.ndarray, z_gt: np.ndarray, moving: np.ndarray,
+                          kept: np.ndarray) -> dict[str, float]:
+    """``absrel_dyn``, ``absrel_dyn_kept``, ``kept_dyn``, ``kept_static`` of one view (keys
+    without the view suffix) from its valid pixels' depths and masks (all ``[N]``)."""
+    kept = kept & np.isfinite(z_pred)
+    out = {'absrel_dyn': _depth_metrics(z_pred[moving], z_gt[moving])[0],
+           'absrel_dyn_kept': _depth_metrics(z_pred[moving & kept], z_gt[moving & kept])[0]}
+    for key, where in (('kept_dyn', moving), ('kept_static', ~moving)):
+        out[key] = float(np.mean(kept[where])) if where.any() else float('nan')
+    return out
+
+
 def pair_metrics(pred: DynamicPointMaps, truth: PairTruth,
-                 rule: MotionRule | None = None) -> dict[str, float]:
+                 rule: MotionRule | None = None,
+                 gate: ConfidenceGate | None = None) -> dict[str, float]:
     """All metrics of one pair (keys listed in the module docstring) plus ``scale`` and the
     IoU parts ``iou_inter_<v>`` / ``iou_union_<v>`` (pixel counts) for :func:`aggregate`."""
-    rule = rule or MotionRule()
+    rule, gate = rule or MotionRule(), gate or ConfidenceGate()
     s = median_scale(pred, truth)
     out: dict[str, float] = {'scale': s}
     names = truth.map_names()
@@ -171,12 +199,22 @@ def pair_metrics(pred: DynamicPointMaps, truth: PairTruth,
         out[f'pt_m_{name}'] = float(np.mean(err)) if err.size else float('nan')
         out[f'pt_{name}'] = out[f'pt_m_{name}'] / norm
     # Depth: view i directly, view j moved into camera j with the GT pose.
-    out['absrel_i'], out['delta_i'] = _depth_metrics(
-        s * pred.pts_i_ti[..., 2][truth.valid_i], truth.maps.pts_i_ti[..., 2][truth.valid_i])
     T_j_i = np.linalg.inv(truth.T_cami_camj)
-    out['absrel_j'], out['delta_j'] = _depth_metrics(
-        se3_apply(T_j_i, s * pred.pts_j_tj[truth.valid_j])[:, 2],
-        se3_apply(T_j_i, truth.maps.pts_j_tj[truth.valid_j])[:, 2])
+    depths = {'i': (s * pred.pts_i_ti[..., 2][truth.valid_i],
+                    truth.maps.pts_i_ti[..., 2][truth.valid_i]),
+              'j': (se3_apply(T_j_i, s * pred.pts_j_tj[truth.valid_j])[:, 2],
+                    se3_apply(T_j_i, truth.maps.pts_j_tj[truth.valid_j])[:, 2])}
+    for view, (z_pred, z_gt) in depths.items():
+        out[f'absrel_{view}'], out[f'delta_{view}'] = _depth_metrics(z_pred, z_gt)
+        motion_gt = getattr(truth, f'motion_{view}')
+        if motion_gt is None:
+            continue
+        valid = truth.valid(view)
+        kept = confidence_mask(pred.conf(f'{view}_t{view}'), gate.threshold,
+                               gate.keep_quantile)
+        for key, value in _moving_depth_metrics(z_pred, z_gt, motion_gt[valid],
+                                                kept[valid]).items():
+            out[f'{key}_{view}'] = value
     if not truth.has_dynamic:
         return out
     for view, (t_i, t_j) in _VIEWS.items():
@@ -200,7 +238,8 @@ def pair_metrics(pred: DynamicPointMaps, truth: PairTruth,
 def aggregate(rows: list[dict[str, float]]) -> dict[str, float]:
     """Mean of every metric over pairs (NaN-aware); pooled IoU ``iou_<v>`` and ``iou``.
 
-    Also adds view averages: ``absrel``, ``delta``, ``epe``, ``epe_m``, ``epe_dyn``.
+    Also adds view averages: ``absrel``, ``delta``, ``epe``, ``epe_m``, ``epe_dyn`` and the
+    moving pixels' ``absrel_dyn``, ``absrel_dyn_kept``, ``kept_dyn``, ``kept_static``.
     """
     keys = sorted({k for r in rows for k in r if not k.startswith('iou_')})
     out = {}
@@ -216,7 +255,8 @@ def aggregate(rows: list[dict[str, float]]) -> dict[str, float]:
         inter_all, union_all = inter_all + inter, union_all + union
     if union_all > 0:
         out['iou'] = inter_all / union_all
-    for base in ('absrel', 'delta', 'epe', 'epe_m', 'epe_dyn'):
+    for base in ('absrel', 'delta', 'epe', 'epe_m', 'epe_dyn', 'absrel_dyn', 'absrel_dyn_kept',
+                 'kept_dyn', 'kept_static'):
         vals = [out[f'{base}_{v}'] for v in _VIEWS if f'{base}_{v}' in out]
         if vals:
             out[base] = float(np.nanmean(vals)) if np.isfinite(vals).any() else float('nan')

@@ -83,6 +83,19 @@ def markdown_report(title: str, model: dict, baselines: dict[str, dict], info: d
         lines.append(_row([v or 'mean', _fmt(model.get('absrel' + s)),
                            _fmt(model.get('delta' + s)), _fmt(pl.get('absrel' + s)),
                            _fmt(pl.get('delta' + s))]))
+    if 'absrel_dyn' in model:
+        # The correspondence pipeline builds its cross-time maps from these depths, so they
+        # bound the flow it can publish with a checkpoint (docs/evaluation.md, session 26).
+        lines += ['', '## Depth of the moving pixels (what correspondences read)', '',
+                  _row(['view', 'AbsRel moving', 'AbsRel moving, gate-kept',
+                        'moving kept by the gate', 'static kept by the gate']),
+                  _row(['---'] * 5)]
+        for v in ('i', 'j', ''):
+            s = f'_{v}' if v else ''
+            lines.append(_row([v or 'mean', _fmt(model.get('absrel_dyn' + s)),
+                               _fmt(model.get('absrel_dyn_kept' + s)),
+                               _fmt(model.get('kept_dyn' + s), 3),
+                               _fmt(model.get('kept_static' + s), 3)]))
     if 'epe' in model:
         lines += ['', '## Scene flow and motion', '',
                   _row(['image', 'EPE (norm.)', 'EPE (m)', 'EPE moving px (norm.)',

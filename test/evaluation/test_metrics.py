@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from pointmap_ros.errors import InputError
-from pointmap_ros.evaluation.metrics import (MotionRule, PairTruth, aggregate, median_scale,
-                                             pair_metrics, plane_baseline, zero_flow_baseline)
+from pointmap_ros.evaluation.metrics import (ConfidenceGate, MotionRule, PairTruth, aggregate,
+                                             median_scale, pair_metrics, plane_baseline,
+                                             zero_flow_baseline)
 from pointmap_ros.types import DynamicPointMaps
 
 H, W = 32, 48
@@ -95,6 +96,36 @@ def test_depth_metrics_analytic():
     assert m['absrel_i'] == pytest.approx(0.5 * abs(1.3 * s - 1) + 0.5 * abs(s - 1), rel=1e-5)
     assert m['delta_i'] == pytest.approx(0.5 if 1.3 * s >= 1.25 else 1.0)
     assert m['absrel_j'] == pytest.approx(abs(s - 1), rel=1e-4)
+
+
+def test_moving_pixel_depth_and_the_gate_analytic():
+    """The box (moving) drawn 50 % too far in view i, its left half with a confidence under
+    the gate: the moving pixels' AbsRel, the kept ones', and the kept fractions, exactly."""
+    truth = _truth()
+    box = truth.motion_i
+    conf = np.full((H, W), 5.0, np.float32)
+    conf[10:20, 15:22] = 2.0  # 70 of the box's 150 pixels, under min(3, median = 5)
+    pred = dataclasses.replace(truth.maps, pts_i_ti=truth.maps.pts_i_ti.copy(), conf_i_ti=conf)
+    pred.pts_i_ti[10:20, 22:30] *= 1.5  # the kept 80 pixels too far; the unkept ones exact
+    m = pair_metrics(_scaled(pred, 0.5), truth)
+    assert m['scale'] == pytest.approx(2.0)  # medians over all four maps: the wall decides
+    assert m['absrel_dyn_i'] == pytest.approx(0.5 * 80 / 150, rel=1e-5)
+    assert m['absrel_dyn_kept_i'] == pytest.approx(0.5, rel=1e-5)
+    assert m['kept_dyn_i'] == pytest.approx(80 / 150)
+    assert m['kept_static_i'] == 1.0
+    # View j: exact, every pixel kept (confidence 1 everywhere, the gate's quantile is 1).
+    assert m['absrel_dyn_j'] == pytest.approx(0.0, abs=1e-6)
+    assert m['kept_dyn_j'] == 1.0 and m['kept_static_j'] == 1.0
+    # An absolute gate (no quantile) drops every pixel under it.
+    strict = pair_metrics(_scaled(pred, 0.5), truth, gate=ConfidenceGate(6.0, None))
+    assert strict['kept_dyn_i'] == 0.0 and np.isnan(strict['absrel_dyn_kept_i'])
+    assert box.sum() == 150
+
+
+def test_confidence_gate_defaults_match_the_pipeline():
+    from pointmap_ros.pipeline import PipelineConfig
+    gate, cfg = ConfidenceGate(), PipelineConfig()
+    assert (gate.threshold, gate.keep_quantile) == (cfg.conf_threshold, cfg.conf_keep_quantile)
 
 
 def test_flow_error_of_a_constant_offset():
