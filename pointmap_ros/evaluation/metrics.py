@@ -39,7 +39,8 @@ from pointmap_ros.tracking.segmentation import (flow_noise, motion_threshold,
 from pointmap_ros.types import MAP_NAMES, DynamicPointMaps
 
 __all__ = ['PairTruth', 'MotionRule', 'ConfidenceGate', 'median_scale', 'predicted_motion',
-           'view_motion', 'pair_metrics', 'aggregate', 'zero_flow_baseline', 'plane_baseline', 'BASELINES']
+           'view_motion', 'pair_metrics', 'aggregate', 'zero_flow_baseline', 'plane_baseline',
+           'BASELINES']
 
 _VIEWS = {'i': ('i_ti', 'i_tj'), 'j': ('j_ti', 'j_tj')}
 
