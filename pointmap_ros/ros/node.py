@@ -134,17 +134,10 @@ class ReconCore:
     """
 
     def _setup(self) -> None:
+        # What the teardown reads exists before anything can raise: rclpy destroys a node
+        # whose parameters were rejected too, at the context's shutdown.
         self._values: dict[str, Any] | None = None
-        # Registered before declaring, so start-up values are checked like runtime changes.
-        self.add_on_set_parameters_callback(self._validate_parameters)
-        values = P.declare_parameters(self)
-        if (reason := P.validate(values)) is not None:
-            raise ConfigError(f'invalid parameters: {reason}')
-        self._values = values
-        self.add_post_set_parameters_callback(self._apply_parameters)
         self.stats = NodeStats()
-        self._last_log: dict[str, float] = {}
-        self._steady = Clock(clock_type=ClockType.STEADY_TIME)
         self._engine = None
         self._worker: InferenceWorker | None = None
         self._worker_ran = False  # an activation happened before (lifecycle re-activation)
@@ -152,6 +145,16 @@ class ReconCore:
         self._superseded: collections.Counter = collections.Counter()
         self._subscriptions: list = []
         self._cameras: dict[str, _Camera] = {}
+        self._odometry = None
+        # Registered before declaring, so start-up values are checked like runtime changes.
+        self.add_on_set_parameters_callback(self._validate_parameters)
+        values = P.declare_parameters(self)
+        if (reason := P.validate(values)) is not None:
+            raise ConfigError(f'invalid parameters: {reason}')
+        self._values = values
+        self.add_post_set_parameters_callback(self._apply_parameters)
+        self._last_log: dict[str, float] = {}
+        self._steady = Clock(clock_type=ClockType.STEADY_TIME)
         in_qos = make_qos(values['input_qos'], values['input_queue_depth'])
         self._in_qos = in_qos
         self._in_qos_text = describe_qos(in_qos)

@@ -4,8 +4,8 @@ accepted dynamic changes take effect."""
 
 import pytest
 import yaml
-from ros_harness import (PARAMS_FILE, Collector, ScenePublisher, oracle_args, recon_process,
-                         spin_until, wait_for_node)
+from ros_harness import (PARAMS_FILE, Collector, ScenePublisher, oracle_args, overlay_missing,
+                         rclpy, recon_process, spin_until, wait_for_node)
 
 from pointmap_ros.ros import params as P
 
@@ -80,6 +80,28 @@ def test_invalid_values_stop_the_node_at_startup(ros_node, override, reason):
         spin_until(ros_node, lambda: not proc.running, 60, 'node exits', proc)
         assert proc.proc.returncode != 0
         assert reason in proc.output(), proc.output()
+
+
+def test_a_node_whose_parameters_are_rejected_shuts_down_cleanly():
+    """rclpy destroys every node of a context at shutdown, also one whose constructor
+    raised (the exception's traceback still holds it): its teardown must not read state the
+    rejected start-up never made. It once did, and the process hung instead of exiting."""
+    if (reason := overlay_missing()) is not None:
+        pytest.skip(reason)
+    from rclpy.parameter import Parameter
+
+    from pointmap_ros.errors import ConfigError
+    from pointmap_ros.ros.node import DynamicReconNode
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        with pytest.raises(ConfigError, match='rigid_residual_rel') as rejected:
+            DynamicReconNode(context=context, parameter_overrides=[
+                Parameter('backend', value='oracle'),
+                Parameter('rigid_residual_rel', value=0.0)])
+        assert rejected.traceback  # keeps the half-built node alive until the shutdown
+    finally:
+        context.try_shutdown()  # destroys it: raised AttributeError ('_worker') before
 
 
 def test_missing_model_fails_with_the_path(ros_node, tmp_path):
