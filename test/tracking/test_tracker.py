@@ -9,7 +9,8 @@ import pytest
 from pointmap_ros.geometry.transforms import (
     rotvec_to_rotmat, se3_apply, se3_compose, se3_from_rt, se3_inverse)
 from pointmap_ros.tracking.tracker import (
-    Detection, ObjectTracker, TrackerConfig, is_fragment, moves_clearly)
+    _UNMATCHED_COST, Detection, ObjectTracker, TrackerConfig, _assignment, is_fragment,
+    moves_clearly)
 
 RNG = np.random.default_rng(0)
 CUBE = RNG.uniform(-0.2, 0.2, size=(200, 3))
@@ -200,6 +201,59 @@ def test_a_published_track_chooses_before_a_tentative_one():
     merged = detection(0.4, start + np.array([0.3, 0.0, 0.0]))
     ids, objects = tr.update([merged], 0.4, 3.0)
     assert ids == [1] and [o.track_id for o in objects] == [1]
+
+
+def test_a_coasting_track_never_takes_an_object_from_its_own_track():
+    """An object's detection and a fragment of it, both on its track's pixels; a coasting
+    track beside it can reach only the object's detection. The object keeps its track and
+    the fragment is new: pairing every detection (the fragment with the object's track,
+    the object with the coasting one) is the worse assignment. It happened on a varied
+    validation scene, where a box segmented whole changed its id."""
+    tr = ObjectTracker(TrackerConfig(min_hits=2, max_misses=3))
+    a, b = np.array([0.0, 0.0, 3.0]), np.array([0.7, 0.0, 3.0])
+    for k in range(3):
+        tr.update([detection(0.1 * k, a), detection(0.1 * k, b)], 0.1 * k, 3.0)
+    tr.update([detection(0.3, a)], 0.3, 3.0)  # b hidden: its track coasts
+    assert tr.published_ids == {1, 2}
+    whole, fragment = detection(0.4, a), detection(0.4, a + [-0.6, 0.0, 0.0])
+    whole.overlap = fragment.overlap = {1: 1.0}
+    ids, objects = tr.update([whole, fragment], 0.4, 3.0)
+    assert ids == [1, 3]
+    assert {o.track_id: o.point_count for o in objects} == {1: len(CUBE), 2: 0}
+
+
+def _best_partial_matching(cost: np.ndarray) -> float:
+    """Brute force: the least total cost over every partial matching of possible pairs,
+    each row and column left alone at ``_UNMATCHED_COST``."""
+    rows, columns = cost.shape
+    best = (rows + columns) * _UNMATCHED_COST
+
+    def extend(row: int, used: frozenset, total: float, pairs: int) -> None:
+        nonlocal best
+        if row == rows:
+            best = min(best, total + (rows + columns - 2 * pairs) * _UNMATCHED_COST)
+            return
+        extend(row + 1, used, total, pairs)
+        for column in range(columns):
+            if column not in used and np.isfinite(cost[row, column]):
+                extend(row + 1, used | {column}, total + cost[row, column], pairs + 1)
+
+    extend(0, frozenset(), 0.0, 0)
+    return best
+
+
+@pytest.mark.parametrize('seed', range(40))
+def test_assignment_is_the_least_cost_partial_matching(seed):
+    rng = np.random.default_rng(seed)
+    shape = tuple(rng.integers(1, 5, size=2))
+    cost = rng.uniform(-1.0, 1.0, size=shape)
+    cost[rng.uniform(size=shape) < 0.4] = np.inf
+    pairs = _assignment(cost)
+    assert len({r for r, _ in pairs}) == len(pairs) == len({c for _, c in pairs})
+    assert all(np.isfinite(cost[r, c]) for r, c in pairs)
+    total = (sum(cost[r, c] for r, c in pairs)
+             + (sum(shape) - 2 * len(pairs)) * _UNMATCHED_COST)
+    assert total == pytest.approx(_best_partial_matching(cost))
 
 
 def test_birth_needs_min_hits_and_single_false_detection_dies():
