@@ -301,8 +301,8 @@ class ReconCore:
         """Stop the worker and free the engine before the node itself goes."""
         self._deactivate()
         self._release_engine()
-        if (odometry := getattr(self, '_odometry', None)) is not None:
-            odometry.close()
+        if self._odometry is not None:
+            self._odometry.close()
         return super().destroy_node()
 
     # -- parameters ---------------------------------------------------------------------
