@@ -702,7 +702,7 @@ def aperture_information(aperture: ApertureMetric, pixels: np.ndarray,
         return left[:, :, None] * right[:, None, :]
 
     structure = structure[on_surface]
-    information = facing.copy()
+    information = facing  # a local array: the surface's pixels are written over in place
     information[on_surface] = (
         outer(normal, normal) + structure[:, 0, 0, None, None] * outer(plane_x, plane_x)
         + structure[:, 0, 1, None, None] * (outer(plane_x, plane_y) + outer(plane_y, plane_x))
